@@ -1,0 +1,1 @@
+//! Local S3 server (to be written).

@@ -1,0 +1,10 @@
+//! scribefs: mount an S3 bucket, first of all a Scribe Ledger segment bucket, as a directory.
+//!
+//! Layers, one module each, dependencies pointing down only:
+//! `cli` (parsing, config, commands) -> `fs` (FUSE) -> `cache` -> `store` (S3);
+//! `segment` holds the ledger's key scheme and segment API; `devserver` is the local S3 server
+//! that the quickstart, the tests and the benchmarks share.
+
+pub mod devserver;
+pub mod segment;
+pub mod store;

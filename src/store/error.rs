@@ -1,0 +1,76 @@
+//! The storage layer's one error type. Every S3 failure is classified here, once, from the SDK's
+//! typed errors and HTTP status codes; the layers above only match on variants.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key (or the bucket, for bucket-level calls) does not exist: HTTP 404.
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("bucket {0:?} does not exist")]
+    NoSuchBucket(String),
+    /// HTTP 403: bad credentials, a refused signature, or a policy that forbids the call.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// HTTP 412: the object changed since its ETag was read (If-Match failed).
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// HTTP 400 and other answers that retrying cannot fix.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// 429/503 SlowDown and friends: retryable.
+    #[error("throttled by the server: {0}")]
+    Throttled(String),
+    /// HTTP 5xx other than throttling: retryable.
+    #[error("server error (HTTP {status}): {message}")]
+    Server { status: u16, message: String },
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made or broke (refused, reset, body cut short): retryable.
+    #[error("connection error: {0}")]
+    Connection(String),
+    /// Bad configuration found when building a client (missing bucket, bad endpoint, ...).
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A retryable error that kept happening until the retry budget ran out.
+    #[error("{source} (gave up after {attempts} attempts)")]
+    RetriesExhausted {
+        attempts: u32,
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// Anything the SDK reported that fits no other class.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl StoreError {
+    /// Whether sending the same request again may succeed: throttling, 5xx, timeouts and broken
+    /// connections. 400/403/404/412 never are.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Throttled(_)
+                | StoreError::Server { .. }
+                | StoreError::Timeout(_)
+                | StoreError::Connection(_)
+        )
+    }
+
+    /// The error underneath any retry wrapper, for callers that branch on the kind.
+    pub fn root(&self) -> &StoreError {
+        match self {
+            StoreError::RetriesExhausted { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.root(), StoreError::NotFound(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;

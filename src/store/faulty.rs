@@ -1,0 +1,1 @@
+//! Failure injection (to be written).

@@ -1,0 +1,296 @@
+//! An object store held in memory with S3's key semantics, for fast unit and property tests and
+//! as the data model behind the dev server. ETags are MD5 hex digests like S3's (multipart ones
+//! end in `-N`), so a put with new content always yields a new ETag.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+use super::listing::list_page;
+use super::{
+    CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta, ObjectStore,
+    ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+};
+
+/// S3 refuses parts smaller than this (except the last) when completing an upload.
+pub const S3_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's limit on parts per upload.
+pub const S3_MAX_PARTS: u32 = 10_000;
+/// GET bodies are streamed in chunks of this size, as a network body would arrive.
+const BODY_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub data: Bytes,
+    pub etag: String,
+    pub last_modified: SystemTime,
+    pub metadata: UserMetadata,
+    pub content_type: Option<String>,
+}
+
+impl StoredObject {
+    pub fn new(data: Bytes, options: PutOptions) -> Self {
+        let etag = format!("\"{}\"", hex(&Md5::digest(&data)));
+        StoredObject {
+            data,
+            etag,
+            last_modified: SystemTime::now(),
+            metadata: options.metadata,
+            content_type: options.content_type,
+        }
+    }
+
+    fn meta(&self, key: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key.to_string(),
+            size: self.data.len() as u64,
+            etag: self.etag.clone(),
+            last_modified: self.last_modified,
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+struct Upload {
+    key: String,
+    options: PutOptions,
+    parts: BTreeMap<u32, (String, Bytes)>,
+}
+
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, StoredObject>>,
+    uploads: Mutex<HashMap<String, Upload>>,
+    next_upload: AtomicU64,
+    min_part_size: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::with_min_part_size(S3_MIN_PART_SIZE)
+    }
+
+    /// A store that accepts smaller multipart parts than S3 does, so tests stay small.
+    pub fn with_min_part_size(min_part_size: u64) -> Self {
+        MemoryStore {
+            objects: Mutex::new(BTreeMap::new()),
+            uploads: Mutex::new(HashMap::new()),
+            next_upload: AtomicU64::new(1),
+            min_part_size,
+        }
+    }
+
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StoredObject>> {
+        // A panic while holding the lock cannot leave the map half-updated: recover it.
+        self.objects.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
+        self.uploads.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Stores an object as given (ETag and time included), e.g. when loading persisted data.
+    pub fn insert(&self, key: &str, object: StoredObject) {
+        self.objects().insert(key.to_string(), object);
+    }
+
+    /// The stored object, for callers that need more than HEAD returns.
+    pub fn object(&self, key: &str) -> Option<StoredObject> {
+        self.objects().get(key).cloned()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.objects().keys().cloned().collect()
+    }
+
+    /// Multipart uploads started and neither completed nor aborted: each one costs storage on S3.
+    pub fn pending_uploads(&self) -> usize {
+        self.uploads().len()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn no_such_upload(upload_id: &str) -> StoreError {
+    StoreError::NotFound(format!("multipart upload {upload_id}"))
+}
+
+/// Splits `data` into network-sized chunks as one body stream.
+pub fn chunked_body(data: Bytes) -> super::ByteStream {
+    let chunks: Vec<StoreResult<Bytes>> = (0..data.len())
+        .step_by(BODY_CHUNK)
+        .map(|at| Ok(data.slice(at..(at + BODY_CHUNK).min(data.len()))))
+        .collect();
+    Box::pin(futures::stream::iter(chunks))
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
+        self.objects()
+            .get(key)
+            .map(|o| o.meta(key))
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))
+    }
+
+    async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
+        let object = self
+            .object(&request.key)
+            .ok_or_else(|| StoreError::NotFound(request.key.clone()))?;
+        if let Some(expected) = &request.if_match {
+            if *expected != object.etag {
+                return Err(StoreError::PreconditionFailed(request.key.clone()));
+            }
+        }
+        let size = object.data.len() as u64;
+        let range = match request.range {
+            None => 0..size,
+            Some(r) if r.start >= size || r.start >= r.end => {
+                return Err(StoreError::InvalidRequest(format!(
+                    "range {}..{} not satisfiable for {} ({size} bytes)",
+                    r.start, r.end, request.key
+                )));
+            }
+            Some(r) => r.start..r.end.min(size),
+        };
+        let body = object.data.slice(range.start as usize..range.end as usize);
+        Ok(GetObjectOutput { meta: object.meta(&request.key), range, body: chunked_body(body) })
+    }
+
+    async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
+        let object = StoredObject::new(body, options);
+        let etag = object.etag.clone();
+        self.insert(key, object);
+        Ok(PutOutput { etag })
+    }
+
+    async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
+        let upload_id = format!("upload-{}", self.next_upload.fetch_add(1, Ordering::Relaxed));
+        let upload = Upload { key: key.to_string(), options, parts: BTreeMap::new() };
+        self.uploads().insert(upload_id.clone(), upload);
+        Ok(upload_id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> StoreResult<CompletedPart> {
+        if !(1..=S3_MAX_PARTS).contains(&part_number) {
+            return Err(StoreError::InvalidRequest(format!("part number {part_number}")));
+        }
+        let mut uploads = self.uploads();
+        let upload = uploads
+            .get_mut(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| no_such_upload(upload_id))?;
+        let etag = format!("\"{}\"", hex(&Md5::digest(&body)));
+        upload.parts.insert(part_number, (etag.clone(), body));
+        Ok(CompletedPart { part_number, etag })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> StoreResult<PutOutput> {
+        let mut uploads = self.uploads();
+        let upload = uploads
+            .get(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| no_such_upload(upload_id))?;
+        if parts.is_empty() {
+            return Err(StoreError::InvalidRequest("complete with no parts".into()));
+        }
+        let mut data = Vec::new();
+        let mut digests = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 && parts[i - 1].part_number >= part.part_number {
+                return Err(StoreError::InvalidRequest("parts not in ascending order".into()));
+            }
+            let (_, body) = upload
+                .parts
+                .get(&part.part_number)
+                .filter(|(etag, _)| *etag == part.etag)
+                .ok_or_else(|| {
+                    StoreError::InvalidRequest(format!("invalid part {}", part.part_number))
+                })?;
+            if i + 1 < parts.len() && (body.len() as u64) < self.min_part_size {
+                return Err(StoreError::InvalidRequest(format!(
+                    "part {} is smaller than the minimum part size",
+                    part.part_number
+                )));
+            }
+            digests.extend_from_slice(&Md5::digest(body));
+            data.extend_from_slice(body);
+        }
+        let mut object = StoredObject::new(Bytes::from(data), upload.options.clone());
+        object.etag = format!("\"{}-{}\"", hex(&Md5::digest(&digests)), parts.len());
+        let etag = object.etag.clone();
+        uploads.remove(upload_id);
+        drop(uploads);
+        self.insert(key, object);
+        Ok(PutOutput { etag })
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
+        let mut uploads = self.uploads();
+        match uploads.get(upload_id) {
+            Some(upload) if upload.key == key => {
+                uploads.remove(upload_id);
+                Ok(())
+            }
+            _ => Err(no_such_upload(upload_id)),
+        }
+    }
+
+    async fn copy(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        metadata: Option<UserMetadata>,
+    ) -> StoreResult<PutOutput> {
+        let source = self
+            .object(source_key)
+            .ok_or_else(|| StoreError::NotFound(source_key.to_string()))?;
+        let options = PutOptions {
+            metadata: metadata.unwrap_or(source.metadata),
+            content_type: source.content_type,
+        };
+        self.put(dest_key, source.data, options).await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.objects().remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, request: ListRequest) -> StoreResult<ListPage> {
+        let objects = self.objects();
+        Ok(list_page(&objects, &request, |key, object| ObjectSummary {
+            key: key.to_string(),
+            size: object.data.len() as u64,
+            etag: object.etag.clone(),
+            last_modified: object.last_modified,
+        }))
+    }
+
+    async fn head_bucket(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

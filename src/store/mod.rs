@@ -1,0 +1,193 @@
+//! `store/` talks to S3 and to nothing else: an [`ObjectStore`] trait with the handful of S3
+//! calls the file system and the segment API need, and its implementations:
+//!
+//! - [`s3::S3Store`]: aws-sdk-s3 over HTTP, for real buckets, MinIO and the dev server;
+//! - [`memory::MemoryStore`]: in memory, faithful to S3 key semantics, for fast unit tests;
+//! - [`retry::Retrying`]: a wrapper adding backoff retries and GET-body resumption to any store;
+//! - [`faulty::FaultyStore`]: a wrapper that fails chosen calls, for failure tests.
+//!
+//! Nothing here knows about FUSE or inodes: keys are plain S3 keys.
+
+pub mod config;
+pub mod error;
+pub mod faulty;
+pub mod listing;
+pub mod memory;
+pub mod retry;
+pub mod s3;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+pub use error::{StoreError, StoreResult};
+
+/// User metadata (`x-amz-meta-*` headers, names without the prefix, lower case).
+pub type UserMetadata = BTreeMap<String, String>;
+
+/// What HEAD (or the first answer of a GET) says about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// The ETag as S3 sends it, quotes included.
+    pub etag: String,
+    pub last_modified: SystemTime,
+    pub metadata: UserMetadata,
+}
+
+/// One object in a listing page: what ListObjectsV2 returns per key (no user metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSummary {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: SystemTime,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListRequest {
+    pub prefix: String,
+    /// Usually `Some("/")`: group keys below the next delimiter into common prefixes.
+    pub delimiter: Option<String>,
+    pub continuation_token: Option<String>,
+    /// Keys and common prefixes together, as S3 counts them; `None` means the server's 1000.
+    pub max_keys: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// In byte order of the keys.
+    pub objects: Vec<ObjectSummary>,
+    /// In byte order, each ending with the delimiter.
+    pub common_prefixes: Vec<String>,
+    /// Present when there are more results: pass it back to get the next page.
+    pub next_continuation_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetRequest {
+    pub key: String,
+    /// Half-open byte range; `None` reads the whole object. A range past the end is clipped.
+    pub range: Option<Range<u64>>,
+    /// Refuse (PreconditionFailed) if the object's ETag is no longer this one.
+    pub if_match: Option<String>,
+}
+
+impl GetRequest {
+    pub fn whole(key: impl Into<String>) -> Self {
+        GetRequest { key: key.into(), ..Default::default() }
+    }
+}
+
+/// A body arriving in chunks; an `Err` item means the transfer broke at that point.
+pub type ByteStream = BoxStream<'static, StoreResult<Bytes>>;
+
+pub struct GetObjectOutput {
+    /// Metadata of the whole object (size is the full object size, not the range length).
+    pub meta: ObjectMeta,
+    /// The byte range the body covers.
+    pub range: Range<u64>,
+    pub body: ByteStream,
+}
+
+impl GetObjectOutput {
+    /// Collect the whole body into one buffer.
+    pub async fn collect(mut self) -> StoreResult<Bytes> {
+        let mut buf = BytesMut::with_capacity((self.range.end - self.range.start) as usize);
+        while let Some(chunk) = self.body.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    pub metadata: UserMetadata,
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutput {
+    pub etag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedPart {
+    /// 1-based, as S3 numbers parts.
+    pub part_number: u32,
+    pub etag: String,
+}
+
+/// The S3 calls scribefs makes. Implementations must keep S3's semantics: keys are opaque byte
+/// strings (`a` and `a/b` coexist, `dir/` is an ordinary key), listings are in byte order, every
+/// put yields a new ETag, and a HEAD or GET of a key that exists only as a prefix is NotFound.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    async fn head(&self, key: &str) -> StoreResult<ObjectMeta>;
+    async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput>;
+    async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput>;
+    /// Starts a multipart upload and returns its upload id.
+    async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> StoreResult<CompletedPart>;
+    /// `parts` must be in ascending part number order.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> StoreResult<PutOutput>;
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
+    /// Server-side copy of a whole object (single CopyObject; callers split above 5 GiB).
+    /// `metadata: Some` replaces the user metadata, `None` copies it.
+    async fn copy(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        metadata: Option<UserMetadata>,
+    ) -> StoreResult<PutOutput>;
+    /// Deleting a missing key succeeds, as in S3.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    async fn list(&self, request: ListRequest) -> StoreResult<ListPage>;
+    /// HeadBucket: does the bucket exist and may we use it.
+    async fn head_bucket(&self) -> StoreResult<()>;
+}
+
+/// Reads a whole object (or a range of it) into memory.
+pub async fn get_bytes(
+    store: &dyn ObjectStore,
+    key: &str,
+    range: Option<Range<u64>>,
+) -> StoreResult<Bytes> {
+    store
+        .get(GetRequest { key: key.to_string(), range, if_match: None })
+        .await?
+        .collect()
+        .await
+}
+
+/// Lists every page under `prefix` (no delimiter) and returns all object summaries.
+pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> StoreResult<Vec<ObjectSummary>> {
+    let mut request = ListRequest { prefix: prefix.to_string(), ..Default::default() };
+    let mut objects = Vec::new();
+    loop {
+        let page = store.list(request.clone()).await?;
+        objects.extend(page.objects);
+        match page.next_continuation_token {
+            Some(token) => request.continuation_token = Some(token),
+            None => return Ok(objects),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! ObjectStore over aws-sdk-s3 (to be written).
