@@ -1,0 +1,70 @@
+//! `cli/` parses the command line, resolves the configuration and runs the chosen command.
+//! Every failure ends as one line on standard error and a non-zero exit status.
+
+pub mod args;
+pub mod config;
+mod segments;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::store::ObjectStore;
+use crate::store::StoreError;
+use crate::store::config::S3Config;
+use crate::store::retry::{RetryPolicy, Retrying};
+use crate::store::s3::S3Store;
+use args::{Cli, Command};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Entry point of the `scribefs` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&CliError::Io(format!("cannot start the async runtime: {e}"))),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(error: &CliError) -> ExitCode {
+    let line = error.to_string().replace('\n', " ");
+    eprintln!("scribefs: error: {line}");
+    ExitCode::FAILURE
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let config = config::resolve(&cli.connection, &|name| std::env::var(name).ok())?;
+    match cli.command {
+        Command::Segments(command) => segments::run(command, &config).await,
+    }
+}
+
+/// The store every command uses: S3 over HTTP with our retries around it.
+pub async fn connect(config: &S3Config) -> Result<Arc<dyn ObjectStore>, CliError> {
+    let s3 = S3Store::new(config).await?;
+    let policy = RetryPolicy { max_retries: config.max_retries, ..RetryPolicy::default() };
+    Ok(Arc::new(Retrying::new(s3, policy)))
+}
