@@ -45,6 +45,8 @@ pub struct ConnectionArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Mount BUCKET at DIR (returns once the mount is live; unmount with umount DIR)
+    Mount(MountArgs),
     /// Scribe Ledger segments (segments/segment-<16 hex>.bin), without mounting
     #[command(subcommand)]
     Segments(SegmentsCommand),
@@ -66,4 +68,72 @@ pub enum SegmentsCommand {
     Rm { id: String },
     /// Check that the bucket is reachable with these credentials (one HeadBucket)
     Health,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// Every `/`-separated key is a path
+    Keys,
+    /// Only Scribe Ledger segment files of the prefix (default segments/), in id order
+    Segments,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    pub bucket: String,
+    pub dir: PathBuf,
+    /// Show only keys below this prefix (e.g. data/)
+    #[arg(long, help_heading = "Namespace")]
+    pub prefix: Option<String>,
+    /// How keys become files
+    #[arg(long, value_enum, default_value = "keys", help_heading = "Namespace")]
+    pub layout: LayoutArg,
+    /// Refuse every change (writers get EROFS)
+    #[arg(long, help_heading = "Namespace")]
+    pub read_only: bool,
+    /// Let writers replace existing segments (segments layout)
+    #[arg(long, help_heading = "Namespace")]
+    pub allow_overwrite: bool,
+    /// Directories with more entries are not renamed (EXDEV, so mv copies instead)
+    #[arg(long, default_value_t = 1000, value_name = "N", help_heading = "Namespace")]
+    pub rename_dir_limit: usize,
+    /// Owner shown for files without s3fs uid metadata [default: yours]
+    #[arg(long, help_heading = "Permissions")]
+    pub uid: Option<u32>,
+    /// Group shown for files without s3fs gid metadata [default: yours]
+    #[arg(long, help_heading = "Permissions")]
+    pub gid: Option<u32>,
+    /// Permission bits of directories (octal)
+    #[arg(long, default_value = "755", value_parser = super::mount::parse_mode, help_heading = "Permissions")]
+    pub dir_mode: u16,
+    /// Permission bits of files without s3fs mode metadata (octal)
+    #[arg(long, default_value = "644", value_parser = super::mount::parse_mode, help_heading = "Permissions")]
+    pub file_mode: u16,
+    /// Let other users use the mount (needs user_allow_other in /etc/fuse.conf unless root)
+    #[arg(long, help_heading = "Permissions")]
+    pub allow_other: bool,
+    /// Let root use the mount
+    #[arg(long, help_heading = "Permissions")]
+    pub allow_root: bool,
+    /// Memory block cache, in MiB
+    #[arg(long, default_value_t = 256, value_name = "MIB", help_heading = "Caching")]
+    pub cache_size_mib: u64,
+    /// Size of a cached block and of a ranged GET's unit (e.g. 1M)
+    #[arg(long, default_value = "1M", value_parser = super::mount::parse_size, help_heading = "Caching")]
+    pub block_size: u64,
+    /// Seconds metadata (attributes, listings, misses) is trusted, or "indefinite"
+    #[arg(long, default_value = "1", value_parser = super::mount::parse_ttl, help_heading = "Caching")]
+    pub metadata_ttl: super::mount::Ttl,
+    /// Multipart upload part size (at least 5M)
+    #[arg(long, default_value = "8M", value_parser = super::mount::parse_size, help_heading = "Writing")]
+    pub part_size: u64,
+    /// Where random writes and appends are staged before upload [default: $TMPDIR/scribefs-staging]
+    #[arg(long, value_name = "DIR", help_heading = "Writing")]
+    pub staging_dir: Option<PathBuf>,
+    /// Stay in the foreground (logs go to stderr)
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// FUSE mount options, comma separated (allow_other, default_permissions, ...)
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
 }

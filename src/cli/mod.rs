@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod config;
+mod mount;
 mod segments;
 
 use std::process::ExitCode;
@@ -55,10 +56,14 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-async fn run(cli: Cli) -> Result<(), CliError> {
+async fn run(mut cli: Cli) -> Result<(), CliError> {
+    if let Command::Mount(args) = &cli.command {
+        cli.connection.bucket = Some(args.bucket.clone());
+    }
     let config = config::resolve(&cli.connection, &|name| std::env::var(name).ok())?;
     match cli.command {
         Command::Segments(command) => segments::run(command, &config).await,
+        Command::Mount(args) => mount::run(args, config).await,
     }
 }
 

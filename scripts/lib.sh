@@ -1,0 +1,38 @@
+# Shared by the scripts: install what a fresh Debian machine lacks. Sourced, not run.
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian packages scribefs needs to mount (fuse3) and its tests use (rsync, tar, xxd...).
+ensure_packages() {
+    local missing=()
+    command -v fusermount3 >/dev/null || missing+=(fuse3)
+    command -v rsync >/dev/null || missing+=(rsync)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v python3 >/dev/null || missing+=(python3 python3-pip)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "scribefs: installing ${missing[*]}" >&2
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if [ ! -e /dev/fuse ]; then
+        as_root modprobe fuse 2>/dev/null || true
+    fi
+}
+
+# moto: an independent S3 implementation the integration suite also runs against.
+ensure_moto() {
+    if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
+        echo "scribefs: installing moto[server]" >&2
+        python3 -m pip install -q 'moto[server]' 2>/dev/null ||
+            python3 -m pip install -q --break-system-packages 'moto[server]'
+    fi
+}
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null; then
+        echo "scribefs: cargo not found; install Rust 1.95 (rustup) first" >&2
+        exit 1
+    fi
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs every test: unit tests, the storage suite against the dev
+# server and against moto, and the file system tests that mount through /dev/fuse.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_rust
+ensure_packages
+ensure_moto
+
+# Tests start their own dev servers and moto processes on free loopback ports.
+cargo test --all-targets "$@"

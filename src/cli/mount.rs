@@ -1,0 +1,273 @@
+//! `scribefs mount BUCKET DIR`: check the bucket, mount, and serve until unmounted.
+//!
+//! Without `--foreground` the command re-runs itself in the background and returns only once
+//! the mount is live (exit 0) or has failed (non-zero, with the child's one-line reason): the
+//! child reports through a pipe whose fd it inherits.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{MountOption, SessionACL};
+
+use super::args::{LayoutArg, MountArgs};
+use super::{connect, CliError};
+use crate::fs::fuse::FuseAdapter;
+use crate::fs::{Fs, FsConfig, Layout, LayoutKind};
+use crate::store::config::S3Config;
+use crate::store::StoreError;
+
+/// Environment variable naming the fd a background child reports readiness on.
+const READY_FD_ENV: &str = "SCRIBEFS_READY_FD";
+
+pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> {
+    config.bucket = args.bucket.clone();
+    config.validate().map_err(|e| CliError::Config(e.to_string()))?;
+    if !args.dir.is_dir() {
+        return Err(CliError::Usage(format!("mount point {} is not a directory", args.dir.display())));
+    }
+    if !args.foreground {
+        return spawn_background().await;
+    }
+    let ready = ReadyPipe::from_env();
+    match serve(args, config, &ready).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            ready.report(&format!("error: {e}"));
+            Err(e)
+        }
+    }
+}
+
+async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(), CliError> {
+    let store = connect(&config).await?;
+    store.head_bucket().await.map_err(|e| explain_bucket_check(&e, &config))?;
+    let fs_config = fs_config(&args)?;
+    std::fs::create_dir_all(&fs_config.staging_dir)
+        .map_err(|e| CliError::Io(format!("cannot create staging dir {}: {e}", fs_config.staging_dir.display())))?;
+    let fs = Fs::new(store, fs_config);
+    let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
+    let mut session = fuser::Session::new(adapter, &args.dir, &fuse_config(&args, &config))
+        .map_err(|e| CliError::Io(format!("cannot mount at {}: {e}", args.dir.display())))?;
+    let mut unmounter = session.unmount_callable();
+    let background = session.spawn().map_err(|e| CliError::Io(format!("cannot start the FUSE session: {e}")))?;
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = background.join();
+        let _ = ended_tx.send(result);
+    });
+    tracing::info!(bucket = %config.bucket, dir = %args.dir.display(), "mounted");
+    ready.report("ok");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = ended_rx => {
+            // Unmounted from outside (umount, fusermount3 -u): destroy() already flushed.
+            if let Ok(Err(e)) = result {
+                return Err(CliError::Io(format!("FUSE session ended with an error: {e}")));
+            }
+        }
+        _ = tokio::signal::ctrl_c() => shutdown(&fs, &mut unmounter).await,
+        _ = terminate.recv() => shutdown(&fs, &mut unmounter).await,
+    }
+    Ok(())
+}
+
+async fn shutdown(fs: &Arc<Fs>, unmounter: &mut fuser::SessionUnmounter) {
+    tracing::info!("signal received: finishing uploads, then unmounting");
+    fs.flush_all().await;
+    if let Err(e) = unmounter.unmount() {
+        tracing::error!(error = %e, "unmount failed");
+    }
+}
+
+/// One line naming what is wrong: the bucket, the endpoint or the credentials.
+fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
+    let endpoint = config.endpoint.as_deref().unwrap_or("AWS S3");
+    let message = match error.root() {
+        StoreError::NoSuchBucket(_) | StoreError::NotFound(_) => {
+            format!("bucket {:?} does not exist at {endpoint}", config.bucket)
+        }
+        StoreError::AccessDenied(_) => format!(
+            "access to bucket {:?} at {endpoint} was refused: check the access key and secret (signature or permissions)",
+            config.bucket
+        ),
+        StoreError::Connection(_) | StoreError::Timeout(_) => {
+            format!("cannot reach the S3 endpoint {endpoint}: {error}")
+        }
+        _ => format!("checking bucket {:?} at {endpoint} failed: {error}", config.bucket),
+    };
+    CliError::Config(message)
+}
+
+fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
+    let kind = match args.layout {
+        LayoutArg::Keys => LayoutKind::Keys,
+        LayoutArg::Segments => LayoutKind::Segments,
+    };
+    let layout = Layout::new(kind, args.prefix.as_deref()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut config = FsConfig::new(layout);
+    config.read_only = args.read_only;
+    if let Some(uid) = args.uid {
+        config.uid = uid;
+    }
+    if let Some(gid) = args.gid {
+        config.gid = gid;
+    }
+    config.dir_mode = args.dir_mode;
+    config.file_mode = args.file_mode;
+    config.metadata_ttl = args.metadata_ttl.0;
+    config.cache_bytes = args.cache_size_mib << 20;
+    config.block_size = args.block_size;
+    config.part_size = args.part_size;
+    config.allow_overwrite = args.allow_overwrite;
+    config.rename_dir_limit = args.rename_dir_limit;
+    config.staging_dir = args.staging_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("scribefs-staging"));
+    Ok(config)
+}
+
+fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("scribefs:{}", s3.bucket)),
+        MountOption::Subtype("scribefs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if args.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
+    for option in args.options.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+        match option {
+            "allow_other" => config.acl = SessionACL::All,
+            "allow_root" => config.acl = SessionACL::RootAndOwner,
+            "ro" => config.mount_options.push(MountOption::RO),
+            "default_permissions" => config.mount_options.push(MountOption::DefaultPermissions),
+            other => config.mount_options.push(MountOption::CUSTOM(other.to_string())),
+        }
+    }
+    if args.allow_other {
+        config.acl = SessionACL::All;
+    } else if args.allow_root {
+        config.acl = SessionACL::RootAndOwner;
+    }
+    config
+}
+
+/// Re-runs this command with `--foreground` in a new session, and waits for it to report.
+async fn spawn_background() -> Result<(), CliError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two fresh fds into the array we own.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(CliError::Io(format!("pipe: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: both fds were just created by pipe and are owned by nobody else.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let exe = std::env::current_exe()?;
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1)).arg("--foreground");
+    command.env(READY_FD_ENV, fds[1].to_string());
+    command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    use std::os::unix::process::CommandExt;
+    let read_raw = fds[0];
+    // SAFETY: the closure only calls async-signal-safe functions (setsid, close).
+    unsafe {
+        command.pre_exec(move || {
+            libc::setsid();
+            libc::close(read_raw);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    drop(write_end);
+    let report = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(std::fs::File::from(read_end)).read_line(&mut line);
+        line
+    })
+    .await
+    .unwrap_or_default();
+    let line = report.trim_end().to_string();
+    if line == "ok" {
+        return Ok(());
+    }
+    let _ = child.wait();
+    let reason = line.strip_prefix("error: ").unwrap_or("the mount process exited before the mount was live");
+    Err(CliError::Usage(reason.to_string()))
+}
+
+/// The write end of the readiness pipe, when this process is a background child. The first
+/// report closes it, so the parent sees one line and then end of file.
+struct ReadyPipe(std::sync::Mutex<Option<std::fs::File>>);
+
+impl ReadyPipe {
+    fn from_env() -> Self {
+        let fd = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok());
+        // SAFETY: the parent created this fd for us and nothing else in this process uses it.
+        let file = fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
+        ReadyPipe(std::sync::Mutex::new(file))
+    }
+
+    fn report(&self, line: &str) {
+        let taken = self.0.lock().ok().and_then(|mut f| f.take());
+        if let Some(mut file) = taken {
+            let _ = writeln!(file, "{line}");
+            let _ = file.flush();
+        }
+    }
+}
+
+/// A metadata TTL; `None` is "indefinite".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(pub Option<Duration>);
+
+pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
+    if text == "indefinite" {
+        return Ok(Ttl(None));
+    }
+    let secs: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds or \"indefinite\""))?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{text:?} is not a valid TTL"));
+    }
+    Ok(Ttl(Some(Duration::from_secs_f64(secs))))
+}
+
+/// Sizes like 8388608, 512K, 8M, 1G (binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let trimmed = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, shift) = match trimmed.chars().last() {
+        Some('K') => (&trimmed[..trimmed.len() - 1], 10),
+        Some('M') => (&trimmed[..trimmed.len() - 1], 20),
+        Some('G') => (&trimmed[..trimmed.len() - 1], 30),
+        _ => (trimmed, 0),
+    };
+    let value: u64 = digits.trim().parse().map_err(|_| format!("{text:?} is not a size (e.g. 1048576, 512K, 8M)"))?;
+    value.checked_shl(shift).filter(|v| *v > 0).ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+pub fn parse_mode(text: &str) -> Result<u16, String> {
+    u16::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{text:?} is not an octal mode like 644"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_ttls_and_modes_parse() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_ttl("indefinite"), Ok(Ttl(None)));
+        assert_eq!(parse_ttl("1.5"), Ok(Ttl(Some(Duration::from_millis(1500)))));
+        assert!(parse_ttl("-1").is_err());
+        assert_eq!(parse_mode("755"), Ok(0o755));
+        assert!(parse_mode("999").is_err());
+    }
+}

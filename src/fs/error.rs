@@ -1,0 +1,121 @@
+//! The file system's error type and the one place every error becomes an errno. The matches
+//! are exhaustive on purpose: a new variant anywhere below forces a decision here.
+
+use crate::fs::upload::UploadError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDirectory,
+    #[error("is a directory")]
+    IsDirectory,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("invalid name {0:?}")]
+    InvalidName(String),
+    #[error("name too long")]
+    NameTooLong,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("operation not permitted: {0}")]
+    NotPermitted(String),
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("no such attribute")]
+    NoAttribute,
+    #[error("buffer too small")]
+    Range,
+    #[error("too many entries: {0}")]
+    TooMany(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+impl FsError {
+    pub fn errno(&self) -> libc::c_int {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotDirectory => libc::ENOTDIR,
+            FsError::IsDirectory => libc::EISDIR,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::InvalidName(_) => libc::EINVAL,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::InvalidArgument(_) => libc::EINVAL,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::NotPermitted(_) => libc::EPERM,
+            FsError::Unsupported(_) => libc::ENOTSUP,
+            FsError::BadHandle => libc::EBADF,
+            FsError::NoAttribute => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
+            FsError::TooMany(_) => libc::EMLINK,
+            FsError::Store(e) => store_errno(e),
+            FsError::Upload(e) => upload_errno(e),
+            FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}
+
+/// S3 failures as the file system reports them.
+pub fn store_errno(error: &StoreError) -> libc::c_int {
+    match error {
+        StoreError::NotFound(_) => libc::ENOENT,
+        StoreError::NoSuchBucket(_) => libc::ENOENT,
+        StoreError::AccessDenied(_) => libc::EACCES,
+        // The object changed under an open file: its data here is no longer the object's.
+        StoreError::PreconditionFailed(_) => libc::ESTALE,
+        StoreError::InvalidRequest(_) => libc::EIO,
+        StoreError::Throttled(_) => libc::EIO,
+        StoreError::Server { .. } => libc::EIO,
+        StoreError::Timeout(_) => libc::ETIMEDOUT,
+        StoreError::Connection(_) => libc::EIO,
+        StoreError::Config(_) => libc::EIO,
+        StoreError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        StoreError::RetriesExhausted { source, .. } => store_errno(source),
+        StoreError::Storage(_) => libc::EIO,
+    }
+}
+
+fn upload_errno(error: &UploadError) -> libc::c_int {
+    match error {
+        UploadError::Store(e) => store_errno(e),
+        UploadError::OutOfOrder { .. } => libc::EINVAL,
+        UploadError::TooLarge { .. } => libc::EFBIG,
+        UploadError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        UploadError::Aborted => libc::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_the_errno_a_user_expects() {
+        assert_eq!(FsError::from(StoreError::NotFound("k".into())).errno(), libc::ENOENT);
+        assert_eq!(FsError::from(StoreError::AccessDenied("k".into())).errno(), libc::EACCES);
+        assert_eq!(FsError::from(StoreError::PreconditionFailed("k".into())).errno(), libc::ESTALE);
+        let exhausted = StoreError::RetriesExhausted {
+            attempts: 4,
+            source: Box::new(StoreError::Server { status: 500, message: "x".into() }),
+        };
+        assert_eq!(FsError::from(exhausted).errno(), libc::EIO);
+        assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
+        assert_eq!(FsError::NotEmpty.errno(), libc::ENOTEMPTY);
+    }
+}
