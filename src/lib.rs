@@ -5,6 +5,7 @@
 //! `segment` holds the ledger's key scheme and segment API; `devserver` is the local S3 server
 //! that the quickstart, the tests and the benchmarks share.
 
+pub mod cache;
 pub mod devserver;
 pub mod segment;
 pub mod store;
