@@ -4,7 +4,7 @@
 //! A read maps to the blocks it covers. Each block is a cache hit, a fetch already under way to
 //! join, or a miss; consecutive misses are claimed together and fetched with one ranged GET, so a
 //! small file read whole costs exactly one request. Then, if the handle reads sequentially (see
-//! [`pattern`](super::pattern)), the next `window` blocks that are neither cached nor in flight
+//! the `pattern` module), the next `window` blocks that are neither cached nor in flight
 //! are claimed and fetched in spawned tasks. The reader only ever waits for the blocks it needs,
 //! which may be blocks a prefetch is already fetching (single-flight makes it join that GET).
 //!
