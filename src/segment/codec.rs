@@ -77,7 +77,11 @@ impl Segment {
             is_compressed: compress,
             entry_count: self.data.len(),
         };
-        Ok(ArchivedSegment { id: self.segment_id, body, metadata })
+        Ok(ArchivedSegment {
+            id: self.segment_id,
+            body,
+            metadata,
+        })
     }
 }
 
@@ -111,7 +115,12 @@ pub fn demo_segment(id: u64, entries: usize, seed: u64) -> Segment {
         data.insert(key, value);
     }
     let size = data.iter().map(|(k, v)| k.len() + v.len()).sum();
-    Segment { segment_id: id, timestamp, data, size }
+    Segment {
+        segment_id: id,
+        timestamp,
+        data,
+        size,
+    }
 }
 
 /// `count` archived demo segments with non-contiguous ids; every third is gzip-compressed.
@@ -136,7 +145,10 @@ mod tests {
         let mut ids: Vec<u64> = segments.iter().map(|s| s.id).collect();
         ids.dedup();
         assert_eq!(ids.len(), 6);
-        assert!(ids.windows(2).any(|w| w[1] - w[0] > 1), "ids should not be contiguous");
+        assert!(
+            ids.windows(2).any(|w| w[1] - w[0] > 1),
+            "ids should not be contiguous"
+        );
         for archived in &segments {
             let raw = if archived.metadata.is_compressed {
                 gunzip(&archived.body).unwrap()
@@ -157,7 +169,12 @@ mod tests {
 
     #[test]
     fn bincode_layout_is_the_ledgers() {
-        let segment = Segment { segment_id: 1, timestamp: 2, data: HashMap::new(), size: 0 };
+        let segment = Segment {
+            segment_id: 1,
+            timestamp: 2,
+            data: HashMap::new(),
+            size: 0,
+        };
         // u64, u64, u64 map length, usize: bincode 1.3 fixed-int little endian.
         let mut expected = vec![1, 0, 0, 0, 0, 0, 0, 0, 2];
         expected.extend([0u8; 7 + 8 + 8]);

@@ -78,12 +78,18 @@ mod tests {
     fn keys_are_sixteen_lowercase_hex_digits() {
         assert_eq!(segment_key(42), "segments/segment-000000000000002a.bin");
         assert_eq!(meta_key(42), "segments/segment-000000000000002a.meta.json");
-        assert_eq!(segment_key(u64::MAX), "segments/segment-ffffffffffffffff.bin");
+        assert_eq!(
+            segment_key(u64::MAX),
+            "segments/segment-ffffffffffffffff.bin"
+        );
     }
 
     #[test]
     fn parsing_accepts_any_hex_length_and_case() {
-        assert_eq!(parse_segment_key("segments/segment-000000000000002a.bin"), Some(42));
+        assert_eq!(
+            parse_segment_key("segments/segment-000000000000002a.bin"),
+            Some(42)
+        );
         assert_eq!(parse_segment_key("segments/segment-2A.bin"), Some(42));
         assert_eq!(parse_segment_key("segments/segment-0.bin"), Some(0));
         assert_eq!(parse_segment_key(&segment_key(u64::MAX)), Some(u64::MAX));
@@ -91,13 +97,19 @@ mod tests {
 
     #[test]
     fn parsing_rejects_sidecars_empty_and_non_hex_ids() {
-        assert_eq!(parse_segment_key("segments/segment-000000000000002a.meta.json"), None);
+        assert_eq!(
+            parse_segment_key("segments/segment-000000000000002a.meta.json"),
+            None
+        );
         assert_eq!(parse_segment_key("segments/segment-.bin"), None);
         assert_eq!(parse_segment_key("segments/segment-xyz.bin"), None);
         assert_eq!(parse_segment_key("segments/segment-+2a.bin"), None);
         assert_eq!(parse_segment_key("segments/segment-2a.bin.tmp"), None);
         assert_eq!(parse_segment_key("other/segment-2a.bin"), None);
-        assert_eq!(parse_segment_key("segments/segment-1ffffffffffffffff.bin"), None);
+        assert_eq!(
+            parse_segment_key("segments/segment-1ffffffffffffffff.bin"),
+            None
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{meta_key, parse_segment_key, segment_key, SEGMENTS_PREFIX};
-use crate::store::{get_bytes, ListRequest, ObjectStore, PutOptions, StoreResult};
+use super::{SEGMENTS_PREFIX, meta_key, parse_segment_key, segment_key};
+use crate::store::{ListRequest, ObjectStore, PutOptions, StoreResult, get_bytes};
 
 /// The ledger's segment operations on raw bytes, over any object store.
 #[derive(Clone)]
@@ -17,7 +17,10 @@ impl SegmentStore {
     }
 
     pub async fn put_segment(&self, id: u64, data: Bytes) -> StoreResult<()> {
-        self.store.put(&segment_key(id), data, PutOptions::default()).await.map(drop)
+        self.store
+            .put(&segment_key(id), data, PutOptions::default())
+            .await
+            .map(drop)
     }
 
     /// The segment's bytes, or `None` if there is no such segment.
@@ -26,8 +29,10 @@ impl SegmentStore {
     }
 
     pub async fn put_metadata(&self, id: u64, json: Bytes) -> StoreResult<()> {
-        let options =
-            PutOptions { content_type: Some("application/json".into()), ..Default::default() };
+        let options = PutOptions {
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
         self.store.put(&meta_key(id), json, options).await.map(drop)
     }
 
@@ -44,12 +49,18 @@ impl SegmentStore {
     /// Every segment id in the bucket, ascending, across all listing pages. Keys under
     /// `segments/` that are not segment data keys (sidecars, stray files) are skipped.
     pub async fn list_segments(&self) -> StoreResult<Vec<u64>> {
-        let mut request =
-            ListRequest { prefix: format!("{SEGMENTS_PREFIX}segment-"), ..Default::default() };
+        let mut request = ListRequest {
+            prefix: format!("{SEGMENTS_PREFIX}segment-"),
+            ..Default::default()
+        };
         let mut ids = Vec::new();
         loop {
             let page = self.store.list(request.clone()).await?;
-            ids.extend(page.objects.iter().filter_map(|o| parse_segment_key(&o.key)));
+            ids.extend(
+                page.objects
+                    .iter()
+                    .filter_map(|o| parse_segment_key(&o.key)),
+            );
             match page.next_continuation_token {
                 Some(token) => request.continuation_token = Some(token),
                 None => break,
@@ -86,17 +97,32 @@ mod tests {
         let segments = SegmentStore::new(memory.clone());
         assert_eq!(segments.get_segment(7).await.unwrap(), None);
         for id in [300, 7, 0x1_0000_0000] {
-            segments.put_segment(id, Bytes::from(format!("seg {id}"))).await.unwrap();
-            segments.put_metadata(id, Bytes::from_static(b"{}")).await.unwrap();
+            segments
+                .put_segment(id, Bytes::from(format!("seg {id}")))
+                .await
+                .unwrap();
+            segments
+                .put_metadata(id, Bytes::from_static(b"{}"))
+                .await
+                .unwrap();
         }
-        memory.put("segments/notes.txt", Bytes::new(), PutOptions::default()).await.unwrap();
-        assert_eq!(segments.list_segments().await.unwrap(), vec![7, 300, 0x1_0000_0000]);
+        memory
+            .put("segments/notes.txt", Bytes::new(), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            segments.list_segments().await.unwrap(),
+            vec![7, 300, 0x1_0000_0000]
+        );
         assert_eq!(segments.get_segment(7).await.unwrap().unwrap(), "seg 7");
         segments.delete_segment(7).await.unwrap();
         assert_eq!(segments.get_segment(7).await.unwrap(), None);
         assert_eq!(segments.get_metadata(7).await.unwrap(), None);
         segments.delete_segment(7).await.unwrap();
-        assert_eq!(segments.list_segments().await.unwrap(), vec![300, 0x1_0000_0000]);
+        assert_eq!(
+            segments.list_segments().await.unwrap(),
+            vec![300, 0x1_0000_0000]
+        );
         segments.health_check().await.unwrap();
     }
 }

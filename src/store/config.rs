@@ -51,7 +51,9 @@ impl S3Config {
     /// Checks what a client cannot work without, naming the field at fault.
     pub fn validate(&self) -> Result<(), StoreError> {
         if self.bucket.trim().is_empty() {
-            return Err(StoreError::Config("bucket name is empty: set --bucket, S3_BUCKET or bucket in [storage.s3]".into()));
+            return Err(StoreError::Config(
+                "bucket name is empty: set --bucket, S3_BUCKET or bucket in [storage.s3]".into(),
+            ));
         }
         if self.region.trim().is_empty() {
             return Err(StoreError::Config("region is empty".into()));
@@ -86,18 +88,33 @@ mod tests {
     fn empty_bucket_is_refused_by_name() {
         let err = S3Config::default().validate().unwrap_err();
         assert!(err.to_string().contains("bucket"), "{err}");
-        let config = S3Config { bucket: "b".into(), ..Default::default() };
+        let config = S3Config {
+            bucket: "b".into(),
+            ..Default::default()
+        };
         assert!(config.validate().is_ok());
     }
 
     #[test]
     fn half_credentials_and_bad_endpoints_are_refused() {
-        let base = S3Config { bucket: "b".into(), ..Default::default() };
-        let half = S3Config { access_key_id: Some("k".into()), ..base.clone() };
+        let base = S3Config {
+            bucket: "b".into(),
+            ..Default::default()
+        };
+        let half = S3Config {
+            access_key_id: Some("k".into()),
+            ..base.clone()
+        };
         assert!(half.validate().is_err());
-        let bad = S3Config { endpoint: Some("localhost:9000".into()), ..base.clone() };
+        let bad = S3Config {
+            endpoint: Some("localhost:9000".into()),
+            ..base.clone()
+        };
         assert!(bad.validate().unwrap_err().to_string().contains("endpoint"));
-        let zero_pool = S3Config { pool_size: 0, ..base };
+        let zero_pool = S3Config {
+            pool_size: 0,
+            ..base
+        };
         assert!(zero_pool.validate().is_err());
     }
 }

@@ -20,14 +20,21 @@ pub fn list_page<V>(
 ) -> ListPage {
     let prefix = request.prefix.as_str();
     let delimiter = request.delimiter.as_deref().filter(|d| !d.is_empty());
-    let max_keys = request.max_keys.unwrap_or(MAX_KEYS_PER_PAGE).min(MAX_KEYS_PER_PAGE) as usize;
+    let max_keys = request
+        .max_keys
+        .unwrap_or(MAX_KEYS_PER_PAGE)
+        .min(MAX_KEYS_PER_PAGE) as usize;
     let mut page = ListPage::default();
     if max_keys == 0 {
         return page;
     }
 
     let mut start: Bound<String> = Bound::Included(prefix.to_string());
-    if let Some(token) = request.continuation_token.as_deref().filter(|t| *t >= prefix) {
+    if let Some(token) = request
+        .continuation_token
+        .as_deref()
+        .filter(|t| *t >= prefix)
+    {
         start = match common_prefix_of(token, prefix, delimiter) {
             // The token was a common prefix: skip every key below it.
             Some(cp) if cp == token => skip_past(token),
@@ -156,7 +163,11 @@ mod tests {
         let full = walk(&objects, "", Some("/"), 1000);
         for max_keys in 1..=4 {
             let paged = walk(&objects, "", Some("/"), max_keys);
-            assert_eq!((&paged.0, &paged.1), (&full.0, &full.1), "max_keys {max_keys}");
+            assert_eq!(
+                (&paged.0, &paged.1),
+                (&full.0, &full.1),
+                "max_keys {max_keys}"
+            );
             assert_eq!(paged.2, 6usize.div_ceil(max_keys as usize));
         }
         let (keys, _, pages) = walk(&objects, "", None, 2);
@@ -168,11 +179,17 @@ mod tests {
     fn max_keys_is_capped_and_zero_returns_nothing() {
         let keys: Vec<String> = (0..1500).map(|i| format!("k{i:05}")).collect();
         let objects: BTreeMap<String, ()> = keys.iter().map(|k| (k.clone(), ())).collect();
-        let request = ListRequest { max_keys: Some(5000), ..Default::default() };
+        let request = ListRequest {
+            max_keys: Some(5000),
+            ..Default::default()
+        };
         let page = list_page(&objects, &request, summary);
         assert_eq!(page.objects.len(), 1000);
         assert_eq!(page.next_continuation_token.as_deref(), Some("k00999"));
-        let request = ListRequest { max_keys: Some(0), ..Default::default() };
+        let request = ListRequest {
+            max_keys: Some(0),
+            ..Default::default()
+        };
         assert_eq!(list_page(&objects, &request, summary), ListPage::default());
     }
 

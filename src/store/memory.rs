@@ -92,11 +92,15 @@ impl MemoryStore {
 
     fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StoredObject>> {
         // A panic while holding the lock cannot leave the map half-updated: recover it.
-        self.objects.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.objects
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
-        self.uploads.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.uploads
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Stores an object as given (ETag and time included), e.g. when loading persisted data.
@@ -166,7 +170,11 @@ impl ObjectStore for MemoryStore {
             Some(r) => r.start..r.end.min(size),
         };
         let body = object.data.slice(range.start as usize..range.end as usize);
-        Ok(GetObjectOutput { meta: object.meta(&request.key), range, body: chunked_body(body) })
+        Ok(GetObjectOutput {
+            meta: object.meta(&request.key),
+            range,
+            body: chunked_body(body),
+        })
     }
 
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
@@ -177,8 +185,15 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
-        let upload_id = format!("upload-{}", self.next_upload.fetch_add(1, Ordering::Relaxed));
-        let upload = Upload { key: key.to_string(), options, parts: BTreeMap::new() };
+        let upload_id = format!(
+            "upload-{}",
+            self.next_upload.fetch_add(1, Ordering::Relaxed)
+        );
+        let upload = Upload {
+            key: key.to_string(),
+            options,
+            parts: BTreeMap::new(),
+        };
         self.uploads().insert(upload_id.clone(), upload);
         Ok(upload_id)
     }
@@ -191,7 +206,9 @@ impl ObjectStore for MemoryStore {
         body: Bytes,
     ) -> StoreResult<CompletedPart> {
         if !(1..=S3_MAX_PARTS).contains(&part_number) {
-            return Err(StoreError::InvalidRequest(format!("part number {part_number}")));
+            return Err(StoreError::InvalidRequest(format!(
+                "part number {part_number}"
+            )));
         }
         let mut uploads = self.uploads();
         let upload = uploads
@@ -221,7 +238,9 @@ impl ObjectStore for MemoryStore {
         let mut digests = Vec::new();
         for (i, part) in parts.iter().enumerate() {
             if i > 0 && parts[i - 1].part_number >= part.part_number {
-                return Err(StoreError::InvalidRequest("parts not in ascending order".into()));
+                return Err(StoreError::InvalidRequest(
+                    "parts not in ascending order".into(),
+                ));
             }
             let (_, body) = upload
                 .parts

@@ -81,7 +81,10 @@ pub struct GetRequest {
 
 impl GetRequest {
     pub fn whole(key: impl Into<String>) -> Self {
-        GetRequest { key: key.into(), ..Default::default() }
+        GetRequest {
+            key: key.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -172,7 +175,11 @@ pub async fn get_bytes(
     range: Option<Range<u64>>,
 ) -> StoreResult<Bytes> {
     store
-        .get(GetRequest { key: key.to_string(), range, if_match: None })
+        .get(GetRequest {
+            key: key.to_string(),
+            range,
+            if_match: None,
+        })
         .await?
         .collect()
         .await
@@ -180,7 +187,10 @@ pub async fn get_bytes(
 
 /// Lists every page under `prefix` (no delimiter) and returns all object summaries.
 pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> StoreResult<Vec<ObjectSummary>> {
-    let mut request = ListRequest { prefix: prefix.to_string(), ..Default::default() };
+    let mut request = ListRequest {
+        prefix: prefix.to_string(),
+        ..Default::default()
+    };
     let mut objects = Vec::new();
     loop {
         let page = store.list(request.clone()).await?;

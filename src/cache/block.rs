@@ -1,0 +1,617 @@
+//! [`BlockCache`]: an LRU of fixed-size blocks of object versions, bounded by a byte budget, whose
+//! misses are single-flight.
+//!
+//! One mutex guards both the LRU and the in-flight map, so "is it cached, is someone fetching it,
+//! or is it mine to fetch" is decided atomically: two readers missing the same block can never
+//! both fetch it. The fetcher holds a [`FetchTicket`]; everyone else holds a [`PendingBlock`], a
+//! `watch` receiver on which the ticket publishes the one outcome. Completing a ticket inserts the
+//! block (on success) and removes the in-flight entry under the same lock, so a newcomer sees
+//! either the cached block or the fetch in progress, never a gap that would start a second GET.
+//!
+//! Errors are delivered to every waiter but never cached: the next reader fetches again. A
+//! ticket dropped without an outcome (its task cancelled or panicked) closes the channel; its
+//! waiters see that as "abandoned" and race to claim the block afresh instead of failing.
+//!
+//! No lock is held across an await: the mutex guards only map and list operations.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use lru::LruCache;
+use tokio::sync::watch;
+
+use crate::store::{StoreError, StoreResult};
+
+/// One block of one object version. The ETag is part of the key so that blocks of a replaced
+/// object are never served for the new version (they simply age out of the LRU).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlockId {
+    pub key: String,
+    pub etag: String,
+    /// Block number: the block covers bytes `index * block_size ..` of the object.
+    pub index: u64,
+}
+
+/// A snapshot of the cache's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    pub hit_bytes: u64,
+    /// Lookups that found nothing and started a fetch.
+    pub misses: u64,
+    /// Bytes that demand fetches brought in.
+    pub miss_bytes: u64,
+    /// Lookups that found the block being fetched and joined that fetch.
+    pub shared_misses: u64,
+    /// Blocks fetched ahead of any reader (prefetch claims).
+    pub prefetches: u64,
+    pub prefetch_bytes: u64,
+    /// Blocks dropped to stay within the budget.
+    pub evictions: u64,
+    pub bytes_held: u64,
+    pub blocks_held: u64,
+    pub budget_bytes: u64,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Hit(Bytes),
+    /// Someone is fetching the block: wait for their outcome.
+    Pending(PendingBlock),
+    /// Nobody has it: the caller must fetch it and complete the ticket.
+    Claimed(FetchTicket),
+}
+
+/// The published outcome of a fetch. Errors are shared behind an `Arc` because `StoreError` is
+/// not `Clone`; each waiter gets its own copy of the same variant.
+type Outcome = Option<Result<Bytes, Arc<StoreError>>>;
+
+struct InFlight {
+    /// Distinguishes this fetch from a later one of the same block, so a stale ticket never
+    /// removes its successor's entry.
+    generation: u64,
+    outcome: watch::Receiver<Outcome>,
+}
+
+struct State {
+    blocks: LruCache<BlockId, Bytes>,
+    held_bytes: u64,
+    in_flight: HashMap<BlockId, InFlight>,
+    next_generation: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    hit_bytes: AtomicU64,
+    misses: AtomicU64,
+    miss_bytes: AtomicU64,
+    shared_misses: AtomicU64,
+    prefetches: AtomicU64,
+    prefetch_bytes: AtomicU64,
+    evictions: AtomicU64,
+    bytes_held: AtomicU64,
+    blocks_held: AtomicU64,
+}
+
+struct Shared {
+    budget_bytes: u64,
+    state: Mutex<State>,
+    counters: Counters,
+}
+
+/// A cheaply clonable handle; clones share the same blocks.
+///
+/// Every user of one cache must agree on the block size: the [`BlockId`] says which block, not
+/// how large blocks are.
+#[derive(Clone)]
+pub struct BlockCache {
+    shared: Arc<Shared>,
+}
+
+impl BlockCache {
+    pub fn new(budget_bytes: u64) -> Self {
+        let state = State {
+            // The byte budget, not an entry count, bounds the cache.
+            blocks: LruCache::unbounded(),
+            held_bytes: 0,
+            in_flight: HashMap::new(),
+            next_generation: 0,
+        };
+        BlockCache {
+            shared: Arc::new(Shared {
+                budget_bytes,
+                state: Mutex::new(state),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    pub fn budget_bytes(&self) -> u64 {
+        self.shared.budget_bytes
+    }
+
+    /// The cached block, marked most recently used.
+    pub fn get(&self, id: &BlockId) -> Option<Bytes> {
+        let found = self.state().blocks.get(id).cloned();
+        if let Some(block) = &found {
+            self.count_hit(block);
+        }
+        found
+    }
+
+    /// Stores a block (replacing any cached copy), then evicts least recently used blocks until
+    /// the cache is within budget. A block larger than the whole budget is not kept.
+    pub fn insert(&self, id: BlockId, block: Bytes) {
+        let mut state = self.state();
+        self.store_block(&mut state, id, block);
+    }
+
+    /// The block from the cache, or from the fetch already under way for it, or else from
+    /// `fetch`, which is called only when nobody else is fetching the block. A fetch error goes to
+    /// every caller waiting on it and is not cached.
+    pub async fn get_or_fetch<F, Fut>(&self, id: BlockId, fetch: F) -> StoreResult<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = StoreResult<Bytes>>,
+    {
+        let ticket = loop {
+            match self.lookup_or_claim(id.clone()) {
+                Lookup::Hit(block) => return Ok(block),
+                Lookup::Pending(pending) => match pending.wait().await {
+                    Some(outcome) => return outcome,
+                    // The fetcher went away without an answer: try to claim it ourselves.
+                    None => continue,
+                },
+                Lookup::Claimed(ticket) => break ticket,
+            }
+        };
+        let outcome = fetch().await;
+        ticket.publish(&outcome);
+        outcome
+    }
+
+    /// Looks a block up for a reader that needs it now: a hit, a fetch to join, or a claim.
+    pub fn lookup_or_claim(&self, id: BlockId) -> Lookup {
+        let mut state = self.state();
+        if let Some(block) = state.blocks.get(&id) {
+            let block = block.clone();
+            drop(state);
+            self.count_hit(&block);
+            return Lookup::Hit(block);
+        }
+        if let Some(in_flight) = state.in_flight.get(&id) {
+            let outcome = in_flight.outcome.clone();
+            drop(state);
+            self.shared
+                .counters
+                .shared_misses
+                .fetch_add(1, Ordering::Relaxed);
+            return Lookup::Pending(PendingBlock { outcome });
+        }
+        let ticket = self.claim(&mut state, id, false);
+        drop(state);
+        self.shared.counters.misses.fetch_add(1, Ordering::Relaxed);
+        Lookup::Claimed(ticket)
+    }
+
+    /// Claims a block for prefetching if it is neither cached nor being fetched. Counts no hit
+    /// and does not refresh the block's LRU position: nobody has read it yet.
+    pub fn claim_for_prefetch(&self, id: BlockId) -> Option<FetchTicket> {
+        let mut state = self.state();
+        if state.blocks.contains(&id) || state.in_flight.contains_key(&id) {
+            return None;
+        }
+        let ticket = self.claim(&mut state, id, true);
+        drop(state);
+        self.shared
+            .counters
+            .prefetches
+            .fetch_add(1, Ordering::Relaxed);
+        Some(ticket)
+    }
+
+    /// Whether the block is cached or being fetched (no LRU or counter side effects).
+    pub fn is_cached_or_pending(&self, id: &BlockId) -> bool {
+        let state = self.state();
+        state.blocks.contains(id) || state.in_flight.contains_key(id)
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.shared.counters;
+        CacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            hit_bytes: c.hit_bytes.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            miss_bytes: c.miss_bytes.load(Ordering::Relaxed),
+            shared_misses: c.shared_misses.load(Ordering::Relaxed),
+            prefetches: c.prefetches.load(Ordering::Relaxed),
+            prefetch_bytes: c.prefetch_bytes.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            bytes_held: c.bytes_held.load(Ordering::Relaxed),
+            blocks_held: c.blocks_held.load(Ordering::Relaxed),
+            budget_bytes: self.shared.budget_bytes,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent before anything can panic.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn count_hit(&self, block: &Bytes) {
+        let c = &self.shared.counters;
+        c.hits.fetch_add(1, Ordering::Relaxed);
+        c.hit_bytes.fetch_add(block.len() as u64, Ordering::Relaxed);
+    }
+
+    fn claim(&self, state: &mut State, id: BlockId, prefetch: bool) -> FetchTicket {
+        let generation = state.next_generation;
+        state.next_generation += 1;
+        let (sender, outcome) = watch::channel(None);
+        state.in_flight.insert(
+            id.clone(),
+            InFlight {
+                generation,
+                outcome,
+            },
+        );
+        FetchTicket {
+            cache: self.clone(),
+            id,
+            generation,
+            prefetch,
+            sender: Some(sender),
+        }
+    }
+
+    fn store_block(&self, state: &mut State, id: BlockId, block: Bytes) {
+        let c = &self.shared.counters;
+        let len = block.len() as u64;
+        if let Some(old) = state.blocks.pop(&id) {
+            state.held_bytes -= old.len() as u64;
+        }
+        if len <= self.shared.budget_bytes {
+            state.blocks.put(id, block);
+            state.held_bytes += len;
+        }
+        while state.held_bytes > self.shared.budget_bytes {
+            match state.blocks.pop_lru() {
+                Some((_, evicted)) => {
+                    state.held_bytes -= evicted.len() as u64;
+                    c.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                None => break,
+            }
+        }
+        c.bytes_held.store(state.held_bytes, Ordering::Relaxed);
+        c.blocks_held
+            .store(state.blocks.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Ends a fetch: caches the block on success and retires the in-flight entry, atomically.
+    fn finish(&self, ticket: &FetchTicket, outcome: Option<&StoreResult<Bytes>>) {
+        let mut state = self.state();
+        if let Some(Ok(block)) = outcome {
+            let c = &self.shared.counters;
+            let len = block.len() as u64;
+            if ticket.prefetch {
+                c.prefetch_bytes.fetch_add(len, Ordering::Relaxed);
+            } else {
+                c.miss_bytes.fetch_add(len, Ordering::Relaxed);
+            }
+            self.store_block(&mut state, ticket.id.clone(), block.clone());
+        }
+        if state
+            .in_flight
+            .get(&ticket.id)
+            .is_some_and(|f| f.generation == ticket.generation)
+        {
+            state.in_flight.remove(&ticket.id);
+        }
+    }
+}
+
+/// The right, and the duty, to fetch one block. Publish the outcome with [`FetchTicket::complete`];
+/// dropping the ticket unpublished retires the claim and lets the waiters retry.
+pub struct FetchTicket {
+    cache: BlockCache,
+    id: BlockId,
+    generation: u64,
+    prefetch: bool,
+    sender: Option<watch::Sender<Outcome>>,
+}
+
+impl FetchTicket {
+    pub fn id(&self) -> &BlockId {
+        &self.id
+    }
+
+    /// A waiter on this ticket's outcome, for the claimer itself when another task fetches.
+    pub fn subscribe(&self) -> PendingBlock {
+        match &self.sender {
+            Some(sender) => PendingBlock {
+                outcome: sender.subscribe(),
+            },
+            // Unreachable in practice (the sender goes only when the ticket is consumed); a
+            // closed channel means "abandoned", which waiters handle by retrying.
+            None => PendingBlock {
+                outcome: watch::channel(None).1,
+            },
+        }
+    }
+
+    /// Publishes the fetch's outcome to every waiter, caching the block on success.
+    pub fn complete(self, outcome: StoreResult<Bytes>) {
+        self.publish(&outcome);
+    }
+
+    fn publish(mut self, outcome: &StoreResult<Bytes>) {
+        self.cache.finish(&self, Some(outcome));
+        let shared = match outcome {
+            Ok(block) => Ok(block.clone()),
+            Err(error) => Err(Arc::new(duplicate_error(error))),
+        };
+        if let Some(sender) = self.sender.take() {
+            // send_replace stores the value even when nobody is subscribed yet.
+            sender.send_replace(Some(shared));
+        }
+    }
+}
+
+impl Drop for FetchTicket {
+    fn drop(&mut self) {
+        if self.sender.is_some() {
+            self.cache.finish(self, None);
+        }
+    }
+}
+
+/// A fetch someone else is running; [`PendingBlock::wait`] returns its outcome.
+pub struct PendingBlock {
+    outcome: watch::Receiver<Outcome>,
+}
+
+impl PendingBlock {
+    /// The fetch's outcome, or `None` if the fetcher gave up without one (cancelled): the block
+    /// is then unclaimed and the caller should look it up again.
+    pub async fn wait(mut self) -> Option<StoreResult<Bytes>> {
+        let outcome = self.outcome.wait_for(Option::is_some).await.ok()?;
+        match outcome.as_ref()? {
+            Ok(block) => Some(Ok(block.clone())),
+            Err(error) => Some(Err(duplicate_error(error))),
+        }
+    }
+}
+
+/// A copy of a store error with the same variant, so every waiter can match on the kind
+/// (PreconditionFailed above all). I/O errors keep their kind and message.
+pub(crate) fn duplicate_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
+        StoreError::NoSuchBucket(m) => StoreError::NoSuchBucket(m.clone()),
+        StoreError::AccessDenied(m) => StoreError::AccessDenied(m.clone()),
+        StoreError::PreconditionFailed(m) => StoreError::PreconditionFailed(m.clone()),
+        StoreError::InvalidRequest(m) => StoreError::InvalidRequest(m.clone()),
+        StoreError::Throttled(m) => StoreError::Throttled(m.clone()),
+        StoreError::Server { status, message } => StoreError::Server {
+            status: *status,
+            message: message.clone(),
+        },
+        StoreError::Timeout(after) => StoreError::Timeout(*after),
+        StoreError::Connection(m) => StoreError::Connection(m.clone()),
+        StoreError::Config(m) => StoreError::Config(m.clone()),
+        StoreError::Io(io) => StoreError::Io(std::io::Error::new(io.kind(), io.to_string())),
+        StoreError::RetriesExhausted { attempts, source } => StoreError::RetriesExhausted {
+            attempts: *attempts,
+            source: Box::new(duplicate_error(source)),
+        },
+        StoreError::Storage(m) => StoreError::Storage(m.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    fn id(index: u64) -> BlockId {
+        BlockId {
+            key: "k".into(),
+            etag: "\"e\"".into(),
+            index,
+        }
+    }
+
+    fn block(len: usize, fill: u8) -> Bytes {
+        Bytes::from(vec![fill; len])
+    }
+
+    #[test]
+    fn evicts_least_recently_used_until_within_budget() {
+        let cache = BlockCache::new(300);
+        cache.insert(id(0), block(100, 0));
+        cache.insert(id(1), block(100, 1));
+        cache.insert(id(2), block(100, 2));
+        assert!(
+            cache.get(&id(0)).is_some(),
+            "touch 0 so that 1 is the oldest"
+        );
+        cache.insert(id(3), block(100, 3));
+        assert!(cache.get(&id(1)).is_none());
+        for kept in [0, 2, 3] {
+            assert!(cache.get(&id(kept)).is_some(), "block {kept}");
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.bytes_held, 300);
+        assert_eq!(stats.blocks_held, 3);
+        assert_eq!(stats.evictions, 1);
+    }
+
+    #[test]
+    fn a_block_larger_than_the_budget_is_not_kept_and_evicts_nothing() {
+        let cache = BlockCache::new(150);
+        cache.insert(id(0), block(100, 0));
+        cache.insert(id(1), block(200, 1));
+        assert!(cache.get(&id(1)).is_none());
+        assert!(cache.get(&id(0)).is_some());
+        assert_eq!(cache.stats().bytes_held, 100);
+    }
+
+    #[test]
+    fn replacing_a_block_accounts_its_new_size() {
+        let cache = BlockCache::new(1000);
+        cache.insert(id(0), block(100, 0));
+        cache.insert(id(0), block(40, 1));
+        assert_eq!(cache.stats().bytes_held, 40);
+        assert_eq!(cache.get(&id(0)), Some(block(40, 1)));
+    }
+
+    #[test]
+    fn blocks_of_another_etag_are_other_blocks() {
+        let cache = BlockCache::new(1000);
+        cache.insert(id(0), block(10, 0));
+        let other_version = BlockId {
+            etag: "\"f\"".into(),
+            ..id(0)
+        };
+        assert!(cache.get(&other_version).is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_fetch() {
+        let cache = BlockCache::new(1 << 20);
+        let calls = AtomicUsize::new(0);
+        let gate = Semaphore::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let _open = gate.acquire().await.unwrap();
+            Ok(block(64, 7))
+        };
+        let waiters = async {
+            while cache.stats().shared_misses < 3 {
+                tokio::task::yield_now().await;
+            }
+            gate.add_permits(1);
+        };
+        let (a, b, c, d, ()) = tokio::join!(
+            cache.get_or_fetch(id(0), fetch),
+            cache.get_or_fetch(id(0), fetch),
+            cache.get_or_fetch(id(0), fetch),
+            cache.get_or_fetch(id(0), fetch),
+            waiters
+        );
+        for result in [a, b, c, d] {
+            assert_eq!(result.unwrap(), block(64, 7));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.misses, stats.shared_misses, stats.miss_bytes),
+            (1, 3, 64)
+        );
+        assert_eq!(
+            cache.get_or_fetch(id(0), fetch).await.unwrap(),
+            block(64, 7)
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "now a hit");
+    }
+
+    #[tokio::test]
+    async fn an_error_reaches_every_waiter_and_is_not_cached() {
+        let cache = BlockCache::new(1 << 20);
+        let calls = AtomicUsize::new(0);
+        let gate = Semaphore::new(0);
+        let failing = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let _open = gate.acquire().await.unwrap();
+            Err(StoreError::PreconditionFailed("k".into()))
+        };
+        let release = async {
+            while cache.stats().shared_misses < 2 {
+                tokio::task::yield_now().await;
+            }
+            gate.add_permits(1);
+        };
+        let (a, b, c, ()) = tokio::join!(
+            cache.get_or_fetch(id(0), failing),
+            cache.get_or_fetch(id(0), failing),
+            cache.get_or_fetch(id(0), failing),
+            release
+        );
+        for result in [a, b, c] {
+            assert!(
+                matches!(result, Err(StoreError::PreconditionFailed(_))),
+                "{result:?}"
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(cache.get(&id(0)).is_none());
+        let retried = cache
+            .get_or_fetch(id(0), || async { Ok(block(8, 1)) })
+            .await;
+        assert_eq!(retried.unwrap(), block(8, 1));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_takes_over_when_the_fetcher_is_cancelled() {
+        let cache = BlockCache::new(1 << 20);
+        let Lookup::Claimed(ticket) = cache.lookup_or_claim(id(0)) else {
+            panic!("an empty cache must hand out the claim");
+        };
+        let Lookup::Pending(pending) = cache.lookup_or_claim(id(0)) else {
+            panic!("a claimed block must be pending");
+        };
+        drop(ticket);
+        assert!(pending.wait().await.is_none(), "abandoned, not failed");
+        let fetched = cache
+            .get_or_fetch(id(0), || async { Ok(block(4, 9)) })
+            .await;
+        assert_eq!(fetched.unwrap(), block(4, 9));
+    }
+
+    #[tokio::test]
+    async fn a_stale_ticket_does_not_retire_its_successor() {
+        let cache = BlockCache::new(1 << 20);
+        let Lookup::Claimed(first) = cache.lookup_or_claim(id(0)) else {
+            panic!("claim expected");
+        };
+        first.complete(Err(StoreError::Timeout(std::time::Duration::from_secs(1))));
+        let Lookup::Claimed(second) = cache.lookup_or_claim(id(0)) else {
+            panic!("errors are not cached: claim expected");
+        };
+        assert!(cache.is_cached_or_pending(&id(0)));
+        assert!(cache.claim_for_prefetch(id(0)).is_none());
+        second.complete(Ok(block(3, 3)));
+        assert_eq!(cache.get(&id(0)), Some(block(3, 3)));
+    }
+
+    #[test]
+    fn duplicated_errors_keep_their_kind() {
+        let io = StoreError::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe"));
+        let StoreError::Io(copy) = duplicate_error(&io) else {
+            panic!("kind changed")
+        };
+        assert_eq!(copy.kind(), std::io::ErrorKind::BrokenPipe);
+        let wrapped = StoreError::RetriesExhausted {
+            attempts: 3,
+            source: Box::new(StoreError::Throttled("slow down".into())),
+        };
+        let copy = duplicate_error(&wrapped);
+        assert!(matches!(
+            copy,
+            StoreError::RetriesExhausted { attempts: 3, .. }
+        ));
+        assert!(matches!(copy.root(), StoreError::Throttled(m) if m == "slow down"));
+    }
+}

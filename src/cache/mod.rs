@@ -1,0 +1,53 @@
+//! `cache/`: the read path's data mechanisms, independent of FUSE.
+//!
+//! - [`block::BlockCache`]: an LRU of fixed-size blocks keyed by (key, ETag, block index), bounded
+//!   by a byte budget, with single-flight misses: however many readers miss the same block, one
+//!   GET fetches it and all of them get its outcome.
+//! - [`reader::ObjectReader`]: one per open file handle; reads an object version through the
+//!   cache in whole blocks, detects sequential access and prefetches ahead in a growing window.
+//! - [`reader::ReadPath`]: what the readers of a mount share (store, cache, prefetch permits,
+//!   counters); `ReadPath::open` makes a reader.
+//!
+//! # How a read is served
+//!
+//! The object is cut into blocks of `block_size` (1 MiB by default; an object no larger than
+//! that is one block). A read looks up the blocks it covers; consecutive misses are claimed
+//! together and fetched with ONE ranged GET (requests cost more than bytes: per-request price
+//! and first-byte latency), so reading a small file whole costs exactly one GET. The first read
+//! of a handle fetches only the blocks it covers: one block is enough for the kernel's first
+//! read plus the readahead requests that follow it (128 KiB each), so a reader that turns out to
+//! be random pays for 1 MiB, not for a speculative window. From the second sequential read on,
+//! the window starts at one block and doubles each time the reader enters a new block, up to
+//! `max_window_bytes`; the blocks of the window are prefetched by spawned GETs running in
+//! parallel. A read away from the stream resets the window to zero.
+//!
+//! # Why If-Match
+//!
+//! Every GET carries `If-Match: <ETag seen at open>`. If the object is replaced while a handle
+//! reads it, the next block fetched fails with PreconditionFailed instead of returning bytes of
+//! the new version after bytes of the old one: a read stream never mixes two versions. Blocks
+//! are keyed by ETag too, so cached blocks of the old version are never served for the new one;
+//! they age out of the LRU.
+//!
+//! # Memory bound
+//!
+//! At most `cache budget + max_window_bytes + demand reads in flight` bytes of object data:
+//! blocks held by the cache never exceed the budget (a block larger than the budget is handed to
+//! its readers but not kept); prefetch GETs in flight across a whole [`reader::ReadPath`] are at
+//! most `max_parallel_gets`, each of `window / max_parallel_gets` blocks, so at most about
+//! `max_window_bytes` are being downloaded ahead at any time; and demand GETs cover the blocks
+//! of reads the kernel has in flight (each at most its read length plus one block on either
+//! side). The window is further capped at half the cache budget, so that prefetched blocks are
+//! not evicted before the reader reaches them.
+
+pub mod block;
+pub mod fetch;
+mod pattern;
+pub mod reader;
+
+#[cfg(test)]
+mod tests;
+
+pub use block::{BlockCache, BlockId, CacheStats, FetchTicket, Lookup, PendingBlock};
+pub use fetch::ObjectVersion;
+pub use reader::{ObjectReader, ReadPath, ReadStats, ReaderConfig};
