@@ -64,12 +64,12 @@ impl S3Config {
         if self.timeout_secs == 0 {
             return Err(StoreError::Config("timeout_secs must be at least 1".into()));
         }
-        if let Some(endpoint) = &self.endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                return Err(StoreError::Config(format!(
-                    "endpoint {endpoint:?} must start with http:// or https://"
-                )));
-            }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(StoreError::Config(format!(
+                "endpoint {endpoint:?} must start with http:// or https://"
+            )));
         }
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
             return Err(StoreError::Config(
