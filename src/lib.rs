@@ -6,5 +6,6 @@
 //! that the quickstart, the tests and the benchmarks share.
 
 pub mod devserver;
+pub mod fs;
 pub mod segment;
 pub mod store;
