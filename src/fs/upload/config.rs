@@ -1,0 +1,98 @@
+//! How big parts are and how many go at once: the two numbers that bound upload memory.
+
+use super::UploadError;
+use super::part_size::{S3_MAX_PART_SIZE, S3_MIN_PART_SIZE, part_size_for};
+
+/// Part size and parallelism of uploads. Fields are private so that every value in use has
+/// passed the S3 limit checks in [`UploadConfig::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadConfig {
+    part_size: u64,
+    max_parts_in_flight: usize,
+}
+
+impl UploadConfig {
+    pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+    pub const DEFAULT_MAX_PARTS_IN_FLIGHT: usize = 4;
+
+    /// `part_size` is the size of the first parts (later ones grow, see `part_size_for`); it must
+    /// lie within S3's 5 MiB..=5 GiB, and at least one part must be allowed in flight.
+    pub fn new(part_size: u64, max_parts_in_flight: usize) -> Result<Self, UploadError> {
+        if !(S3_MIN_PART_SIZE..=S3_MAX_PART_SIZE).contains(&part_size) {
+            return Err(UploadError::InvalidConfig(format!(
+                "part size {part_size} is outside S3's {S3_MIN_PART_SIZE}..={S3_MAX_PART_SIZE}"
+            )));
+        }
+        if max_parts_in_flight == 0 {
+            return Err(UploadError::InvalidConfig(
+                "max_parts_in_flight must be at least 1".into(),
+            ));
+        }
+        Ok(UploadConfig {
+            part_size,
+            max_parts_in_flight,
+        })
+    }
+
+    /// Parts smaller than S3 allows, for tests on `MemoryStore::with_min_part_size`.
+    #[cfg(test)]
+    pub fn with_small_parts(part_size: u64, max_parts_in_flight: usize) -> Self {
+        assert!(part_size > 0 && max_parts_in_flight > 0);
+        UploadConfig {
+            part_size,
+            max_parts_in_flight,
+        }
+    }
+
+    pub fn part_size(&self) -> u64 {
+        self.part_size
+    }
+
+    pub fn max_parts_in_flight(&self) -> usize {
+        self.max_parts_in_flight
+    }
+
+    /// The most body bytes one upload holds while sending part `part_number`: the parts in
+    /// flight plus the one being filled, (max_parts_in_flight + 1) × part size.
+    pub fn memory_bound(&self, part_number: u32) -> u64 {
+        (self.max_parts_in_flight as u64 + 1) * part_size_for(part_number, self.part_size)
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            part_size: Self::DEFAULT_PART_SIZE,
+            max_parts_in_flight: Self::DEFAULT_MAX_PARTS_IN_FLIGHT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        let default = UploadConfig::default();
+        let checked = UploadConfig::new(default.part_size(), default.max_parts_in_flight());
+        assert_eq!(checked.ok(), Some(default));
+        assert_eq!(default.memory_bound(1), 5 * 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn rejects_parts_s3_would_refuse() {
+        assert!(UploadConfig::new(S3_MIN_PART_SIZE - 1, 4).is_err());
+        assert!(UploadConfig::new(S3_MAX_PART_SIZE + 1, 4).is_err());
+        assert!(UploadConfig::new(S3_MIN_PART_SIZE, 4).is_ok());
+        assert!(UploadConfig::new(S3_MAX_PART_SIZE, 4).is_ok());
+    }
+
+    #[test]
+    fn rejects_zero_parts_in_flight() {
+        assert!(matches!(
+            UploadConfig::new(S3_MIN_PART_SIZE, 0),
+            Err(UploadError::InvalidConfig(_))
+        ));
+    }
+}

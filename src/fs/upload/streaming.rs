@@ -1,0 +1,526 @@
+//! A new file written front to back, streamed into S3 as it is written.
+//!
+//! Writes fill a buffer of one part; a full buffer becomes a part as soon as the next byte
+//! arrives (so a file of exactly one part is still a single PutObject), and parts run in parallel
+//! on a [`MultipartSession`](super::session). A file that never fills a part is one PutObject at
+//! `finish`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::part_size::{S3_MAX_OBJECT_SIZE, part_size_for};
+use super::session::{MultipartSession, put_object};
+use super::{UploadConfig, UploadError};
+use crate::store::{ObjectStore, PutOptions, PutOutput};
+
+/// A sequential upload of one object. Finish it with [`finish`](Self::finish) (the object exists
+/// when it returns `Ok`) or [`abort`](Self::abort). Dropping it unfinished spawns the abort of its
+/// multipart upload, if one was created, on the runtime that created it.
+pub struct StreamingUpload {
+    /// Boxed: the handle moves around (into fs state, back out of `into_unsent`) and stays small.
+    session: Box<MultipartSession>,
+    base_part_size: u64,
+    /// The part being filled; never longer than the current part size.
+    buffer: Vec<u8>,
+    written: u64,
+}
+
+impl StreamingUpload {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        key: String,
+        options: PutOptions,
+        config: UploadConfig,
+    ) -> Self {
+        StreamingUpload {
+            session: Box::new(MultipartSession::new(
+                store,
+                key,
+                options,
+                config.max_parts_in_flight(),
+            )),
+            base_part_size: config.part_size(),
+            buffer: Vec::new(),
+            written: 0,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        self.session.key()
+    }
+
+    /// Bytes accepted so far: the offset the next write must start at.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends `data`, which must start where the previous write ended. Returns at once with the
+    /// upload's error if a part has failed; waits while the maximum of parts is in flight.
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), UploadError> {
+        self.session.check()?;
+        if offset != self.written {
+            return Err(UploadError::OutOfOrder {
+                expected: self.written,
+                got: offset,
+            });
+        }
+        let end = self.written.saturating_add(data.len() as u64);
+        if end > S3_MAX_OBJECT_SIZE {
+            return Err(UploadError::TooLarge { size: end });
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let part_size = self.current_part_size();
+            if self.buffer.len() == part_size {
+                self.send_buffer().await?;
+                continue;
+            }
+            let take = (part_size - self.buffer.len()).min(rest.len());
+            self.grow_buffer(take, part_size);
+            self.buffer.extend_from_slice(&rest[..take]);
+            self.written += take as u64;
+            rest = &rest[take..];
+        }
+        Ok(())
+    }
+
+    /// Makes the object visible: one PutObject if no part was sent (an empty file becomes an
+    /// empty object), else the last part and CompleteMultipartUpload. On any error the multipart
+    /// upload is aborted and nothing appears at the key.
+    pub async fn finish(mut self) -> Result<PutOutput, UploadError> {
+        let result = self.finish_or_fail().await;
+        if result.is_err() {
+            self.session.abort().await;
+        }
+        result
+    }
+
+    /// The bytes written so far, if none has left for S3 yet (the file is still within its first
+    /// part): lets the fs layer switch a file to staging when a write is not sequential. Once a
+    /// part is sent (or the upload failed), gives the upload back.
+    pub fn into_unsent(self) -> Result<Vec<u8>, StreamingUpload> {
+        let all_buffered = self.buffer.len() as u64 == self.written;
+        if self.session.has_parts() || !all_buffered {
+            return Err(self);
+        }
+        Ok(self.buffer)
+    }
+
+    /// Drops the data and aborts the multipart upload, waiting for the abort.
+    pub async fn abort(mut self) {
+        self.session.abort().await;
+    }
+
+    async fn finish_or_fail(&mut self) -> Result<PutOutput, UploadError> {
+        self.session.check()?;
+        if !self.session.has_parts() {
+            let body = Bytes::from(std::mem::take(&mut self.buffer));
+            let options = self.session.options().clone();
+            return put_object(self.session.store(), self.session.key(), body, options).await;
+        }
+        if !self.buffer.is_empty() {
+            self.send_buffer().await?;
+        }
+        self.session.complete().await
+    }
+
+    async fn send_buffer(&mut self) -> Result<(), UploadError> {
+        let body = Bytes::from(std::mem::take(&mut self.buffer));
+        self.session.send_part(body).await
+    }
+
+    fn current_part_size(&self) -> usize {
+        let size = part_size_for(self.session.next_part_number(), self.base_part_size);
+        usize::try_from(size).unwrap_or(usize::MAX)
+    }
+
+    /// Grows the buffer geometrically but never past one part, so it never holds more than the
+    /// memory bound counts.
+    fn grow_buffer(&mut self, additional: usize, part_size: usize) {
+        let needed = self.buffer.len() + additional;
+        if needed <= self.buffer.capacity() {
+            return;
+        }
+        let target = needed.max(self.buffer.capacity() * 2).min(part_size);
+        self.buffer.reserve_exact(target - self.buffer.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::upload::StoreOperation;
+    use crate::fs::upload::session::abort_failures;
+    use crate::fs::upload::test_store::{Fail, TestStore};
+    use crate::store::UserMetadata;
+    use proptest::prelude::*;
+
+    const PART: u64 = 1024;
+
+    fn upload(store: &Arc<TestStore>, key: &str, max_in_flight: usize) -> StreamingUpload {
+        let config = UploadConfig::with_small_parts(PART, max_in_flight);
+        StreamingUpload::new(
+            store.clone(),
+            key.to_string(),
+            PutOptions::default(),
+            config,
+        )
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// Writes `data` in chunks of `chunk` bytes, stopping at the first error.
+    async fn write_all(
+        upload: &mut StreamingUpload,
+        data: &[u8],
+        chunk: usize,
+    ) -> Result<(), UploadError> {
+        for (i, piece) in data.chunks(chunk).enumerate() {
+            upload.write((i * chunk) as u64, piece).await?;
+        }
+        Ok(())
+    }
+
+    fn is_part_failure(error: &UploadError, part_number: u32) -> bool {
+        error.failed_operation() == Some(StoreOperation::UploadPart { part_number })
+    }
+
+    #[tokio::test]
+    async fn small_file_is_one_put_and_no_multipart_call() {
+        let store = TestStore::new(PART);
+        let mut metadata = UserMetadata::new();
+        metadata.insert("owner".into(), "ledger".into());
+        let options = PutOptions {
+            metadata: metadata.clone(),
+            content_type: Some("a/b".into()),
+        };
+        let config = UploadConfig::with_small_parts(PART, 4);
+        let mut upload = StreamingUpload::new(store.clone(), "small".into(), options, config);
+        let data = pattern(700);
+        write_all(&mut upload, &data, 100).await.unwrap();
+        assert_eq!(upload.bytes_written(), 700);
+        let output = upload.finish().await.unwrap();
+
+        let object = store.memory.object("small").unwrap();
+        assert_eq!(object.data, data);
+        assert_eq!(object.etag, output.etag);
+        assert_eq!(object.metadata, metadata);
+        assert_eq!(object.content_type.as_deref(), Some("a/b"));
+        let calls = store.calls();
+        assert_eq!(
+            (calls.puts, calls.creates, calls.parts, calls.completes),
+            (1, 0, 0, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_of_exactly_one_part_is_still_one_put() {
+        let store = TestStore::new(PART);
+        let mut upload = upload(&store, "one-part", 4);
+        let data = pattern(PART as usize);
+        write_all(&mut upload, &data, 256).await.unwrap();
+        upload.finish().await.unwrap();
+        assert_eq!(store.memory.object("one-part").unwrap().data, data);
+        assert_eq!((store.calls().puts, store.calls().creates), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn empty_file_becomes_an_empty_object() {
+        let store = TestStore::new(PART);
+        upload(&store, "empty", 4).finish().await.unwrap();
+        assert!(store.memory.object("empty").unwrap().data.is_empty());
+        assert_eq!((store.calls().puts, store.calls().creates), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn large_file_streams_as_parts() {
+        let store = TestStore::new(PART);
+        let mut upload = upload(&store, "large", 4);
+        let data = pattern(10 * PART as usize);
+        write_all(&mut upload, &data, 333).await.unwrap();
+        let output = upload.finish().await.unwrap();
+
+        let object = store.memory.object("large").unwrap();
+        assert_eq!(object.data, data);
+        assert!(output.etag.ends_with("-10\""), "{}", output.etag);
+        let calls = store.calls();
+        assert_eq!(
+            (calls.puts, calls.creates, calls.parts, calls.completes),
+            (0, 1, 10, 1)
+        );
+        assert_eq!(store.memory.pending_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_short_last_part_is_sent_at_finish() {
+        let store = TestStore::new(PART);
+        let mut upload = upload(&store, "ragged", 2);
+        let data = pattern(3 * PART as usize + 17);
+        write_all(&mut upload, &data, 1000).await.unwrap();
+        upload.finish().await.unwrap();
+        assert_eq!(store.memory.object("ragged").unwrap().data, data);
+        assert_eq!(store.calls().parts, 4);
+    }
+
+    #[tokio::test]
+    async fn out_of_order_writes_are_refused_and_harmless() {
+        let store = TestStore::new(PART);
+        let mut upload = upload(&store, "seq", 4);
+        upload.write(0, b"0123456789").await.unwrap();
+        for offset in [5, 11, 0] {
+            match upload.write(offset, b"x").await {
+                Err(UploadError::OutOfOrder { expected: 10, got }) => assert_eq!(got, offset),
+                other => panic!("write at {offset}: {other:?}"),
+            }
+        }
+        upload.write(10, b"ab").await.unwrap();
+        upload.finish().await.unwrap();
+        assert_eq!(
+            store.memory.object("seq").unwrap().data,
+            &b"0123456789ab"[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_aborts_the_upload_and_leaves_no_object() {
+        let store = TestStore::new(PART);
+        store.fail(Fail::Part(3));
+        let mut upload = upload(&store, "broken", 4);
+        let data = pattern(10 * PART as usize);
+        let written = write_all(&mut upload, &data, 512).await;
+        let finished = upload.finish().await;
+
+        let error = written.err().or(finished.err()).unwrap();
+        assert!(is_part_failure(&error, 3), "{error}");
+        assert!(error.to_string().contains("UploadPart 3"), "{error}");
+        assert!(error.store_error().is_some());
+        assert_eq!(store.memory.pending_uploads(), 0);
+        assert!(store.memory.object("broken").is_none());
+        assert_eq!(store.calls().aborts, 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_part_fails_every_write_fails_at_once() {
+        let store = TestStore::new(PART);
+        store.fail(Fail::Part(1));
+        let mut upload = upload(&store, "sticky", 1);
+        let data = pattern(2 * PART as usize);
+        upload.write(0, &data).await.unwrap();
+        // Sending part 2 waits for part 1's slot, and so sees part 1 fail.
+        let first = upload.write(data.len() as u64, b"x").await.unwrap_err();
+        assert!(is_part_failure(&first, 1), "{first}");
+
+        let parts_before = store.calls().parts;
+        let again = upload.write(data.len() as u64, b"x").await.unwrap_err();
+        assert!(is_part_failure(&again, 1), "{again}");
+        let wrong_offset = upload.write(0, b"x").await.unwrap_err();
+        assert!(is_part_failure(&wrong_offset, 1), "{wrong_offset}");
+        assert_eq!(store.calls().parts, parts_before);
+
+        let finished = upload.finish().await.unwrap_err();
+        assert!(is_part_failure(&finished, 1), "{finished}");
+        assert_eq!(store.memory.pending_uploads(), 0);
+        assert!(store.memory.object("sticky").is_none());
+    }
+
+    #[tokio::test]
+    async fn unsent_bytes_can_be_taken_back_until_a_part_leaves() {
+        let store = TestStore::new(PART);
+        let mut upload = upload(&store, "unsent", 4);
+        let data = pattern(PART as usize);
+        upload.write(0, &data[..100]).await.unwrap();
+        upload.write(100, &data[100..]).await.unwrap();
+        let Ok(unsent) = upload.into_unsent() else {
+            panic!("nothing was sent")
+        };
+        assert_eq!(unsent, data);
+        assert_eq!(store.calls().creates, 0);
+    }
+
+    #[tokio::test]
+    async fn sent_bytes_cannot_be_taken_back() {
+        let store = TestStore::new(PART);
+        let mut upload = upload(&store, "sent", 4);
+        let data = pattern(PART as usize + 1);
+        upload.write(0, &data).await.unwrap();
+        let Err(upload) = upload.into_unsent() else {
+            panic!("a part was sent")
+        };
+        assert_eq!(upload.bytes_written(), data.len() as u64);
+        upload.finish().await.unwrap();
+        assert_eq!(store.memory.object("sent").unwrap().data, data);
+        assert_eq!(store.calls().creates, 1);
+    }
+
+    #[tokio::test]
+    async fn bytes_lost_to_a_failed_create_are_not_handed_back() {
+        let store = TestStore::new(PART);
+        store.fail(Fail::Create);
+        let mut upload = upload(&store, "lost", 4);
+        let data = pattern(PART as usize + 1);
+        assert!(upload.write(0, &data).await.is_err());
+        assert!(upload.into_unsent().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_complete_aborts_the_upload() {
+        let store = TestStore::new(PART);
+        store.fail(Fail::Complete);
+        let mut upload = upload(&store, "incomplete", 4);
+        write_all(&mut upload, &pattern(5 * PART as usize), 700)
+            .await
+            .unwrap();
+        let error = upload.finish().await.unwrap_err();
+        assert_eq!(
+            error.failed_operation(),
+            Some(StoreOperation::CompleteMultipartUpload)
+        );
+        assert_eq!(store.memory.pending_uploads(), 0);
+        assert!(store.memory.object("incomplete").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_create_is_sticky_and_leaves_nothing() {
+        let store = TestStore::new(PART);
+        store.fail(Fail::Create);
+        let mut upload = upload(&store, "uncreated", 4);
+        let error = write_all(&mut upload, &pattern(3 * PART as usize), 700)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.failed_operation(),
+            Some(StoreOperation::CreateMultipartUpload)
+        );
+        let finished = upload.finish().await.unwrap_err();
+        assert_eq!(
+            finished.failed_operation(),
+            Some(StoreOperation::CreateMultipartUpload)
+        );
+        assert_eq!(store.calls().parts, 0);
+        assert!(store.memory.object("uncreated").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_put_reports_the_put() {
+        let store = TestStore::new(PART);
+        store.fail(Fail::Put);
+        let mut upload = upload(&store, "unput", 4);
+        upload.write(0, b"hello").await.unwrap();
+        let error = upload.finish().await.unwrap_err();
+        assert_eq!(error.failed_operation(), Some(StoreOperation::PutObject));
+        assert!(store.memory.object("unput").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_abort_is_counted_and_the_cause_is_returned() {
+        let store = TestStore::new(PART);
+        store.fail(Fail::Part(2));
+        store.fail(Fail::Abort);
+        let before = abort_failures();
+        let mut upload = upload(&store, "orphan", 4);
+        let written = write_all(&mut upload, &pattern(4 * PART as usize), 1000).await;
+        let finished = upload.finish().await;
+        let error = written.err().or(finished.err()).unwrap();
+        assert!(is_part_failure(&error, 2), "{error}");
+        assert!(abort_failures() > before);
+        assert!(store.memory.object("orphan").is_none());
+    }
+
+    #[tokio::test]
+    async fn explicit_abort_leaves_nothing() {
+        let store = TestStore::new(PART);
+        let mut upload = upload(&store, "abandoned", 4);
+        write_all(&mut upload, &pattern(5 * PART as usize), 1000)
+            .await
+            .unwrap();
+        upload.abort().await;
+        assert_eq!(store.memory.pending_uploads(), 0);
+        assert!(store.memory.object("abandoned").is_none());
+        assert_eq!(store.calls().aborts, 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_an_unfinished_upload_aborts_it() {
+        let store = TestStore::new(PART);
+        let mut upload = upload(&store, "dropped", 4);
+        write_all(&mut upload, &pattern(5 * PART as usize), 1000)
+            .await
+            .unwrap();
+        assert_eq!(store.memory.pending_uploads(), 1);
+        drop(upload);
+        // The abort runs as a spawned task; give it the runtime (bounded wait, not a timing test).
+        for _ in 0..1000 {
+            if store.memory.pending_uploads() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.memory.pending_uploads(), 0);
+        assert!(store.memory.object("dropped").is_none());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_small_unfinished_upload_calls_nothing() {
+        let store = TestStore::new(PART);
+        let mut upload = upload(&store, "tiny", 4);
+        upload.write(0, b"abc").await.unwrap();
+        drop(upload);
+        tokio::task::yield_now().await;
+        let calls = store.calls();
+        assert_eq!((calls.puts, calls.creates, calls.aborts), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn parts_in_flight_never_exceed_the_limit() {
+        for limit in [1, 2, 3] {
+            let store = TestStore::with_part_delay(PART, std::time::Duration::from_millis(5));
+            let mut upload = upload(&store, "bounded", limit);
+            let data = pattern(20 * PART as usize);
+            write_all(&mut upload, &data, 4096).await.unwrap();
+            upload.finish().await.unwrap();
+            assert_eq!(store.memory.object("bounded").unwrap().data, data);
+            let most = store.max_parts_in_flight();
+            assert!(
+                most <= limit,
+                "{most} parts in flight with a limit of {limit}"
+            );
+            assert!(most >= limit.min(2), "parts never overlapped: {most}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn any_split_of_writes_gives_the_same_object(
+            len in 0usize..6000,
+            chunks in proptest::collection::vec(1usize..1500, 1..20),
+            part in 64u64..700,
+            limit in 1usize..4,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let data = pattern(len);
+            let object = runtime.block_on(async {
+                let store = TestStore::new(part);
+                let config = UploadConfig::with_small_parts(part, limit);
+                let mut upload =
+                    StreamingUpload::new(store.clone(), "p".into(), PutOptions::default(), config);
+                let mut offset = 0;
+                for size in chunks.iter().cycle() {
+                    if offset >= len {
+                        break;
+                    }
+                    let end = (offset + size).min(len);
+                    upload.write(offset as u64, &data[offset..end]).await.unwrap();
+                    offset = end;
+                }
+                upload.finish().await.unwrap();
+                assert_eq!(store.memory.pending_uploads(), 0);
+                store.memory.object("p").unwrap().data
+            });
+            prop_assert_eq!(object, data);
+        }
+    }
+}
