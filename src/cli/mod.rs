@@ -30,6 +30,12 @@ pub enum CliError {
     Io(String),
 }
 
+impl From<std::io::Error> for CliError {
+    fn from(error: std::io::Error) -> Self {
+        CliError::Io(error.to_string())
+    }
+}
+
 /// Entry point of the `scribefs` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -93,11 +93,14 @@ pub fn store_errno(error: &StoreError) -> libc::c_int {
 
 fn upload_errno(error: &UploadError) -> libc::c_int {
     match error {
-        UploadError::Store(e) => store_errno(e),
+        UploadError::Store(failure) => store_errno(&failure.source),
         UploadError::OutOfOrder { .. } => libc::EINVAL,
         UploadError::TooLarge { .. } => libc::EFBIG,
         UploadError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
-        UploadError::Aborted => libc::EIO,
+        UploadError::PartTaskLost { .. } => libc::EIO,
+        // The object changed while it was being copied into the staging file.
+        UploadError::SizeMismatch { .. } => libc::ESTALE,
+        UploadError::InvalidConfig(_) => libc::EINVAL,
     }
 }
 

@@ -265,6 +265,10 @@ impl Fs {
             WriteState::Streaming(upload) => upload.finish().await.map_err(FsError::from),
             // Unlinked while open: the file is gone, so nothing is uploaded.
             WriteState::Staged(_) if !linked => return Ok(()),
+            WriteState::Staged(staged) if !staged.is_dirty() && writer.metadata == writer.uploaded_metadata => {
+                writer.state = WriteState::Staged(staged);
+                return Ok(());
+            }
             WriteState::Staged(mut staged) => {
                 let config = self.upload_config()?;
                 let uploaded = staged.upload(self.store.clone(), &writer.key, options, config).await;

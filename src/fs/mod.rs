@@ -186,3 +186,5 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 pub use inode::ROOT_INO;
 pub type Inode = Ino;
+#[cfg(test)]
+mod tests;

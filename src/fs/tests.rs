@@ -1,0 +1,164 @@
+//! The file system core driven directly on the in-memory store: fast checks of namespace rules,
+//! write/read round trips and error codes. The same behaviour is tested through real mounts
+//! on the dev server in `tests/`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::inode::Kind;
+use super::{Fs, FsConfig, Layout, LayoutKind, ROOT_INO, SetAttr};
+use crate::store::memory::MemoryStore;
+use crate::store::{ObjectStore, PutOptions, get_bytes};
+
+fn mount(store: &Arc<MemoryStore>, kind: LayoutKind) -> Arc<Fs> {
+    let mut config = FsConfig::new(Layout::new(kind, None).unwrap());
+    config.staging_dir = std::env::temp_dir();
+    Fs::new(store.clone(), config)
+}
+
+async fn put(store: &MemoryStore, key: &str, data: &str) {
+    store.put(key, Bytes::from(data.to_string()), PutOptions::default()).await.unwrap();
+}
+
+async fn names(fs: &Fs, dir: u64) -> Vec<String> {
+    let handle = fs.opendir(dir).await.unwrap();
+    let entries = fs.readdir(handle, 0).unwrap();
+    fs.releasedir(handle);
+    entries.iter().skip(2).map(|e| e.name.clone()).collect()
+}
+
+#[tokio::test]
+async fn directory_wins_over_object_and_bad_names_are_hidden() {
+    let store = Arc::new(MemoryStore::new());
+    for key in ["a", "a/b", "c", "d/", "e//f", "g/../h", "x/./y"] {
+        put(&store, key, "data").await;
+    }
+    let fs = mount(&store, LayoutKind::Keys);
+    assert_eq!(names(&fs, ROOT_INO).await, vec!["a", "c", "d", "e", "g", "x"]);
+    let a = fs.lookup(ROOT_INO, "a").await.unwrap();
+    assert_eq!(a.kind, Kind::Directory);
+    assert_eq!(names(&fs, a.ino).await, vec!["b"]);
+    let e = fs.lookup(ROOT_INO, "e").await.unwrap();
+    assert!(names(&fs, e.ino).await.is_empty(), "empty component is hidden");
+    assert_eq!(fs.lookup(ROOT_INO, "missing").await.unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn create_write_close_uploads_and_reads_back() {
+    let store = Arc::new(MemoryStore::new());
+    let fs = mount(&store, LayoutKind::Keys);
+    let (attr, opened) = fs.create(ROOT_INO, "new.txt", 0o644).await.unwrap();
+    assert!(store.object("new.txt").is_none(), "nothing visible before close");
+    fs.write(opened.handle, 0, b"hello ").await.unwrap();
+    fs.write(opened.handle, 6, b"world").await.unwrap();
+    fs.flush(opened.handle).await.unwrap();
+    fs.release(opened.handle).await.unwrap();
+    assert_eq!(get_bytes(store.as_ref(), "new.txt", None).await.unwrap(), "hello world");
+    assert_eq!(fs.getattr(attr.ino).await.unwrap().size, 11);
+    let opened = fs.open(attr.ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(fs.read(opened.handle, 6, 100).await.unwrap(), "world");
+    fs.release(opened.handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn random_writes_and_truncate_are_staged() {
+    let store = Arc::new(MemoryStore::new());
+    put(&store, "f", "0123456789").await;
+    let fs = mount(&store, LayoutKind::Keys);
+    let f = fs.lookup(ROOT_INO, "f").await.unwrap();
+    let opened = fs.open(f.ino, libc::O_WRONLY).await.unwrap();
+    fs.write(opened.handle, 3, b"XY").await.unwrap();
+    fs.write(opened.handle, 12, b"Z").await.unwrap();
+    fs.release(opened.handle).await.unwrap();
+    assert_eq!(get_bytes(store.as_ref(), "f", None).await.unwrap().as_ref(), b"012XY56789\0\0Z");
+    fs.setattr(f.ino, None, SetAttr { size: Some(4), ..Default::default() }).await.unwrap();
+    assert_eq!(get_bytes(store.as_ref(), "f", None).await.unwrap(), "012X");
+}
+
+#[tokio::test]
+async fn out_of_order_write_to_a_new_small_file_falls_back_to_staging() {
+    let store = Arc::new(MemoryStore::new());
+    let fs = mount(&store, LayoutKind::Keys);
+    let (_, opened) = fs.create(ROOT_INO, "n", 0o644).await.unwrap();
+    fs.write(opened.handle, 0, b"abc").await.unwrap();
+    fs.write(opened.handle, 1, b"Z").await.unwrap();
+    assert_eq!(fs.read(opened.handle, 0, 10).await.unwrap(), "aZc");
+    fs.release(opened.handle).await.unwrap();
+    assert_eq!(get_bytes(store.as_ref(), "n", None).await.unwrap(), "aZc");
+}
+
+#[tokio::test]
+async fn unlink_rename_mkdir_rmdir() {
+    let store = Arc::new(MemoryStore::new());
+    put(&store, "d/f", "x").await;
+    let fs = mount(&store, LayoutKind::Keys);
+    let d = fs.lookup(ROOT_INO, "d").await.unwrap();
+    assert_eq!(fs.rmdir(ROOT_INO, "d").await.unwrap_err().errno(), libc::ENOTEMPTY);
+    fs.rename(d.ino, "f", ROOT_INO, "g", 0).await.unwrap();
+    assert!(store.object("d/f").is_none());
+    assert_eq!(get_bytes(store.as_ref(), "g", None).await.unwrap(), "x");
+    fs.mkdir(ROOT_INO, "e").await.unwrap();
+    assert!(store.object("e/").is_some(), "mkdir writes a marker");
+    fs.rename(ROOT_INO, "g", ROOT_INO, "e", 0).await.map(|_| ()).unwrap_err();
+    fs.rename(ROOT_INO, "d", ROOT_INO, "d2", 0).await.unwrap();
+    fs.rmdir(ROOT_INO, "e").await.unwrap();
+    assert!(store.object("e/").is_none());
+    fs.unlink(ROOT_INO, "g").await.unwrap();
+    assert!(store.keys().is_empty(), "left: {:?}", store.keys());
+    assert_eq!(fs.unlink(ROOT_INO, "g").await.unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn chmod_persists_as_s3fs_metadata() {
+    let store = Arc::new(MemoryStore::new());
+    put(&store, "f", "x").await;
+    let fs = mount(&store, LayoutKind::Keys);
+    let f = fs.lookup(ROOT_INO, "f").await.unwrap();
+    let attr = fs.setattr(f.ino, None, SetAttr { mode: Some(0o600), ..Default::default() }).await.unwrap();
+    assert_eq!(attr.perm, 0o600);
+    let meta = store.head("f").await.unwrap();
+    assert_eq!(meta.metadata["mode"], (libc::S_IFREG | 0o600).to_string());
+    let fresh = mount(&store, LayoutKind::Keys);
+    assert_eq!(fresh.lookup(ROOT_INO, "f").await.unwrap().perm, 0o600);
+}
+
+#[tokio::test]
+async fn segments_layout_filters_orders_and_guards() {
+    let store = Arc::new(MemoryStore::new());
+    for key in [
+        "segments/segment-000000000000000a.bin",
+        "segments/segment-0000000000000002.meta.json",
+        "segments/segment-0000000000000002.bin",
+        "segments/notes.txt",
+        "segments/sub/x",
+        "other/segment-0000000000000003.bin",
+    ] {
+        put(&store, key, "seg").await;
+    }
+    let fs = mount(&store, LayoutKind::Segments);
+    assert_eq!(
+        names(&fs, ROOT_INO).await,
+        vec!["segment-0000000000000002.bin", "segment-0000000000000002.meta.json", "segment-000000000000000a.bin"]
+    );
+    assert_eq!(fs.create(ROOT_INO, "notes2.txt", 0o644).await.unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(fs.mkdir(ROOT_INO, "dir").await.unwrap_err().errno(), libc::EINVAL);
+    let seg = fs.lookup(ROOT_INO, "segment-000000000000000a.bin").await.unwrap();
+    assert_eq!(fs.open(seg.ino, libc::O_WRONLY).await.unwrap_err().errno(), libc::EPERM);
+    assert_eq!(fs.getxattr(seg.ino, super::file::SEGMENT_ID_XATTR).unwrap(), b"10");
+    assert_eq!(fs.lookup(ROOT_INO, "notes.txt").await.unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn read_only_mount_refuses_changes() {
+    let store = Arc::new(MemoryStore::new());
+    put(&store, "f", "x").await;
+    let mut config = FsConfig::new(Layout::new(LayoutKind::Keys, None).unwrap());
+    config.read_only = true;
+    let fs = Fs::new(store.clone(), config);
+    let f = fs.lookup(ROOT_INO, "f").await.unwrap();
+    assert_eq!(fs.open(f.ino, libc::O_RDWR).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.create(ROOT_INO, "g", 0o644).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.unlink(ROOT_INO, "f").await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(fs.mkdir(ROOT_INO, "d").await.unwrap_err().errno(), libc::EROFS);
+}
