@@ -1,1 +1,198 @@
-//! Local S3 server (to be written).
+//! The local S3 server that the quickstart, the tests and the benchmarks share.
+//!
+//! - Protocol: [s3s] parses requests, checks SigV4 signatures against one access/secret key
+//!   pair and writes the XML; [`s3`] implements the operations scribefs, s3fs and rclone use.
+//! - Data: each bucket is a [`MemoryStore`], which keeps S3's key semantics (`a` and `a/b`
+//!   coexist, `dir/` is an ordinary key, byte-order listings). With a root directory every
+//!   change is written through to disk ([`persist`]) and loaded back at start.
+//! - Realism: [`emulation`] adds latency before each response, a per-connection bandwidth cap
+//!   and random failures (500, 503, dropped connections, bodies cut midway).
+//! - Observability: requests are counted by operation ([`RequestStats`]), readable in process
+//!   and over HTTP at `GET /_scribefs/stats` ([`control`]).
+//!
+//! Bind it to loopback only: s3s sets no body-size or rate limits.
+
+mod buckets;
+mod conditions;
+pub mod control;
+mod emulation;
+mod listing;
+mod persist;
+mod s3;
+mod seed;
+mod server;
+mod stats;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::store::memory::MemoryStore;
+use buckets::Buckets;
+use emulation::Emulation;
+use server::Shared;
+
+pub use control::request_stats;
+pub use seed::SEED as SEGMENT_SEED;
+pub use stats::{Operation, RequestStats, classify};
+
+#[derive(Debug, Clone)]
+pub struct DevServerConfig {
+    /// Persist every bucket under this directory; `None` keeps everything in memory.
+    pub root: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Buckets to create at start (buckets found under `root` are loaded as well).
+    pub buckets: Vec<String>,
+    /// Demo Scribe Ledger segments to put into every bucket that has none yet.
+    pub seed_segments: usize,
+    /// Delay before each S3 response's first byte.
+    pub latency: Duration,
+    /// Per-connection cap on body bytes per second, both directions.
+    pub bandwidth_bytes_per_sec: Option<u64>,
+    /// Fraction in [0, 1] of S3 requests that fail on purpose.
+    pub fail_rate: f64,
+}
+
+impl DevServerConfig {
+    /// 127.0.0.1 on a free port, keys `devkey`/`devsecret`, in memory, no emulation.
+    pub fn for_tests(buckets: &[&str]) -> Self {
+        DevServerConfig {
+            root: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            access_key: "devkey".to_string(),
+            secret_key: "devsecret".to_string(),
+            buckets: buckets.iter().map(|b| b.to_string()).collect(),
+            seed_segments: 0,
+            latency: Duration::ZERO,
+            bandwidth_bytes_per_sec: None,
+            fail_rate: 0.0,
+        }
+    }
+}
+
+/// A running dev server. Dropping it stops the server too, without waiting for the drain.
+pub struct DevServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    buckets: Arc<Buckets>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl DevServer {
+    /// Loads (or creates) the buckets, seeds them, binds `config.listen` and starts serving.
+    pub async fn start(config: DevServerConfig) -> io::Result<DevServer> {
+        if !(0.0..=1.0).contains(&config.fail_rate) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "fail rate must be between 0 and 1, got {}",
+                    config.fail_rate
+                ),
+            ));
+        }
+        let root = config.root.clone();
+        let names = config.buckets.clone();
+        let buckets = tokio::task::spawn_blocking(move || Buckets::open(root, &names))
+            .await
+            .map_err(io::Error::other)??;
+        let buckets = Arc::new(buckets);
+        for (_, bucket) in buckets.all() {
+            seed::seed_bucket(&bucket, config.seed_segments).await?;
+        }
+
+        let mut builder = S3ServiceBuilder::new(s3::DevS3::new(buckets.clone()));
+        builder.set_auth(SimpleAuth::from_single(
+            config.access_key.clone(),
+            config.secret_key.clone(),
+        ));
+        let shared = Arc::new(Shared {
+            s3: builder.build(),
+            counters: Default::default(),
+            emulation: Emulation::new(
+                config.latency,
+                config.fail_rate,
+                config.bandwidth_bytes_per_sec,
+            ),
+        });
+
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(server::accept_loop(listener, shared.clone(), shutdown_rx));
+        Ok(DevServer {
+            addr,
+            shared,
+            buckets,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, the endpoint URL for S3 clients (path-style addressing).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> RequestStats {
+        self.shared.counters.snapshot()
+    }
+
+    pub fn reset_stats(&self) {
+        self.shared.counters.reset();
+    }
+
+    /// Clamped to [0, 1].
+    pub fn set_fail_rate(&self, rate: f64) {
+        self.shared.emulation.set_fail_rate(rate);
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.emulation.set_latency(latency);
+    }
+
+    /// Direct access to a bucket's data, e.g. to act as "another client" in tests. Changes made
+    /// this way bypass persistence, counting and emulation.
+    pub fn bucket(&self, name: &str) -> Option<Arc<MemoryStore>> {
+        self.buckets.get(name).map(|b| b.store.clone())
+    }
+
+    /// Names of all buckets, in order.
+    pub fn bucket_names(&self) -> Vec<String> {
+        self.buckets
+            .all()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Creates a bucket (persisted if the server has a root); an existing one is kept.
+    pub fn create_bucket(&self, name: &str) {
+        if let Err(error) = self.buckets.create(name) {
+            tracing::warn!(bucket = name, %error, "cannot create bucket");
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and returns when all connections closed.
+    pub async fn shutdown(self) {
+        // Receivers may all be gone already if the loop ended; nothing else to tell them then.
+        let _ = self.shutdown.send(true);
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "dev server task failed");
+        }
+    }
+}

@@ -121,6 +121,14 @@ impl MemoryStore {
     pub fn pending_uploads(&self) -> usize {
         self.uploads().len()
     }
+
+    /// The pending multipart uploads as `(key, upload id)`, sorted, for ListMultipartUploads.
+    pub fn pending_upload_ids(&self) -> Vec<(String, String)> {
+        let mut ids: Vec<(String, String)> =
+            self.uploads().iter().map(|(id, upload)| (upload.key.clone(), id.clone())).collect();
+        ids.sort();
+        ids
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,233 @@
+//! The server's buckets: each an in-memory [`MemoryStore`] (the source of truth for requests),
+//! optionally mirrored to a directory under `--root`.
+//!
+//! Write-through works per key: after a change, [`Bucket::persist`] writes whatever the store
+//! holds for that key *now* (or removes the file if nothing). Writes for the same key are
+//! serialized by a striped lock, so with concurrent puts the last write to disk is always the
+//! store's latest state, whatever order the requests finished in.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use super::persist::BucketDir;
+use crate::store::memory::MemoryStore;
+
+/// Independent write-through locks per bucket; keys hash onto them.
+const PERSIST_STRIPES: usize = 64;
+
+pub(crate) struct Bucket {
+    pub store: Arc<MemoryStore>,
+    pub created: SystemTime,
+    dir: Option<BucketDir>,
+    persist_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Bucket {
+    fn new(store: MemoryStore, dir: Option<BucketDir>) -> Self {
+        Bucket {
+            store: Arc::new(store),
+            created: SystemTime::now(),
+            dir,
+            persist_locks: (0..PERSIST_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// Mirrors the current state of `key` to disk (nothing to do without `--root`).
+    pub async fn persist(&self, key: &str) -> io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        let _guard = self.persist_locks[hasher.finish() as usize % PERSIST_STRIPES]
+            .lock()
+            .await;
+        match self.store.object(key) {
+            Some(object) => dir.write(key, &object).await,
+            None => dir.remove(key).await,
+        }
+    }
+}
+
+/// What [`Buckets::remove`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Removed,
+    Missing,
+    NotEmpty,
+}
+
+pub(crate) struct Buckets {
+    root: Option<PathBuf>,
+    map: RwLock<BTreeMap<String, Arc<Bucket>>>,
+}
+
+impl Buckets {
+    /// Loads every bucket found under `root` and creates the named ones that are missing.
+    /// Blocking: call it from a blocking context.
+    pub fn open(root: Option<PathBuf>, names: &[String]) -> io::Result<Self> {
+        let buckets = Buckets {
+            root,
+            map: RwLock::new(BTreeMap::new()),
+        };
+        if let Some(root) = &buckets.root {
+            std::fs::create_dir_all(root)?;
+            for entry in std::fs::read_dir(root)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type()?.is_dir() && is_bucket_name(&name) {
+                    buckets.load(root, &name)?;
+                }
+            }
+        }
+        for name in names {
+            buckets.create(name)?;
+        }
+        Ok(buckets)
+    }
+
+    fn load(&self, root: &Path, name: &str) -> io::Result<()> {
+        let dir = BucketDir::create(root, name)?;
+        let store = MemoryStore::new();
+        for (key, object) in dir.load()? {
+            store.insert(&key, object);
+        }
+        let created = std::fs::metadata(dir.path())
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        let mut bucket = Bucket::new(store, Some(dir));
+        bucket.created = created;
+        self.write().insert(name.to_string(), Arc::new(bucket));
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Bucket>> {
+        self.read().get(name).cloned()
+    }
+
+    /// All buckets in name order.
+    pub fn all(&self) -> Vec<(String, Arc<Bucket>)> {
+        self.read()
+            .iter()
+            .map(|(n, b)| (n.clone(), b.clone()))
+            .collect()
+    }
+
+    /// Creates bucket `name`; `Ok(false)` if it already exists.
+    pub fn create(&self, name: &str) -> io::Result<bool> {
+        if !is_bucket_name(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid bucket name {name:?}"),
+            ));
+        }
+        if self.read().contains_key(name) {
+            return Ok(false);
+        }
+        let dir = match &self.root {
+            Some(root) => Some(BucketDir::create(root, name)?),
+            None => None,
+        };
+        let mut map = self.write();
+        if map.contains_key(name) {
+            return Ok(false);
+        }
+        map.insert(
+            name.to_string(),
+            Arc::new(Bucket::new(MemoryStore::new(), dir)),
+        );
+        Ok(true)
+    }
+
+    /// Deletes an empty bucket, as S3's DeleteBucket does.
+    pub fn remove(&self, name: &str) -> io::Result<Removal> {
+        let mut map = self.write();
+        let Some(bucket) = map.get(name) else {
+            return Ok(Removal::Missing);
+        };
+        if !bucket.store.keys().is_empty() || bucket.store.pending_uploads() > 0 {
+            return Ok(Removal::NotEmpty);
+        }
+        if let Some(dir) = &bucket.dir {
+            std::fs::remove_dir_all(dir.path())?;
+        }
+        map.remove(name);
+        Ok(Removal::Removed)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Bucket>>> {
+        // The map is only ever replaced entry by entry: a poisoned lock still holds a valid map.
+        self.map.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Bucket>>> {
+        self.map
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Loose S3 bucket naming (3 to 63 of lower-case letters, digits, `.`, `-`, `_`), enough to keep
+/// names safe as directory names and clear of the server's `_scribefs` control path.
+pub(crate) fn is_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && !name.contains("..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ObjectStore, PutOptions};
+    use bytes::Bytes;
+
+    #[test]
+    fn bucket_names_stay_safe() {
+        assert!(is_bucket_name("demo"));
+        assert!(is_bucket_name("my.bucket-1"));
+        assert!(!is_bucket_name("_scribefs"));
+        assert!(!is_bucket_name("a/b"));
+        assert!(!is_bucket_name(".."));
+        assert!(!is_bucket_name("Upper"));
+        assert!(!is_bucket_name("ab"));
+    }
+
+    #[tokio::test]
+    async fn persisted_buckets_reload_and_deletes_stick() {
+        let root = tempfile::tempdir().unwrap();
+        let names = vec!["alpha".to_string()];
+        let buckets = Buckets::open(Some(root.path().to_path_buf()), &names).unwrap();
+        assert!(buckets.create("beta").unwrap());
+        assert!(!buckets.create("beta").unwrap());
+        let alpha = buckets.get("alpha").unwrap();
+        for key in ["keep", "drop"] {
+            alpha
+                .store
+                .put(key, Bytes::from(key), PutOptions::default())
+                .await
+                .unwrap();
+            alpha.persist(key).await.unwrap();
+        }
+        alpha.store.delete("drop").await.unwrap();
+        alpha.persist("drop").await.unwrap();
+        assert_eq!(buckets.remove("alpha").unwrap(), Removal::NotEmpty);
+
+        let reopened = Buckets::open(Some(root.path().to_path_buf()), &[]).unwrap();
+        let names: Vec<String> = reopened.all().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["alpha", "beta"]);
+        assert_eq!(reopened.get("alpha").unwrap().store.keys(), vec!["keep"]);
+        assert_eq!(reopened.remove("beta").unwrap(), Removal::Removed);
+        assert_eq!(reopened.remove("beta").unwrap(), Removal::Missing);
+        assert!(!root.path().join("beta").exists());
+    }
+}

@@ -1,0 +1,173 @@
+//! Serving: the accept loop, one hyper HTTP/1.1 connection task per client, and the request
+//! wrapper that sits in front of s3s. Per request it answers control paths itself, counts the S3
+//! operation, waits the emulated latency, injects a fault if one is drawn, and wraps the bodies
+//! for bandwidth pacing.
+//!
+//! Shutdown is graceful: the loop stops accepting, each connection finishes its in-flight
+//! request and closes, and whatever is still open after [`SHUTDOWN_GRACE`] is aborted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use s3s::service::S3Service;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::control;
+use super::emulation::{BoxError, Emulation, Fault, Paced, Pacer, ResponseBody};
+use super::stats::{Counters, classify};
+
+/// How long shutdown waits for in-flight requests before cutting connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub s3: S3Service,
+    pub counters: Counters,
+    pub emulation: Emulation,
+}
+
+/// The hyper service of one connection: the shared state plus this connection's pacer.
+#[derive(Clone)]
+struct ConnectionService {
+    shared: Arc<Shared>,
+    pacer: Option<Arc<Pacer>>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        Box::pin(handle(self.shared.clone(), self.pacer.clone(), request))
+    }
+}
+
+/// Answers one request. An `Err` makes hyper close the connection without a response.
+async fn handle(
+    shared: Arc<Shared>,
+    pacer: Option<Arc<Pacer>>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, BoxError> {
+    if control::is_control(&request) {
+        let response = control::answer(&request, &shared.counters);
+        return Ok(response.map(|body| ResponseBody::new(body, None, None)));
+    }
+    let operation = classify(request.method(), request.uri(), request.headers());
+    shared.counters.count(operation);
+    let latency = shared.emulation.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
+    let fault = shared.emulation.draw_fault(operation);
+    match fault {
+        Some(Fault::DropConnection) => return Err("connection dropped by fault injection".into()),
+        Some(f) => {
+            if let Some(error) = f.s3_error() {
+                let response = error.to_http_response().unwrap_or_else(|_| {
+                    let mut plain = Response::new(s3s::Body::empty());
+                    *plain.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    plain
+                });
+                return Ok(response.map(|body| ResponseBody::new(body, pacer, None)));
+            }
+        }
+        None => {}
+    }
+
+    let request = request.map(|body| match &pacer {
+        Some(p) => s3s::Body::http_body_unsync(Paced::new(body, Some(p.clone()))),
+        None => s3s::Body::from(body),
+    });
+    let response = shared.s3.call(request).await.map_err(BoxError::from)?;
+
+    let mut cut_after = None;
+    if fault == Some(Fault::CutBody) {
+        let size = hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
+        // Only a successful body of two bytes or more can be cut midway; otherwise break the
+        // connection before the answer instead.
+        if !response.status().is_success() || size < 2 {
+            return Err("connection dropped by fault injection".into());
+        }
+        cut_after = Some(size / 2);
+    }
+    Ok(response.map(|body| ResponseBody::new(body, pacer, cut_after)))
+}
+
+/// Accepts connections until `shutdown` fires (or its sender is dropped), then drains.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let service = ConnectionService {
+                        pacer: shared.emulation.pacer(),
+                        shared: shared.clone(),
+                    };
+                    connections.spawn(serve_connection(stream, service, shutdown.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+            // Reap finished connections so the set stays as small as the live ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "aborting connections still open after the grace period"
+        );
+        connections.abort_all();
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    service: ConnectionService,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Small requests must not wait for Nagle's algorithm: S3 latency is what we emulate.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
