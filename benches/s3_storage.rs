@@ -15,7 +15,9 @@ const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
 
 fn setup(runtime: &tokio::runtime::Runtime) -> (DevServer, Arc<dyn ObjectStore>) {
     runtime.block_on(async {
-        let server = DevServer::start(DevServerConfig::for_tests(&[BUCKET])).await.expect("dev server starts");
+        let server = DevServer::start(DevServerConfig::for_tests(&[BUCKET]))
+            .await
+            .expect("dev server starts");
         let config = S3Config {
             bucket: BUCKET.into(),
             endpoint: Some(server.endpoint()),
@@ -30,7 +32,10 @@ fn setup(runtime: &tokio::runtime::Runtime) -> (DevServer, Arc<dyn ObjectStore>)
 }
 
 fn storage(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (_server, store) = setup(&runtime);
 
     let mut group = c.benchmark_group("put");
@@ -39,7 +44,10 @@ fn storage(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &body, |b, body| {
             b.to_async(&runtime).iter(|| async {
-                store.put("bench/object", body.clone(), PutOptions::default()).await.expect("put")
+                store
+                    .put("bench/object", body.clone(), PutOptions::default())
+                    .await
+                    .expect("put")
             })
         });
     }
@@ -53,23 +61,34 @@ fn storage(c: &mut Criterion) {
             .expect("seed");
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &key, |b, key| {
-            b.to_async(&runtime).iter(|| async { get_bytes(store.as_ref(), key, None).await.expect("get") })
+            b.to_async(&runtime)
+                .iter(|| async { get_bytes(store.as_ref(), key, None).await.expect("get") })
         });
     }
     group.finish();
 
     c.bench_function("delete", |b| {
-        b.to_async(&runtime).iter(|| async { store.delete("bench/missing").await.expect("delete") })
+        b.to_async(&runtime)
+            .iter(|| async { store.delete("bench/missing").await.expect("delete") })
     });
 
     runtime.block_on(async {
         for i in 0..100 {
-            store.put(&format!("list/{i:04}"), Bytes::from_static(b"x"), PutOptions::default()).await.expect("seed list");
+            store
+                .put(
+                    &format!("list/{i:04}"),
+                    Bytes::from_static(b"x"),
+                    PutOptions::default(),
+                )
+                .await
+                .expect("seed list");
         }
     });
     c.bench_function("list_100", |b| {
         b.to_async(&runtime).iter(|| async {
-            scribefs::store::list_all(store.as_ref(), "list/").await.expect("list")
+            scribefs::store::list_all(store.as_ref(), "list/")
+                .await
+                .expect("list")
         })
     });
 }

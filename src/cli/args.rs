@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "scribefs", version, about = "Mount an S3 bucket as a directory, and manage Scribe Ledger segments")]
+#[command(
+    name = "scribefs",
+    version,
+    about = "Mount an S3 bucket as a directory, and manage Scribe Ledger segments"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -95,7 +99,12 @@ pub struct MountArgs {
     #[arg(long, help_heading = "Namespace")]
     pub allow_overwrite: bool,
     /// Directories with more entries are not renamed (EXDEV, so mv copies instead)
-    #[arg(long, default_value_t = 1000, value_name = "N", help_heading = "Namespace")]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_name = "N",
+        help_heading = "Namespace"
+    )]
     pub rename_dir_limit: usize,
     /// Owner shown for files without s3fs uid metadata [default: yours]
     #[arg(long, help_heading = "Permissions")]
@@ -116,7 +125,12 @@ pub struct MountArgs {
     #[arg(long, help_heading = "Permissions")]
     pub allow_root: bool,
     /// Memory block cache, in MiB
-    #[arg(long, default_value_t = 256, value_name = "MIB", help_heading = "Caching")]
+    #[arg(
+        long,
+        default_value_t = 256,
+        value_name = "MIB",
+        help_heading = "Caching"
+    )]
     pub cache_size_mib: u64,
     /// Size of a cached block and of a ranged GET's unit (e.g. 1M)
     #[arg(long, default_value = "1M", value_parser = super::mount::parse_size, help_heading = "Caching")]

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::args::ConnectionArgs;
 use super::CliError;
+use super::args::ConnectionArgs;
 use crate::store::config::S3Config;
 
 /// The parts of a config file scribefs reads. Other top-level tables (a Scribe Ledger config
@@ -52,7 +52,9 @@ pub fn resolve(
     for layer in [file, from_env, flags_table(args)] {
         apply(&mut config, layer);
     }
-    config.validate().map_err(|e| CliError::Config(e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| CliError::Config(e.to_string()))?;
     Ok(config)
 }
 
@@ -67,7 +69,9 @@ fn read_file(path: &Path) -> Result<S3Table, CliError> {
 }
 
 fn first(env: &dyn Fn(&str) -> Option<String>, names: &[&str]) -> Option<String> {
-    names.iter().find_map(|name| env(name).filter(|v| !v.is_empty()))
+    names
+        .iter()
+        .find_map(|name| env(name).filter(|v| !v.is_empty()))
 }
 
 fn env_table(env: &dyn Fn(&str) -> Option<String>) -> Result<S3Table, CliError> {
@@ -80,7 +84,10 @@ fn env_table(env: &dyn Fn(&str) -> Option<String>) -> Result<S3Table, CliError> 
     Ok(S3Table {
         bucket: first(env, &["S3_BUCKET"]),
         region: first(env, &["S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"]),
-        endpoint: first(env, &["S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]),
+        endpoint: first(
+            env,
+            &["S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+        ),
         access_key_id: first(env, &["S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"]),
         secret_access_key: first(env, &["S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"]),
         path_style,
@@ -145,8 +152,10 @@ mod tests {
     use std::io::Write;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
@@ -162,7 +171,10 @@ mod tests {
             "[node]\nid = 1\n[storage.s3]\nbucket = \"from-file\"\nregion = \"eu-west-1\"\n\
              pool_size = 4\nmax_retries = 5\nendpoint = \"http://file:1\"\n",
         );
-        let mut args = ConnectionArgs { config: Some(file.path().into()), ..Default::default() };
+        let mut args = ConnectionArgs {
+            config: Some(file.path().into()),
+            ..Default::default()
+        };
         let env = env_of(&[("S3_BUCKET", "from-env"), ("AWS_REGION", "ap-south-1")]);
         let config = resolve(&args, &env).unwrap();
         assert_eq!(config.bucket, "from-env");
@@ -203,20 +215,36 @@ mod tests {
         let err = resolve(&ConnectionArgs::default(), &env_of(&[])).unwrap_err();
         assert!(err.to_string().contains("bucket"), "{err}");
         let file = file_with("[storage.s3]\nbucket = \"\"\n");
-        let args = ConnectionArgs { config: Some(file.path().into()), ..Default::default() };
-        assert!(resolve(&args, &env_of(&[])).unwrap_err().to_string().contains("bucket"));
+        let args = ConnectionArgs {
+            config: Some(file.path().into()),
+            ..Default::default()
+        };
+        assert!(
+            resolve(&args, &env_of(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("bucket")
+        );
     }
 
     #[test]
     fn unknown_keys_in_the_s3_table_are_errors() {
         let file = file_with("[storage.s3]\nbucket = \"b\"\nbukket = \"typo\"\n");
-        let args = ConnectionArgs { config: Some(file.path().into()), ..Default::default() };
+        let args = ConnectionArgs {
+            config: Some(file.path().into()),
+            ..Default::default()
+        };
         let err = resolve(&args, &env_of(&[])).unwrap_err().to_string();
         assert!(err.contains("bukket"), "{err}");
         let missing = ConnectionArgs {
             config: Some("/nonexistent/scribefs.toml".into()),
             ..Default::default()
         };
-        assert!(resolve(&missing, &env_of(&[])).unwrap_err().to_string().contains("cannot read"));
+        assert!(
+            resolve(&missing, &env_of(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
     }
 }

@@ -40,9 +40,16 @@ impl From<std::io::Error> for CliError {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
-        Err(e) => return fail(&CliError::Io(format!("cannot start the async runtime: {e}"))),
+        Err(e) => {
+            return fail(&CliError::Io(format!(
+                "cannot start the async runtime: {e}"
+            )));
+        }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,7 +66,10 @@ fn fail(error: &CliError) -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn run(mut cli: Cli) -> Result<(), CliError> {
@@ -76,6 +86,9 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
 /// The store every command uses: S3 over HTTP with our retries around it.
 pub async fn connect(config: &S3Config) -> Result<Arc<dyn ObjectStore>, CliError> {
     let s3 = S3Store::new(config).await?;
-    let policy = RetryPolicy { max_retries: config.max_retries, ..RetryPolicy::default() };
+    let policy = RetryPolicy {
+        max_retries: config.max_retries,
+        ..RetryPolicy::default()
+    };
     Ok(Arc::new(Retrying::new(s3, policy)))
 }

@@ -12,20 +12,25 @@ use std::time::Duration;
 use fuser::{MountOption, SessionACL};
 
 use super::args::{LayoutArg, MountArgs};
-use super::{connect, CliError};
+use super::{CliError, connect};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::{Fs, FsConfig, Layout, LayoutKind};
-use crate::store::config::S3Config;
 use crate::store::StoreError;
+use crate::store::config::S3Config;
 
 /// Environment variable naming the fd a background child reports readiness on.
 const READY_FD_ENV: &str = "SCRIBEFS_READY_FD";
 
 pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> {
     config.bucket = args.bucket.clone();
-    config.validate().map_err(|e| CliError::Config(e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| CliError::Config(e.to_string()))?;
     if !args.dir.is_dir() {
-        return Err(CliError::Usage(format!("mount point {} is not a directory", args.dir.display())));
+        return Err(CliError::Usage(format!(
+            "mount point {} is not a directory",
+            args.dir.display()
+        )));
     }
     if !args.foreground {
         return spawn_background().await;
@@ -42,16 +47,25 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
 
 async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(), CliError> {
     let store = connect(&config).await?;
-    store.head_bucket().await.map_err(|e| explain_bucket_check(&e, &config))?;
+    store
+        .head_bucket()
+        .await
+        .map_err(|e| explain_bucket_check(&e, &config))?;
     let fs_config = fs_config(&args)?;
-    std::fs::create_dir_all(&fs_config.staging_dir)
-        .map_err(|e| CliError::Io(format!("cannot create staging dir {}: {e}", fs_config.staging_dir.display())))?;
+    std::fs::create_dir_all(&fs_config.staging_dir).map_err(|e| {
+        CliError::Io(format!(
+            "cannot create staging dir {}: {e}",
+            fs_config.staging_dir.display()
+        ))
+    })?;
     let fs = Fs::new(store, fs_config);
     let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
     let mut session = fuser::Session::new(adapter, &args.dir, &fuse_config(&args, &config))
         .map_err(|e| CliError::Io(format!("cannot mount at {}: {e}", args.dir.display())))?;
     let mut unmounter = session.unmount_callable();
-    let background = session.spawn().map_err(|e| CliError::Io(format!("cannot start the FUSE session: {e}")))?;
+    let background = session
+        .spawn()
+        .map_err(|e| CliError::Io(format!("cannot start the FUSE session: {e}")))?;
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let result = background.join();
@@ -95,7 +109,10 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
         StoreError::Connection(_) | StoreError::Timeout(_) => {
             format!("cannot reach the S3 endpoint {endpoint}: {error}")
         }
-        _ => format!("checking bucket {:?} at {endpoint} failed: {error}", config.bucket),
+        _ => format!(
+            "checking bucket {:?} at {endpoint} failed: {error}",
+            config.bucket
+        ),
     };
     CliError::Config(message)
 }
@@ -105,7 +122,8 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
         LayoutArg::Keys => LayoutKind::Keys,
         LayoutArg::Segments => LayoutKind::Segments,
     };
-    let layout = Layout::new(kind, args.prefix.as_deref()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let layout =
+        Layout::new(kind, args.prefix.as_deref()).map_err(|e| CliError::Usage(e.to_string()))?;
     let mut config = FsConfig::new(layout);
     config.read_only = args.read_only;
     if let Some(uid) = args.uid {
@@ -122,7 +140,10 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.part_size = args.part_size;
     config.allow_overwrite = args.allow_overwrite;
     config.rename_dir_limit = args.rename_dir_limit;
-    config.staging_dir = args.staging_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("scribefs-staging"));
+    config.staging_dir = args
+        .staging_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("scribefs-staging"));
     Ok(config)
 }
 
@@ -137,13 +158,20 @@ fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
     if args.read_only {
         config.mount_options.push(MountOption::RO);
     }
-    for option in args.options.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+    for option in args
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
         match option {
             "allow_other" => config.acl = SessionACL::All,
             "allow_root" => config.acl = SessionACL::RootAndOwner,
             "ro" => config.mount_options.push(MountOption::RO),
             "default_permissions" => config.mount_options.push(MountOption::DefaultPermissions),
-            other => config.mount_options.push(MountOption::CUSTOM(other.to_string())),
+            other => config
+                .mount_options
+                .push(MountOption::CUSTOM(other.to_string())),
         }
     }
     if args.allow_other {
@@ -159,15 +187,23 @@ async fn spawn_background() -> Result<(), CliError> {
     let mut fds = [0; 2];
     // SAFETY: pipe writes two fresh fds into the array we own.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        return Err(CliError::Io(format!("pipe: {}", std::io::Error::last_os_error())));
+        return Err(CliError::Io(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     // SAFETY: both fds were just created by pipe and are owned by nobody else.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let exe = std::env::current_exe()?;
     let mut command = std::process::Command::new(exe);
-    command.args(std::env::args_os().skip(1)).arg("--foreground");
+    command
+        .args(std::env::args_os().skip(1))
+        .arg("--foreground");
     command.env(READY_FD_ENV, fds[1].to_string());
-    command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
     use std::os::unix::process::CommandExt;
     let read_raw = fds[0];
     // SAFETY: the closure only calls async-signal-safe functions (setsid, close).
@@ -192,7 +228,9 @@ async fn spawn_background() -> Result<(), CliError> {
         return Ok(());
     }
     let _ = child.wait();
-    let reason = line.strip_prefix("error: ").unwrap_or("the mount process exited before the mount was live");
+    let reason = line
+        .strip_prefix("error: ")
+        .unwrap_or("the mount process exited before the mount was live");
     Err(CliError::Usage(reason.to_string()))
 }
 
@@ -202,7 +240,9 @@ struct ReadyPipe(std::sync::Mutex<Option<std::fs::File>>);
 
 impl ReadyPipe {
     fn from_env() -> Self {
-        let fd = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok());
+        let fd = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok());
         // SAFETY: the parent created this fd for us and nothing else in this process uses it.
         let file = fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
         ReadyPipe(std::sync::Mutex::new(file))
@@ -225,7 +265,9 @@ pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
     if text == "indefinite" {
         return Ok(Ttl(None));
     }
-    let secs: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds or \"indefinite\""))?;
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds or \"indefinite\""))?;
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("{text:?} is not a valid TTL"));
     }
@@ -242,8 +284,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         Some('G') => (&trimmed[..trimmed.len() - 1], 30),
         _ => (trimmed, 0),
     };
-    let value: u64 = digits.trim().parse().map_err(|_| format!("{text:?} is not a size (e.g. 1048576, 512K, 8M)"))?;
-    value.checked_shl(shift).filter(|v| *v > 0).ok_or_else(|| format!("{text:?} is out of range"))
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 1048576, 512K, 8M)"))?;
+    value
+        .checked_shl(shift)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 pub fn parse_mode(text: &str) -> Result<u16, String> {

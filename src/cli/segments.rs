@@ -23,13 +23,18 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
         }
         SegmentsCommand::Get { id, file } => {
             let id = id_arg(&id)?;
-            let data = segments
-                .get_segment(id)
-                .await?
-                .ok_or_else(|| CliError::Usage(format!("segment {id:016x} not found in bucket {}", config.bucket)))?;
+            let data = segments.get_segment(id).await?.ok_or_else(|| {
+                CliError::Usage(format!(
+                    "segment {id:016x} not found in bucket {}",
+                    config.bucket
+                ))
+            })?;
             match file {
                 Some(path) => write_atomically(&path, &data),
-                None => std::io::stdout().lock().write_all(&data).map_err(|e| CliError::Io(e.to_string())),
+                None => std::io::stdout()
+                    .lock()
+                    .write_all(&data)
+                    .map_err(|e| CliError::Io(e.to_string())),
             }
         }
         SegmentsCommand::Put { id, file } => {
@@ -52,7 +57,9 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
 
 fn id_arg(text: &str) -> Result<u64, CliError> {
     parse_id(text).ok_or_else(|| {
-        CliError::Usage(format!("segment id {text:?} is not a hex number (e.g. 2a or 000000000000002a)"))
+        CliError::Usage(format!(
+            "segment id {text:?} is not a hex number (e.g. 2a or 000000000000002a)"
+        ))
     })
 }
 

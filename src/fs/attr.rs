@@ -5,8 +5,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::inode::{Ino, Kind, Node};
 use super::FsConfig;
+use super::inode::{Ino, Kind, Node};
 use crate::store::UserMetadata;
 
 const META_MODE: &str = "mode";
@@ -58,7 +58,10 @@ impl SetAttr {
             metadata.insert(META_GID.into(), gid.to_string());
         }
         if let Some(mtime) = self.mtime {
-            let secs = mtime.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let secs = mtime
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
             metadata.insert(META_MTIME.into(), secs.to_string());
         }
         metadata
@@ -76,11 +79,17 @@ pub fn attr_of(node: &Node, config: &FsConfig) -> Attr {
         .get(META_MTIME)
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|secs| secs.is_finite() && *secs >= 0.0)
-        .map_or(node.attrs.mtime, |secs| UNIX_EPOCH + Duration::from_secs_f64(secs));
+        .map_or(node.attrs.mtime, |secs| {
+            UNIX_EPOCH + Duration::from_secs_f64(secs)
+        });
     Attr {
         ino: node.ino,
         kind: node.kind,
-        size: if node.kind == Kind::File { node.attrs.size } else { 0 },
+        size: if node.kind == Kind::File {
+            node.attrs.size
+        } else {
+            0
+        },
         mtime,
         perm,
         uid: parse(metadata, META_UID).unwrap_or(config.uid),
@@ -105,7 +114,12 @@ mod tests {
             name: "f".into(),
             kind: Kind::File,
             key: "f".into(),
-            attrs: Attrs { size: 3, mtime: UNIX_EPOCH, etag: None, metadata },
+            attrs: Attrs {
+                size: 3,
+                mtime: UNIX_EPOCH,
+                etag: None,
+                metadata,
+            },
             origin: Origin::Remote,
             validated: None,
             lookups: 0,

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::attr::{attr_of, Attr};
+use super::attr::{Attr, attr_of};
 use super::error::{FsError, FsResult};
 use super::inode::{Attrs, Ino, Kind, Origin, ROOT_INO};
-use super::{lock, Fs};
+use super::{Fs, lock};
 use crate::store::{ListRequest, PutOptions, StoreError};
 use bytes::Bytes;
 
@@ -44,7 +44,9 @@ impl Fs {
         let parent = inodes.get(dir).map(|n| n.parent).ok_or(FsError::NotFound)?;
         let mut children: Vec<(String, Ino, Kind)> = Vec::with_capacity(listed.len() + 2);
         for (name, (kind, attrs)) in listed {
-            let keep_local = inodes.child(dir, &name).is_some_and(|n| n.origin != Origin::Remote);
+            let keep_local = inodes
+                .child(dir, &name)
+                .is_some_and(|n| n.origin != Origin::Remote);
             let ino = if keep_local {
                 inodes.child(dir, &name).map(|n| n.ino).unwrap_or_default()
             } else {
@@ -66,12 +68,27 @@ impl Fs {
         let layout = &self.config.layout;
         children.sort_by_cached_key(|(name, _, _)| layout.sort_key(name));
         let mut entries = vec![
-            DirEntry { ino: dir, kind: Kind::Directory, name: ".".into(), next_offset: 1 },
-            DirEntry { ino: parent, kind: Kind::Directory, name: "..".into(), next_offset: 2 },
+            DirEntry {
+                ino: dir,
+                kind: Kind::Directory,
+                name: ".".into(),
+                next_offset: 1,
+            },
+            DirEntry {
+                ino: parent,
+                kind: Kind::Directory,
+                name: "..".into(),
+                next_offset: 2,
+            },
         ];
         for (name, ino, kind) in children {
             let next_offset = entries.len() as u64 + 1;
-            entries.push(DirEntry { ino, kind, name, next_offset });
+            entries.push(DirEntry {
+                ino,
+                kind,
+                name,
+                next_offset,
+            });
         }
         let handle = self.new_handle();
         lock(&self.dirs).insert(handle, Arc::new(entries));
@@ -80,7 +97,10 @@ impl Fs {
 
     /// Entries from `offset` on (0 is the start; each entry carries the offset after it).
     pub fn readdir(&self, handle: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
-        let entries = lock(&self.dirs).get(&handle).cloned().ok_or(FsError::BadHandle)?;
+        let entries = lock(&self.dirs)
+            .get(&handle)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
         if offset as usize > entries.len() {
             return Ok(Arc::new(Vec::new()));
         }
@@ -99,24 +119,48 @@ impl Fs {
             Err(FsError::NotFound) => {}
             Err(e) => return Err(e),
         }
-        let marker = self.inodes().child_key(parent, name, Kind::Directory).ok_or(FsError::NotFound)?;
-        let origin = match self.store.put(&marker, Bytes::new(), PutOptions::default()).await {
+        let marker = self
+            .inodes()
+            .child_key(parent, name, Kind::Directory)
+            .ok_or(FsError::NotFound)?;
+        let origin = match self
+            .store
+            .put(&marker, Bytes::new(), PutOptions::default())
+            .await
+        {
             Ok(_) => Origin::Remote,
             // Some servers refuse keys ending in `/`: keep the directory here until it has children.
             Err(StoreError::InvalidRequest(reason)) => {
-                tracing::warn!(marker, reason, "server refused the directory marker; keeping the directory locally");
+                tracing::warn!(
+                    marker,
+                    reason,
+                    "server refused the directory marker; keeping the directory locally"
+                );
                 Origin::LocalDirectory
             }
             Err(e) => return Err(e.into()),
         };
         let attrs = Attrs::directory();
         let mut inodes = self.inodes();
-        let ino = inodes.upsert(parent, name, Kind::Directory, attrs.clone(), origin, Some(Instant::now()));
+        let ino = inodes.upsert(
+            parent,
+            name,
+            Kind::Directory,
+            attrs.clone(),
+            origin,
+            Some(Instant::now()),
+        );
         inodes.remember(ino);
         let attr = attr_of(inodes.get(ino).ok_or(FsError::NotFound)?, &self.config);
         drop(inodes);
         self.note_child(parent, name, Some((Kind::Directory, attrs)));
-        lock(&self.listings).insert(ino, super::lookup::Listing { entries: Default::default(), at: Instant::now() });
+        lock(&self.listings).insert(
+            ino,
+            super::lookup::Listing {
+                entries: Default::default(),
+                at: Instant::now(),
+            },
+        );
         Ok(attr)
     }
 
@@ -154,7 +198,11 @@ impl Fs {
         if kind != Kind::Directory {
             return Err(FsError::NotDirectory);
         }
-        let request = ListRequest { prefix: prefix.clone(), max_keys: Some(2), ..Default::default() };
+        let request = ListRequest {
+            prefix: prefix.clone(),
+            max_keys: Some(2),
+            ..Default::default()
+        };
         let page = self.store.list(request).await?;
         if page.objects.iter().any(|o| o.key != prefix) || !page.common_prefixes.is_empty() {
             return Err(FsError::NotEmpty);
@@ -166,15 +214,29 @@ impl Fs {
         Ok(())
     }
 
-    pub async fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, flags: u32) -> FsResult<()> {
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        flags: u32,
+    ) -> FsResult<()> {
         self.check_writable()?;
         if flags & RENAME_EXCHANGE != 0 {
             return Err(FsError::Unsupported("RENAME_EXCHANGE"));
         }
-        self.config.layout.check_new_name(new_name, false).or_else(|e| {
-            // Directories may take any valid name in the keys layout.
-            if self.config.layout.kind == super::LayoutKind::Keys { Ok(()) } else { Err(e) }
-        })?;
+        self.config
+            .layout
+            .check_new_name(new_name, false)
+            .or_else(|e| {
+                // Directories may take any valid name in the keys layout.
+                if self.config.layout.kind == super::LayoutKind::Keys {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
         let ino = self.resolve(parent, name).await?;
         let (kind, origin, source_key, attrs) = {
             let inodes = self.inodes();
@@ -182,7 +244,9 @@ impl Fs {
             (node.kind, node.origin, node.key.clone(), node.attrs.clone())
         };
         if origin == Origin::Writing {
-            return Err(FsError::NotPermitted("rename of a file still being written; close it first".into()));
+            return Err(FsError::NotPermitted(
+                "rename of a file still being written; close it first".into(),
+            ));
         }
         let target = match self.resolve(new_parent, new_name).await {
             Ok(target) => Some(target),
@@ -196,7 +260,11 @@ impl Fs {
             if flags & RENAME_NOREPLACE != 0 {
                 return Err(FsError::Exists);
             }
-            let target_kind = self.inodes().get(target).map(|n| n.kind).ok_or(FsError::NotFound)?;
+            let target_kind = self
+                .inodes()
+                .get(target)
+                .map(|n| n.kind)
+                .ok_or(FsError::NotFound)?;
             match (kind, target_kind) {
                 (Kind::File, Kind::Directory) => return Err(FsError::IsDirectory),
                 (Kind::Directory, Kind::File) => return Err(FsError::NotDirectory),
@@ -204,7 +272,10 @@ impl Fs {
                 (Kind::File, Kind::File) => {}
             }
         }
-        let dest_key = self.inodes().child_key(new_parent, new_name, kind).ok_or(FsError::NotFound)?;
+        let dest_key = self
+            .inodes()
+            .child_key(new_parent, new_name, kind)
+            .ok_or(FsError::NotFound)?;
         match kind {
             Kind::File => {
                 self.store.copy(&source_key, &dest_key, None).await?;
@@ -225,7 +296,9 @@ impl Fs {
     /// `mv` falls back to copying) above the configured entry limit.
     async fn rename_prefix(&self, from: &str, to: &str) -> FsResult<()> {
         if to.starts_with(from) {
-            return Err(FsError::InvalidArgument("cannot move a directory into itself".into()));
+            return Err(FsError::InvalidArgument(
+                "cannot move a directory into itself".into(),
+            ));
         }
         let keys = crate::store::list_all(self.store.as_ref(), from).await?;
         if keys.len() > self.config.rename_dir_limit {
@@ -247,7 +320,14 @@ impl Fs {
 
     /// Large constant counts so `df` and `cp`'s space checks pass: S3 has no fixed capacity.
     pub fn statfs(&self) -> Statfs {
-        Statfs { blocks: 1 << 40, free: 1 << 40, files: 1 << 30, free_files: 1 << 30, block_size: 4096, name_max: 255 }
+        Statfs {
+            blocks: 1 << 40,
+            free: 1 << 40,
+            files: 1 << 30,
+            free_files: 1 << 30,
+            block_size: 4096,
+            name_max: 255,
+        }
     }
 
     pub fn root() -> Ino {

@@ -110,12 +110,24 @@ mod tests {
 
     #[test]
     fn store_errors_map_to_the_errno_a_user_expects() {
-        assert_eq!(FsError::from(StoreError::NotFound("k".into())).errno(), libc::ENOENT);
-        assert_eq!(FsError::from(StoreError::AccessDenied("k".into())).errno(), libc::EACCES);
-        assert_eq!(FsError::from(StoreError::PreconditionFailed("k".into())).errno(), libc::ESTALE);
+        assert_eq!(
+            FsError::from(StoreError::NotFound("k".into())).errno(),
+            libc::ENOENT
+        );
+        assert_eq!(
+            FsError::from(StoreError::AccessDenied("k".into())).errno(),
+            libc::EACCES
+        );
+        assert_eq!(
+            FsError::from(StoreError::PreconditionFailed("k".into())).errno(),
+            libc::ESTALE
+        );
         let exhausted = StoreError::RetriesExhausted {
             attempts: 4,
-            source: Box::new(StoreError::Server { status: 500, message: "x".into() }),
+            source: Box::new(StoreError::Server {
+                status: 500,
+                message: "x".into(),
+            }),
         };
         assert_eq!(FsError::from(exhausted).errno(), libc::EIO);
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);

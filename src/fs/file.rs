@@ -10,11 +10,11 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
-use super::attr::{attr_of, Attr, SetAttr};
+use super::attr::{Attr, SetAttr, attr_of};
 use super::error::{FsError, FsResult};
 use super::inode::{Attrs, Ino, Kind, Origin};
 use super::upload::{StagedFile, StreamingUpload, UploadConfig};
-use super::{lock, Fs, LayoutKind};
+use super::{Fs, LayoutKind, lock};
 use crate::cache::ObjectVersion;
 use crate::store::{PutOptions, UserMetadata};
 
@@ -50,12 +50,23 @@ pub struct Opened {
 
 impl Fs {
     fn upload_config(&self) -> FsResult<UploadConfig> {
-        Ok(UploadConfig::new(self.config.part_size, self.config.max_parts_in_flight)?)
+        Ok(UploadConfig::new(
+            self.config.part_size,
+            self.config.max_parts_in_flight,
+        )?)
     }
 
     fn streaming(&self, key: &str, metadata: &UserMetadata) -> FsResult<StreamingUpload> {
-        let options = PutOptions { metadata: metadata.clone(), ..Default::default() };
-        Ok(StreamingUpload::new(self.store.clone(), key.to_string(), options, self.upload_config()?))
+        let options = PutOptions {
+            metadata: metadata.clone(),
+            ..Default::default()
+        };
+        Ok(StreamingUpload::new(
+            self.store.clone(),
+            key.to_string(),
+            options,
+            self.upload_config()?,
+        ))
     }
 
     pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<Opened> {
@@ -69,12 +80,16 @@ impl Fs {
             return Err(FsError::IsDirectory);
         }
         if origin == Origin::Writing {
-            return Err(FsError::NotPermitted("the file is still being written through another handle".into()));
+            return Err(FsError::NotPermitted(
+                "the file is still being written through another handle".into(),
+            ));
         }
         if writing {
             self.check_writable()?;
             if self.config.layout.kind == LayoutKind::Segments && !self.config.allow_overwrite {
-                return Err(FsError::NotPermitted("segments are immutable; mount with --allow-overwrite to replace them".into()));
+                return Err(FsError::NotPermitted(
+                    "segments are immutable; mount with --allow-overwrite to replace them".into(),
+                ));
             }
         }
         self.getattr(ino).await?;
@@ -82,7 +97,12 @@ impl Fs {
             let inodes = self.inodes();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
             let etag = node.attrs.etag.clone().ok_or(FsError::NotFound)?;
-            (node.key.clone(), etag, node.attrs.size, node.attrs.metadata.clone())
+            (
+                node.key.clone(),
+                etag,
+                node.attrs.size,
+                node.attrs.metadata.clone(),
+            )
         };
         let handle = self.new_handle();
         if !writing {
@@ -112,7 +132,10 @@ impl Fs {
             base: Some((etag, size)),
         };
         lock(&self.writers).insert(handle, std::sync::Arc::new(tokio::sync::Mutex::new(writer)));
-        Ok(Opened { handle, keep_cache: false })
+        Ok(Opened {
+            handle,
+            keep_cache: false,
+        })
     }
 
     /// Creates a file that exists only here until its first successful flush uploads it.
@@ -124,18 +147,33 @@ impl Fs {
             Err(FsError::NotFound) => {}
             Err(e) => return Err(e),
         }
-        let key = self.inodes().child_key(parent, name, Kind::File).ok_or(FsError::NotFound)?;
+        let key = self
+            .inodes()
+            .child_key(parent, name, Kind::File)
+            .ok_or(FsError::NotFound)?;
         let mut metadata = UserMetadata::new();
         if mode & 0o7777 != u32::from(self.config.file_mode) {
-            metadata = SetAttr { mode: Some(mode), ..Default::default() }.apply_to(Kind::File, &metadata);
+            metadata = SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            }
+            .apply_to(Kind::File, &metadata);
         }
         let upload = self.streaming(&key, &metadata)?;
-        let attrs = Attrs { size: 0, mtime: SystemTime::now(), etag: None, metadata: metadata.clone() };
+        let attrs = Attrs {
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+            metadata: metadata.clone(),
+        };
         let (ino, attr) = {
             let mut inodes = self.inodes();
             let ino = inodes.upsert(parent, name, Kind::File, attrs, Origin::Writing, None);
             inodes.remember(ino);
-            (ino, attr_of(inodes.get(ino).ok_or(FsError::NotFound)?, &self.config))
+            (
+                ino,
+                attr_of(inodes.get(ino).ok_or(FsError::NotFound)?, &self.config),
+            )
         };
         let writer = WriteHandle {
             ino,
@@ -147,7 +185,13 @@ impl Fs {
         };
         let handle = self.new_handle();
         lock(&self.writers).insert(handle, std::sync::Arc::new(tokio::sync::Mutex::new(writer)));
-        Ok((attr, Opened { handle, keep_cache: false }))
+        Ok((
+            attr,
+            Opened {
+                handle,
+                keep_cache: false,
+            },
+        ))
     }
 
     pub async fn read(&self, handle: u64, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -155,19 +199,27 @@ impl Fs {
         if let Some(reader) = reader {
             return Ok(reader.read(offset, size).await?);
         }
-        let writer = lock(&self.writers).get(&handle).cloned().ok_or(FsError::BadHandle)?;
+        let writer = lock(&self.writers)
+            .get(&handle)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
         let mut writer = writer.lock().await;
         let staged = self.staged(&mut writer).await?;
         Ok(staged.read_at(offset, size as usize).await?)
     }
 
     pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let writer = lock(&self.writers).get(&handle).cloned().ok_or(FsError::BadHandle)?;
+        let writer = lock(&self.writers)
+            .get(&handle)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
         let mut writer = writer.lock().await;
         let sequential = match &writer.state {
             WriteState::Streaming(upload) => upload.bytes_written() == offset,
             // A clean handle on an empty object can stream from the start.
-            WriteState::Clean => offset == 0 && writer.base.as_ref().is_none_or(|(_, size)| *size == 0),
+            WriteState::Clean => {
+                offset == 0 && writer.base.as_ref().is_none_or(|(_, size)| *size == 0)
+            }
             WriteState::Staged(_) => false,
         };
         if sequential {
@@ -180,7 +232,10 @@ impl Fs {
                 upload.write(offset, data).await?;
             }
         } else {
-            self.staged(&mut writer).await?.write_at(offset, data).await?;
+            self.staged(&mut writer)
+                .await?
+                .write_at(offset, data)
+                .await?;
         }
         let end = offset + data.len() as u64;
         let mut inodes = self.inodes();
@@ -212,7 +267,14 @@ impl Fs {
                 },
                 WriteState::Clean => match &writer.base {
                     Some((etag, size)) if *size > 0 => {
-                        StagedFile::from_object(self.store.as_ref(), &writer.key, etag, *size, staging).await?
+                        StagedFile::from_object(
+                            self.store.as_ref(),
+                            &writer.key,
+                            etag,
+                            *size,
+                            staging,
+                        )
+                        .await?
                     }
                     _ => StagedFile::create_empty(staging).await?,
                 },
@@ -254,10 +316,17 @@ impl Fs {
             (node.linked, node.parent, node.name.clone())
         };
         let state = std::mem::replace(&mut writer.state, WriteState::Clean);
-        let options = PutOptions { metadata: writer.metadata.clone(), ..Default::default() };
+        let options = PutOptions {
+            metadata: writer.metadata.clone(),
+            ..Default::default()
+        };
         let result = match state {
             WriteState::Clean if writer.metadata == writer.uploaded_metadata => return Ok(()),
-            WriteState::Clean => self.store.copy(&writer.key, &writer.key, Some(writer.metadata.clone())).await.map_err(FsError::from),
+            WriteState::Clean => self
+                .store
+                .copy(&writer.key, &writer.key, Some(writer.metadata.clone()))
+                .await
+                .map_err(FsError::from),
             WriteState::Streaming(upload) if !linked => {
                 upload.abort().await;
                 return Ok(());
@@ -265,13 +334,17 @@ impl Fs {
             WriteState::Streaming(upload) => upload.finish().await.map_err(FsError::from),
             // Unlinked while open: the file is gone, so nothing is uploaded.
             WriteState::Staged(_) if !linked => return Ok(()),
-            WriteState::Staged(staged) if !staged.is_dirty() && writer.metadata == writer.uploaded_metadata => {
+            WriteState::Staged(staged)
+                if !staged.is_dirty() && writer.metadata == writer.uploaded_metadata =>
+            {
                 writer.state = WriteState::Staged(staged);
                 return Ok(());
             }
             WriteState::Staged(mut staged) => {
                 let config = self.upload_config()?;
-                let uploaded = staged.upload(self.store.clone(), &writer.key, options, config).await;
+                let uploaded = staged
+                    .upload(self.store.clone(), &writer.key, options, config)
+                    .await;
                 if uploaded.is_ok() {
                     writer.state = WriteState::Staged(staged);
                 }
@@ -283,7 +356,9 @@ impl Fs {
             Err(e) => {
                 tracing::error!(key = %writer.key, error = %e, "upload failed; the file is not in S3");
                 let mut inodes = self.inodes();
-                let was_new = inodes.get(writer.ino).is_some_and(|n| n.origin == Origin::Writing);
+                let was_new = inodes
+                    .get(writer.ino)
+                    .is_some_and(|n| n.origin == Origin::Writing);
                 if was_new {
                     inodes.unlink(parent, &name);
                     drop(inodes);
@@ -293,9 +368,13 @@ impl Fs {
             }
         };
         // Metadata changed while a streaming upload ran: put it on the object in place.
-        let output = if writer.metadata != writer.uploaded_metadata && !matches!(writer.state, WriteState::Staged(_)) {
+        let output = if writer.metadata != writer.uploaded_metadata
+            && !matches!(writer.state, WriteState::Staged(_))
+        {
             writer.uploaded_metadata = writer.metadata.clone();
-            self.store.copy(&writer.key, &writer.key, Some(writer.metadata.clone())).await?
+            self.store
+                .copy(&writer.key, &writer.key, Some(writer.metadata.clone()))
+                .await?
         } else {
             output
         };
@@ -325,20 +404,31 @@ impl Fs {
         }
     }
 
-    fn writer_for(&self, ino: Ino, handle: Option<u64>) -> Option<std::sync::Arc<tokio::sync::Mutex<WriteHandle>>> {
+    fn writer_for(
+        &self,
+        ino: Ino,
+        handle: Option<u64>,
+    ) -> Option<std::sync::Arc<tokio::sync::Mutex<WriteHandle>>> {
         let writers = lock(&self.writers);
         if let Some(writer) = handle.and_then(|h| writers.get(&h)) {
             return Some(writer.clone());
         }
         // A truncate by path while the file is open for writing applies to that open file.
-        writers.values().find(|w| w.try_lock().is_ok_and(|w| w.ino == ino)).cloned()
+        writers
+            .values()
+            .find(|w| w.try_lock().is_ok_and(|w| w.ino == ino))
+            .cloned()
     }
 
     pub async fn setattr(&self, ino: Ino, handle: Option<u64>, change: SetAttr) -> FsResult<Attr> {
         if change.size.is_some() || change.changes_metadata() {
             self.check_writable()?;
         }
-        let kind = self.inodes().get(ino).map(|n| n.kind).ok_or(FsError::NotFound)?;
+        let kind = self
+            .inodes()
+            .get(ino)
+            .map(|n| n.kind)
+            .ok_or(FsError::NotFound)?;
         if let Some(size) = change.size {
             if kind == Kind::Directory {
                 return Err(FsError::IsDirectory);
@@ -349,13 +439,17 @@ impl Fs {
             self.change_metadata(ino, handle, kind, &change).await?;
         }
         let inodes = self.inodes();
-        Ok(attr_of(inodes.get(ino).ok_or(FsError::NotFound)?, &self.config))
+        Ok(attr_of(
+            inodes.get(ino).ok_or(FsError::NotFound)?,
+            &self.config,
+        ))
     }
 
     async fn truncate(&self, ino: Ino, handle: Option<u64>, size: u64) -> FsResult<()> {
         if let Some(writer) = self.writer_for(ino, handle) {
             let mut writer = writer.lock().await;
-            let unchanged = matches!(&writer.state, WriteState::Streaming(u) if u.bytes_written() == size);
+            let unchanged =
+                matches!(&writer.state, WriteState::Streaming(u) if u.bytes_written() == size);
             if !unchanged {
                 if size == 0 {
                     let upload = self.streaming(&writer.key, &writer.metadata)?;
@@ -374,19 +468,30 @@ impl Fs {
         let (key, etag, current, metadata) = {
             let inodes = self.inodes();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            (node.key.clone(), node.attrs.etag.clone().ok_or(FsError::NotFound)?, node.attrs.size, node.attrs.metadata.clone())
+            (
+                node.key.clone(),
+                node.attrs.etag.clone().ok_or(FsError::NotFound)?,
+                node.attrs.size,
+                node.attrs.metadata.clone(),
+            )
         };
         if size == current {
             return Ok(());
         }
-        let options = PutOptions { metadata, ..Default::default() };
+        let options = PutOptions {
+            metadata,
+            ..Default::default()
+        };
         let output = if size == 0 {
             self.store.put(&key, Bytes::new(), options).await?
         } else {
             let staging = &self.config.staging_dir;
-            let mut staged = StagedFile::from_object(self.store.as_ref(), &key, &etag, current, staging).await?;
+            let mut staged =
+                StagedFile::from_object(self.store.as_ref(), &key, &etag, current, staging).await?;
             staged.set_len(size).await?;
-            staged.upload(self.store.clone(), &key, options, self.upload_config()?).await?
+            staged
+                .upload(self.store.clone(), &key, options, self.upload_config()?)
+                .await?
         };
         let mut inodes = self.inodes();
         if let Some(node) = inodes.get_mut(ino) {
@@ -398,21 +503,36 @@ impl Fs {
         Ok(())
     }
 
-    async fn change_metadata(&self, ino: Ino, handle: Option<u64>, kind: Kind, change: &SetAttr) -> FsResult<()> {
+    async fn change_metadata(
+        &self,
+        ino: Ino,
+        handle: Option<u64>,
+        kind: Kind,
+        change: &SetAttr,
+    ) -> FsResult<()> {
         let (key, metadata, origin) = {
             let inodes = self.inodes();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            (node.key.clone(), change.apply_to(kind, &node.attrs.metadata), node.origin)
+            (
+                node.key.clone(),
+                change.apply_to(kind, &node.attrs.metadata),
+                node.origin,
+            )
         };
         if ino == super::ROOT_INO {
-            return Err(FsError::NotPermitted("the mount root's attributes are set by mount options".into()));
+            return Err(FsError::NotPermitted(
+                "the mount root's attributes are set by mount options".into(),
+            ));
         }
         if let Some(writer) = self.writer_for(ino, handle) {
             // Applied when the open file is uploaded.
             writer.lock().await.metadata = metadata.clone();
         } else if kind == Kind::Directory {
             // Directory attributes live on its `dir/` marker object.
-            let options = PutOptions { metadata: metadata.clone(), ..Default::default() };
+            let options = PutOptions {
+                metadata: metadata.clone(),
+                ..Default::default()
+            };
             self.store.put(&key, Bytes::new(), options).await?;
         } else if origin == Origin::Remote {
             let output = self.store.copy(&key, &key, Some(metadata.clone())).await?;
@@ -431,7 +551,9 @@ impl Fs {
         let inodes = self.inodes();
         let node = inodes.get(ino).ok_or(FsError::NotFound)?;
         match self.config.layout.segment_id(&node.name) {
-            Some(id) if name == SEGMENT_ID_XATTR && node.kind == Kind::File => Ok(id.to_string().into_bytes()),
+            Some(id) if name == SEGMENT_ID_XATTR && node.kind == Kind::File => {
+                Ok(id.to_string().into_bytes())
+            }
             _ => Err(FsError::NoAttribute),
         }
     }

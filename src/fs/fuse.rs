@@ -14,10 +14,10 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 
+use super::Fs;
 use super::attr::{Attr, SetAttr};
 use super::error::FsError;
 use super::inode::Kind;
-use super::Fs;
 
 pub struct FuseAdapter {
     fs: Arc<Fs>,
@@ -74,7 +74,11 @@ fn file_attr(attr: &Attr) -> FileAttr {
 }
 
 fn open_flags(keep_cache: bool) -> FopenFlags {
-    if keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() }
+    if keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
 }
 
 fn time(t: TimeOrNow) -> SystemTime {
@@ -148,7 +152,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         // atime is not kept (S3 has none); it always reads as the mtime.
-        let change = SetAttr { size, mode, uid, gid, mtime: mtime.map(time) };
+        let change = SetAttr {
+            size,
+            mode,
+            uid,
+            gid,
+            mtime: mtime.map(time),
+        };
         let ttl = self.ttl;
         self.spawn(move |fs| async move {
             match fs.setattr(ino.0, fh.map(|h| h.0), change).await {
@@ -158,7 +168,15 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         let name = match utf8(name) {
             Ok(name) => name,
             Err(e) => return reply.error(e),
@@ -213,7 +231,10 @@ impl Filesystem for FuseAdapter {
             _ => return reply.error(Errno::EINVAL),
         };
         self.spawn(move |fs| async move {
-            match fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()).await {
+            match fs
+                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                .await
+            {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -223,13 +244,24 @@ impl Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(move |fs| async move {
             match fs.open(ino.0, flags.0).await {
-                Ok(opened) => reply.opened(FileHandle(opened.handle), open_flags(opened.keep_cache)),
+                Ok(opened) => {
+                    reply.opened(FileHandle(opened.handle), open_flags(opened.keep_cache))
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
     }
 
-    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
         let name = match utf8(name) {
             Ok(name) => name,
             Err(e) => return reply.error(e),
@@ -289,7 +321,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         self.spawn(move |fs| async move {
             match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
@@ -316,7 +355,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.spawn(move |fs| async move {
             match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
@@ -334,7 +380,14 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         match self.fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for entry in entries.iter().skip(offset as usize) {
@@ -352,18 +405,37 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.fs.releasedir(fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let s = self.fs.statfs();
-        reply.statfs(s.blocks, s.free, s.free, s.files, s.free_files, s.block_size, s.name_max, s.block_size);
+        reply.statfs(
+            s.blocks,
+            s.free,
+            s.free,
+            s.files,
+            s.free_files,
+            s.block_size,
+            s.name_max,
+            s.block_size,
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let result = name.to_str().ok_or(FsError::NoAttribute).and_then(|n| self.fs.getxattr(ino.0, n));
+        let result = name
+            .to_str()
+            .ok_or(FsError::NoAttribute)
+            .and_then(|n| self.fs.getxattr(ino.0, n));
         reply_xattr(result, size, reply);
     }
 

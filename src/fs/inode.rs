@@ -32,7 +32,12 @@ pub struct Attrs {
 
 impl Attrs {
     pub fn directory() -> Self {
-        Attrs { size: 0, mtime: SystemTime::now(), etag: None, metadata: UserMetadata::new() }
+        Attrs {
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+            metadata: UserMetadata::new(),
+        }
     }
 }
 
@@ -88,7 +93,11 @@ impl InodeTable {
             page_cache_etag: None,
             linked: true,
         };
-        InodeTable { nodes: HashMap::from([(ROOT_INO, root)]), by_name: HashMap::new(), next: 2 }
+        InodeTable {
+            nodes: HashMap::from([(ROOT_INO, root)]),
+            by_name: HashMap::new(),
+            next: 2,
+        }
     }
 
     pub fn get(&self, ino: Ino) -> Option<&Node> {
@@ -177,9 +186,15 @@ impl InodeTable {
     /// Moves a node to a new parent and name, rewriting the keys of everything below it.
     pub fn rename(&mut self, parent: Ino, name: &str, new_parent: Ino, new_name: &str) {
         self.unlink(new_parent, new_name);
-        let Some(ino) = self.by_name.remove(&(parent, name.to_string())) else { return };
-        let Some(kind) = self.nodes.get(&ino).map(|n| n.kind) else { return };
-        let new_key = self.child_key(new_parent, new_name, kind).unwrap_or_default();
+        let Some(ino) = self.by_name.remove(&(parent, name.to_string())) else {
+            return;
+        };
+        let Some(kind) = self.nodes.get(&ino).map(|n| n.kind) else {
+            return;
+        };
+        let new_key = self
+            .child_key(new_parent, new_name, kind)
+            .unwrap_or_default();
         if let Some(node) = self.nodes.get_mut(&ino) {
             let old_key = std::mem::replace(&mut node.key, new_key.clone());
             node.parent = new_parent;
@@ -208,7 +223,9 @@ impl InodeTable {
         if ino == ROOT_INO {
             return;
         }
-        let Some(node) = self.nodes.get_mut(&ino) else { return };
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
         node.lookups = node.lookups.saturating_sub(count);
         if node.lookups > 0 || node.origin == Origin::Writing {
             return;
@@ -222,7 +239,9 @@ impl InodeTable {
 
     /// Children of `parent` this table knows of (files being written, fresh mkdirs...).
     pub fn children(&self, parent: Ino) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(move |n| n.parent == parent && n.linked && n.ino != ROOT_INO)
+        self.nodes
+            .values()
+            .filter(move |n| n.parent == parent && n.linked && n.ino != ROOT_INO)
     }
 
     /// Drops every node the kernel holds no reference to and that has no local state, e.g.
@@ -258,7 +277,10 @@ mod tests {
     use super::*;
 
     fn file(size: u64) -> Attrs {
-        Attrs { size, ..Attrs::directory() }
+        Attrs {
+            size,
+            ..Attrs::directory()
+        }
     }
 
     #[test]
@@ -269,7 +291,14 @@ mod tests {
         let again = table.upsert(ROOT_INO, "a", Kind::File, file(2), Origin::Remote, None);
         assert_eq!(a, again);
         assert_eq!(table.get(a).unwrap().attrs.size, 2);
-        let dir = table.upsert(ROOT_INO, "a", Kind::Directory, Attrs::directory(), Origin::Remote, None);
+        let dir = table.upsert(
+            ROOT_INO,
+            "a",
+            Kind::Directory,
+            Attrs::directory(),
+            Origin::Remote,
+            None,
+        );
         assert_ne!(a, dir);
         assert_eq!(table.get(dir).unwrap().key, "p/a/");
     }
@@ -280,12 +309,22 @@ mod tests {
         let a = table.upsert(ROOT_INO, "a", Kind::File, file(1), Origin::Remote, None);
         table.remember(a);
         table.unlink(ROOT_INO, "a");
-        assert!(table.get(a).is_some(), "open/looked-up node must survive unlink");
+        assert!(
+            table.get(a).is_some(),
+            "open/looked-up node must survive unlink"
+        );
         assert!(table.child(ROOT_INO, "a").is_none());
         table.forget(a, 1);
         assert!(table.get(a).is_none());
         for i in 0..1000 {
-            let ino = table.upsert(ROOT_INO, &format!("f{i}"), Kind::File, file(0), Origin::Remote, None);
+            let ino = table.upsert(
+                ROOT_INO,
+                &format!("f{i}"),
+                Kind::File,
+                file(0),
+                Origin::Remote,
+                None,
+            );
             table.remember(ino);
             table.forget(ino, 1);
         }
@@ -295,7 +334,14 @@ mod tests {
     #[test]
     fn renaming_a_directory_rewrites_keys_below_it() {
         let mut table = InodeTable::new("");
-        let d = table.upsert(ROOT_INO, "d", Kind::Directory, Attrs::directory(), Origin::Remote, None);
+        let d = table.upsert(
+            ROOT_INO,
+            "d",
+            Kind::Directory,
+            Attrs::directory(),
+            Origin::Remote,
+            None,
+        );
         let f = table.upsert(d, "f", Kind::File, file(1), Origin::Remote, None);
         table.rename(ROOT_INO, "d", ROOT_INO, "e");
         assert_eq!(table.get(d).unwrap().key, "e/");

@@ -30,8 +30,14 @@ impl Layout {
         if !root_prefix.is_empty() && !root_prefix.ends_with('/') {
             root_prefix.push('/');
         }
-        if root_prefix.split('/').filter(|c| !c.is_empty()).any(|c| !is_valid_component(c)) {
-            return Err(FsError::InvalidArgument(format!("prefix {root_prefix:?} has an invalid component")));
+        if root_prefix
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .any(|c| !is_valid_component(c))
+        {
+            return Err(FsError::InvalidArgument(format!(
+                "prefix {root_prefix:?} has an invalid component"
+            )));
         }
         Ok(Layout { kind, root_prefix })
     }
@@ -56,7 +62,8 @@ impl Layout {
         if !is_valid_component(name) {
             return Err(FsError::InvalidName(name.to_string()));
         }
-        if self.kind == LayoutKind::Segments && (is_dir || segment::parse_file_name(name).is_none()) {
+        if self.kind == LayoutKind::Segments && (is_dir || segment::parse_file_name(name).is_none())
+        {
             tracing::warn!(
                 name,
                 "refused: the segments layout only holds files named segment-<16 hex digits>.bin or segment-<16 hex digits>.meta.json"
@@ -69,9 +76,11 @@ impl Layout {
     /// Order of directory entries: segments by id (data before sidecar), keys by name bytes.
     pub fn sort_key(&self, name: &str) -> (u64, u8, String) {
         match (self.kind, segment::parse_file_name(name)) {
-            (LayoutKind::Segments, Some((id, file))) => {
-                (id, if file == SegmentFile::Data { 0 } else { 1 }, name.to_string())
-            }
+            (LayoutKind::Segments, Some((id, file))) => (
+                id,
+                if file == SegmentFile::Data { 0 } else { 1 },
+                name.to_string(),
+            ),
             _ => (0, 0, name.to_string()),
         }
     }
@@ -105,7 +114,13 @@ mod tests {
         assert!(!layout.shows("..", true));
         assert!(!layout.shows("", true));
         assert!(!layout.shows(&"x".repeat(256), false));
-        assert_eq!(layout.check_new_name(&"x".repeat(256), false).unwrap_err().errno(), libc::ENAMETOOLONG);
+        assert_eq!(
+            layout
+                .check_new_name(&"x".repeat(256), false)
+                .unwrap_err()
+                .errno(),
+            libc::ENAMETOOLONG
+        );
     }
 
     #[test]
@@ -116,16 +131,38 @@ mod tests {
         assert!(layout.shows("segment-000000000000002a.meta.json", false));
         assert!(!layout.shows("notes.txt", false));
         assert!(!layout.shows("sub", true));
-        assert_eq!(layout.check_new_name("notes.txt", false).unwrap_err().errno(), libc::EINVAL);
-        assert!(layout.check_new_name("segment-000000000000002a.bin", false).is_ok());
-        assert!(layout.check_new_name("segment-000000000000002a.bin", true).is_err());
-        assert!(layout.sort_key("segment-0000000000000002.meta.json") < layout.sort_key("segment-000000000000000a.bin"));
+        assert_eq!(
+            layout
+                .check_new_name("notes.txt", false)
+                .unwrap_err()
+                .errno(),
+            libc::EINVAL
+        );
+        assert!(
+            layout
+                .check_new_name("segment-000000000000002a.bin", false)
+                .is_ok()
+        );
+        assert!(
+            layout
+                .check_new_name("segment-000000000000002a.bin", true)
+                .is_err()
+        );
+        assert!(
+            layout.sort_key("segment-0000000000000002.meta.json")
+                < layout.sort_key("segment-000000000000000a.bin")
+        );
         assert_eq!(layout.segment_id("segment-000000000000002a.bin"), Some(42));
     }
 
     #[test]
     fn prefixes_are_normalised() {
-        assert_eq!(Layout::new(LayoutKind::Keys, Some("/data")).unwrap().root_prefix, "data/");
+        assert_eq!(
+            Layout::new(LayoutKind::Keys, Some("/data"))
+                .unwrap()
+                .root_prefix,
+            "data/"
+        );
         assert!(Layout::new(LayoutKind::Keys, Some("a/../b/")).is_err());
     }
 }

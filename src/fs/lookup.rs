@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use super::attr::{attr_of, Attr};
+use super::attr::{Attr, attr_of};
 use super::error::{FsError, FsResult};
 use super::inode::{Attrs, Ino, Kind, Origin};
-use super::{lock, Fs};
+use super::{Fs, lock};
 use crate::store::{ListRequest, ObjectSummary};
 
 /// A directory's children as of one complete listing.
@@ -175,7 +175,10 @@ impl Fs {
         if let Some(answer) = self.from_listing(parent, name) {
             return answer;
         }
-        if lock(&self.negative).get(parent, name).is_some_and(|at| self.fresh(Some(at))) {
+        if lock(&self.negative)
+            .get(parent, name)
+            .is_some_and(|at| self.fresh(Some(at)))
+        {
             return Err(FsError::NotFound);
         }
         self.resolve_remote(parent, &parent_prefix, name).await
@@ -214,7 +217,10 @@ impl Fs {
                 max_keys: Some(1),
                 ..Default::default()
             };
-            self.store.list(request).await.map(|page| !page.objects.is_empty() || !page.common_prefixes.is_empty())
+            self.store
+                .list(request)
+                .await
+                .map(|page| !page.objects.is_empty() || !page.common_prefixes.is_empty())
         };
         let (head, is_dir) = futures::join!(head, list);
         let now = Instant::now();
@@ -230,7 +236,14 @@ impl Fs {
                 if file.is_some() {
                     tracing::warn!(key, "object is shadowed by a directory of the same name");
                 }
-                self.inodes().upsert(parent, name, Kind::Directory, Attrs::directory(), Origin::Remote, Some(now))
+                self.inodes().upsert(
+                    parent,
+                    name,
+                    Kind::Directory,
+                    Attrs::directory(),
+                    Origin::Remote,
+                    Some(now),
+                )
             }
             (false, Some(meta)) if shows_file => {
                 let attrs = Attrs {
@@ -239,7 +252,8 @@ impl Fs {
                     etag: Some(meta.etag),
                     metadata: meta.metadata,
                 };
-                self.inodes().upsert(parent, name, Kind::File, attrs, Origin::Remote, Some(now))
+                self.inodes()
+                    .upsert(parent, name, Kind::File, attrs, Origin::Remote, Some(now))
             }
             _ => {
                 lock(&self.negative).insert(parent, name);
@@ -250,8 +264,14 @@ impl Fs {
     }
 
     /// Lists a directory completely (every page) and caches the result; returns its entries.
-    pub(super) async fn list_directory(&self, dir: Ino) -> FsResult<BTreeMap<String, (Kind, Attrs)>> {
-        if let Some(listing) = lock(&self.listings).get(dir).filter(|l| self.fresh(Some(l.at))) {
+    pub(super) async fn list_directory(
+        &self,
+        dir: Ino,
+    ) -> FsResult<BTreeMap<String, (Kind, Attrs)>> {
+        if let Some(listing) = lock(&self.listings)
+            .get(dir)
+            .filter(|l| self.fresh(Some(l.at)))
+        {
             return Ok(listing.entries.clone());
         }
         let prefix = {
@@ -265,13 +285,18 @@ impl Fs {
         let started = Instant::now();
         let mut entries = BTreeMap::new();
         let mut skipped = HashSet::new();
-        let mut request = ListRequest { prefix: prefix.clone(), delimiter: Some("/".into()), ..Default::default() };
+        let mut request = ListRequest {
+            prefix: prefix.clone(),
+            delimiter: Some("/".into()),
+            ..Default::default()
+        };
         loop {
             let page = self.store.list(request.clone()).await?;
             for common in &page.common_prefixes {
                 let name = common[prefix.len()..].trim_end_matches('/');
                 if self.config.layout.shows(name, true) {
-                    let old = entries.insert(name.to_string(), (Kind::Directory, Attrs::directory()));
+                    let old =
+                        entries.insert(name.to_string(), (Kind::Directory, Attrs::directory()));
                     if let Some((Kind::File, _)) = old {
                         tracing::warn!(key = %common, "object is shadowed by a directory of the same name");
                     }
@@ -300,9 +325,19 @@ impl Fs {
             }
         }
         if !skipped.is_empty() && self.config.layout.kind == super::LayoutKind::Keys {
-            tracing::warn!(count = skipped.len(), prefix, "keys whose names cannot be file names are not shown");
+            tracing::warn!(
+                count = skipped.len(),
+                prefix,
+                "keys whose names cannot be file names are not shown"
+            );
         }
-        lock(&self.listings).insert(dir, Listing { entries: entries.clone(), at: started });
+        lock(&self.listings).insert(
+            dir,
+            Listing {
+                entries: entries.clone(),
+                at: started,
+            },
+        );
         Ok(entries)
     }
 

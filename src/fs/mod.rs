@@ -91,7 +91,8 @@ impl FsConfig {
 
     /// The TTL the kernel gets for entries and attributes.
     pub fn kernel_ttl(&self) -> Duration {
-        self.metadata_ttl.unwrap_or(Duration::from_secs(365 * 24 * 3600))
+        self.metadata_ttl
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600))
     }
 }
 
@@ -112,8 +113,15 @@ pub struct Fs {
 
 impl Fs {
     pub fn new(store: Arc<dyn ObjectStore>, config: FsConfig) -> Arc<Fs> {
-        let reader_config = ReaderConfig { block_size: config.block_size, ..ReaderConfig::default() };
-        let reads = ReadPath::new(store.clone(), BlockCache::new(config.cache_bytes), reader_config);
+        let reader_config = ReaderConfig {
+            block_size: config.block_size,
+            ..ReaderConfig::default()
+        };
+        let reads = ReadPath::new(
+            store.clone(),
+            BlockCache::new(config.cache_bytes),
+            reader_config,
+        );
         Arc::new(Fs {
             inodes: Mutex::new(InodeTable::new(&config.layout.root_prefix)),
             listings: Mutex::new(lookup::Listings::default()),
@@ -158,7 +166,11 @@ impl Fs {
     }
 
     fn check_writable(&self) -> FsResult<()> {
-        if self.config.read_only { Err(FsError::ReadOnly) } else { Ok(()) }
+        if self.config.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
     }
 
     /// Number of inodes held, for tests of memory bounds.

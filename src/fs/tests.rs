@@ -18,7 +18,10 @@ fn mount(store: &Arc<MemoryStore>, kind: LayoutKind) -> Arc<Fs> {
 }
 
 async fn put(store: &MemoryStore, key: &str, data: &str) {
-    store.put(key, Bytes::from(data.to_string()), PutOptions::default()).await.unwrap();
+    store
+        .put(key, Bytes::from(data.to_string()), PutOptions::default())
+        .await
+        .unwrap();
 }
 
 async fn names(fs: &Fs, dir: u64) -> Vec<String> {
@@ -35,13 +38,22 @@ async fn directory_wins_over_object_and_bad_names_are_hidden() {
         put(&store, key, "data").await;
     }
     let fs = mount(&store, LayoutKind::Keys);
-    assert_eq!(names(&fs, ROOT_INO).await, vec!["a", "c", "d", "e", "g", "x"]);
+    assert_eq!(
+        names(&fs, ROOT_INO).await,
+        vec!["a", "c", "d", "e", "g", "x"]
+    );
     let a = fs.lookup(ROOT_INO, "a").await.unwrap();
     assert_eq!(a.kind, Kind::Directory);
     assert_eq!(names(&fs, a.ino).await, vec!["b"]);
     let e = fs.lookup(ROOT_INO, "e").await.unwrap();
-    assert!(names(&fs, e.ino).await.is_empty(), "empty component is hidden");
-    assert_eq!(fs.lookup(ROOT_INO, "missing").await.unwrap_err().errno(), libc::ENOENT);
+    assert!(
+        names(&fs, e.ino).await.is_empty(),
+        "empty component is hidden"
+    );
+    assert_eq!(
+        fs.lookup(ROOT_INO, "missing").await.unwrap_err().errno(),
+        libc::ENOENT
+    );
 }
 
 #[tokio::test]
@@ -49,12 +61,18 @@ async fn create_write_close_uploads_and_reads_back() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
     let (attr, opened) = fs.create(ROOT_INO, "new.txt", 0o644).await.unwrap();
-    assert!(store.object("new.txt").is_none(), "nothing visible before close");
+    assert!(
+        store.object("new.txt").is_none(),
+        "nothing visible before close"
+    );
     fs.write(opened.handle, 0, b"hello ").await.unwrap();
     fs.write(opened.handle, 6, b"world").await.unwrap();
     fs.flush(opened.handle).await.unwrap();
     fs.release(opened.handle).await.unwrap();
-    assert_eq!(get_bytes(store.as_ref(), "new.txt", None).await.unwrap(), "hello world");
+    assert_eq!(
+        get_bytes(store.as_ref(), "new.txt", None).await.unwrap(),
+        "hello world"
+    );
     assert_eq!(fs.getattr(attr.ino).await.unwrap().size, 11);
     let opened = fs.open(attr.ino, libc::O_RDONLY).await.unwrap();
     assert_eq!(fs.read(opened.handle, 6, 100).await.unwrap(), "world");
@@ -71,8 +89,20 @@ async fn random_writes_and_truncate_are_staged() {
     fs.write(opened.handle, 3, b"XY").await.unwrap();
     fs.write(opened.handle, 12, b"Z").await.unwrap();
     fs.release(opened.handle).await.unwrap();
-    assert_eq!(get_bytes(store.as_ref(), "f", None).await.unwrap().as_ref(), b"012XY56789\0\0Z");
-    fs.setattr(f.ino, None, SetAttr { size: Some(4), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        get_bytes(store.as_ref(), "f", None).await.unwrap().as_ref(),
+        b"012XY56789\0\0Z"
+    );
+    fs.setattr(
+        f.ino,
+        None,
+        SetAttr {
+            size: Some(4),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(get_bytes(store.as_ref(), "f", None).await.unwrap(), "012X");
 }
 
@@ -94,19 +124,28 @@ async fn unlink_rename_mkdir_rmdir() {
     put(&store, "d/f", "x").await;
     let fs = mount(&store, LayoutKind::Keys);
     let d = fs.lookup(ROOT_INO, "d").await.unwrap();
-    assert_eq!(fs.rmdir(ROOT_INO, "d").await.unwrap_err().errno(), libc::ENOTEMPTY);
+    assert_eq!(
+        fs.rmdir(ROOT_INO, "d").await.unwrap_err().errno(),
+        libc::ENOTEMPTY
+    );
     fs.rename(d.ino, "f", ROOT_INO, "g", 0).await.unwrap();
     assert!(store.object("d/f").is_none());
     assert_eq!(get_bytes(store.as_ref(), "g", None).await.unwrap(), "x");
     fs.mkdir(ROOT_INO, "e").await.unwrap();
     assert!(store.object("e/").is_some(), "mkdir writes a marker");
-    fs.rename(ROOT_INO, "g", ROOT_INO, "e", 0).await.map(|_| ()).unwrap_err();
+    fs.rename(ROOT_INO, "g", ROOT_INO, "e", 0)
+        .await
+        .map(|_| ())
+        .unwrap_err();
     fs.rename(ROOT_INO, "d", ROOT_INO, "d2", 0).await.unwrap();
     fs.rmdir(ROOT_INO, "e").await.unwrap();
     assert!(store.object("e/").is_none());
     fs.unlink(ROOT_INO, "g").await.unwrap();
     assert!(store.keys().is_empty(), "left: {:?}", store.keys());
-    assert_eq!(fs.unlink(ROOT_INO, "g").await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        fs.unlink(ROOT_INO, "g").await.unwrap_err().errno(),
+        libc::ENOENT
+    );
 }
 
 #[tokio::test]
@@ -115,7 +154,17 @@ async fn chmod_persists_as_s3fs_metadata() {
     put(&store, "f", "x").await;
     let fs = mount(&store, LayoutKind::Keys);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
-    let attr = fs.setattr(f.ino, None, SetAttr { mode: Some(0o600), ..Default::default() }).await.unwrap();
+    let attr = fs
+        .setattr(
+            f.ino,
+            None,
+            SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(attr.perm, 0o600);
     let meta = store.head("f").await.unwrap();
     assert_eq!(meta.metadata["mode"], (libc::S_IFREG | 0o600).to_string());
@@ -139,14 +188,39 @@ async fn segments_layout_filters_orders_and_guards() {
     let fs = mount(&store, LayoutKind::Segments);
     assert_eq!(
         names(&fs, ROOT_INO).await,
-        vec!["segment-0000000000000002.bin", "segment-0000000000000002.meta.json", "segment-000000000000000a.bin"]
+        vec![
+            "segment-0000000000000002.bin",
+            "segment-0000000000000002.meta.json",
+            "segment-000000000000000a.bin"
+        ]
     );
-    assert_eq!(fs.create(ROOT_INO, "notes2.txt", 0o644).await.unwrap_err().errno(), libc::EINVAL);
-    assert_eq!(fs.mkdir(ROOT_INO, "dir").await.unwrap_err().errno(), libc::EINVAL);
-    let seg = fs.lookup(ROOT_INO, "segment-000000000000000a.bin").await.unwrap();
-    assert_eq!(fs.open(seg.ino, libc::O_WRONLY).await.unwrap_err().errno(), libc::EPERM);
-    assert_eq!(fs.getxattr(seg.ino, super::file::SEGMENT_ID_XATTR).unwrap(), b"10");
-    assert_eq!(fs.lookup(ROOT_INO, "notes.txt").await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        fs.create(ROOT_INO, "notes2.txt", 0o644)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, "dir").await.unwrap_err().errno(),
+        libc::EINVAL
+    );
+    let seg = fs
+        .lookup(ROOT_INO, "segment-000000000000000a.bin")
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.open(seg.ino, libc::O_WRONLY).await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    assert_eq!(
+        fs.getxattr(seg.ino, super::file::SEGMENT_ID_XATTR).unwrap(),
+        b"10"
+    );
+    assert_eq!(
+        fs.lookup(ROOT_INO, "notes.txt").await.unwrap_err().errno(),
+        libc::ENOENT
+    );
 }
 
 #[tokio::test]
@@ -157,8 +231,20 @@ async fn read_only_mount_refuses_changes() {
     config.read_only = true;
     let fs = Fs::new(store.clone(), config);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
-    assert_eq!(fs.open(f.ino, libc::O_RDWR).await.unwrap_err().errno(), libc::EROFS);
-    assert_eq!(fs.create(ROOT_INO, "g", 0o644).await.unwrap_err().errno(), libc::EROFS);
-    assert_eq!(fs.unlink(ROOT_INO, "f").await.unwrap_err().errno(), libc::EROFS);
-    assert_eq!(fs.mkdir(ROOT_INO, "d").await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(
+        fs.open(f.ino, libc::O_RDWR).await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.create(ROOT_INO, "g", 0o644).await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.unlink(ROOT_INO, "f").await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, "d").await.unwrap_err().errno(),
+        libc::EROFS
+    );
 }

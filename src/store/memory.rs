@@ -124,8 +124,11 @@ impl MemoryStore {
 
     /// The pending multipart uploads as `(key, upload id)`, sorted, for ListMultipartUploads.
     pub fn pending_upload_ids(&self) -> Vec<(String, String)> {
-        let mut ids: Vec<(String, String)> =
-            self.uploads().iter().map(|(id, upload)| (upload.key.clone(), id.clone())).collect();
+        let mut ids: Vec<(String, String)> = self
+            .uploads()
+            .iter()
+            .map(|(id, upload)| (upload.key.clone(), id.clone()))
+            .collect();
         ids.sort();
         ids
     }
