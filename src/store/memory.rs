@@ -164,10 +164,10 @@ impl ObjectStore for MemoryStore {
         let object = self
             .object(&request.key)
             .ok_or_else(|| StoreError::NotFound(request.key.clone()))?;
-        if let Some(expected) = &request.if_match {
-            if *expected != object.etag {
-                return Err(StoreError::PreconditionFailed(request.key.clone()));
-            }
+        if let Some(expected) = &request.if_match
+            && *expected != object.etag
+        {
+            return Err(StoreError::PreconditionFailed(request.key.clone()));
         }
         let size = object.data.len() as u64;
         let range = match request.range {
