@@ -1,0 +1,81 @@
+//! A dev server on its own runtime, for tests that are not async themselves (mount tests).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scribefs::devserver::{DevServer, DevServerConfig, RequestStats};
+use scribefs::store::config::S3Config;
+use scribefs::store::memory::MemoryStore;
+
+pub const ACCESS_KEY: &str = "devkey";
+pub const SECRET_KEY: &str = "devsecret";
+
+pub struct Server {
+    server: Option<DevServer>,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Server {
+    pub fn start(buckets: &[&str]) -> Server {
+        Server::start_with(DevServerConfig::for_tests(buckets))
+    }
+
+    pub fn start_with(config: DevServerConfig) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        let server = runtime.block_on(DevServer::start(config)).expect("dev server starts");
+        Server { server: Some(server), runtime }
+    }
+
+    fn server(&self) -> &DevServer {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.server().endpoint()
+    }
+
+    pub fn stats(&self) -> RequestStats {
+        self.server().stats()
+    }
+
+    pub fn reset_stats(&self) {
+        self.server().reset_stats()
+    }
+
+    pub fn set_fail_rate(&self, rate: f64) {
+        self.server().set_fail_rate(rate)
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.server().set_latency(latency)
+    }
+
+    /// Direct access to a bucket's objects, as "another client" would change them.
+    pub fn bucket(&self, name: &str) -> Arc<MemoryStore> {
+        self.server().bucket(name).expect("bucket exists")
+    }
+
+    /// Connection settings for `bucket` on this server.
+    pub fn config(&self, bucket: &str) -> S3Config {
+        S3Config {
+            bucket: bucket.to_string(),
+            endpoint: Some(self.endpoint()),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            path_style: true,
+            ..S3Config::default()
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown());
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! A real mount: the `scribefs` binary mounting a dev server bucket through /dev/fuse at a
+//! fresh temporary directory, unmounted when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use super::devserver::{ACCESS_KEY, SECRET_KEY, Server};
+
+pub const BUCKET: &str = "test";
+
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    pub bucket: String,
+    mounted: bool,
+    // Dropped last: the mount must go before its server.
+    pub server: Server,
+}
+
+/// `scribefs` with the connection to `server` in its environment.
+pub fn scribefs(server: &Server) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scribefs"));
+    command
+        .env("S3_ENDPOINT", server.endpoint())
+        .env("S3_PATH_STYLE", "true")
+        .env("S3_REGION", "us-east-1")
+        .env("S3_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("S3_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env_remove("AWS_PROFILE");
+    command
+}
+
+impl Mount {
+    /// A new dev server with bucket `test`, mounted with `args` added to `scribefs mount`.
+    pub fn new(args: &[&str]) -> Mount {
+        Mount::on(Server::start(&[BUCKET]), BUCKET, args)
+    }
+
+    pub fn on(server: Server, bucket: &str, args: &[&str]) -> Mount {
+        let dir = tempfile::tempdir().expect("mount point");
+        let output = scribefs(&server)
+            .arg("mount")
+            .arg(bucket)
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("scribefs runs");
+        assert!(
+            output.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(is_mounted(dir.path()), "scribefs returned before the mount was live");
+        Mount { dir, bucket: bucket.to_string(), mounted: true, server }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs a shell command with the mount point as working directory.
+    pub fn sh(&self, script: &str) -> Output {
+        Command::new("bash").arg("-c").arg(script).current_dir(self.root()).output().expect("bash runs")
+    }
+
+    /// Like `sh`, but the command must succeed; returns its stdout.
+    pub fn sh_ok(&self, script: &str) -> String {
+        let output = self.sh(script);
+        assert!(
+            output.status.success(),
+            "`{script}` failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Unmounts and waits until the mount is gone (its process then exits by itself).
+    pub fn unmount(&mut self) {
+        if !self.mounted {
+            return;
+        }
+        self.mounted = false;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while is_mounted(self.root()) && Instant::now() < deadline {
+            let _ = Command::new("fusermount3").arg("-u").arg(self.root()).output();
+            if is_mounted(self.root()) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if is_mounted(self.root()) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(self.root()).output();
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// Whether `dir` is a mount point, from /proc/self/mountinfo.
+pub fn is_mounted(dir: &Path) -> bool {
+    // Canonicalize the parent only: a stat of a dead mount point itself could fail or hang.
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else { return false };
+    let Ok(parent) = parent.canonicalize() else { return false };
+    let canonical = parent.join(name);
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let wanted = canonical.to_string_lossy().to_string();
+    info.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
