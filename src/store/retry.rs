@@ -1,1 +1,678 @@
-//! Retries with backoff (to be written).
+//! Retries with exponential backoff for any [`ObjectStore`], and GET bodies that survive broken
+//! connections.
+//!
+//! A call is retried only when [`StoreError::is_retryable`] says so (throttling, 5xx, timeouts,
+//! broken connections); 400/403/404/412 come back at once. A call that keeps failing ends in
+//! [`StoreError::RetriesExhausted`] with the number of attempts made. Bodies of PUT and
+//! UploadPart are `Bytes`, so sending them again costs no copy.
+//!
+//! A GET body that breaks mid-way is resumed: the wrapper's stream asks for the rest with a
+//! ranged GET carrying `If-Match` of the ETag seen first, so a resumed stream never mixes two
+//! versions of an object (a changed object ends the stream with PreconditionFailed). Resumptions
+//! draw on the same retry budget as the GET that opened the stream.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use md5::{Digest, Md5};
+
+use super::config::S3Config;
+use super::{
+    ByteStream, CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
+    ObjectStore, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+};
+
+/// Backoff never grows beyond this, however many retries are allowed.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub max_retries: u32,
+    /// The nominal delay before the first retry; it doubles for each further one.
+    pub base_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: super::config::DEFAULT_MAX_RETRIES,
+            base_delay: DEFAULT_BASE_DELAY,
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn from_config(config: &S3Config) -> Self {
+        RetryPolicy {
+            max_retries: config.max_retries,
+            ..Default::default()
+        }
+    }
+
+    /// The pause before retry number `attempt` (1 for the first retry): nominally
+    /// `base_delay × 2^(attempt-1)`, capped at [`MAX_BACKOFF`], then jittered uniformly in
+    /// `[nominal/2, nominal]` so that clients failing together do not retry together.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(31);
+        let nominal = self
+            .base_delay
+            .saturating_mul(1 << doublings)
+            .min(MAX_BACKOFF);
+        let half = nominal / 2;
+        let jitter_nanos = fastrand::u64(0..=(nominal - half).as_nanos() as u64);
+        half + Duration::from_nanos(jitter_nanos)
+    }
+
+    /// Total attempts allowed for one call.
+    fn max_attempts(&self) -> u32 {
+        self.max_retries.saturating_add(1)
+    }
+}
+
+/// Adds retries (and GET-body resumption) to any store.
+pub struct Retrying<S> {
+    inner: Arc<S>,
+    policy: RetryPolicy,
+}
+
+impl<S: ObjectStore> Retrying<S> {
+    pub fn new(inner: S, policy: RetryPolicy) -> Self {
+        Retrying {
+            inner: Arc::new(inner),
+            policy,
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Whether `key` now holds exactly the object completing `parts` would make: S3, MinIO
+    /// and moto name a multipart object by the MD5 of its parts' MD5s and the part count.
+    async fn completed_earlier(&self, key: &str, parts: &[CompletedPart]) -> Option<PutOutput> {
+        let expected = multipart_etag(parts)?;
+        let head = self.inner.head(key).await.ok()?;
+        (head.etag == expected).then_some(PutOutput { etag: head.etag })
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or the budget is spent.
+    async fn run<T, F, Fut>(&self, op: &'static str, key: &str, call: F) -> StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        retry_loop(&self.policy, 0, op, key, call)
+            .await
+            .map(|(value, _)| value)
+    }
+}
+
+/// The retry loop, starting with `attempts_before` attempts already spent. Returns the value
+/// and the total attempts made, so a resumed GET body can keep counting.
+async fn retry_loop<T, F, Fut>(
+    policy: &RetryPolicy,
+    attempts_before: u32,
+    op: &'static str,
+    key: &str,
+    mut call: F,
+) -> StoreResult<(T, u32)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    let mut attempts = attempts_before;
+    loop {
+        attempts += 1;
+        let err = match call().await {
+            Ok(value) => return Ok((value, attempts)),
+            Err(err) if !err.is_retryable() => return Err(err),
+            Err(err) => err,
+        };
+        if attempts >= policy.max_attempts() {
+            return Err(StoreError::RetriesExhausted {
+                attempts,
+                source: Box::new(err),
+            });
+        }
+        let delay = policy.backoff(attempts);
+        tracing::warn!(op, key, attempt = attempts, ?delay, error = %err, "retrying S3 call");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStore> ObjectStore for Retrying<S> {
+    async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
+        self.run("HEAD", key, || self.inner.head(key)).await
+    }
+
+    async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
+        let (output, attempts) = retry_loop(&self.policy, 0, "GET", &request.key, || {
+            self.inner.get(request.clone())
+        })
+        .await?;
+        let resume = Resume {
+            store: Arc::clone(&self.inner),
+            policy: self.policy.clone(),
+            key: request.key,
+            if_match: request.if_match.unwrap_or_else(|| output.meta.etag.clone()),
+            position: output.range.start,
+            end: output.range.end,
+            attempts,
+        };
+        let body = resumable_body(output.body, resume);
+        Ok(GetObjectOutput {
+            meta: output.meta,
+            range: output.range,
+            body,
+        })
+    }
+
+    async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
+        self.run("PUT", key, || {
+            self.inner.put(key, body.clone(), options.clone())
+        })
+        .await
+    }
+
+    async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
+        self.run("CreateMultipartUpload", key, || {
+            self.inner.create_multipart(key, options.clone())
+        })
+        .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> StoreResult<CompletedPart> {
+        self.run("UploadPart", key, || {
+            self.inner
+                .upload_part(key, upload_id, part_number, body.clone())
+        })
+        .await
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> StoreResult<PutOutput> {
+        let mut tried = false;
+        self.run("CompleteMultipartUpload", key, || {
+            let retry = std::mem::replace(&mut tried, true);
+            let parts = parts.clone();
+            async move {
+                match self
+                    .inner
+                    .complete_multipart(key, upload_id, parts.clone())
+                    .await
+                {
+                    // An earlier attempt whose answer was lost may have completed the upload.
+                    Err(err) if retry && err.is_not_found() => {
+                        self.completed_earlier(key, &parts).await.ok_or(err)
+                    }
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
+        let mut tried = false;
+        self.run("AbortMultipartUpload", key, || {
+            let retry = std::mem::replace(&mut tried, true);
+            async move {
+                match self.inner.abort_multipart(key, upload_id).await {
+                    // An earlier attempt whose answer was lost may already have aborted it.
+                    Err(err) if retry && err.is_not_found() => Ok(()),
+                    other => other,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn copy(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        metadata: Option<UserMetadata>,
+    ) -> StoreResult<PutOutput> {
+        self.run("CopyObject", source_key, || {
+            self.inner.copy(source_key, dest_key, metadata.clone())
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.run("DELETE", key, || self.inner.delete(key)).await
+    }
+
+    async fn list(&self, request: ListRequest) -> StoreResult<ListPage> {
+        self.run("LIST", &request.prefix, || self.inner.list(request.clone()))
+            .await
+    }
+
+    async fn head_bucket(&self) -> StoreResult<()> {
+        self.run("HeadBucket", "", || self.inner.head_bucket())
+            .await
+    }
+}
+
+/// The ETag S3 gives the object completed from `parts`, if every part ETag is a plain MD5.
+fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    let mut digests = Vec::with_capacity(parts.len() * 16);
+    for part in parts {
+        let hex = part.etag.trim_matches('"');
+        if hex.len() != 32 {
+            return None;
+        }
+        for pair in hex.as_bytes().chunks(2) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            digests.push(u8::from_str_radix(pair, 16).ok()?);
+        }
+    }
+    let digest: String = Md5::digest(&digests)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(format!("\"{digest}-{}\"", parts.len()))
+}
+
+/// What a GET body needs to fetch the rest of itself.
+struct Resume<S> {
+    store: Arc<S>,
+    policy: RetryPolicy,
+    key: String,
+    if_match: String,
+    /// The next byte the reader expects.
+    position: u64,
+    end: u64,
+    /// Attempts spent so far on this GET, opening included.
+    attempts: u32,
+}
+
+impl<S: ObjectStore> Resume<S> {
+    /// Called when the body broke at `position` with `err`: opens the rest, or says why not.
+    async fn reopen(&mut self, err: StoreError) -> StoreResult<ByteStream> {
+        if !err.is_retryable() {
+            return Err(err);
+        }
+        if self.attempts >= self.policy.max_attempts() {
+            return Err(StoreError::RetriesExhausted {
+                attempts: self.attempts,
+                source: Box::new(err),
+            });
+        }
+        let delay = self.policy.backoff(self.attempts);
+        tracing::warn!(
+            key = %self.key, at = self.position, attempt = self.attempts, ?delay, error = %err,
+            "GET body broke; resuming"
+        );
+        tokio::time::sleep(delay).await;
+        let request = GetRequest {
+            key: self.key.clone(),
+            range: Some(self.position..self.end),
+            if_match: Some(self.if_match.clone()),
+        };
+        let store = Arc::clone(&self.store);
+        let (output, attempts) = retry_loop(
+            &self.policy,
+            self.attempts,
+            "GET (resume)",
+            &self.key,
+            || store.get(request.clone()),
+        )
+        .await?;
+        self.attempts = attempts;
+        skip_to(output, self.position)
+    }
+}
+
+/// The body of `output` from byte `position` on: a server that ignored the Range header sent
+/// bytes the reader already has.
+fn skip_to(output: GetObjectOutput, position: u64) -> StoreResult<ByteStream> {
+    let Range { start, .. } = output.range;
+    if start > position {
+        return Err(StoreError::Storage(format!(
+            "resumed GET of {} started at byte {start}, not {position}",
+            output.meta.key
+        )));
+    }
+    let mut skip = position - start;
+    Ok(Box::pin(output.body.filter_map(move |chunk| {
+        let chunk = chunk.map(|mut bytes| {
+            let cut = skip.min(bytes.len() as u64) as usize;
+            skip -= cut as u64;
+            let _ = bytes.split_to(cut);
+            bytes
+        });
+        futures::future::ready(match chunk {
+            Ok(bytes) if bytes.is_empty() => None,
+            other => Some(other),
+        })
+    })))
+}
+
+/// The body stream handed to the caller: passes chunks through and, when the inner body breaks
+/// (or ends before the range does), continues it with a fresh ranged GET.
+fn resumable_body<S: ObjectStore>(body: ByteStream, resume: Resume<S>) -> ByteStream {
+    let state = Some((body, resume));
+    Box::pin(
+        futures::stream::unfold(state, |state| async move {
+            let (mut body, mut resume) = state?;
+            loop {
+                let err = match body.next().await {
+                    Some(Ok(chunk)) => {
+                        resume.position += chunk.len() as u64;
+                        return Some((Ok(chunk), Some((body, resume))));
+                    }
+                    None if resume.position >= resume.end => return None,
+                    None => StoreError::Connection(format!(
+                        "GET body of {} ended at byte {} of {}",
+                        resume.key, resume.position, resume.end
+                    )),
+                    Some(Err(err)) => err,
+                };
+                match resume.reopen(err).await {
+                    Ok(rest) => body = rest,
+                    Err(err) => return Some((Err(err), None)),
+                }
+            }
+        })
+        .fuse(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::faulty::{FaultyStore, Op};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{get_bytes, list_all};
+
+    fn fast(max_retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            base_delay: Duration::from_millis(1),
+        }
+    }
+
+    fn connection_reset() -> StoreError {
+        StoreError::Connection("injected reset".into())
+    }
+
+    fn pattern(len: usize) -> Bytes {
+        (0..len)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    async fn store_with(key: &str, data: Bytes) -> FaultyStore<MemoryStore> {
+        let memory = MemoryStore::new();
+        memory.put(key, data, PutOptions::default()).await.unwrap();
+        FaultyStore::new(memory)
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_bounds() {
+        let policy = RetryPolicy {
+            max_retries: 10,
+            base_delay: Duration::from_millis(100),
+        };
+        for attempt in 1..=6u32 {
+            let nominal = Duration::from_millis(100 * (1 << (attempt - 1)));
+            for _ in 0..200 {
+                let delay = policy.backoff(attempt);
+                assert!(
+                    delay >= nominal / 2 && delay <= nominal,
+                    "attempt {attempt}: {delay:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let policy = RetryPolicy {
+            max_retries: 100,
+            base_delay: Duration::from_millis(100),
+        };
+        for attempt in [8, 20, 40, 100, u32::MAX] {
+            let delay = policy.backoff(attempt);
+            assert!(
+                delay >= MAX_BACKOFF / 2 && delay <= MAX_BACKOFF,
+                "{attempt}: {delay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn classification_retries_only_transient_errors() {
+        let retryable = [
+            StoreError::Throttled("slow down".into()),
+            StoreError::Server {
+                status: 500,
+                message: "oops".into(),
+            },
+            StoreError::Timeout(Duration::from_secs(1)),
+            connection_reset(),
+        ];
+        for err in retryable {
+            assert!(err.is_retryable(), "{err:?}");
+        }
+        let final_ = [
+            StoreError::NotFound("k".into()),
+            StoreError::NoSuchBucket("b".into()),
+            StoreError::AccessDenied("no".into()),
+            StoreError::PreconditionFailed("k".into()),
+            StoreError::InvalidRequest("bad".into()),
+            StoreError::RetriesExhausted {
+                attempts: 2,
+                source: Box::new(connection_reset()),
+            },
+        ];
+        for err in final_ {
+            assert!(!err.is_retryable(), "{err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn succeeds_after_k_failures() {
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        faulty.fail_next(Op::Head, 3, connection_reset);
+        faulty.fail_next(Op::Put, 2, || StoreError::Server {
+            status: 503,
+            message: "x".into(),
+        });
+        let store = Retrying::new(faulty, fast(3));
+        assert_eq!(store.head("k").await.unwrap().size, 1);
+        assert_eq!(store.inner().calls(Op::Head), 4);
+        store
+            .put("k2", Bytes::from_static(b"vv"), PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(store.inner().calls(Op::Put), 3);
+        assert_eq!(
+            get_bytes(&store, "k2", None).await.unwrap(),
+            Bytes::from_static(b"vv")
+        );
+    }
+
+    #[tokio::test]
+    async fn gives_up_with_the_attempt_count() {
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        faulty.fail_next(Op::List, 10, || StoreError::Throttled("slow down".into()));
+        let store = Retrying::new(faulty, fast(2));
+        let err = list_all(&store, "").await.unwrap_err();
+        let StoreError::RetriesExhausted { attempts, source } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*attempts, 3);
+        assert!(matches!(**source, StoreError::Throttled(_)));
+        assert_eq!(store.inner().calls(Op::List), 3);
+    }
+
+    #[tokio::test]
+    async fn never_retries_final_errors() {
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        let store = Retrying::new(faulty, fast(5));
+        let err = store.head("missing").await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        assert_eq!(store.inner().calls(Op::Head), 1);
+
+        store
+            .inner()
+            .fail_next(Op::Delete, 1, || StoreError::AccessDenied("no".into()));
+        assert!(matches!(
+            store.delete("k").await,
+            Err(StoreError::AccessDenied(_))
+        ));
+        assert_eq!(store.inner().calls(Op::Delete), 1);
+
+        let request = GetRequest {
+            if_match: Some("\"other\"".into()),
+            ..GetRequest::whole("k")
+        };
+        assert!(matches!(
+            store.get(request).await,
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        assert_eq!(store.inner().calls(Op::Get), 1);
+    }
+
+    #[tokio::test]
+    async fn a_retried_abort_that_already_happened_succeeds() {
+        let faulty = FaultyStore::new(MemoryStore::new());
+        let upload = faulty
+            .create_multipart("k", PutOptions::default())
+            .await
+            .unwrap();
+        let store = Retrying::new(faulty, fast(2));
+        store
+            .inner()
+            .inner()
+            .abort_multipart("k", &upload)
+            .await
+            .unwrap();
+        store
+            .inner()
+            .fail_next(Op::AbortMultipart, 1, connection_reset);
+        store.abort_multipart("k", &upload).await.unwrap();
+        assert!(
+            store
+                .abort_multipart("k", &upload)
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retried_complete_that_already_happened_succeeds() {
+        let faulty = FaultyStore::new(MemoryStore::with_min_part_size(1));
+        let upload = faulty
+            .create_multipart("k", PutOptions::default())
+            .await
+            .unwrap();
+        let mut parts = Vec::new();
+        for number in 1..=2 {
+            parts.push(
+                faulty
+                    .upload_part("k", &upload, number, pattern(100))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // The first attempt completes the upload but its answer is "lost".
+        let done = faulty
+            .inner()
+            .complete_multipart("k", &upload, parts.clone())
+            .await
+            .unwrap();
+        faulty.fail_next(Op::CompleteMultipart, 1, connection_reset);
+        let store = Retrying::new(faulty, fast(2));
+        let again = store
+            .complete_multipart("k", &upload, parts.clone())
+            .await
+            .unwrap();
+        assert_eq!(again, done);
+        // Without a lost answer, a missing upload stays an error.
+        assert!(
+            store
+                .complete_multipart("k", &upload, parts)
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broken_body_resumes_with_identical_bytes() {
+        let data = pattern(1_000_000);
+        let faulty = store_with("big", data.clone()).await;
+        faulty.cut_get_bodies_after(100_000, 2);
+        let store = Retrying::new(faulty, fast(3));
+        assert_eq!(get_bytes(&store, "big", None).await.unwrap(), data);
+        assert_eq!(store.inner().calls(Op::Get), 3);
+
+        // A range resumes within itself.
+        store.inner().cut_get_bodies_after(1000, 1);
+        let ranged = get_bytes(&store, "big", Some(500_000..600_000))
+            .await
+            .unwrap();
+        assert_eq!(ranged, data.slice(500_000..600_000));
+    }
+
+    #[tokio::test]
+    async fn resumptions_share_the_retry_budget() {
+        let data = pattern(300_000);
+        let faulty = store_with("big", data).await;
+        faulty.cut_get_bodies_after(10, 3);
+        let store = Retrying::new(faulty, fast(2));
+        let err = get_bytes(&store, "big", None).await.unwrap_err();
+        let StoreError::RetriesExhausted { attempts, source } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*attempts, 3);
+        assert!(matches!(**source, StoreError::Connection(_)));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_body_never_mixes_versions() {
+        let data = pattern(300_000);
+        let faulty = store_with("big", data).await;
+        faulty.cut_get_bodies_after(64 * 1024, 1);
+        let store = Retrying::new(faulty, fast(3));
+        let mut output = store.get(GetRequest::whole("big")).await.unwrap();
+        let first = output.body.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), 64 * 1024);
+        store
+            .inner()
+            .inner()
+            .put("big", pattern(10), PutOptions::default())
+            .await
+            .unwrap();
+        let err = output.body.next().await.unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::PreconditionFailed(_)), "{err:?}");
+        assert!(output.body.next().await.is_none());
+    }
+}

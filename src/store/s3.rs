@@ -1,1 +1,570 @@
-//! ObjectStore over aws-sdk-s3 (to be written).
+//! [`ObjectStore`] over aws-sdk-s3, for AWS S3 and S3-compatible servers (MinIO, Garage, the dev
+//! server).
+//!
+//! - **One try per call.** The SDK's own retries are disabled: [`super::retry::Retrying`] retries
+//!   with our classification and resumes broken GET bodies, which the SDK cannot do.
+//! - **Bounded connections.** Every request holds a permit of a semaphore of `pool_size`; a GET
+//!   keeps it until its body stream ends or is dropped. No more than `pool_size` requests are
+//!   therefore on the wire at once, so hyper never needs more than `pool_size` connections.
+//! - **Timeouts.** `timeout_secs` bounds connecting and each attempt up to the response headers;
+//!   a body that stalls mid-way is caught by the SDK's stalled-stream protection (kept on).
+//! - **Errors** are classified in [`errors`] from typed SDK facts, never from display strings.
+//! - **Small requests are fast.** The SDK's default hyper client sets `TCP_NODELAY` (smithy
+//!   http-client 1.5 does so by default), so a small GET is not held back by Nagle's algorithm.
+
+mod encoding;
+mod errors;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
+use aws_sdk_s3::types::{CompletedMultipartUpload, EncodingType, MetadataDirective};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use self::encoding::{decode_listing_value, encode_copy_source};
+use self::errors::{CallContext, HasStatus, from_sdk_error};
+use super::config::S3Config;
+use super::{
+    ByteStream, CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
+    ObjectStore, ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+};
+
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    /// The server as the user knows it, for error messages.
+    endpoint: String,
+    region: String,
+    timeout: Duration,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Store {
+    /// Builds a client; nothing is sent yet (call [`ObjectStore::head_bucket`] to check access).
+    /// Static keys are used when given, else the AWS default chain (environment, profile,
+    /// instance metadata).
+    pub async fn new(config: &S3Config) -> StoreResult<S3Store> {
+        config.validate()?;
+        let timeout = Duration::from_secs(config.timeout_secs);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()));
+        if let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                key.clone(),
+                secret.clone(),
+                None,
+                None,
+                "scribefs-config",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(config.path_style)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(timeout)
+                    .operation_attempt_timeout(timeout)
+                    .build(),
+            )
+            // Checksums only where an operation requires them: several S3-compatible servers
+            // reject the flexible-checksum headers the SDK adds by default, and a full-object
+            // checksum sent with a ranged GET would fail validation.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint.clone());
+        }
+        let endpoint = config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
+        Ok(S3Store {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: config.bucket.clone(),
+            endpoint,
+            region: config.region.clone(),
+            timeout,
+            permits: Arc::new(Semaphore::new(config.pool_size)),
+        })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The SDK client, for callers (tests, tools) that need a call the trait does not offer.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    async fn permit(&self) -> StoreResult<OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this fails only if that invariant is broken.
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Storage("connection pool closed".into()))
+    }
+
+    fn context<'a>(&'a self, op: &'static str, key: &'a str) -> CallContext<'a> {
+        CallContext {
+            op,
+            key,
+            bucket: &self.bucket,
+            endpoint: &self.endpoint,
+            region: &self.region,
+            timeout: self.timeout,
+        }
+    }
+
+    fn error<E, R>(&self, op: &'static str, key: &str, err: SdkError<E, R>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + HasStatus,
+    {
+        from_sdk_error(err, &self.context(op, key))
+    }
+
+    fn missing(&self, op: &'static str, key: &str, what: &str) -> StoreError {
+        StoreError::Storage(format!(
+            "{op} {key:?} on bucket {:?} at {}: the answer carried no {what}",
+            self.bucket, self.endpoint
+        ))
+    }
+}
+
+/// `Range: bytes=a-b` with an inclusive end, from a half-open range.
+fn range_header(key: &str, range: &Range<u64>) -> StoreResult<String> {
+    if range.start >= range.end {
+        return Err(StoreError::InvalidRequest(format!(
+            "empty range {}..{} for {key}",
+            range.start, range.end
+        )));
+    }
+    Ok(format!("bytes={}-{}", range.start, range.end - 1))
+}
+
+/// Parses `Content-Range: bytes a-b/size` into the half-open range and the object size.
+fn parse_content_range(value: &str) -> Option<(Range<u64>, u64)> {
+    let (span, size) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    let size = size.trim().parse().ok()?;
+    (first <= last).then_some((first..last + 1, size))
+}
+
+fn system_time(time: Option<&DateTime>) -> SystemTime {
+    time.and_then(|t| SystemTime::try_from(*t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn user_metadata(metadata: Option<&HashMap<String, String>>) -> UserMetadata {
+    metadata
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.clone()))
+        .collect()
+}
+
+fn sdk_metadata(metadata: UserMetadata) -> Option<HashMap<String, String>> {
+    (!metadata.is_empty()).then(|| metadata.into_iter().collect())
+}
+
+fn length(value: Option<i64>) -> u64 {
+    value.map_or(0, |v| v.max(0) as u64)
+}
+
+/// Adapts the SDK body into ours, holding the connection permit until the body ends, fails or
+/// is dropped.
+fn permit_holding_body(
+    body: SdkByteStream,
+    permit: OwnedSemaphorePermit,
+    what: String,
+) -> ByteStream {
+    let state = Some((body, permit));
+    Box::pin(
+        futures::stream::unfold(state, move |state| {
+            let what = what.clone();
+            async move {
+                let (mut body, permit) = state?;
+                match body.next().await {
+                    Some(Ok(chunk)) => Some((Ok(chunk), Some((body, permit)))),
+                    Some(Err(err)) => {
+                        let message = format!("{what}: body broke: {}", DisplayErrorContext(&err));
+                        Some((Err(StoreError::Connection(message)), None))
+                    }
+                    None => None,
+                }
+            }
+        })
+        .fuse(),
+    )
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
+        let _permit = self.permit().await?;
+        let output = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("HEAD", key, e))?;
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: length(output.content_length()),
+            etag: output
+                .e_tag()
+                .ok_or_else(|| self.missing("HEAD", key, "ETag"))?
+                .to_string(),
+            last_modified: system_time(output.last_modified()),
+            metadata: user_metadata(output.metadata()),
+        })
+    }
+
+    async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
+        let key = request.key.as_str();
+        let range = request
+            .range
+            .as_ref()
+            .map(|r| range_header(key, r))
+            .transpose()?;
+        let permit = self.permit().await?;
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .set_if_match(request.if_match.clone())
+            .send()
+            .await
+            .map_err(|e| self.error("GET", key, e))?;
+        let body_length = length(output.content_length());
+        let (range, size) = match output.content_range() {
+            Some(value) => parse_content_range(value)
+                .ok_or_else(|| self.missing("GET", key, "valid Content-Range"))?,
+            None => (0..body_length, body_length),
+        };
+        let meta = ObjectMeta {
+            key: key.to_string(),
+            size,
+            etag: output
+                .e_tag()
+                .ok_or_else(|| self.missing("GET", key, "ETag"))?
+                .to_string(),
+            last_modified: system_time(output.last_modified()),
+            metadata: user_metadata(output.metadata()),
+        };
+        let what = format!("GET {key:?} from {}", self.endpoint);
+        let body = permit_holding_body(output.body, permit, what);
+        Ok(GetObjectOutput { meta, range, body })
+    }
+
+    async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
+        let _permit = self.permit().await?;
+        let output = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(SdkByteStream::from(body))
+            .set_metadata(sdk_metadata(options.metadata))
+            .set_content_type(options.content_type)
+            .send()
+            .await
+            .map_err(|e| self.error("PUT", key, e))?;
+        let etag = output
+            .e_tag()
+            .ok_or_else(|| self.missing("PUT", key, "ETag"))?;
+        Ok(PutOutput {
+            etag: etag.to_string(),
+        })
+    }
+
+    async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
+        let _permit = self.permit().await?;
+        let output = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_metadata(sdk_metadata(options.metadata))
+            .set_content_type(options.content_type)
+            .send()
+            .await
+            .map_err(|e| self.error("CreateMultipartUpload", key, e))?;
+        let upload_id = output
+            .upload_id()
+            .ok_or_else(|| self.missing("CreateMultipartUpload", key, "upload id"))?;
+        Ok(upload_id.to_string())
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> StoreResult<CompletedPart> {
+        let number = i32::try_from(part_number)
+            .map_err(|_| StoreError::InvalidRequest(format!("part number {part_number}")))?;
+        let _permit = self.permit().await?;
+        let output = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(SdkByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.error("UploadPart", key, e))?;
+        let etag = output
+            .e_tag()
+            .ok_or_else(|| self.missing("UploadPart", key, "ETag"))?;
+        Ok(CompletedPart {
+            part_number,
+            etag: etag.to_string(),
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> StoreResult<PutOutput> {
+        let mut sdk_parts = Vec::with_capacity(parts.len());
+        for part in parts {
+            let number = i32::try_from(part.part_number).map_err(|_| {
+                StoreError::InvalidRequest(format!("part number {}", part.part_number))
+            })?;
+            sdk_parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(number)
+                    .e_tag(part.etag)
+                    .build(),
+            );
+        }
+        let upload = CompletedMultipartUpload::builder()
+            .set_parts(Some(sdk_parts))
+            .build();
+        let _permit = self.permit().await?;
+        let output = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(upload)
+            .send()
+            .await
+            .map_err(|e| self.error("CompleteMultipartUpload", key, e))?;
+        let etag = output
+            .e_tag()
+            .ok_or_else(|| self.missing("CompleteMultipartUpload", key, "ETag"))?;
+        Ok(PutOutput {
+            etag: etag.to_string(),
+        })
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
+        let _permit = self.permit().await?;
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| self.error("AbortMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    async fn copy(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        metadata: Option<UserMetadata>,
+    ) -> StoreResult<PutOutput> {
+        let mut request = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dest_key)
+            .copy_source(encode_copy_source(&self.bucket, source_key));
+        if let Some(metadata) = metadata {
+            // REPLACE replaces the Content-Type too: carry the source's over, and pin the
+            // source version so type and data come from the same object.
+            let source = {
+                let _permit = self.permit().await?;
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(source_key)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("CopyObject (HEAD of source)", source_key, e))?
+            };
+            request = request
+                .metadata_directive(MetadataDirective::Replace)
+                .set_metadata(Some(metadata.into_iter().collect()))
+                .set_content_type(source.content_type().map(str::to_string))
+                .set_copy_source_if_match(source.e_tag().map(str::to_string));
+        }
+        let _permit = self.permit().await?;
+        let output = request
+            .send()
+            .await
+            .map_err(|e| self.error("CopyObject", source_key, e))?;
+        let etag = output
+            .copy_object_result()
+            .and_then(|result| result.e_tag())
+            .ok_or_else(|| self.missing("CopyObject", dest_key, "ETag"))?;
+        Ok(PutOutput {
+            etag: etag.to_string(),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        let _permit = self.permit().await?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("DELETE", key, e))?;
+        Ok(())
+    }
+
+    async fn list(&self, request: ListRequest) -> StoreResult<ListPage> {
+        let max_keys = request
+            .max_keys
+            .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        let output = {
+            let _permit = self.permit().await?;
+            self.client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&request.prefix)
+                .set_delimiter(request.delimiter.clone())
+                .set_continuation_token(request.continuation_token.clone())
+                .set_max_keys(max_keys)
+                // Keys may hold characters XML 1.0 cannot carry; ask for them URL-encoded.
+                .encoding_type(EncodingType::Url)
+                .send()
+                .await
+                .map_err(|e| self.error("LIST", &request.prefix, e))?
+        };
+        // Decode only if the server says it encoded: some servers ignore the request.
+        let encoded = output.encoding_type() == Some(&EncodingType::Url);
+        let decode = |value: &str| -> StoreResult<String> {
+            if !encoded {
+                return Ok(value.to_string());
+            }
+            decode_listing_value(value).ok_or_else(|| {
+                StoreError::Storage(format!(
+                    "LIST {:?} on bucket {:?}: key {value:?} is not valid URL-encoded UTF-8",
+                    request.prefix, self.bucket
+                ))
+            })
+        };
+        let mut objects = Vec::with_capacity(output.contents().len());
+        for object in output.contents() {
+            let Some(key) = object.key() else { continue };
+            objects.push(ObjectSummary {
+                key: decode(key)?,
+                size: length(object.size()),
+                etag: object.e_tag().unwrap_or_default().to_string(),
+                last_modified: system_time(object.last_modified()),
+            });
+        }
+        let mut common_prefixes = Vec::with_capacity(output.common_prefixes().len());
+        for prefix in output.common_prefixes() {
+            if let Some(prefix) = prefix.prefix() {
+                common_prefixes.push(decode(prefix)?);
+            }
+        }
+        let next_continuation_token = match output.is_truncated() {
+            Some(true) => output.next_continuation_token().map(str::to_string),
+            _ => None,
+        };
+        Ok(ListPage {
+            objects,
+            common_prefixes,
+            next_continuation_token,
+        })
+    }
+
+    async fn head_bucket(&self) -> StoreResult<()> {
+        let _permit = self.permit().await?;
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(err) => match self.error("HeadBucket", "", err) {
+                StoreError::NotFound(_) => Err(StoreError::NoSuchBucket(self.bucket.clone())),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_become_inclusive_headers() {
+        assert_eq!(range_header("k", &(0..4096)).unwrap(), "bytes=0-4095");
+        assert_eq!(range_header("k", &(10..11)).unwrap(), "bytes=10-10");
+        assert!(matches!(
+            range_header("k", &(5..5)),
+            Err(StoreError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn content_ranges_parse_to_half_open_ranges() {
+        assert_eq!(parse_content_range("bytes 0-99/1000"), Some((0..100, 1000)));
+        assert_eq!(parse_content_range("bytes 5-5/6"), Some((5..6, 6)));
+        assert_eq!(parse_content_range("bytes */1000"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+    }
+
+    #[tokio::test]
+    async fn construction_checks_the_config_first() {
+        let err = S3Store::new(&S3Config::default()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    }
+}

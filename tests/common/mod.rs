@@ -2,4 +2,6 @@
 #![allow(dead_code)]
 
 pub mod devserver;
+pub mod moto;
 pub mod mount;
+pub mod tiny_server;
