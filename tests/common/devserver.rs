@@ -26,8 +26,13 @@ impl Server {
             .enable_all()
             .build()
             .expect("test runtime");
-        let server = runtime.block_on(DevServer::start(config)).expect("dev server starts");
-        Server { server: Some(server), runtime }
+        let server = runtime
+            .block_on(DevServer::start(config))
+            .expect("dev server starts");
+        Server {
+            server: Some(server),
+            runtime,
+        }
     }
 
     fn server(&self) -> &DevServer {

@@ -50,8 +50,16 @@ impl Mount {
             "mount failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(is_mounted(dir.path()), "scribefs returned before the mount was live");
-        Mount { dir, bucket: bucket.to_string(), mounted: true, server }
+        assert!(
+            is_mounted(dir.path()),
+            "scribefs returned before the mount was live"
+        );
+        Mount {
+            dir,
+            bucket: bucket.to_string(),
+            mounted: true,
+            server,
+        }
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -64,7 +72,12 @@ impl Mount {
 
     /// Runs a shell command with the mount point as working directory.
     pub fn sh(&self, script: &str) -> Output {
-        Command::new("bash").arg("-c").arg(script).current_dir(self.root()).output().expect("bash runs")
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(self.root())
+            .output()
+            .expect("bash runs")
     }
 
     /// Like `sh`, but the command must succeed; returns its stdout.
@@ -87,13 +100,19 @@ impl Mount {
         self.mounted = false;
         let deadline = Instant::now() + Duration::from_secs(20);
         while is_mounted(self.root()) && Instant::now() < deadline {
-            let _ = Command::new("fusermount3").arg("-u").arg(self.root()).output();
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(self.root())
+                .output();
             if is_mounted(self.root()) {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
         if is_mounted(self.root()) {
-            let _ = Command::new("fusermount3").arg("-uz").arg(self.root()).output();
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(self.root())
+                .output();
         }
     }
 }
@@ -107,10 +126,17 @@ impl Drop for Mount {
 /// Whether `dir` is a mount point, from /proc/self/mountinfo.
 pub fn is_mounted(dir: &Path) -> bool {
     // Canonicalize the parent only: a stat of a dead mount point itself could fail or hang.
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else { return false };
-    let Ok(parent) = parent.canonicalize() else { return false };
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return false;
+    };
+    let Ok(parent) = parent.canonicalize() else {
+        return false;
+    };
     let canonical = parent.join(name);
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     let wanted = canonical.to_string_lossy().to_string();
-    info.lines().any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+    info.lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
 }
