@@ -147,6 +147,9 @@ pub struct MountArgs {
     /// Stay in the foreground (logs go to stderr)
     #[arg(short, long)]
     pub foreground: bool,
+    /// Where the background mount process writes its log (RUST_LOG sets the level) [default: nowhere]
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
     /// FUSE mount options, comma separated (allow_other, default_permissions, ...)
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,

@@ -33,7 +33,7 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
         )));
     }
     if !args.foreground {
-        return spawn_background().await;
+        return spawn_background(args.log_file.as_deref()).await;
     }
     let ready = ReadyPipe::from_env();
     match serve(args, config, &ready).await {
@@ -183,7 +183,7 @@ fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
 }
 
 /// Re-runs this command with `--foreground` in a new session, and waits for it to report.
-async fn spawn_background() -> Result<(), CliError> {
+async fn spawn_background(log_file: Option<&std::path::Path>) -> Result<(), CliError> {
     let mut fds = [0; 2];
     // SAFETY: pipe writes two fresh fds into the array we own.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -201,9 +201,21 @@ async fn spawn_background() -> Result<(), CliError> {
         .args(std::env::args_os().skip(1))
         .arg("--foreground");
     command.env(READY_FD_ENV, fds[1].to_string());
+    // The child outlives this command: it must not hold the caller's terminal or pipes.
+    let log = match log_file {
+        Some(path) => std::process::Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| CliError::Io(format!("cannot open log file {}: {e}", path.display())))?,
+        ),
+        None => std::process::Stdio::null(),
+    };
     command
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
     use std::os::unix::process::CommandExt;
     let read_raw = fds[0];
     // SAFETY: the closure only calls async-signal-safe functions (setsid, close).

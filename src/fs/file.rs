@@ -18,6 +18,16 @@ use super::{Fs, LayoutKind, lock};
 use crate::cache::ObjectVersion;
 use crate::store::{PutOptions, UserMetadata};
 
+/// Streams zeros until the upload holds `end` bytes.
+async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
+    const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while upload.bytes_written() < end {
+        let len = (end - upload.bytes_written()).min(ZEROS.len() as u64) as usize;
+        upload.write(upload.bytes_written(), &ZEROS[..len]).await?;
+    }
+    Ok(())
+}
+
 /// The segment id xattr the segments layout puts on every file.
 pub const SEGMENT_ID_XATTR: &str = "user.scribe.segment_id";
 
@@ -215,7 +225,8 @@ impl Fs {
             .ok_or(FsError::BadHandle)?;
         let mut writer = writer.lock().await;
         let sequential = match &writer.state {
-            WriteState::Streaming(upload) => upload.bytes_written() == offset,
+            // A forward jump (cp writing a sparse file) streams zeros: S3 has no holes.
+            WriteState::Streaming(upload) => upload.bytes_written() <= offset,
             // A clean handle on an empty object can stream from the start.
             WriteState::Clean => {
                 offset == 0 && writer.base.as_ref().is_none_or(|(_, size)| *size == 0)
@@ -229,6 +240,7 @@ impl Fs {
                 writer.state = WriteState::Streaming(upload);
             }
             if let WriteState::Streaming(upload) = &mut writer.state {
+                fill_zeros(upload, offset).await?;
                 upload.write(offset, data).await?;
             }
         } else {
@@ -448,9 +460,13 @@ impl Fs {
     async fn truncate(&self, ino: Ino, handle: Option<u64>, size: u64) -> FsResult<()> {
         if let Some(writer) = self.writer_for(ino, handle) {
             let mut writer = writer.lock().await;
-            let unchanged =
-                matches!(&writer.state, WriteState::Streaming(u) if u.bytes_written() == size);
-            if !unchanged {
+            let extends =
+                matches!(&writer.state, WriteState::Streaming(u) if u.bytes_written() <= size);
+            if extends {
+                if let WriteState::Streaming(upload) = &mut writer.state {
+                    fill_zeros(upload, size).await?;
+                }
+            } else {
                 if size == 0 {
                     let upload = self.streaming(&writer.key, &writer.metadata)?;
                     writer.state = WriteState::Streaming(upload);
