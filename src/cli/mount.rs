@@ -208,7 +208,9 @@ async fn spawn_background(log_file: Option<&std::path::Path>) -> Result<(), CliE
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| CliError::Io(format!("cannot open log file {}: {e}", path.display())))?,
+                .map_err(|e| {
+                    CliError::Io(format!("cannot open log file {}: {e}", path.display()))
+                })?,
         ),
         None => std::process::Stdio::null(),
     };
