@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install what is missing, build, start the local S3 dev server
-# with a demo bucket of Scribe Ledger segments, and show them.
-#   scripts/quickstart.sh        start (or reuse) the demo and list it
-#   scripts/quickstart.sh stop   stop the dev server
+# with a demo bucket of Scribe Ledger segments, mount it, and show it.
+#   scripts/quickstart.sh        start (or reuse) the demo, mount it at $DEMO_DIR/mnt, list it
+#   scripts/quickstart.sh stop   unmount and stop the dev server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,7 +13,16 @@ BUCKET=demo
 export S3_ENDPOINT="http://127.0.0.1:$PORT" S3_BUCKET=$BUCKET S3_PATH_STYLE=true S3_REGION=us-east-1
 export S3_ACCESS_KEY_ID=devkey S3_SECRET_ACCESS_KEY=devsecret
 
+MNT="$DEMO_DIR/mnt"
+
+is_mounted() {
+    grep -q " $MNT fuse" /proc/mounts 2>/dev/null
+}
+
 stop_server() {
+    if is_mounted; then
+        fusermount3 -u "$MNT" && echo "unmounted $MNT"
+    fi
     if [ -f "$DEMO_DIR/devserver.pid" ]; then
         kill "$(cat "$DEMO_DIR/devserver.pid")" 2>/dev/null || true
         rm -f "$DEMO_DIR/devserver.pid"
@@ -51,14 +60,26 @@ fi
 head -n 1 "$DEMO_DIR/devserver.log"
 
 echo
-echo "\$ scribefs segments ls        # bucket '$BUCKET' at $S3_ENDPOINT"
-"$BIN/scribefs" segments ls
-first=$("$BIN/scribefs" segments ls | head -n 1)
+echo "\$ scribefs segments ls | head -n 3        # bucket '$BUCKET' at $S3_ENDPOINT, no FUSE"
+ids=$("$BIN/scribefs" segments ls)
+echo "$ids" | head -n 3
+first=$(echo "$ids" | head -n 1)
+
+mkdir -p "$MNT"
+if ! is_mounted; then
+    "$BIN/scribefs" mount "$BUCKET" "$MNT" --log-file "$DEMO_DIR/mount.log"
+fi
 echo
-echo "\$ scribefs segments get $first | sha256sum"
+echo "\$ scribefs mount $BUCKET $MNT && ls -l $MNT/segments | head -n 7"
+listing=$(ls -l "$MNT/segments")
+echo "$listing" | head -n 7
+echo
+echo "\$ sha256sum $MNT/segments/segment-$first.bin"
+sha256sum "$MNT/segments/segment-$first.bin"
+echo "\$ scribefs segments get $first | sha256sum    # the same bytes, straight from S3"
 "$BIN/scribefs" segments get "$first" | sha256sum
 echo
-echo "The dev server keeps running (data in $DEMO_DIR/data). Try, in this shell:"
+echo "The demo keeps running: the bucket is mounted at $MNT (data in $DEMO_DIR/data)."
+echo "To use the CLI against it:"
 echo "  export S3_ENDPOINT=$S3_ENDPOINT S3_BUCKET=$BUCKET S3_PATH_STYLE=true S3_ACCESS_KEY_ID=devkey S3_SECRET_ACCESS_KEY=devsecret"
-echo "  $BIN/scribefs segments get $first /tmp/segment.bin"
 echo "Stop it with: scripts/quickstart.sh stop"
