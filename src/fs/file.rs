@@ -6,6 +6,7 @@
 //! object, uploaded on close. A file created here exists only while it is being written: if its
 //! upload fails, close returns the error and the name disappears; nothing partial is ever in S3.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -30,6 +31,22 @@ async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
 
 /// The segment id xattr the segments layout puts on every file.
 pub const SEGMENT_ID_XATTR: &str = "user.scribe.segment_id";
+
+/// An open writable file: its inode outside the lock, so finding a file's writer never waits.
+#[derive(Clone)]
+pub(super) struct OpenWriter {
+    pub ino: Ino,
+    pub handle: Arc<tokio::sync::Mutex<WriteHandle>>,
+}
+
+impl OpenWriter {
+    fn new(writer: WriteHandle) -> Self {
+        OpenWriter {
+            ino: writer.ino,
+            handle: Arc::new(tokio::sync::Mutex::new(writer)),
+        }
+    }
+}
 
 pub(super) struct WriteHandle {
     pub ino: Ino,
@@ -124,7 +141,7 @@ impl Fs {
                 same
             };
             let reader = self.reads.open(ObjectVersion::new(key, etag, size));
-            lock(&self.readers).insert(handle, std::sync::Arc::new(reader));
+            lock(&self.readers).insert(handle, Arc::new(reader));
             return Ok(Opened { handle, keep_cache });
         }
         let state = if flags & libc::O_TRUNC != 0 {
@@ -141,7 +158,7 @@ impl Fs {
             metadata,
             base: Some((etag, size)),
         };
-        lock(&self.writers).insert(handle, std::sync::Arc::new(tokio::sync::Mutex::new(writer)));
+        lock(&self.writers).insert(handle, OpenWriter::new(writer));
         Ok(Opened {
             handle,
             keep_cache: false,
@@ -194,7 +211,7 @@ impl Fs {
             base: None,
         };
         let handle = self.new_handle();
-        lock(&self.writers).insert(handle, std::sync::Arc::new(tokio::sync::Mutex::new(writer)));
+        lock(&self.writers).insert(handle, OpenWriter::new(writer));
         Ok((
             attr,
             Opened {
@@ -213,7 +230,7 @@ impl Fs {
             .get(&handle)
             .cloned()
             .ok_or(FsError::BadHandle)?;
-        let mut writer = writer.lock().await;
+        let mut writer = writer.handle.lock().await;
         let staged = self.staged(&mut writer).await?;
         Ok(staged.read_at(offset, size as usize).await?)
     }
@@ -223,7 +240,7 @@ impl Fs {
             .get(&handle)
             .cloned()
             .ok_or(FsError::BadHandle)?;
-        let mut writer = writer.lock().await;
+        let mut writer = writer.handle.lock().await;
         let sequential = match &writer.state {
             // A forward jump (cp writing a sparse file) streams zeros: S3 has no holes.
             WriteState::Streaming(upload) => upload.bytes_written() <= offset,
@@ -304,7 +321,7 @@ impl Fs {
         let Some(writer) = lock(&self.writers).get(&handle).cloned() else {
             return Ok(());
         };
-        let mut writer = writer.lock().await;
+        let mut writer = writer.handle.lock().await;
         self.finish_write(&mut writer).await
     }
 
@@ -313,7 +330,7 @@ impl Fs {
         let writer = lock(&self.writers).remove(&handle);
         match writer {
             Some(writer) => {
-                let mut writer = writer.lock().await;
+                let mut writer = writer.handle.lock().await;
                 self.finish_write(&mut writer).await
             }
             None => Ok(()),
@@ -420,16 +437,16 @@ impl Fs {
         &self,
         ino: Ino,
         handle: Option<u64>,
-    ) -> Option<std::sync::Arc<tokio::sync::Mutex<WriteHandle>>> {
+    ) -> Option<Arc<tokio::sync::Mutex<WriteHandle>>> {
         let writers = lock(&self.writers);
         if let Some(writer) = handle.and_then(|h| writers.get(&h)) {
-            return Some(writer.clone());
+            return Some(writer.handle.clone());
         }
         // A truncate by path while the file is open for writing applies to that open file.
         writers
             .values()
-            .find(|w| w.try_lock().is_ok_and(|w| w.ino == ino))
-            .cloned()
+            .find(|w| w.ino == ino)
+            .map(|w| w.handle.clone())
     }
 
     pub async fn setattr(&self, ino: Ino, handle: Option<u64>, change: SetAttr) -> FsResult<Attr> {
