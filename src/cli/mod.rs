@@ -39,7 +39,7 @@ impl From<std::io::Error> for CliError {
 /// Entry point of the `scribefs` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,9 +63,15 @@ fn fail(error: &CliError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging() {
+fn init_logging(command: &Command) {
+    // A segments command reports its failure itself, in one line; retry warnings on the same
+    // stderr would make that several. A mount's log keeps them.
+    let default = match command {
+        Command::Segments(_) => "error",
+        Command::Mount(_) => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -43,7 +43,10 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + HasStatus,
 {
-    let detail = DisplayErrorContext(&err).to_string();
+    // The SDK's full context (with the Debug form of the raw response) goes to the debug log
+    // only: in a message a user reads it would bury the one line that matters.
+    tracing::debug!(call = %context.what(), error = %DisplayErrorContext(&err), "S3 call failed");
+    let detail = causes(&err);
     match &err {
         SdkError::ConstructionFailure(_) => StoreError::InvalidRequest(format!(
             "{}: the request could not be built: {detail}",
@@ -86,6 +89,18 @@ where
         }
         _ => StoreError::Storage(format!("{}: {detail}", context.what())),
     }
+}
+
+/// The error and its causes by their `Display`, joined with ": ".
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The HTTP status of a raw response, whatever response type the SDK hands over.
