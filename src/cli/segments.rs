@@ -58,7 +58,7 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
 fn id_arg(text: &str) -> Result<u64, CliError> {
     parse_id(text).ok_or_else(|| {
         CliError::Usage(format!(
-            "segment id {text:?} is not a hex number (e.g. 2a or 000000000000002a)"
+            "segment id {text:?} is not a hex number of at most 16 digits (e.g. 2a or 000000000000002a)"
         ))
     })
 }
