@@ -102,10 +102,18 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
         StoreError::NoSuchBucket(_) | StoreError::NotFound(_) => {
             format!("bucket {:?} does not exist at {endpoint}", config.bucket)
         }
-        StoreError::AccessDenied(_) => format!(
-            "access to bucket {:?} at {endpoint} was refused: check the access key and secret (signature or permissions)",
-            config.bucket
-        ),
+        StoreError::AccessDenied(_) => {
+            let key = config
+                .access_key_id
+                .as_deref()
+                .map_or("from the AWS credential chain".to_string(), |id| {
+                    format!("{id:?}")
+                });
+            format!(
+                "access to bucket {:?} at {endpoint} was refused: check access key {key} and its secret (signature or permissions)",
+                config.bucket
+            )
+        }
         StoreError::Connection(_) | StoreError::Timeout(_) => {
             format!("cannot reach the S3 endpoint {endpoint}: {error}")
         }
