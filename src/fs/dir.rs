@@ -50,7 +50,7 @@ impl Fs {
             let ino = if keep_local {
                 inodes.child(dir, &name).map(|n| n.ino).unwrap_or_default()
             } else {
-                inodes.upsert(dir, &name, kind, attrs, Origin::Remote, Some(at))
+                inodes.upsert_listed(dir, &name, kind, attrs, Some(at))
             };
             children.push((name, ino, kind));
         }
