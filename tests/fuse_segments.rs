@@ -217,6 +217,11 @@ fn allow_overwrite_lets_writers_replace_segments() {
     assert_eq!(mount.sh_ok(&format!("cat {name}")), "replaced");
     mount.sh_ok(&format!("truncate -s 3 {name}"));
     assert_eq!(object_bytes(&mount, &key).unwrap(), b"rep");
+
+    let new = data_name(0x5000);
+    mount.sh_ok(&format!("printf renamed > {new} && mv {new} {name}"));
+    assert_eq!(object_bytes(&mount, &key).unwrap(), b"renamed");
+    assert!(object_bytes(&mount, &format!("segments/{new}")).is_none());
 }
 
 #[test]
@@ -325,4 +330,33 @@ fn rsync_writes_new_segments_through_its_temporary_names() {
         (SEEDED.len() + 1) * 2,
         "temporaries left: {keys:?}"
     );
+}
+
+#[test]
+fn mv_onto_an_existing_segment_is_refused_without_allow_overwrite() {
+    let mount = Mount::on(seeded_server(), BUCKET, &["--layout", "segments"]);
+    let target = data_name(SEEDED[3]);
+    let key = format!("segments/{target}");
+    let before = object_bytes(&mount, &key).unwrap();
+    let new = data_name(0x4000);
+    mount.sh_ok(&format!("printf new > {new}"));
+    assert_fails_with(
+        &mount,
+        &format!("mv {new} {target}"),
+        "Operation not permitted",
+    );
+    assert!(object_bytes(&mount, &key).unwrap() == before);
+    assert_eq!(
+        object_bytes(&mount, &format!("segments/{new}")).unwrap(),
+        b"new"
+    );
+
+    // Renaming to a free segment name is a create plus an rm, both allowed.
+    let free = data_name(0x4001);
+    mount.sh_ok(&format!("mv {new} {free}"));
+    assert_eq!(
+        object_bytes(&mount, &format!("segments/{free}")).unwrap(),
+        b"new"
+    );
+    assert!(object_bytes(&mount, &format!("segments/{new}")).is_none());
 }
