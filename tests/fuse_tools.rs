@@ -772,3 +772,22 @@ fn fusermount_u_after_writing_leaves_every_file_in_s3() {
     }
     assert_eq!(store.pending_uploads(), 0);
 }
+
+#[test]
+fn mv_of_a_directory_above_the_rename_limit_falls_back_to_copying() {
+    let mount = Mount::new(&["--rename-dir-limit", "5"]);
+    mount.sh_ok("mkdir small big && for i in 1 2 3; do echo $i > small/f$i; done");
+    mount.sh_ok("for i in 1 2 3 4 5 6 7 8; do echo $i > big/f$i; done");
+    let renamed = std::fs::rename(mount.path("big"), mount.path("big2"));
+    assert_eq!(renamed.unwrap_err().raw_os_error(), Some(libc::EXDEV));
+    // mv copies and deletes instead; the result is the same tree.
+    mount.sh_ok("mv small small2 && mv big big2");
+    assert_eq!(mount.sh_ok("ls"), "big2\nsmall2\n");
+    assert_eq!(mount.sh_ok("cat big2/f8 small2/f3"), "8\n3\n");
+    let keys = mount.server.bucket(BUCKET).keys();
+    assert!(
+        keys.iter().all(|k| k.starts_with("big2/") || k.starts_with("small2/")),
+        "{keys:?}"
+    );
+    assert_eq!(keys.iter().filter(|k| k.starts_with("big2/f")).count(), 8);
+}
