@@ -786,8 +786,37 @@ fn mv_of_a_directory_above_the_rename_limit_falls_back_to_copying() {
     assert_eq!(mount.sh_ok("cat big2/f8 small2/f3"), "8\n3\n");
     let keys = mount.server.bucket(BUCKET).keys();
     assert!(
-        keys.iter().all(|k| k.starts_with("big2/") || k.starts_with("small2/")),
+        keys.iter()
+            .all(|k| k.starts_with("big2/") || k.starts_with("small2/")),
         "{keys:?}"
     );
     assert_eq!(keys.iter().filter(|k| k.starts_with("big2/f")).count(), 8);
+}
+
+#[test]
+fn mounting_over_a_live_mount_is_refused() {
+    let mount = Mount::new(&[]);
+    mount.sh_ok("echo kept > f");
+    let output = scribefs(&mount.server)
+        .arg("mount")
+        .arg(BUCKET)
+        .arg(mount.root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a second mount stacked on the first"
+    );
+    assert!(stderr.contains("already a mount point"), "{stderr}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let wanted = mount.root().to_string_lossy().to_string();
+    assert_eq!(
+        mounts
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+            .count(),
+        1
+    );
+    assert_eq!(mount.sh_ok("cat f"), "kept\n");
 }

@@ -27,6 +27,13 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
     config
         .validate()
         .map_err(|e| CliError::Config(e.to_string()))?;
+    // Checked first: a stat of a dead mount point fails, which would read as "not a directory".
+    if is_mount_point(&args.dir) {
+        return Err(CliError::Usage(format!(
+            "{} is already a mount point; unmount it first (umount or fusermount3 -u)",
+            args.dir.display()
+        )));
+    }
     if !args.dir.is_dir() {
         return Err(CliError::Usage(format!(
             "mount point {} is not a directory",
@@ -275,7 +282,9 @@ async fn spawn_background(log_file: Option<&std::path::Path>) -> Result<(), CliE
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|e| CliError::Io(format!("cannot open log file {}: {e}", path.display())))?,
+                .map_err(|e| {
+                    CliError::Io(format!("cannot open log file {}: {e}", path.display()))
+                })?,
         ),
         None => std::process::Stdio::null(),
     };
