@@ -42,13 +42,14 @@ fn local_tree() -> tempfile::TempDir {
     std::fs::set_permissions(root.join("a/run.sh"), PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(root.join("a/secret"), b"private\n").unwrap();
     std::fs::set_permissions(root.join("a/secret"), PermissionsExt::from_mode(0o600)).unwrap();
+
+    std::fs::write(root.join("a/b/mid.bin"), random_bytes(70_000, 2)).unwrap();
     // An old mtime, so preserving it is visible.
     run_ok(
         Command::new("touch")
             .args(["-d", "2020-05-06 07:08:09 UTC"])
             .arg(root.join("a/b/mid.bin")),
     );
-    std::fs::write(root.join("a/b/mid.bin"), random_bytes(70_000, 2)).unwrap();
     std::fs::write(root.join("a/b/c/deep.txt"), b"deep down\n").unwrap();
     std::fs::write(
         root.join("dir with space/inner/name with  two spaces"),
@@ -513,6 +514,9 @@ fn changes_by_another_client_show_after_the_ttl() {
         "changed.txt\ndeleted.txt\ndir\ndeleted-too.txt\nold contents\nsoon gone\n"
     );
 
+    // Misses are cached too, and expire the same way.
+    assert_fails_with(&mount, "stat added.txt dir/added-too.txt", "No such file");
+
     put_directly(&mount.server, "changed.txt", b"new and longer contents\n");
     put_directly(&mount.server, "added.txt", b"added\n");
     put_directly(&mount.server, "dir/added-too.txt", b"added too\n");
@@ -725,6 +729,10 @@ fn sigterm_with_a_file_open_for_writing_uploads_what_was_written() {
     let written = random_bytes(300_000, 9);
     let mut open = std::fs::File::create(mount.path("open.bin")).unwrap();
     open.write_all(&written).unwrap();
+    // Past the 8 MiB part size: a multipart upload is under way.
+    let big = random_bytes(9 * MIB + 100, 10);
+    let mut open_big = std::fs::File::create(mount.path("open-big.bin")).unwrap();
+    open_big.write_all(&big).unwrap();
 
     let pid = mount_pid(mount.root());
     // SAFETY: kill only sends a signal to the process we found serving our mount.
@@ -732,12 +740,14 @@ fn sigterm_with_a_file_open_for_writing_uploads_what_was_written() {
     wait_for_exit(pid);
     assert!(!is_mounted(mount.root()));
     drop(open);
+    drop(open_big);
 
     assert_eq!(object_bytes(&mount, "closed.txt"), b"closed before\n");
     assert!(
         object_bytes(&mount, "open.bin") == written,
         "bytes written before SIGTERM are not in S3"
     );
+    assert!(object_bytes(&mount, "open-big.bin") == big);
     assert_eq!(mount.server.bucket(BUCKET).pending_uploads(), 0);
 }
 
@@ -819,4 +829,24 @@ fn mounting_over_a_live_mount_is_refused() {
         1
     );
     assert_eq!(mount.sh_ok("cat f"), "kept\n");
+}
+
+#[test]
+fn chmod_right_after_close_is_never_lost() {
+    // The kernel sends release after close returns, so a chmod can race the handle's release.
+    let mount = Mount::new(&[]);
+    mount.sh_ok("umask 077; for i in $(seq 1 40); do : > f$i; chmod 644 f$i; echo x > g$i; chmod 640 g$i; done");
+    let store = mount.server.bucket(BUCKET);
+    for i in 1..=40 {
+        for (name, mode) in [(format!("f{i}"), 0o644), (format!("g{i}"), 0o640)] {
+            let object = store.object(&name).unwrap();
+            assert_eq!(
+                object.metadata.get("mode"),
+                Some(&(libc::S_IFREG | mode).to_string()),
+                "{name}"
+            );
+        }
+    }
+    let modes = mount.sh_ok("stat -c %a f1 g1 f40 g40");
+    assert_eq!(modes, "644\n640\n644\n640\n");
 }

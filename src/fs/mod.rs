@@ -106,7 +106,7 @@ pub struct Fs {
     negative: Mutex<lookup::NegativeCache>,
     reads: ReadPath,
     readers: Mutex<HashMap<u64, Arc<crate::cache::ObjectReader>>>,
-    writers: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<file::WriteHandle>>>>,
+    writers: Mutex<HashMap<u64, file::OpenWriter>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_handle: AtomicU64,
 }
@@ -181,7 +181,7 @@ impl Fs {
     /// Waits for every open writer to finish its upload (used at unmount).
     pub async fn flush_all(&self) {
         let writers: Vec<_> = lock(&self.writers).drain().collect();
-        for (_, writer) in writers {
+        for (_, (_, writer)) in writers {
             let mut writer = writer.lock().await;
             if let Err(e) = self.finish_write(&mut writer).await {
                 tracing::error!(key = %writer.key, error = %e, "upload at unmount failed");
