@@ -20,7 +20,7 @@ use crate::store::{PutOptions, UserMetadata};
 
 /// Streams zeros until the upload holds `end` bytes.
 async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
-    const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
     while upload.bytes_written() < end {
         let len = (end - upload.bytes_written()).min(ZEROS.len() as u64) as usize;
         upload.write(upload.bytes_written(), &ZEROS[..len]).await?;

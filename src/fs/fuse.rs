@@ -102,7 +102,7 @@ impl Filesystem for FuseAdapter {
     fn destroy(&mut self) {
         let fs = self.fs.clone();
         // Uploads still open at unmount finish before the process exits.
-        let _ = self.runtime.block_on(async move { fs.flush_all().await });
+        self.runtime.block_on(async move { fs.flush_all().await });
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

@@ -162,17 +162,17 @@ impl Fs {
             if dir.kind != Kind::Directory {
                 return Err(FsError::NotDirectory);
             }
-            if let Some(node) = inodes.child(parent, name) {
-                if node.origin != Origin::Remote || self.fresh(node.validated) {
-                    return Ok(node.ino);
-                }
+            if let Some(node) = inodes.child(parent, name)
+                && (node.origin != Origin::Remote || self.fresh(node.validated))
+            {
+                return Ok(node.ino);
             }
             dir.key.clone()
         };
         if !self.config.layout.shows(name, false) && !self.config.layout.shows(name, true) {
             return Err(FsError::NotFound);
         }
-        if let Some(answer) = self.from_listing(parent, name) {
+        if let Some(answer) = self.answer_from_listing(parent, name) {
             return answer;
         }
         if lock(&self.negative)
@@ -185,7 +185,7 @@ impl Fs {
     }
 
     /// Answers from the parent's listing if it is fresh: Some(hit or definite miss).
-    fn from_listing(&self, parent: Ino, name: &str) -> Option<FsResult<Ino>> {
+    fn answer_from_listing(&self, parent: Ino, name: &str) -> Option<FsResult<Ino>> {
         let listings = lock(&self.listings);
         let listing = listings.get(parent).filter(|l| self.fresh(Some(l.at)))?;
         let answer = match listing.entries.get(name) {
