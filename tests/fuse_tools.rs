@@ -702,7 +702,7 @@ fn mount_pid(dir: &Path) -> u32 {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.iter().any(|a| *a == wanted) && args.iter().any(|a| a == "--foreground") {
+        if args.contains(&wanted) && args.iter().any(|a| a == "--foreground") {
             pids.push(pid);
         }
     }
