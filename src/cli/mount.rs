@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,13 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
     config
         .validate()
         .map_err(|e| CliError::Config(e.to_string()))?;
+    // Checked first: a stat of a dead mount point fails, which would read as "not a directory".
+    if is_mount_point(&args.dir) {
+        return Err(CliError::Usage(format!(
+            "{} is already a mount point; unmount it first (umount or fusermount3 -u)",
+            args.dir.display()
+        )));
+    }
     if !args.dir.is_dir() {
         return Err(CliError::Usage(format!(
             "mount point {} is not a directory",
@@ -81,17 +89,75 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
                 return Err(CliError::Io(format!("FUSE session ended with an error: {e}")));
             }
         }
-        _ = tokio::signal::ctrl_c() => shutdown(&fs, &mut unmounter).await,
-        _ = terminate.recv() => shutdown(&fs, &mut unmounter).await,
+        _ = tokio::signal::ctrl_c() => shutdown(&fs, &mut unmounter, &args.dir).await,
+        _ = terminate.recv() => shutdown(&fs, &mut unmounter, &args.dir).await,
     }
     Ok(())
 }
 
-async fn shutdown(fs: &Arc<Fs>, unmounter: &mut fuser::SessionUnmounter) {
+async fn shutdown(fs: &Arc<Fs>, unmounter: &mut fuser::SessionUnmounter, dir: &Path) {
     tracing::info!("signal received: finishing uploads, then unmounting");
     fs.flush_all().await;
     if let Err(e) = unmounter.unmount() {
-        tracing::error!(error = %e, "unmount failed");
+        tracing::warn!(error = %e, "unmount failed");
+    }
+    // fuser's unmount fails (EBUSY) or skips itself while a file is open; exiting then would
+    // leave a dead mount point that answers every access with ENOTCONN, so detach it.
+    if is_mount_point(dir) {
+        tracing::warn!("the mount is busy; detaching it lazily");
+        detach(dir);
+    }
+}
+
+/// Whether `dir` is a mount point, from /proc/self/mountinfo (a stat could block on it).
+fn is_mount_point(dir: &Path) -> bool {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return false;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let Ok(parent) = parent.canonicalize() else {
+        return false;
+    };
+    // mountinfo escapes space, tab, newline and backslash as octal.
+    let wanted = parent
+        .join(name)
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|info| {
+        info.lines()
+            .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+    })
+}
+
+/// Lazy unmount: umount2(MNT_DETACH) as root, `fusermount3 -uz` otherwise.
+fn detach(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
+        // SAFETY: path is a valid NUL-terminated string that outlives the call.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return;
+        }
+    }
+    match std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg("--")
+        .arg(dir)
+        .output()
+    {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => tracing::error!(
+            stderr = %String::from_utf8_lossy(&output.stderr).trim(),
+            "lazy unmount failed"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot run fusermount3"),
     }
 }
 
@@ -102,10 +168,18 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
         StoreError::NoSuchBucket(_) | StoreError::NotFound(_) => {
             format!("bucket {:?} does not exist at {endpoint}", config.bucket)
         }
-        StoreError::AccessDenied(_) => format!(
-            "access to bucket {:?} at {endpoint} was refused: check the access key and secret (signature or permissions)",
-            config.bucket
-        ),
+        StoreError::AccessDenied(_) => {
+            let key = config
+                .access_key_id
+                .as_deref()
+                .map_or("from the AWS credential chain".to_string(), |id| {
+                    format!("{id:?}")
+                });
+            format!(
+                "access to bucket {:?} at {endpoint} was refused: check access key {key} and its secret (signature or permissions)",
+                config.bucket
+            )
+        }
         StoreError::Connection(_) | StoreError::Timeout(_) => {
             format!("cannot reach the S3 endpoint {endpoint}: {error}")
         }

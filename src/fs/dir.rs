@@ -50,7 +50,7 @@ impl Fs {
             let ino = if keep_local {
                 inodes.child(dir, &name).map(|n| n.ino).unwrap_or_default()
             } else {
-                inodes.upsert(dir, &name, kind, attrs, Origin::Remote, Some(at))
+                inodes.upsert_listed(dir, &name, kind, attrs, Some(at))
             };
             children.push((name, ino, kind));
         }
@@ -269,7 +269,16 @@ impl Fs {
                 (Kind::File, Kind::Directory) => return Err(FsError::IsDirectory),
                 (Kind::Directory, Kind::File) => return Err(FsError::NotDirectory),
                 (Kind::Directory, Kind::Directory) => self.rmdir(new_parent, new_name).await?,
-                (Kind::File, Kind::File) => {}
+                (Kind::File, Kind::File) => {
+                    if self.config.layout.kind == super::LayoutKind::Segments
+                        && !self.config.allow_overwrite
+                    {
+                        return Err(FsError::NotPermitted(
+                            "segments are immutable; mount with --allow-overwrite to replace them"
+                                .into(),
+                        ));
+                    }
+                }
             }
         }
         let dest_key = self

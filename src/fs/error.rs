@@ -63,7 +63,8 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::NoAttribute => libc::ENODATA,
             FsError::Range => libc::ERANGE,
-            FsError::TooMany(_) => libc::EMLINK,
+            // EXDEV makes `mv` fall back to copying, which is what a too-large rename wants.
+            FsError::TooMany(_) => libc::EXDEV,
             FsError::Store(e) => store_errno(e),
             FsError::Upload(e) => upload_errno(e),
             FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),

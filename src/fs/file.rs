@@ -6,7 +6,6 @@
 //! object, uploaded on close. A file created here exists only while it is being written: if its
 //! upload fails, close returns the error and the name disappears; nothing partial is ever in S3.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -32,21 +31,8 @@ async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
 /// The segment id xattr the segments layout puts on every file.
 pub const SEGMENT_ID_XATTR: &str = "user.scribe.segment_id";
 
-/// An open writable file: its inode outside the lock, so finding a file's writer never waits.
-#[derive(Clone)]
-pub(super) struct OpenWriter {
-    pub ino: Ino,
-    pub handle: Arc<tokio::sync::Mutex<WriteHandle>>,
-}
-
-impl OpenWriter {
-    fn new(writer: WriteHandle) -> Self {
-        OpenWriter {
-            ino: writer.ino,
-            handle: Arc::new(tokio::sync::Mutex::new(writer)),
-        }
-    }
-}
+/// An open write handle with its inode, which can be matched without locking the handle.
+pub(super) type OpenWriter = (Ino, std::sync::Arc<tokio::sync::Mutex<WriteHandle>>);
 
 pub(super) struct WriteHandle {
     pub ino: Ino,
@@ -58,6 +44,9 @@ pub(super) struct WriteHandle {
     uploaded_metadata: UserMetadata,
     /// The object version writes apply to, when staging needs to be seeded from it.
     base: Option<(String, u64)>,
+    /// Set once release (or unmount) has run the handle's last upload: later changes must go
+    /// to S3 directly, as nothing will upload this handle again.
+    released: bool,
 }
 
 enum WriteState {
@@ -141,7 +130,7 @@ impl Fs {
                 same
             };
             let reader = self.reads.open(ObjectVersion::new(key, etag, size));
-            lock(&self.readers).insert(handle, Arc::new(reader));
+            lock(&self.readers).insert(handle, std::sync::Arc::new(reader));
             return Ok(Opened { handle, keep_cache });
         }
         let state = if flags & libc::O_TRUNC != 0 {
@@ -157,8 +146,12 @@ impl Fs {
             uploaded_metadata: metadata.clone(),
             metadata,
             base: Some((etag, size)),
+            released: false,
         };
-        lock(&self.writers).insert(handle, OpenWriter::new(writer));
+        lock(&self.writers).insert(
+            handle,
+            (ino, std::sync::Arc::new(tokio::sync::Mutex::new(writer))),
+        );
         Ok(Opened {
             handle,
             keep_cache: false,
@@ -209,9 +202,13 @@ impl Fs {
             uploaded_metadata: metadata.clone(),
             metadata,
             base: None,
+            released: false,
         };
         let handle = self.new_handle();
-        lock(&self.writers).insert(handle, OpenWriter::new(writer));
+        lock(&self.writers).insert(
+            handle,
+            (ino, std::sync::Arc::new(tokio::sync::Mutex::new(writer))),
+        );
         Ok((
             attr,
             Opened {
@@ -228,9 +225,9 @@ impl Fs {
         }
         let writer = lock(&self.writers)
             .get(&handle)
-            .cloned()
+            .map(|(_, w)| w.clone())
             .ok_or(FsError::BadHandle)?;
-        let mut writer = writer.handle.lock().await;
+        let mut writer = writer.lock().await;
         let staged = self.staged(&mut writer).await?;
         Ok(staged.read_at(offset, size as usize).await?)
     }
@@ -238,9 +235,9 @@ impl Fs {
     pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let writer = lock(&self.writers)
             .get(&handle)
-            .cloned()
+            .map(|(_, w)| w.clone())
             .ok_or(FsError::BadHandle)?;
-        let mut writer = writer.handle.lock().await;
+        let mut writer = writer.lock().await;
         let sequential = match &writer.state {
             // A forward jump (cp writing a sparse file) streams zeros: S3 has no holes.
             WriteState::Streaming(upload) => upload.bytes_written() <= offset,
@@ -318,23 +315,26 @@ impl Fs {
     }
 
     pub async fn flush(&self, handle: u64) -> FsResult<()> {
-        let Some(writer) = lock(&self.writers).get(&handle).cloned() else {
+        let Some(writer) = lock(&self.writers).get(&handle).map(|(_, w)| w.clone()) else {
             return Ok(());
         };
-        let mut writer = writer.handle.lock().await;
+        let mut writer = writer.lock().await;
         self.finish_write(&mut writer).await
     }
 
     pub async fn release(&self, handle: u64) -> FsResult<()> {
         lock(&self.readers).remove(&handle);
-        let writer = lock(&self.writers).remove(&handle);
-        match writer {
-            Some(writer) => {
-                let mut writer = writer.handle.lock().await;
-                self.finish_write(&mut writer).await
-            }
-            None => Ok(()),
-        }
+        // The handle stays findable until its last upload is done, so a concurrent chmod or
+        // truncate by path waits for it instead of racing it.
+        let writer = lock(&self.writers).get(&handle).map(|(_, w)| w.clone());
+        let Some(writer) = writer else {
+            return Ok(());
+        };
+        let mut writer = writer.lock().await;
+        writer.released = true;
+        let result = self.finish_write(&mut writer).await;
+        lock(&self.writers).remove(&handle);
+        result
     }
 
     /// Uploads whatever the handle holds that S3 does not, and returns only when S3 has it.
@@ -433,20 +433,34 @@ impl Fs {
         }
     }
 
-    fn writer_for(
+    /// The open write handle of `ino` that will still upload, locked. Busy handles are waited
+    /// for, not skipped: a chmod that bypassed a handle in the middle of its release would be
+    /// overwritten by the older metadata that release uploads.
+    async fn live_writer(
         &self,
         ino: Ino,
         handle: Option<u64>,
-    ) -> Option<Arc<tokio::sync::Mutex<WriteHandle>>> {
-        let writers = lock(&self.writers);
-        if let Some(writer) = handle.and_then(|h| writers.get(&h)) {
-            return Some(writer.handle.clone());
+    ) -> Option<tokio::sync::OwnedMutexGuard<WriteHandle>> {
+        let candidates: Vec<_> = {
+            let writers = lock(&self.writers);
+            match handle.and_then(|h| writers.get(&h)) {
+                Some((_, writer)) => vec![writer.clone()],
+                // A change by path (or through a read handle) while the file is open for
+                // writing applies to that open file.
+                None => writers
+                    .values()
+                    .filter(|(open, _)| *open == ino)
+                    .map(|(_, w)| w.clone())
+                    .collect(),
+            }
+        };
+        for writer in candidates {
+            let writer = writer.lock_owned().await;
+            if writer.ino == ino && !writer.released {
+                return Some(writer);
+            }
         }
-        // A truncate by path while the file is open for writing applies to that open file.
-        writers
-            .values()
-            .find(|w| w.ino == ino)
-            .map(|w| w.handle.clone())
+        None
     }
 
     pub async fn setattr(&self, ino: Ino, handle: Option<u64>, change: SetAttr) -> FsResult<Attr> {
@@ -475,8 +489,7 @@ impl Fs {
     }
 
     async fn truncate(&self, ino: Ino, handle: Option<u64>, size: u64) -> FsResult<()> {
-        if let Some(writer) = self.writer_for(ino, handle) {
-            let mut writer = writer.lock().await;
+        if let Some(mut writer) = self.live_writer(ino, handle).await {
             let extends =
                 matches!(&writer.state, WriteState::Streaming(u) if u.bytes_written() <= size);
             if extends {
@@ -557,9 +570,21 @@ impl Fs {
                 "the mount root's attributes are set by mount options".into(),
             ));
         }
-        if let Some(writer) = self.writer_for(ino, handle) {
-            // Applied when the open file is uploaded.
-            writer.lock().await.metadata = metadata.clone();
+        let writer = self.live_writer(ino, handle).await;
+        // Waiting for a release may have uploaded the file meanwhile.
+        let origin = self.inodes().get(ino).map_or(origin, |n| n.origin);
+        if let Some(mut writer) = writer {
+            if matches!(writer.state, WriteState::Clean) {
+                // Nothing pending (e.g. closed, release not yet run): S3 holds the file, so
+                // change it now rather than when the release gets to it.
+                let output = self.store.copy(&key, &key, Some(metadata.clone())).await?;
+                writer.uploaded_metadata = metadata.clone();
+                if let Some(node) = self.inodes().get_mut(ino) {
+                    node.attrs.etag = Some(output.etag);
+                }
+            }
+            // Otherwise applied when the open file is uploaded.
+            writer.metadata = metadata.clone();
         } else if kind == Kind::Directory {
             // Directory attributes live on its `dir/` marker object.
             let options = PutOptions {

@@ -166,6 +166,27 @@ impl InodeTable {
         ino
     }
 
+    /// `upsert` of attributes from a listing, which carries no user metadata: the metadata
+    /// known for the same object version (same ETag; directories have none) is kept, so a
+    /// chmod made here or seen by a HEAD does not revert to the defaults on the next `ls`.
+    pub fn upsert_listed(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        mut attrs: Attrs,
+        validated: Option<Instant>,
+    ) -> Ino {
+        if let Some(node) = self.child(parent, name)
+            && node.kind == kind
+            && node.attrs.etag == attrs.etag
+            && attrs.metadata.is_empty()
+        {
+            attrs.metadata = node.attrs.metadata.clone();
+        }
+        self.upsert(parent, name, kind, attrs, Origin::Remote, validated)
+    }
+
     /// Takes `parent/name` out of the namespace. The node itself lives on while the kernel
     /// still holds references to it (open files keep working), and is freed by `forget`.
     pub fn unlink(&mut self, parent: Ino, name: &str) {
@@ -329,6 +350,25 @@ mod tests {
             table.forget(ino, 1);
         }
         assert_eq!(table.len(), 1, "only the root remains");
+    }
+
+    #[test]
+    fn listings_keep_the_metadata_of_the_same_version() {
+        let mut table = InodeTable::new("");
+        let with_mode = Attrs {
+            etag: Some("\"v1\"".into()),
+            metadata: UserMetadata::from([("mode".to_string(), "33152".to_string())]),
+            ..file(1)
+        };
+        let a = table.upsert(ROOT_INO, "a", Kind::File, with_mode, Origin::Remote, None);
+        let listed = |etag: &str| Attrs {
+            etag: Some(etag.into()),
+            ..file(1)
+        };
+        table.upsert_listed(ROOT_INO, "a", Kind::File, listed("\"v1\""), None);
+        assert_eq!(table.get(a).unwrap().attrs.metadata["mode"], "33152");
+        table.upsert_listed(ROOT_INO, "a", Kind::File, listed("\"v2\""), None);
+        assert!(table.get(a).unwrap().attrs.metadata.is_empty());
     }
 
     #[test]

@@ -62,7 +62,8 @@ impl Layout {
         if !is_valid_component(name) {
             return Err(FsError::InvalidName(name.to_string()));
         }
-        if self.kind == LayoutKind::Segments && (is_dir || segment::parse_file_name(name).is_none())
+        if self.kind == LayoutKind::Segments
+            && (is_dir || (segment::parse_file_name(name).is_none() && !is_rsync_temporary(name)))
         {
             tracing::warn!(
                 name,
@@ -92,6 +93,17 @@ impl Layout {
             LayoutKind::Keys => None,
         }
     }
+}
+
+/// rsync writes `.<name>.<6 random letters or digits>` and renames it to `<name>` when done;
+/// such a temporary of a segment file may be created (it is never listed), so rsync works.
+fn is_rsync_temporary(name: &str) -> bool {
+    let Some((stem, suffix)) = name.strip_prefix('.').and_then(|n| n.rsplit_once('.')) else {
+        return false;
+    };
+    (1..=16).contains(&suffix.len())
+        && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+        && segment::parse_file_name(stem).is_some()
 }
 
 pub fn is_valid_component(name: &str) -> bool {
@@ -153,6 +165,18 @@ mod tests {
                 < layout.sort_key("segment-000000000000000a.bin")
         );
         assert_eq!(layout.segment_id("segment-000000000000002a.bin"), Some(42));
+        assert!(
+            layout
+                .check_new_name(".segment-000000000000002a.bin.Kc33Qh", false)
+                .is_ok()
+        );
+        assert!(!layout.shows(".segment-000000000000002a.bin.Kc33Qh", false));
+        assert!(layout.check_new_name(".notes.txt.Kc33Qh", false).is_err());
+        assert!(
+            layout
+                .check_new_name(".segment-000000000000002a.bin.", false)
+                .is_err()
+        );
     }
 
     #[test]

@@ -189,12 +189,11 @@ impl Fs {
         let listings = lock(&self.listings);
         let listing = listings.get(parent).filter(|l| self.fresh(Some(l.at)))?;
         let answer = match listing.entries.get(name) {
-            Some((kind, attrs)) => Ok(self.inodes().upsert(
+            Some((kind, attrs)) => Ok(self.inodes().upsert_listed(
                 parent,
                 name,
                 *kind,
                 attrs.clone(),
-                Origin::Remote,
                 Some(listing.at),
             )),
             None => Err(FsError::NotFound),

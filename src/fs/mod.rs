@@ -181,8 +181,8 @@ impl Fs {
     /// Waits for every open writer to finish its upload (used at unmount).
     pub async fn flush_all(&self) {
         let writers: Vec<_> = lock(&self.writers).drain().collect();
-        for (_, writer) in writers {
-            let mut writer = writer.handle.lock().await;
+        for (_, (_, writer)) in writers {
+            let mut writer = writer.lock().await;
             if let Err(e) = self.finish_write(&mut writer).await {
                 tracing::error!(key = %writer.key, error = %e, "upload at unmount failed");
             }
