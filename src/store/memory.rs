@@ -36,6 +36,10 @@ pub struct StoredObject {
 impl StoredObject {
     pub fn new(data: Bytes, options: PutOptions) -> Self {
         let etag = format!("\"{}\"", hex(&Md5::digest(&data)));
+        Self::with_etag(data, etag, options)
+    }
+
+    fn with_etag(data: Bytes, etag: String, options: PutOptions) -> Self {
         StoredObject {
             data,
             etag,
@@ -59,7 +63,8 @@ impl StoredObject {
 struct Upload {
     key: String,
     options: PutOptions,
-    parts: BTreeMap<u32, (String, Bytes)>,
+    /// Part number -> (ETag, MD5 digest, body).
+    parts: BTreeMap<u32, (String, [u8; 16], Bytes)>,
 }
 
 pub struct MemoryStore {
@@ -221,13 +226,17 @@ impl ObjectStore for MemoryStore {
                 "part number {part_number}"
             )));
         }
+        // Hash before taking the lock: parts of one upload arrive in parallel.
+        let digest: [u8; 16] = Md5::digest(&body).into();
+        let etag = format!("\"{}\"", hex(&digest));
         let mut uploads = self.uploads();
         let upload = uploads
             .get_mut(upload_id)
             .filter(|u| u.key == key)
             .ok_or_else(|| no_such_upload(upload_id))?;
-        let etag = format!("\"{}\"", hex(&Md5::digest(&body)));
-        upload.parts.insert(part_number, (etag.clone(), body));
+        upload
+            .parts
+            .insert(part_number, (etag.clone(), digest, body));
         Ok(CompletedPart { part_number, etag })
     }
 
@@ -237,44 +246,55 @@ impl ObjectStore for MemoryStore {
         upload_id: &str,
         parts: Vec<CompletedPart>,
     ) -> StoreResult<PutOutput> {
-        let mut uploads = self.uploads();
-        let upload = uploads
-            .get(upload_id)
-            .filter(|u| u.key == key)
-            .ok_or_else(|| no_such_upload(upload_id))?;
         if parts.is_empty() {
             return Err(StoreError::InvalidRequest("complete with no parts".into()));
         }
-        let mut data = Vec::new();
-        let mut digests = Vec::new();
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 && parts[i - 1].part_number >= part.part_number {
-                return Err(StoreError::InvalidRequest(
-                    "parts not in ascending order".into(),
-                ));
+        // Validate under the lock, then assemble outside it: only cheap clones of the parts.
+        let (bodies, digests, options) = {
+            let mut uploads = self.uploads();
+            let upload = uploads
+                .get(upload_id)
+                .filter(|u| u.key == key)
+                .ok_or_else(|| no_such_upload(upload_id))?;
+            let mut bodies = Vec::with_capacity(parts.len());
+            let mut digests = Vec::with_capacity(parts.len() * 16);
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 && parts[i - 1].part_number >= part.part_number {
+                    return Err(StoreError::InvalidRequest(
+                        "parts not in ascending order".into(),
+                    ));
+                }
+                let (_, digest, body) = upload
+                    .parts
+                    .get(&part.part_number)
+                    .filter(|(etag, _, _)| *etag == part.etag)
+                    .ok_or_else(|| {
+                        StoreError::InvalidRequest(format!("invalid part {}", part.part_number))
+                    })?;
+                if i + 1 < parts.len() && (body.len() as u64) < self.min_part_size {
+                    return Err(StoreError::InvalidRequest(format!(
+                        "part {} is smaller than the minimum part size",
+                        part.part_number
+                    )));
+                }
+                digests.extend_from_slice(digest);
+                bodies.push(body.clone());
             }
-            let (_, body) = upload
-                .parts
-                .get(&part.part_number)
-                .filter(|(etag, _)| *etag == part.etag)
-                .ok_or_else(|| {
-                    StoreError::InvalidRequest(format!("invalid part {}", part.part_number))
-                })?;
-            if i + 1 < parts.len() && (body.len() as u64) < self.min_part_size {
-                return Err(StoreError::InvalidRequest(format!(
-                    "part {} is smaller than the minimum part size",
-                    part.part_number
-                )));
-            }
-            digests.extend_from_slice(&Md5::digest(body));
+            let options = upload.options.clone();
+            uploads.remove(upload_id);
+            (bodies, digests, options)
+        };
+        let total = bodies.iter().map(Bytes::len).sum();
+        let mut data = Vec::with_capacity(total);
+        for body in &bodies {
             data.extend_from_slice(body);
         }
-        let mut object = StoredObject::new(Bytes::from(data), upload.options.clone());
-        object.etag = format!("\"{}-{}\"", hex(&Md5::digest(&digests)), parts.len());
-        let etag = object.etag.clone();
-        uploads.remove(upload_id);
-        drop(uploads);
-        self.insert(key, object);
+        // S3's multipart ETag: the MD5 of the parts' MD5s, then the part count.
+        let etag = format!("\"{}-{}\"", hex(&Md5::digest(&digests)), parts.len());
+        self.insert(
+            key,
+            StoredObject::with_etag(Bytes::from(data), etag.clone(), options),
+        );
         Ok(PutOutput { etag })
     }
 
