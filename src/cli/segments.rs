@@ -2,16 +2,24 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
-use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
 
 use super::args::SegmentsCommand;
 use super::{CliError, connect};
-use crate::segment::{SegmentStore, parse_id};
+use crate::fs::upload::{StreamingUpload, UploadConfig};
+use crate::segment::{SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
+use crate::store::{GetRequest, ObjectStore, PutOptions};
+
+/// Bytes read from the input file per upload write.
+const READ_CHUNK: usize = 1 << 20;
 
 pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliError> {
-    let segments = SegmentStore::new(connect(config).await?);
+    let store = connect(config).await?;
+    let segments = SegmentStore::new(store.clone());
     match command {
         SegmentsCommand::Ls => {
             let ids = segments.list_segments().await?;
@@ -23,28 +31,9 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
         }
         SegmentsCommand::Get { id, file } => {
             let id = id_arg(&id)?;
-            let data = segments.get_segment(id).await?.ok_or_else(|| {
-                CliError::Usage(format!(
-                    "segment {id:016x} not found in bucket {}",
-                    config.bucket
-                ))
-            })?;
-            match file {
-                Some(path) => write_atomically(&path, &data),
-                None => std::io::stdout()
-                    .lock()
-                    .write_all(&data)
-                    .map_err(|e| CliError::Io(e.to_string())),
-            }
+            download(store.as_ref(), id, &config.bucket, file.as_deref()).await
         }
-        SegmentsCommand::Put { id, file } => {
-            let id = id_arg(&id)?;
-            let data = tokio::fs::read(&file)
-                .await
-                .map_err(|e| CliError::Io(format!("cannot read {}: {e}", file.display())))?;
-            segments.put_segment(id, Bytes::from(data)).await?;
-            Ok(())
-        }
+        SegmentsCommand::Put { id, file } => upload(store, id_arg(&id)?, &file).await,
         SegmentsCommand::Rm { id } => Ok(segments.delete_segment(id_arg(&id)?).await?),
         SegmentsCommand::Health => {
             segments.health_check().await?;
@@ -63,13 +52,75 @@ fn id_arg(text: &str) -> Result<u64, CliError> {
     })
 }
 
-/// Writes through a temporary name and renames, so a failed download never leaves a partial
-/// file under the name a backup script will trust.
-fn write_atomically(path: &Path, data: &[u8]) -> Result<(), CliError> {
+/// Streams a segment to `file` (or stdout). A file is written under a temporary name and
+/// renamed at the end, so a failed download never leaves a partial file under the name a
+/// backup script will trust. Memory stays at one network chunk whatever the segment's size.
+async fn download(
+    store: &dyn ObjectStore,
+    id: u64,
+    bucket: &str,
+    file: Option<&Path>,
+) -> Result<(), CliError> {
+    let mut body = match store.get(GetRequest::whole(segment_key(id))).await {
+        Ok(output) => output.body,
+        Err(e) if e.is_not_found() => {
+            return Err(CliError::Usage(format!(
+                "segment {id:016x} not found in bucket {bucket}"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(path) = file else {
+        let mut out = std::io::stdout().lock();
+        while let Some(chunk) = body.next().await {
+            out.write_all(&chunk?)
+                .map_err(|e| CliError::Io(e.to_string()))?;
+        }
+        return out.flush().map_err(|e| CliError::Io(e.to_string()));
+    };
     let tmp = path.with_extension("scribefs-partial");
-    let result = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
-    result.map_err(|e| {
+    let cannot_write =
+        |e: std::io::Error| CliError::Io(format!("cannot write {}: {e}", path.display()));
+    let result = async {
+        let mut out = std::fs::File::create(&tmp).map_err(cannot_write)?;
+        while let Some(chunk) = body.next().await {
+            out.write_all(&chunk?).map_err(cannot_write)?;
+        }
+        out.sync_all().map_err(cannot_write)?;
+        std::fs::rename(&tmp, path).map_err(cannot_write)
+    }
+    .await;
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        CliError::Io(format!("cannot write {}: {e}", path.display()))
-    })
+    }
+    result
+}
+
+/// Streams `file` into the segment's key: one PutObject when small, else a multipart upload
+/// with parts in parallel, so a file of any size needs only a few parts of memory.
+async fn upload(store: Arc<dyn ObjectStore>, id: u64, file: &Path) -> Result<(), CliError> {
+    let cannot_read =
+        |e: std::io::Error| CliError::Io(format!("cannot read {}: {e}", file.display()));
+    let mut input = tokio::fs::File::open(file).await.map_err(cannot_read)?;
+    let key = segment_key(id);
+    let mut upload =
+        StreamingUpload::new(store, key, PutOptions::default(), UploadConfig::default());
+    let mut buffer = vec![0u8; READ_CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let read = input.read(&mut buffer).await.map_err(cannot_read)?;
+        if read == 0 {
+            break;
+        }
+        upload
+            .write(offset, &buffer[..read])
+            .await
+            .map_err(|e| CliError::Io(e.to_string()))?;
+        offset += read as u64;
+    }
+    upload
+        .finish()
+        .await
+        .map_err(|e| CliError::Io(e.to_string()))?;
+    Ok(())
 }
