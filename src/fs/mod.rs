@@ -17,7 +17,7 @@
 //! | mkdir | 1 PUT (the `dir/` marker) |
 //! | rmdir | 1 LIST + 1 DELETE |
 //! | rename of a file | 1 COPY + 1 DELETE |
-//! | chmod/chown/utimens of a closed file | 1 COPY (metadata replaced in place) |
+//! | chmod/chown/utimens of a closed file | 1 HEAD + 1 COPY (HEAD keeps the Content-Type) |
 
 pub mod error;
 pub mod inode;
