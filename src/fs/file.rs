@@ -539,14 +539,27 @@ impl Fs {
                 .upload(self.store.clone(), &key, options, self.upload_config()?)
                 .await?
         };
-        let mut inodes = self.inodes();
-        if let Some(node) = inodes.get_mut(ino) {
+        if let Some(node) = self.inodes().get_mut(ino) {
             node.attrs.size = size;
             node.attrs.etag = Some(output.etag);
             node.attrs.mtime = SystemTime::now();
             node.validated = Some(Instant::now());
         }
+        self.note_attrs(ino);
         Ok(())
+    }
+
+    /// Puts a node's new attributes into its parent's cached listing, which opendir would
+    /// otherwise copy back over them (an old ETag makes every later read fail with ESTALE).
+    fn note_attrs(&self, ino: Ino) {
+        let noted = self
+            .inodes()
+            .get(ino)
+            .filter(|n| n.linked)
+            .map(|n| (n.parent, n.name.clone(), n.kind, n.attrs.clone()));
+        if let Some((parent, name, kind, attrs)) = noted {
+            self.note_child(parent, &name, Some((kind, attrs)));
+        }
     }
 
     async fn change_metadata(
@@ -598,10 +611,10 @@ impl Fs {
                 node.attrs.etag = Some(output.etag);
             }
         }
-        let mut inodes = self.inodes();
-        if let Some(node) = inodes.get_mut(ino) {
+        if let Some(node) = self.inodes().get_mut(ino) {
             node.attrs.metadata = metadata;
         }
+        self.note_attrs(ino);
         Ok(())
     }
 
