@@ -238,7 +238,7 @@ impl Fs {
                 }
             })?;
         let ino = self.resolve(parent, name).await?;
-        let (kind, origin, source_key, attrs) = {
+        let (kind, origin, source_key, mut attrs) = {
             let inodes = self.inodes();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
             (node.kind, node.origin, node.key.clone(), node.attrs.clone())
@@ -287,12 +287,20 @@ impl Fs {
             .ok_or(FsError::NotFound)?;
         match kind {
             Kind::File => {
-                self.store.copy(&source_key, &dest_key, None).await?;
+                // The copy may have a new ETag (a multipart source becomes a single-part copy).
+                let copied = self.store.copy(&source_key, &dest_key, None).await?;
                 self.store.delete(&source_key).await?;
+                attrs.etag = Some(copied.etag);
             }
             Kind::Directory => self.rename_prefix(&source_key, &dest_key).await?,
         }
-        self.inodes().rename(parent, name, new_parent, new_name);
+        {
+            let mut inodes = self.inodes();
+            inodes.rename(parent, name, new_parent, new_name);
+            if let Some(node) = inodes.get_mut(ino) {
+                node.attrs = attrs.clone();
+            }
+        }
         self.note_child(parent, name, None);
         self.note_child(new_parent, new_name, Some((kind, attrs)));
         if kind == Kind::Directory {
