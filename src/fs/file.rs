@@ -389,6 +389,10 @@ impl Fs {
                     .get(writer.ino)
                     .is_some_and(|n| n.origin == Origin::Writing);
                 if was_new {
+                    // Gone, not being written: forget may free it and other opens see no file.
+                    if let Some(node) = inodes.get_mut(writer.ino) {
+                        node.origin = Origin::Remote;
+                    }
                     inodes.unlink(parent, &name);
                     drop(inodes);
                     self.note_child(parent, &name, None);

@@ -266,11 +266,13 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        let ttl = self.ttl;
         self.spawn(move |fs| async move {
             match fs.create(parent.0, &name, mode & !umask).await {
+                // A new file exists only if its upload succeeds at close: a zero TTL makes the
+                // kernel ask again (a local answer, no S3 request) instead of caching a name
+                // that may vanish.
                 Ok((attr, opened)) => reply.created(
-                    &ttl,
+                    &Duration::ZERO,
                     &file_attr(&attr),
                     Generation(0),
                     FileHandle(opened.handle),
