@@ -46,7 +46,7 @@ impl Fs {
         for (name, (kind, attrs)) in listed {
             let keep_local = inodes
                 .child(dir, &name)
-                .is_some_and(|n| n.origin != Origin::Remote);
+                .is_some_and(|n| n.origin != Origin::Remote || self.is_open_for_writing(n.ino));
             let ino = if keep_local {
                 inodes.child(dir, &name).map(|n| n.ino).unwrap_or_default()
             } else {

@@ -337,6 +337,12 @@ impl Fs {
         result
     }
 
+    /// Whether a handle of this mount has `ino` open for writing: its local size and data are
+    /// then newer than S3's, so expired attributes must not be refreshed from the store.
+    pub(super) fn is_open_for_writing(&self, ino: Ino) -> bool {
+        lock(&self.writers).values().any(|(open, _)| *open == ino)
+    }
+
     /// Uploads whatever the handle holds that S3 does not, and returns only when S3 has it.
     pub(super) async fn finish_write(&self, writer: &mut WriteHandle) -> FsResult<()> {
         let (linked, parent, name) = {

@@ -122,7 +122,8 @@ impl Fs {
             let stale = node.kind == Kind::File
                 && node.origin == Origin::Remote
                 && node.linked
-                && !self.fresh(node.validated);
+                && !self.fresh(node.validated)
+                && !self.is_open_for_writing(ino);
             if !stale {
                 return Ok(attr_of(node, &self.config));
             }
@@ -163,7 +164,9 @@ impl Fs {
                 return Err(FsError::NotDirectory);
             }
             if let Some(node) = inodes.child(parent, name)
-                && (node.origin != Origin::Remote || self.fresh(node.validated))
+                && (node.origin != Origin::Remote
+                    || self.fresh(node.validated)
+                    || self.is_open_for_writing(node.ino))
             {
                 return Ok(node.ino);
             }
