@@ -2,9 +2,10 @@
 //! spawned onto the tokio runtime and answered from its task, so no request waits behind
 //! another's S3 latency and the FUSE thread never blocks on the network.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -14,21 +15,31 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 
-use super::Fs;
 use super::attr::{Attr, SetAttr};
 use super::error::FsError;
 use super::inode::Kind;
+use super::{Fs, lock};
 
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     runtime: tokio::runtime::Handle,
     ttl: Duration,
+    /// The process that opened each write handle. A FLUSH from another process is the close of
+    /// a descriptor it inherited (fork, then exec closes it): uploading then would put half a
+    /// file in S3 in the middle of the opener's writes, so only the opener's closes upload
+    /// (and the last close, release, always does).
+    openers: Arc<Mutex<HashMap<u64, u32>>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<Fs>, runtime: tokio::runtime::Handle) -> Self {
         let ttl = fs.config().kernel_ttl();
-        FuseAdapter { fs, runtime, ttl }
+        FuseAdapter {
+            fs,
+            runtime,
+            ttl,
+            openers: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     fn spawn<F>(&self, work: impl FnOnce(Arc<Fs>) -> F)
@@ -241,10 +252,15 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (openers, pid) = (self.openers.clone(), req.pid());
+        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         self.spawn(move |fs| async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(opened) => {
+                    if writing {
+                        lock(&openers).insert(opened.handle, pid);
+                    }
                     reply.opened(FileHandle(opened.handle), open_flags(opened.keep_cache))
                 }
                 Err(e) => reply.error(errno(&e)),
@@ -254,7 +270,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -266,18 +282,22 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
+        let (openers, pid) = (self.openers.clone(), req.pid());
         self.spawn(move |fs| async move {
             match fs.create(parent.0, &name, mode & !umask).await {
                 // A new file exists only if its upload succeeds at close: a zero TTL makes the
                 // kernel ask again (a local answer, no S3 request) instead of caching a name
                 // that may vanish.
-                Ok((attr, opened)) => reply.created(
-                    &Duration::ZERO,
-                    &file_attr(&attr),
-                    Generation(0),
-                    FileHandle(opened.handle),
-                    open_flags(opened.keep_cache),
-                ),
+                Ok((attr, opened)) => {
+                    lock(&openers).insert(opened.handle, pid);
+                    reply.created(
+                        &Duration::ZERO,
+                        &file_attr(&attr),
+                        Generation(0),
+                        FileHandle(opened.handle),
+                        open_flags(opened.keep_cache),
+                    )
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -325,12 +345,18 @@ impl Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if lock(&self.openers)
+            .get(&fh.0)
+            .is_some_and(|&opener| opener != req.pid())
+        {
+            return reply.ok();
+        }
         self.spawn(move |fs| async move {
             match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
@@ -349,6 +375,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        lock(&self.openers).remove(&fh.0);
         self.spawn(move |fs| async move {
             match fs.release(fh.0).await {
                 Ok(()) => reply.ok(),
