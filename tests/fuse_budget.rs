@@ -67,7 +67,10 @@ fn reading_a_small_file_in_a_listed_directory_is_one_get() {
     seed(&mount, ["d/a".to_string(), "d/b".to_string()]);
     assert_eq!(ls(&mount, "d"), vec!["a", "b"]);
     let stats = measure(&mount, || {
-        assert_eq!(std::fs::read(mount.path("d/b")).unwrap(), b"contents of d/b");
+        assert_eq!(
+            std::fs::read(mount.path("d/b")).unwrap(),
+            b"contents of d/b"
+        );
     });
     assert_eq!(stats, only(|s| s.get = 1), "open + read + close");
 }
@@ -155,7 +158,10 @@ fn rename_of_a_file_is_one_copy_and_one_delete() {
     assert_eq!(stats, only(|s| (s.copy, s.delete) = (1, 1)));
     let bucket = mount.server.bucket("test");
     assert!(bucket.object("d/a").is_none());
-    assert_eq!(bucket.object("d/b").unwrap().data.as_ref(), b"contents of d/a");
+    assert_eq!(
+        bucket.object("d/b").unwrap().data.as_ref(),
+        b"contents of d/a"
+    );
     assert_eq!(ls(&mount, "d"), vec!["b"]);
 }
 
@@ -166,11 +172,13 @@ fn chmod_of_a_closed_file_is_one_head_and_one_copy() {
     seed(&mount, ["d/a".to_string()]);
     ls(&mount, "d");
     let stats = measure(&mount, || {
-        std::fs::set_permissions(mount.path("d/a"), std::fs::Permissions::from_mode(0o600))
-            .unwrap()
+        std::fs::set_permissions(mount.path("d/a"), std::fs::Permissions::from_mode(0o600)).unwrap()
     });
     assert_eq!(stats, only(|s| (s.head, s.copy) = (1, 1)));
-    let mode = std::fs::metadata(mount.path("d/a")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(mount.path("d/a"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o7777, 0o600);
 }
 
@@ -189,9 +197,34 @@ fn a_large_file_is_one_create_its_parts_and_one_complete() {
     let mount = Mount::new(&["--metadata-ttl", "60", "--part-size", "5M"]);
     ls(&mount, "");
     let data: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
-    let stats = measure(&mount, || std::fs::write(mount.path("large"), &data).unwrap());
+    let stats = measure(&mount, || {
+        std::fs::write(mount.path("large"), &data).unwrap()
+    });
     // 12 MiB in 5 MiB parts: 3 parts.
     assert_eq!(stats, only(|s| s.multipart = 1 + 3 + 1));
     let object = mount.server.bucket("test").object("large").unwrap();
     assert!(object.data.as_ref() == data.as_slice());
+}
+
+#[test]
+fn a_fork_while_a_file_is_written_uploads_nothing_before_the_openers_close() {
+    use std::io::Write;
+    let mount = mounted();
+    ls(&mount, "");
+    let stats = measure(&mount, || {
+        let mut file = std::fs::File::create(mount.path("f")).unwrap();
+        file.write_all(b"first half, ").unwrap();
+        // The child inherits the descriptor; exec closes it, which the mount sees as a FLUSH.
+        let status = std::process::Command::new("true").status().unwrap();
+        assert!(status.success());
+        assert!(
+            mount.server.bucket("test").object("f").is_none(),
+            "half a file was uploaded"
+        );
+        file.write_all(b"second half").unwrap();
+        file.sync_all().unwrap();
+    });
+    assert_eq!(stats, only(|s| s.put = 1));
+    let object = mount.server.bucket("test").object("f").unwrap();
+    assert_eq!(object.data.as_ref(), b"first half, second half");
 }
