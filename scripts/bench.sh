@@ -472,7 +472,7 @@ report() {
     emit "create $SMALL_FILES × 4 KiB files at $SMALL_LATENCY_MS ms latency" "s" small 1
     emit "requests per small file" "" small_requests 1
     echo
-    echo "Direct path (\`scribefs segments put/get\`, one PutObject / GetObject, no FUSE):" \
+    echo "Direct path (\`scribefs segments put/get\`, the same streaming upload and a streamed GetObject, no FUSE):" \
         "put ${R[direct_put]} MiB/s, get ${R[direct_get]} MiB/s." \
         "scribefs mount as a fraction of it: write $(ratio "${R[write,scribefs]:--}" "${R[direct_put]}")," \
         "read $(ratio "${R[read,scribefs]:--}" "${R[direct_get]}")." \
