@@ -38,7 +38,18 @@ impl From<std::io::Error> for CliError {
 
 /// Entry point of the `scribefs` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's first line names the problem; its usage hints would make scripts' logs
+            // multi-line, so they are left to --help.
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("scribefs: {line}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
