@@ -124,9 +124,10 @@ pub struct MountArgs {
     /// Let root use the mount
     #[arg(long, help_heading = "Permissions")]
     pub allow_root: bool,
-    /// Memory block cache, in MiB
+    /// Memory block cache, in MiB (also accepted as --cache-size)
     #[arg(
         long,
+        alias = "cache-size",
         default_value_t = 256,
         value_name = "MIB",
         help_heading = "Caching"
