@@ -1,144 +1,31 @@
-//! Reader tests on the in-memory store, wrapped to count GETs (and their ranges) and to fail or
-//! hold them on demand.
+//! Reader tests on the in-memory store, wrapped in `FaultyStore` to log GETs (and their ranges)
+//! and to fail or hold them on demand.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 use proptest::prelude::*;
-use tokio::sync::Semaphore;
 
 use super::*;
+use crate::store::faulty::{FaultyStore, Op};
 use crate::store::memory::MemoryStore;
-use crate::store::{
-    CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta, ObjectStore,
-    PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
-};
+use crate::store::{ObjectStore, PutOptions, StoreError};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
-/// MemoryStore plus a log of GET ranges, injected failures and an optional gate holding GETs.
-struct CountingStore {
-    inner: MemoryStore,
-    gets: Mutex<Vec<Range<u64>>>,
-    /// The next this-many GETs fail with a 503.
-    failing_gets: AtomicU32,
-    /// The next GET's body breaks after this many chunks (0 = off).
-    break_body_after_chunks: AtomicU32,
-    /// When set, every GET waits for a permit (consumed) before answering.
-    gate: Option<Arc<Semaphore>>,
+type Store = FaultyStore<MemoryStore>;
+
+fn store() -> Store {
+    FaultyStore::new(MemoryStore::new())
 }
 
-impl CountingStore {
-    fn new() -> Self {
-        CountingStore {
-            inner: MemoryStore::new(),
-            gets: Mutex::new(Vec::new()),
-            failing_gets: AtomicU32::new(0),
-            break_body_after_chunks: AtomicU32::new(0),
-            gate: None,
-        }
-    }
-
-    fn gated(gate: Arc<Semaphore>) -> Self {
-        CountingStore {
-            gate: Some(gate),
-            ..CountingStore::new()
-        }
-    }
-
-    fn gets(&self) -> Vec<Range<u64>> {
-        self.gets.lock().unwrap().clone()
-    }
-
-    fn get_count(&self) -> usize {
-        self.gets.lock().unwrap().len()
-    }
-}
-
-#[async_trait]
-impl ObjectStore for CountingStore {
-    async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
-        self.inner.head(key).await
-    }
-    async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
-        let range = request.range.clone().unwrap_or(0..u64::MAX);
-        self.gets.lock().unwrap().push(range);
-        if let Some(gate) = &self.gate {
-            gate.acquire().await.unwrap().forget();
-        }
-        let failing = self
-            .failing_gets
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if failing.is_ok() {
-            return Err(StoreError::Server {
-                status: 503,
-                message: "injected".into(),
-            });
-        }
-        let mut output = self.inner.get(request).await?;
-        let chunks = self.break_body_after_chunks.swap(0, Ordering::SeqCst);
-        if chunks > 0 {
-            let broken = StoreError::Connection("injected reset".into());
-            output.body = Box::pin(
-                output
-                    .body
-                    .take(chunks as usize)
-                    .chain(futures::stream::once(async { Err(broken) })),
-            );
-        }
-        Ok(output)
-    }
-    async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
-        self.inner.put(key, body, options).await
-    }
-    async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
-        self.inner.create_multipart(key, options).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Bytes,
-    ) -> StoreResult<CompletedPart> {
-        self.inner
-            .upload_part(key, upload_id, part_number, body)
-            .await
-    }
-    async fn complete_multipart(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: Vec<CompletedPart>,
-    ) -> StoreResult<PutOutput> {
-        self.inner.complete_multipart(key, upload_id, parts).await
-    }
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
-        self.inner.abort_multipart(key, upload_id).await
-    }
-    async fn copy(
-        &self,
-        source_key: &str,
-        dest_key: &str,
-        metadata: Option<UserMetadata>,
-    ) -> StoreResult<PutOutput> {
-        self.inner.copy(source_key, dest_key, metadata).await
-    }
-    async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, request: ListRequest) -> StoreResult<ListPage> {
-        self.inner.list(request).await
-    }
-    async fn head_bucket(&self) -> StoreResult<()> {
-        self.inner.head_bucket().await
-    }
+/// A store whose GETs wait until the test releases them.
+fn gated_store() -> Store {
+    let store = store();
+    store.hold(Op::Get);
+    store
 }
 
 /// Deterministic bytes that differ at every offset within 251 and between seeds.
@@ -150,12 +37,12 @@ fn content(len: u64, seed: u8) -> Bytes {
 }
 
 struct Fixture {
-    store: Arc<CountingStore>,
+    store: Arc<Store>,
     path: ReadPath,
 }
 
 impl Fixture {
-    fn new(store: CountingStore, budget: u64, config: ReaderConfig) -> Self {
+    fn new(store: Store, budget: u64, config: ReaderConfig) -> Self {
         let store = Arc::new(store);
         let path = ReadPath::new(store.clone(), BlockCache::new(budget), config);
         Fixture { store, path }
@@ -166,14 +53,14 @@ impl Fixture {
             block_size,
             ..ReaderConfig::default()
         };
-        Fixture::new(CountingStore::new(), 256 * MIB, config)
+        Fixture::new(store(), 256 * MIB, config)
     }
 
     async fn put(&self, key: &str, data: Bytes) -> ObjectVersion {
         let size = data.len() as u64;
         let etag = self
             .store
-            .inner
+            .inner()
             .put(key, data, PutOptions::default())
             .await
             .unwrap()
@@ -193,28 +80,32 @@ async fn reads_across_block_boundaries_and_stop_at_eof() {
     let spanning = reader.read(bs - 10, 20).await.unwrap();
     assert_eq!(spanning, data.slice((bs - 10) as usize..(bs + 10) as usize));
     assert_eq!(
-        f.store.gets(),
+        f.store.get_ranges(),
         vec![0..2 * bs],
         "two missing blocks, one GET"
     );
 
     let tail = reader.read(size - 5, 100).await.unwrap();
     assert_eq!(tail, data.slice((size - 5) as usize..));
-    assert_eq!(f.store.gets()[1], 10 * bs..size, "the last block is short");
+    assert_eq!(
+        f.store.get_ranges()[1],
+        10 * bs..size,
+        "the last block is short"
+    );
 
-    let gets_before = f.store.get_count();
+    let gets_before = f.store.calls(Op::Get);
     assert!(reader.read(size, 10).await.unwrap().is_empty());
     assert!(reader.read(size + 1000, 10).await.unwrap().is_empty());
     assert!(reader.read(0, 0).await.unwrap().is_empty());
     assert_eq!(
-        f.store.get_count(),
+        f.store.calls(Op::Get),
         gets_before,
         "nothing to fetch at or after EOF"
     );
 
     let empty = f.path.open(f.put("empty", Bytes::new()).await);
     assert!(empty.read(0, 4096).await.unwrap().is_empty());
-    assert_eq!(f.store.get_count(), gets_before);
+    assert_eq!(f.store.calls(Op::Get), gets_before);
 }
 
 #[tokio::test]
@@ -223,7 +114,7 @@ async fn a_small_file_read_whole_costs_one_get_and_a_reread_none() {
     let data = content(300 * KIB, 2);
     let reader = f.path.open(f.put("small", data.clone()).await);
     assert_eq!(reader.read(0, MIB as u32).await.unwrap(), data);
-    assert_eq!(f.store.gets(), vec![0..300 * KIB]);
+    assert_eq!(f.store.get_ranges(), vec![0..300 * KIB]);
 
     assert_eq!(reader.read(0, MIB as u32).await.unwrap(), data);
     assert_eq!(reader.read(1000, 10).await.unwrap(), data.slice(1000..1010));
@@ -232,7 +123,7 @@ async fn a_small_file_read_whole_costs_one_get_and_a_reread_none() {
         other_handle.read(0, 4096).await.unwrap(),
         data.slice(..4096)
     );
-    assert_eq!(f.store.get_count(), 1, "every later read is a cache hit");
+    assert_eq!(f.store.calls(Op::Get), 1, "every later read is a cache hit");
     assert_eq!(f.path.cache().stats().hits, 3);
 }
 
@@ -242,7 +133,7 @@ async fn a_multi_block_file_read_in_one_call_costs_one_get() {
     let data = content(64 * KIB * 3 + 500, 3);
     let reader = f.path.open(f.put("multi", data.clone()).await);
     assert_eq!(reader.read(0, 1 << 20).await.unwrap(), data);
-    assert_eq!(f.store.gets(), vec![0..data.len() as u64]);
+    assert_eq!(f.store.get_ranges(), vec![0..data.len() as u64]);
     assert_eq!(
         f.path.cache().stats().blocks_held,
         4,
@@ -252,12 +143,7 @@ async fn a_multi_block_file_read_in_one_call_costs_one_get() {
 
 #[tokio::test]
 async fn concurrent_readers_of_one_block_make_one_get() {
-    let gate = Arc::new(Semaphore::new(0));
-    let f = Fixture::new(
-        CountingStore::gated(gate.clone()),
-        64 * MIB,
-        ReaderConfig::default(),
-    );
+    let f = Fixture::new(gated_store(), 64 * MIB, ReaderConfig::default());
     let data = content(100 * KIB, 4);
     let object = f.put("shared", data.clone()).await;
     let readers: Vec<_> = (0..4)
@@ -274,12 +160,12 @@ async fn concurrent_readers_of_one_block_make_one_get() {
     while f.path.cache().stats().shared_misses < 3 {
         tokio::task::yield_now().await;
     }
-    gate.add_permits(100);
+    f.store.release(Op::Get, 100);
     for (i, task) in tasks.into_iter().enumerate() {
         let at = i * 1000;
         assert_eq!(task.await.unwrap().unwrap(), data.slice(at..at + 500));
     }
-    assert_eq!(f.store.get_count(), 1);
+    assert_eq!(f.store.calls(Op::Get), 1);
 }
 
 #[tokio::test]
@@ -289,7 +175,7 @@ async fn bytes_held_stay_within_the_budget() {
         block_size: 256 * KIB,
         ..ReaderConfig::default()
     };
-    let f = Fixture::new(CountingStore::new(), budget, config);
+    let f = Fixture::new(store(), budget, config);
     let data = content(16 * MIB, 5);
     let reader = f.path.open(f.put("big", data.clone()).await);
     let mut offset = 0;
@@ -334,7 +220,7 @@ async fn a_sequential_read_prefetches_and_fetches_each_block_once() {
     }
 
     let mut fetched_per_block = BTreeMap::new();
-    for range in f.store.gets() {
+    for range in f.store.get_ranges() {
         assert_eq!(range.start % MIB, 0, "GETs cover whole blocks");
         for block in range.start / MIB..range.end.div_ceil(MIB) {
             *fetched_per_block.entry(block).or_insert(0) += 1;
@@ -350,7 +236,7 @@ async fn a_sequential_read_prefetches_and_fetches_each_block_once() {
     assert_eq!(stats.reads, 320);
     assert!(stats.reader_waits <= 8, "{stats:?}");
     assert!(
-        f.store.get_count() < 40,
+        f.store.calls(Op::Get) < 40,
         "prefetch GETs span several blocks: {stats:?}"
     );
     assert!(stats.prefetch_gets > 0);
@@ -379,7 +265,7 @@ async fn random_jumps_reset_the_window() {
     assert_eq!(reader.window_bytes(), 0);
     assert_eq!(f.path.stats().window_resets, 1);
 
-    let gets_before = f.store.get_count();
+    let gets_before = f.store.get_ranges().len();
     // All beyond the blocks the sequential start prefetched (up to block 7).
     let scattered = [15, 33, 12, 38, 20, 27];
     for (n, block) in scattered.iter().enumerate() {
@@ -391,7 +277,7 @@ async fn random_jumps_reset_the_window() {
         assert_eq!(reader.window_bytes(), 0);
         assert_eq!(f.path.stats().window_resets, 2 + n as u64);
     }
-    let random_gets: Vec<_> = f.store.gets().split_off(gets_before);
+    let random_gets: Vec<_> = f.store.get_ranges().split_off(gets_before);
     assert_eq!(
         random_gets.len(),
         scattered.len(),
@@ -408,7 +294,7 @@ async fn a_replaced_object_fails_the_next_uncached_block_with_precondition_faile
     assert_eq!(reader.read(0, 4096).await.unwrap(), old.slice(..4096));
 
     f.store
-        .inner
+        .inner()
         .put("moving", content(8 * MIB, 9), PutOptions::default())
         .await
         .unwrap();
@@ -424,7 +310,12 @@ async fn a_replaced_object_fails_the_next_uncached_block_with_precondition_faile
             "{error:?}"
         );
     }
-    let block_5_gets = f.store.gets().iter().filter(|r| r.start == 5 * MIB).count();
+    let block_5_gets = f
+        .store
+        .get_ranges()
+        .iter()
+        .filter(|r| r.start == 5 * MIB)
+        .count();
     assert_eq!(block_5_gets, 2, "the failure was not cached: asked again");
     assert!(
         f.path
@@ -440,15 +331,13 @@ async fn a_replaced_object_fails_the_next_uncached_block_with_precondition_faile
 
 #[tokio::test]
 async fn a_failed_get_reaches_every_waiting_reader_and_is_not_cached() {
-    let gate = Arc::new(Semaphore::new(0));
-    let f = Fixture::new(
-        CountingStore::gated(gate.clone()),
-        64 * MIB,
-        ReaderConfig::default(),
-    );
+    let f = Fixture::new(gated_store(), 64 * MIB, ReaderConfig::default());
     let data = content(3 * MIB, 10);
     let object = f.put("flaky", data.clone()).await;
-    f.store.failing_gets.store(1, Ordering::SeqCst);
+    f.store.fail_next(Op::Get, 1, || StoreError::Server {
+        status: 503,
+        message: "injected".into(),
+    });
     let tasks: Vec<_> = (0..3)
         .map(|_| {
             let reader = f.path.open(object.clone());
@@ -458,7 +347,7 @@ async fn a_failed_get_reaches_every_waiting_reader_and_is_not_cached() {
     while f.path.cache().stats().shared_misses < 2 {
         tokio::task::yield_now().await;
     }
-    gate.add_permits(100);
+    f.store.release(Op::Get, 100);
     for task in tasks {
         let error = task.await.unwrap().unwrap_err();
         assert!(
@@ -466,7 +355,7 @@ async fn a_failed_get_reaches_every_waiting_reader_and_is_not_cached() {
             "{error:?}"
         );
     }
-    assert_eq!(f.store.get_count(), 1);
+    assert_eq!(f.store.calls(Op::Get), 1);
 
     let reader = f.path.open(object);
     let at = MIB as usize;
@@ -474,7 +363,7 @@ async fn a_failed_get_reaches_every_waiting_reader_and_is_not_cached() {
         reader.read(MIB, 1000).await.unwrap(),
         data.slice(at..at + 1000)
     );
-    assert_eq!(f.store.get_count(), 2);
+    assert_eq!(f.store.calls(Op::Get), 2);
 }
 
 #[tokio::test]
@@ -483,22 +372,22 @@ async fn a_body_broken_mid_run_keeps_the_blocks_that_arrived_whole() {
     let f = Fixture::with_block_size(bs);
     let data = content(4 * bs, 11);
     let reader = f.path.open(f.put("cut", data.clone()).await);
-    // MemoryStore sends 64 KiB chunks: two chunks are blocks 0 and 1, then the body breaks.
-    f.store.break_body_after_chunks.store(2, Ordering::SeqCst);
+    // Blocks 0 and 1 arrive whole, then the body breaks.
+    f.store.cut_get_bodies_after(2 * bs, 1);
     let error = reader.read(0, 4 * bs as u32).await.unwrap_err();
     assert!(matches!(error, StoreError::Connection(_)), "{error:?}");
-    assert_eq!(f.store.get_count(), 1);
+    assert_eq!(f.store.calls(Op::Get), 1);
 
     assert_eq!(
         reader.read(0, 2 * bs as u32).await.unwrap(),
         data.slice(..2 * bs as usize)
     );
-    assert_eq!(f.store.get_count(), 1, "blocks 0 and 1 were cached");
+    assert_eq!(f.store.calls(Op::Get), 1, "blocks 0 and 1 were cached");
     assert_eq!(
         reader.read(2 * bs, 2 * bs as u32).await.unwrap(),
         data.slice(2 * bs as usize..)
     );
-    assert_eq!(f.store.gets()[1], 2 * bs..4 * bs);
+    assert_eq!(f.store.get_ranges()[1], 2 * bs..4 * bs);
 }
 
 #[tokio::test]
@@ -523,7 +412,7 @@ async fn a_reader_refetches_a_block_whose_fetcher_gave_up() {
     };
     let (read, ()) = tokio::join!(reader.read(10, 20), give_up);
     assert_eq!(read.unwrap(), data.slice(10..30));
-    assert_eq!(f.store.gets(), vec![0..100 * KIB]);
+    assert_eq!(f.store.get_ranges(), vec![0..100 * KIB]);
 }
 
 proptest! {
@@ -539,7 +428,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let config = ReaderConfig { block_size, max_window_bytes: 8 * block_size, max_parallel_gets: 3 };
-            let f = Fixture::new(CountingStore::new(), budget, config);
+            let f = Fixture::new(store(), budget, config);
             let data = content(size, 12);
             let reader = f.path.open(f.put("p", data.clone()).await);
             for (offset, len) in reads {

@@ -1,13 +1,23 @@
-//! A store wrapper that fails chosen calls, for tests of everything that must survive S3
-//! failures. It counts calls per operation; a fault names an operation, a window of call numbers
-//! and the error to return; a body cut makes the next GETs break after a number of bytes.
+//! The shared test double for everything that must survive S3 failures: a store wrapper (usually
+//! over `MemoryStore`) that fails chosen calls and reports what it was asked. Unit tests and
+//! integration tests both use it; there is no other counting or failing store.
+//!
+//! Every call goes through `enter`, which counts it per operation, tracks how many
+//! calls of that operation are in flight, decides whether it fails, and may hold it (a gate
+//! released by the test, or a delay standing in for a network round trip). A fault names an
+//! operation, a window of call numbers (and for UploadPart optionally a part number) and the
+//! error to return; a body cut makes the next GETs break after a number of bytes. GET ranges are
+//! logged so read-path tests can check exactly what was fetched.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 
 use super::{
     ByteStream, CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
@@ -30,6 +40,14 @@ pub enum Op {
     HeadBucket,
 }
 
+/// A plain server error (500) to inject where the kind of failure does not matter.
+pub fn injected_error() -> StoreError {
+    StoreError::Server {
+        status: 500,
+        message: "injected fault".into(),
+    }
+}
+
 type MakeError = Arc<dyn Fn() -> StoreError + Send + Sync>;
 
 struct Fault {
@@ -37,20 +55,38 @@ struct Fault {
     /// Call numbers (1-based, counted since the store was made) that fail, inclusive.
     first: u32,
     last: u32,
+    /// For UploadPart: only calls sending this part fail.
+    part_number: Option<u32>,
     error: MakeError,
 }
 
 #[derive(Default)]
 struct State {
     calls: HashMap<Op, u32>,
+    in_flight: HashMap<Op, u32>,
+    max_in_flight: HashMap<Op, u32>,
     faults: Vec<Fault>,
     /// Cut the next `.1` GET bodies after `.0` bytes.
     body_cut: Option<(u64, u32)>,
+    /// Every GET's range, in call order; a whole-object GET is `0..u64::MAX`.
+    get_ranges: Vec<Range<u64>>,
+    /// Calls of these operations wait for (and use up) a permit.
+    gates: HashMap<Op, Arc<Semaphore>>,
+    delays: HashMap<Op, Duration>,
 }
 
 pub struct FaultyStore<S> {
     inner: S,
     state: Mutex<State>,
+}
+
+impl<S> FaultyStore<S> {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Only counters and settings live here; a panicking test thread cannot break them.
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
 impl<S: ObjectStore> FaultyStore<S> {
@@ -61,6 +97,7 @@ impl<S: ObjectStore> FaultyStore<S> {
         }
     }
 
+    /// The wrapped store, for setting up and inspecting objects without counting calls.
     pub fn inner(&self) -> &S {
         &self.inner
     }
@@ -70,6 +107,16 @@ impl<S: ObjectStore> FaultyStore<S> {
         self.state().calls.get(&op).copied().unwrap_or(0)
     }
 
+    /// The most calls of `op` that were in flight at once.
+    pub fn max_in_flight(&self, op: Op) -> u32 {
+        self.state().max_in_flight.get(&op).copied().unwrap_or(0)
+    }
+
+    /// The range of every GET so far, in call order (`0..u64::MAX` for a whole object).
+    pub fn get_ranges(&self) -> Vec<Range<u64>> {
+        self.state().get_ranges.clone()
+    }
+
     /// Fails the `k`-th call of `op` from now on (1 = the next one).
     pub fn fail_call(
         &self,
@@ -77,7 +124,7 @@ impl<S: ObjectStore> FaultyStore<S> {
         k: u32,
         error: impl Fn() -> StoreError + Send + Sync + 'static,
     ) {
-        self.add_fault(op, k, k, Arc::new(error));
+        self.add_fault(op, k, k, None, Arc::new(error));
     }
 
     /// Fails the next `n` calls of `op`.
@@ -88,8 +135,28 @@ impl<S: ObjectStore> FaultyStore<S> {
         error: impl Fn() -> StoreError + Send + Sync + 'static,
     ) {
         if n > 0 {
-            self.add_fault(op, 1, n, Arc::new(error));
+            self.add_fault(op, 1, n, None, Arc::new(error));
         }
+    }
+
+    /// Fails every call of `op` from now on.
+    pub fn fail_always(&self, op: Op, error: impl Fn() -> StoreError + Send + Sync + 'static) {
+        self.add_fault(op, 1, u32::MAX, None, Arc::new(error));
+    }
+
+    /// Fails every UploadPart of part `part_number` from now on.
+    pub fn fail_part(
+        &self,
+        part_number: u32,
+        error: impl Fn() -> StoreError + Send + Sync + 'static,
+    ) {
+        self.add_fault(
+            Op::UploadPart,
+            1,
+            u32::MAX,
+            Some(part_number),
+            Arc::new(error),
+        );
     }
 
     /// The next `times` GETs deliver `after` bytes of their body, then a Connection error.
@@ -97,41 +164,84 @@ impl<S: ObjectStore> FaultyStore<S> {
         self.state().body_cut = (times > 0).then_some((after, times));
     }
 
-    fn add_fault(&self, op: Op, from_now: u32, to_now: u32, error: MakeError) {
+    /// Holds every later call of `op` until [`release`](Self::release) lets it through.
+    pub fn hold(&self, op: Op) {
+        self.state().gates.insert(op, Arc::new(Semaphore::new(0)));
+    }
+
+    /// Lets `calls` held calls of `op` (waiting now or arriving later) through.
+    pub fn release(&self, op: Op, calls: usize) {
+        if let Some(gate) = self.state().gates.get(&op) {
+            gate.add_permits(calls);
+        }
+    }
+
+    /// Each later call of `op` takes `delay`, as over a network, so that concurrent callers
+    /// really overlap.
+    pub fn delay(&self, op: Op, delay: Duration) {
+        self.state().delays.insert(op, delay);
+    }
+
+    fn add_fault(
+        &self,
+        op: Op,
+        from_now: u32,
+        to_now: u32,
+        part_number: Option<u32>,
+        error: MakeError,
+    ) {
         let mut state = self.state();
         let done = state.calls.get(&op).copied().unwrap_or(0);
         state.faults.push(Fault {
             op,
-            first: done + from_now,
-            last: done + to_now,
+            first: done.saturating_add(from_now),
+            last: done.saturating_add(to_now),
+            part_number,
             error,
         });
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        // Only counters live here; a panicking test thread cannot leave them inconsistent.
-        self.state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    /// Counts a call of `op` and returns the injected error if this call must fail.
-    fn enter(&self, op: Op) -> StoreResult<()> {
-        let mut state = self.state();
-        let count = state.calls.entry(op).or_insert(0);
-        *count += 1;
-        let call = *count;
-        state
-            .faults
-            .retain(|fault| fault.op != op || fault.last >= call);
-        match state
-            .faults
-            .iter()
-            .find(|f| f.op == op && (f.first..=f.last).contains(&call))
-        {
-            Some(fault) => Err((fault.error)()),
-            None => Ok(()),
+    /// Counts a call of `op`, holds it at its gate and for its delay, then returns the injected
+    /// error if this call must fail. The returned guard keeps the call counted as in flight.
+    async fn enter(&self, op: Op, part_number: Option<u32>) -> StoreResult<InFlight<'_, S>> {
+        let (verdict, gate, delay) = {
+            let mut state = self.state();
+            let count = state.calls.entry(op).or_insert(0);
+            *count += 1;
+            let call = *count;
+            let in_flight = state.in_flight.entry(op).or_insert(0);
+            *in_flight += 1;
+            let now = *in_flight;
+            let most = state.max_in_flight.entry(op).or_insert(0);
+            *most = (*most).max(now);
+            state
+                .faults
+                .retain(|fault| fault.op != op || fault.last >= call);
+            let verdict = match state.faults.iter().find(|f| {
+                f.op == op
+                    && (f.first..=f.last).contains(&call)
+                    && f.part_number.is_none_or(|n| Some(n) == part_number)
+            }) {
+                Some(fault) => Err((fault.error)()),
+                None => Ok(()),
+            };
+            (
+                verdict,
+                state.gates.get(&op).cloned(),
+                state.delays.get(&op).copied(),
+            )
+        };
+        let guard = InFlight { store: self, op };
+        if let Some(gate) = gate {
+            // The gate is never closed, so acquiring only waits.
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
         }
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        verdict.map(|()| guard)
     }
 
     fn take_body_cut(&self) -> Option<u64> {
@@ -139,6 +249,20 @@ impl<S: ObjectStore> FaultyStore<S> {
         let (after, times) = state.body_cut?;
         state.body_cut = (times > 1).then_some((after, times - 1));
         Some(after)
+    }
+}
+
+/// Counts a call out of flight however it ends (even when its future is dropped).
+struct InFlight<'a, S> {
+    store: &'a FaultyStore<S>,
+    op: Op,
+}
+
+impl<S> Drop for InFlight<'_, S> {
+    fn drop(&mut self) {
+        if let Some(n) = self.store.state().in_flight.get_mut(&self.op) {
+            *n -= 1;
+        }
     }
 }
 
@@ -170,12 +294,14 @@ fn cut_body(body: ByteStream, after: u64) -> ByteStream {
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
-        self.enter(Op::Head)?;
+        let _call = self.enter(Op::Head, None).await?;
         self.inner.head(key).await
     }
 
     async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
-        self.enter(Op::Get)?;
+        let range = request.range.clone().unwrap_or(0..u64::MAX);
+        self.state().get_ranges.push(range);
+        let _call = self.enter(Op::Get, None).await?;
         let mut output = self.inner.get(request).await?;
         if let Some(after) = self.take_body_cut() {
             output.body = cut_body(output.body, after);
@@ -184,12 +310,12 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
     }
 
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
-        self.enter(Op::Put)?;
+        let _call = self.enter(Op::Put, None).await?;
         self.inner.put(key, body, options).await
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
-        self.enter(Op::CreateMultipart)?;
+        let _call = self.enter(Op::CreateMultipart, None).await?;
         self.inner.create_multipart(key, options).await
     }
 
@@ -200,7 +326,7 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         part_number: u32,
         body: Bytes,
     ) -> StoreResult<CompletedPart> {
-        self.enter(Op::UploadPart)?;
+        let _call = self.enter(Op::UploadPart, Some(part_number)).await?;
         self.inner
             .upload_part(key, upload_id, part_number, body)
             .await
@@ -212,12 +338,12 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         upload_id: &str,
         parts: Vec<CompletedPart>,
     ) -> StoreResult<PutOutput> {
-        self.enter(Op::CompleteMultipart)?;
+        let _call = self.enter(Op::CompleteMultipart, None).await?;
         self.inner.complete_multipart(key, upload_id, parts).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
-        self.enter(Op::AbortMultipart)?;
+        let _call = self.enter(Op::AbortMultipart, None).await?;
         self.inner.abort_multipart(key, upload_id).await
     }
 
@@ -227,22 +353,22 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         dest_key: &str,
         metadata: Option<UserMetadata>,
     ) -> StoreResult<PutOutput> {
-        self.enter(Op::Copy)?;
+        let _call = self.enter(Op::Copy, None).await?;
         self.inner.copy(source_key, dest_key, metadata).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.enter(Op::Delete)?;
+        let _call = self.enter(Op::Delete, None).await?;
         self.inner.delete(key).await
     }
 
     async fn list(&self, request: ListRequest) -> StoreResult<ListPage> {
-        self.enter(Op::List)?;
+        let _call = self.enter(Op::List, None).await?;
         self.inner.list(request).await
     }
 
     async fn head_bucket(&self) -> StoreResult<()> {
-        self.enter(Op::HeadBucket)?;
+        let _call = self.enter(Op::HeadBucket, None).await?;
         self.inner.head_bucket().await
     }
 }

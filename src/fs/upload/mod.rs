@@ -51,8 +51,6 @@ pub mod part_size;
 mod session;
 mod staged;
 mod streaming;
-#[cfg(test)]
-mod test_store;
 
 pub use config::UploadConfig;
 pub use error::{StoreFailure, StoreOperation, UploadError};

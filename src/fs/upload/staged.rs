@@ -223,10 +223,19 @@ async fn write_batch(file: &Arc<File>, offset: u64, batch: &mut Vec<u8>) -> io::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::upload::test_store::{Fail, TestStore};
+    use crate::store::faulty::{FaultyStore, Op as StoreOp, injected_error};
+    use crate::store::memory::MemoryStore;
     use proptest::prelude::*;
 
     const PART: u64 = 512;
+
+    type Store = FaultyStore<MemoryStore>;
+
+    fn store(min_part_size: u64) -> Arc<Store> {
+        Arc::new(FaultyStore::new(MemoryStore::with_min_part_size(
+            min_part_size,
+        )))
+    }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
@@ -238,9 +247,9 @@ mod tests {
         UploadConfig::with_small_parts(PART, limit)
     }
 
-    async fn seeded(store: &Arc<TestStore>, key: &str, data: &[u8], dir: &Path) -> StagedFile {
+    async fn seeded(store: &Arc<Store>, key: &str, data: &[u8], dir: &Path) -> StagedFile {
         let put = store
-            .memory
+            .inner()
             .put(key, Bytes::copy_from_slice(data), PutOptions::default());
         let etag = put.await.unwrap().etag;
         StagedFile::from_object(store.as_ref(), key, &etag, data.len() as u64, dir)
@@ -269,7 +278,7 @@ mod tests {
     #[tokio::test]
     async fn empty_file_uploads_an_empty_object() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut file = StagedFile::create_empty(dir.path()).await.unwrap();
         assert!(file.is_dirty());
         assert_eq!(file.size(), 0);
@@ -277,14 +286,18 @@ mod tests {
             .await
             .unwrap();
         assert!(!file.is_dirty());
-        assert!(store.memory.object("new").unwrap().data.is_empty());
-        assert_eq!((store.calls().puts, store.calls().creates), (1, 0));
+        assert!(store.inner().object("new").unwrap().data.is_empty());
+        let calls = |op| store.calls(op);
+        assert_eq!(
+            (calls(StoreOp::Put), calls(StoreOp::CreateMultipart)),
+            (1, 0)
+        );
     }
 
     #[tokio::test]
     async fn a_seeded_file_reads_as_the_object_and_is_clean() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let data = pattern(3 * 1024 * 1024 + 5, 1);
         let file = seeded(&store, "seed", &data, dir.path()).await;
         assert!(!file.is_dirty());
@@ -303,15 +316,15 @@ mod tests {
     #[tokio::test]
     async fn a_changed_object_is_not_staged() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TestStore::new(PART);
+        let store = store(PART);
         store
-            .memory
+            .inner()
             .put("moved", Bytes::from_static(b"v1"), PutOptions::default())
             .await
             .unwrap();
-        let stale = store.memory.head("moved").await.unwrap().etag;
+        let stale = store.inner().head("moved").await.unwrap().etag;
         store
-            .memory
+            .inner()
             .put("moved", Bytes::from_static(b"v2"), PutOptions::default())
             .await
             .unwrap();
@@ -328,9 +341,9 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_size_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let etag = store
-            .memory
+            .inner()
             .put("sized", Bytes::from_static(b"abc"), PutOptions::default())
             .await
             .unwrap()
@@ -352,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn edits_of_an_existing_object_upload_as_the_model() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut model = pattern(2000, 3);
         let mut file = seeded(&store, "edited", &model, dir.path()).await;
 
@@ -377,16 +390,23 @@ mod tests {
             .await
             .unwrap();
         assert!(!file.is_dirty());
-        assert_eq!(store.memory.object("edited").unwrap().data, model);
-        let calls = store.calls();
-        assert_eq!((calls.creates, calls.parts, calls.completes), (1, 6, 1));
-        assert_eq!(store.memory.pending_uploads(), 0);
+        assert_eq!(store.inner().object("edited").unwrap().data, model);
+        let calls = |op| store.calls(op);
+        assert_eq!(
+            (
+                calls(StoreOp::CreateMultipart),
+                calls(StoreOp::UploadPart),
+                calls(StoreOp::CompleteMultipart)
+            ),
+            (1, 6, 1)
+        );
+        assert_eq!(store.inner().pending_uploads(), 0);
     }
 
     #[tokio::test]
     async fn setting_the_same_length_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut file = seeded(&store, "same", b"abc", dir.path()).await;
         file.set_len(3).await.unwrap();
         file.write_at(1, b"").await.unwrap();
@@ -396,11 +416,11 @@ mod tests {
     #[tokio::test]
     async fn a_failed_upload_aborts_and_keeps_the_old_object() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let original = pattern(3000, 5);
         let mut file = seeded(&store, "kept", &original, dir.path()).await;
         file.write_at(0, b"changed").await.unwrap();
-        store.fail(Fail::Part(4));
+        store.fail_part(4, injected_error);
         let error = file
             .upload(store.clone(), "kept", PutOptions::default(), config(2))
             .await
@@ -410,22 +430,24 @@ mod tests {
             Some(StoreOperation::UploadPart { part_number: 4 })
         );
         assert!(file.is_dirty());
-        assert_eq!(store.memory.pending_uploads(), 0);
-        assert_eq!(store.memory.object("kept").unwrap().data, original);
+        assert_eq!(store.inner().pending_uploads(), 0);
+        assert_eq!(store.inner().object("kept").unwrap().data, original);
     }
 
     #[tokio::test]
     async fn parts_in_flight_never_exceed_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TestStore::with_part_delay(PART, std::time::Duration::from_millis(5));
+        let store = store(PART);
+        // Parts take a while, as over a network, so the limit is actually reached.
+        store.delay(StoreOp::UploadPart, std::time::Duration::from_millis(5));
         let data = pattern(20 * PART as usize, 6);
         let mut file = StagedFile::create_empty(dir.path()).await.unwrap();
         file.write_at(0, &data).await.unwrap();
         file.upload(store.clone(), "bounded", PutOptions::default(), config(3))
             .await
             .unwrap();
-        assert_eq!(store.memory.object("bounded").unwrap().data, data);
-        let most = store.max_parts_in_flight();
+        assert_eq!(store.inner().object("bounded").unwrap().data, data);
+        let most = store.max_in_flight(StoreOp::UploadPart);
         assert!(
             (2..=3).contains(&most),
             "{most} parts in flight with a limit of 3"
@@ -451,7 +473,7 @@ mod tests {
     #[tokio::test]
     async fn the_staging_file_never_appears_in_the_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let file = seeded(&store, "anon", b"abc", dir.path()).await;
         let mut empty = StagedFile::create_empty(dir.path()).await.unwrap();
         empty.write_at(0, b"data").await.unwrap();
@@ -485,7 +507,7 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let (uploaded, model) = runtime.block_on(async {
                 let dir = tempfile::tempdir().unwrap();
-                let store = TestStore::new(PART);
+                let store = store(PART);
                 let mut file = seeded(&store, "p", &initial, dir.path()).await;
                 let mut model = initial.clone();
                 for op in &ops {
@@ -503,8 +525,8 @@ mod tests {
                 }
                 assert_eq!(read_all(&file).await, model);
                 file.upload(store.clone(), "p", PutOptions::default(), config(limit)).await.unwrap();
-                assert_eq!(store.memory.pending_uploads(), 0);
-                (store.memory.object("p").unwrap().data, model)
+                assert_eq!(store.inner().pending_uploads(), 0);
+                (store.inner().object("p").unwrap().data, model)
             });
             prop_assert_eq!(uploaded, model);
         }

@@ -152,19 +152,39 @@ mod tests {
     use super::*;
     use crate::fs::upload::StoreOperation;
     use crate::fs::upload::session::abort_failures;
-    use crate::fs::upload::test_store::{Fail, TestStore};
     use crate::store::UserMetadata;
+    use crate::store::faulty::{FaultyStore, Op, injected_error};
+    use crate::store::memory::MemoryStore;
     use proptest::prelude::*;
 
     const PART: u64 = 1024;
 
-    fn upload(store: &Arc<TestStore>, key: &str, max_in_flight: usize) -> StreamingUpload {
+    type Store = FaultyStore<MemoryStore>;
+
+    fn store(min_part_size: u64) -> Arc<Store> {
+        Arc::new(FaultyStore::new(MemoryStore::with_min_part_size(
+            min_part_size,
+        )))
+    }
+
+    fn upload(store: &Arc<Store>, key: &str, max_in_flight: usize) -> StreamingUpload {
         let config = UploadConfig::with_small_parts(PART, max_in_flight);
         StreamingUpload::new(
             store.clone(),
             key.to_string(),
             PutOptions::default(),
             config,
+        )
+    }
+
+    /// Calls of Put, CreateMultipart, UploadPart and CompleteMultipart so far.
+    fn upload_calls(store: &Store) -> (u32, u32, u32, u32) {
+        let calls = |op| store.calls(op);
+        (
+            calls(Op::Put),
+            calls(Op::CreateMultipart),
+            calls(Op::UploadPart),
+            calls(Op::CompleteMultipart),
         )
     }
 
@@ -190,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_file_is_one_put_and_no_multipart_call() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut metadata = UserMetadata::new();
         metadata.insert("owner".into(), "ledger".into());
         let options = PutOptions {
@@ -204,70 +224,64 @@ mod tests {
         assert_eq!(upload.bytes_written(), 700);
         let output = upload.finish().await.unwrap();
 
-        let object = store.memory.object("small").unwrap();
+        let object = store.inner().object("small").unwrap();
         assert_eq!(object.data, data);
         assert_eq!(object.etag, output.etag);
         assert_eq!(object.metadata, metadata);
         assert_eq!(object.content_type.as_deref(), Some("a/b"));
-        let calls = store.calls();
-        assert_eq!(
-            (calls.puts, calls.creates, calls.parts, calls.completes),
-            (1, 0, 0, 0)
-        );
+        assert_eq!(upload_calls(&store), (1, 0, 0, 0));
     }
 
     #[tokio::test]
     async fn a_file_of_exactly_one_part_is_still_one_put() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut upload = upload(&store, "one-part", 4);
         let data = pattern(PART as usize);
         write_all(&mut upload, &data, 256).await.unwrap();
         upload.finish().await.unwrap();
-        assert_eq!(store.memory.object("one-part").unwrap().data, data);
-        assert_eq!((store.calls().puts, store.calls().creates), (1, 0));
+        assert_eq!(store.inner().object("one-part").unwrap().data, data);
+        let calls = |op| store.calls(op);
+        assert_eq!((calls(Op::Put), calls(Op::CreateMultipart)), (1, 0));
     }
 
     #[tokio::test]
     async fn empty_file_becomes_an_empty_object() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         upload(&store, "empty", 4).finish().await.unwrap();
-        assert!(store.memory.object("empty").unwrap().data.is_empty());
-        assert_eq!((store.calls().puts, store.calls().creates), (1, 0));
+        assert!(store.inner().object("empty").unwrap().data.is_empty());
+        let calls = |op| store.calls(op);
+        assert_eq!((calls(Op::Put), calls(Op::CreateMultipart)), (1, 0));
     }
 
     #[tokio::test]
     async fn large_file_streams_as_parts() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut upload = upload(&store, "large", 4);
         let data = pattern(10 * PART as usize);
         write_all(&mut upload, &data, 333).await.unwrap();
         let output = upload.finish().await.unwrap();
 
-        let object = store.memory.object("large").unwrap();
+        let object = store.inner().object("large").unwrap();
         assert_eq!(object.data, data);
         assert!(output.etag.ends_with("-10\""), "{}", output.etag);
-        let calls = store.calls();
-        assert_eq!(
-            (calls.puts, calls.creates, calls.parts, calls.completes),
-            (0, 1, 10, 1)
-        );
-        assert_eq!(store.memory.pending_uploads(), 0);
+        assert_eq!(upload_calls(&store), (0, 1, 10, 1));
+        assert_eq!(store.inner().pending_uploads(), 0);
     }
 
     #[tokio::test]
     async fn a_short_last_part_is_sent_at_finish() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut upload = upload(&store, "ragged", 2);
         let data = pattern(3 * PART as usize + 17);
         write_all(&mut upload, &data, 1000).await.unwrap();
         upload.finish().await.unwrap();
-        assert_eq!(store.memory.object("ragged").unwrap().data, data);
-        assert_eq!(store.calls().parts, 4);
+        assert_eq!(store.inner().object("ragged").unwrap().data, data);
+        assert_eq!(store.calls(Op::UploadPart), 4);
     }
 
     #[tokio::test]
     async fn out_of_order_writes_are_refused_and_harmless() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut upload = upload(&store, "seq", 4);
         upload.write(0, b"0123456789").await.unwrap();
         for offset in [5, 11, 0] {
@@ -279,15 +293,15 @@ mod tests {
         upload.write(10, b"ab").await.unwrap();
         upload.finish().await.unwrap();
         assert_eq!(
-            store.memory.object("seq").unwrap().data,
+            store.inner().object("seq").unwrap().data,
             &b"0123456789ab"[..]
         );
     }
 
     #[tokio::test]
     async fn a_failed_part_aborts_the_upload_and_leaves_no_object() {
-        let store = TestStore::new(PART);
-        store.fail(Fail::Part(3));
+        let store = store(PART);
+        store.fail_part(3, injected_error);
         let mut upload = upload(&store, "broken", 4);
         let data = pattern(10 * PART as usize);
         let written = write_all(&mut upload, &data, 512).await;
@@ -297,15 +311,15 @@ mod tests {
         assert!(is_part_failure(&error, 3), "{error}");
         assert!(error.to_string().contains("UploadPart 3"), "{error}");
         assert!(error.store_error().is_some());
-        assert_eq!(store.memory.pending_uploads(), 0);
-        assert!(store.memory.object("broken").is_none());
-        assert_eq!(store.calls().aborts, 1);
+        assert_eq!(store.inner().pending_uploads(), 0);
+        assert!(store.inner().object("broken").is_none());
+        assert_eq!(store.calls(Op::AbortMultipart), 1);
     }
 
     #[tokio::test]
     async fn after_a_part_fails_every_write_fails_at_once() {
-        let store = TestStore::new(PART);
-        store.fail(Fail::Part(1));
+        let store = store(PART);
+        store.fail_part(1, injected_error);
         let mut upload = upload(&store, "sticky", 1);
         let data = pattern(2 * PART as usize);
         upload.write(0, &data).await.unwrap();
@@ -313,22 +327,22 @@ mod tests {
         let first = upload.write(data.len() as u64, b"x").await.unwrap_err();
         assert!(is_part_failure(&first, 1), "{first}");
 
-        let parts_before = store.calls().parts;
+        let parts_before = store.calls(Op::UploadPart);
         let again = upload.write(data.len() as u64, b"x").await.unwrap_err();
         assert!(is_part_failure(&again, 1), "{again}");
         let wrong_offset = upload.write(0, b"x").await.unwrap_err();
         assert!(is_part_failure(&wrong_offset, 1), "{wrong_offset}");
-        assert_eq!(store.calls().parts, parts_before);
+        assert_eq!(store.calls(Op::UploadPart), parts_before);
 
         let finished = upload.finish().await.unwrap_err();
         assert!(is_part_failure(&finished, 1), "{finished}");
-        assert_eq!(store.memory.pending_uploads(), 0);
-        assert!(store.memory.object("sticky").is_none());
+        assert_eq!(store.inner().pending_uploads(), 0);
+        assert!(store.inner().object("sticky").is_none());
     }
 
     #[tokio::test]
     async fn unsent_bytes_can_be_taken_back_until_a_part_leaves() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut upload = upload(&store, "unsent", 4);
         let data = pattern(PART as usize);
         upload.write(0, &data[..100]).await.unwrap();
@@ -337,12 +351,12 @@ mod tests {
             panic!("nothing was sent")
         };
         assert_eq!(unsent, data);
-        assert_eq!(store.calls().creates, 0);
+        assert_eq!(store.calls(Op::CreateMultipart), 0);
     }
 
     #[tokio::test]
     async fn sent_bytes_cannot_be_taken_back() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut upload = upload(&store, "sent", 4);
         let data = pattern(PART as usize + 1);
         upload.write(0, &data).await.unwrap();
@@ -351,14 +365,14 @@ mod tests {
         };
         assert_eq!(upload.bytes_written(), data.len() as u64);
         upload.finish().await.unwrap();
-        assert_eq!(store.memory.object("sent").unwrap().data, data);
-        assert_eq!(store.calls().creates, 1);
+        assert_eq!(store.inner().object("sent").unwrap().data, data);
+        assert_eq!(store.calls(Op::CreateMultipart), 1);
     }
 
     #[tokio::test]
     async fn bytes_lost_to_a_failed_create_are_not_handed_back() {
-        let store = TestStore::new(PART);
-        store.fail(Fail::Create);
+        let store = store(PART);
+        store.fail_always(Op::CreateMultipart, injected_error);
         let mut upload = upload(&store, "lost", 4);
         let data = pattern(PART as usize + 1);
         assert!(upload.write(0, &data).await.is_err());
@@ -367,8 +381,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_complete_aborts_the_upload() {
-        let store = TestStore::new(PART);
-        store.fail(Fail::Complete);
+        let store = store(PART);
+        store.fail_always(Op::CompleteMultipart, injected_error);
         let mut upload = upload(&store, "incomplete", 4);
         write_all(&mut upload, &pattern(5 * PART as usize), 700)
             .await
@@ -378,14 +392,14 @@ mod tests {
             error.failed_operation(),
             Some(StoreOperation::CompleteMultipartUpload)
         );
-        assert_eq!(store.memory.pending_uploads(), 0);
-        assert!(store.memory.object("incomplete").is_none());
+        assert_eq!(store.inner().pending_uploads(), 0);
+        assert!(store.inner().object("incomplete").is_none());
     }
 
     #[tokio::test]
     async fn a_failed_create_is_sticky_and_leaves_nothing() {
-        let store = TestStore::new(PART);
-        store.fail(Fail::Create);
+        let store = store(PART);
+        store.fail_always(Op::CreateMultipart, injected_error);
         let mut upload = upload(&store, "uncreated", 4);
         let error = write_all(&mut upload, &pattern(3 * PART as usize), 700)
             .await
@@ -399,26 +413,26 @@ mod tests {
             finished.failed_operation(),
             Some(StoreOperation::CreateMultipartUpload)
         );
-        assert_eq!(store.calls().parts, 0);
-        assert!(store.memory.object("uncreated").is_none());
+        assert_eq!(store.calls(Op::UploadPart), 0);
+        assert!(store.inner().object("uncreated").is_none());
     }
 
     #[tokio::test]
     async fn a_failed_put_reports_the_put() {
-        let store = TestStore::new(PART);
-        store.fail(Fail::Put);
+        let store = store(PART);
+        store.fail_always(Op::Put, injected_error);
         let mut upload = upload(&store, "unput", 4);
         upload.write(0, b"hello").await.unwrap();
         let error = upload.finish().await.unwrap_err();
         assert_eq!(error.failed_operation(), Some(StoreOperation::PutObject));
-        assert!(store.memory.object("unput").is_none());
+        assert!(store.inner().object("unput").is_none());
     }
 
     #[tokio::test]
     async fn a_failed_abort_is_counted_and_the_cause_is_returned() {
-        let store = TestStore::new(PART);
-        store.fail(Fail::Part(2));
-        store.fail(Fail::Abort);
+        let store = store(PART);
+        store.fail_part(2, injected_error);
+        store.fail_always(Op::AbortMultipart, injected_error);
         let before = abort_failures();
         let mut upload = upload(&store, "orphan", 4);
         let written = write_all(&mut upload, &pattern(4 * PART as usize), 1000).await;
@@ -426,63 +440,72 @@ mod tests {
         let error = written.err().or(finished.err()).unwrap();
         assert!(is_part_failure(&error, 2), "{error}");
         assert!(abort_failures() > before);
-        assert!(store.memory.object("orphan").is_none());
+        assert!(store.inner().object("orphan").is_none());
     }
 
     #[tokio::test]
     async fn explicit_abort_leaves_nothing() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut upload = upload(&store, "abandoned", 4);
         write_all(&mut upload, &pattern(5 * PART as usize), 1000)
             .await
             .unwrap();
         upload.abort().await;
-        assert_eq!(store.memory.pending_uploads(), 0);
-        assert!(store.memory.object("abandoned").is_none());
-        assert_eq!(store.calls().aborts, 1);
+        assert_eq!(store.inner().pending_uploads(), 0);
+        assert!(store.inner().object("abandoned").is_none());
+        assert_eq!(store.calls(Op::AbortMultipart), 1);
     }
 
     #[tokio::test]
     async fn dropping_an_unfinished_upload_aborts_it() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut upload = upload(&store, "dropped", 4);
         write_all(&mut upload, &pattern(5 * PART as usize), 1000)
             .await
             .unwrap();
-        assert_eq!(store.memory.pending_uploads(), 1);
+        assert_eq!(store.inner().pending_uploads(), 1);
         drop(upload);
         // The abort runs as a spawned task; give it the runtime (bounded wait, not a timing test).
         for _ in 0..1000 {
-            if store.memory.pending_uploads() == 0 {
+            if store.inner().pending_uploads() == 0 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        assert_eq!(store.memory.pending_uploads(), 0);
-        assert!(store.memory.object("dropped").is_none());
+        assert_eq!(store.inner().pending_uploads(), 0);
+        assert!(store.inner().object("dropped").is_none());
     }
 
     #[tokio::test]
     async fn dropping_a_small_unfinished_upload_calls_nothing() {
-        let store = TestStore::new(PART);
+        let store = store(PART);
         let mut upload = upload(&store, "tiny", 4);
         upload.write(0, b"abc").await.unwrap();
         drop(upload);
         tokio::task::yield_now().await;
-        let calls = store.calls();
-        assert_eq!((calls.puts, calls.creates, calls.aborts), (0, 0, 0));
+        let calls = |op| store.calls(op);
+        assert_eq!(
+            (
+                calls(Op::Put),
+                calls(Op::CreateMultipart),
+                calls(Op::AbortMultipart)
+            ),
+            (0, 0, 0)
+        );
     }
 
     #[tokio::test]
     async fn parts_in_flight_never_exceed_the_limit() {
         for limit in [1, 2, 3] {
-            let store = TestStore::with_part_delay(PART, std::time::Duration::from_millis(5));
+            let store = store(PART);
+            // Parts take a while, as over a network, so the limit is actually reached.
+            store.delay(Op::UploadPart, std::time::Duration::from_millis(5));
             let mut upload = upload(&store, "bounded", limit);
             let data = pattern(20 * PART as usize);
             write_all(&mut upload, &data, 4096).await.unwrap();
             upload.finish().await.unwrap();
-            assert_eq!(store.memory.object("bounded").unwrap().data, data);
-            let most = store.max_parts_in_flight();
+            assert_eq!(store.inner().object("bounded").unwrap().data, data);
+            let most = store.max_in_flight(Op::UploadPart) as usize;
             assert!(
                 most <= limit,
                 "{most} parts in flight with a limit of {limit}"
@@ -503,7 +526,7 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let data = pattern(len);
             let object = runtime.block_on(async {
-                let store = TestStore::new(part);
+                let store = store(part);
                 let config = UploadConfig::with_small_parts(part, limit);
                 let mut upload =
                     StreamingUpload::new(store.clone(), "p".into(), PutOptions::default(), config);
@@ -517,8 +540,8 @@ mod tests {
                     offset = end;
                 }
                 upload.finish().await.unwrap();
-                assert_eq!(store.memory.pending_uploads(), 0);
-                store.memory.object("p").unwrap().data
+                assert_eq!(store.inner().pending_uploads(), 0);
+                store.inner().object("p").unwrap().data
             });
             prop_assert_eq!(object, data);
         }
