@@ -1,11 +1,11 @@
 //! The local S3 server that the quickstart, the tests and the benchmarks share.
 //!
 //! - Protocol: [s3s] parses requests, checks SigV4 signatures against one access/secret key
-//!   pair and writes the XML; [`s3`] implements the operations scribefs, s3fs and rclone use.
+//!   pair and writes the XML; `s3` implements the operations scribefs, s3fs and rclone use.
 //! - Data: each bucket is a [`MemoryStore`], which keeps S3's key semantics (`a` and `a/b`
 //!   coexist, `dir/` is an ordinary key, byte-order listings). With a root directory every
-//!   change is written through to disk ([`persist`]) and loaded back at start.
-//! - Realism: [`emulation`] adds latency before each response, a per-connection bandwidth cap
+//!   change is written through to disk (`persist`) and loaded back at start.
+//! - Realism: `emulation` adds latency before each response, a per-connection bandwidth cap
 //!   and random failures (500, 503, dropped connections, bodies cut midway).
 //! - Observability: requests are counted by operation ([`RequestStats`]), readable in process
 //!   and over HTTP at `GET /_scribefs/stats` ([`control`]).

@@ -1,4 +1,4 @@
-//! Scribe Ledger's segment key scheme and its segment API on top of any [`ObjectStore`].
+//! Scribe Ledger's segment key scheme and its segment API on top of any [`ObjectStore`](crate::store::ObjectStore).
 //!
 //! The ledger archives segment `id` as `segments/segment-{id:016x}.bin` with a JSON sidecar
 //! `segments/segment-{id:016x}.meta.json`. Payloads are opaque bytes here; [`codec`] knows the

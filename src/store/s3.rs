@@ -8,7 +8,7 @@
 //!   therefore on the wire at once, so hyper never needs more than `pool_size` connections.
 //! - **Timeouts.** `timeout_secs` bounds connecting and each attempt up to the response headers;
 //!   a body that stalls mid-way is caught by the SDK's stalled-stream protection (kept on).
-//! - **Errors** are classified in [`errors`] from typed SDK facts, never from display strings.
+//! - **Errors** are classified in `errors` from typed SDK facts, never from display strings.
 //! - **Small requests are fast.** The SDK's default hyper client sets `TCP_NODELAY` (smithy
 //!   http-client 1.5 does so by default), so a small GET is not held back by Nagle's algorithm.
 
