@@ -240,3 +240,27 @@ fn walking_a_large_tree_twice_does_not_grow_memory() {
         "RSS grew from {first} KiB to {second} KiB"
     );
 }
+
+#[test]
+fn a_file_closed_by_another_thread_of_the_opener_is_in_s3_when_close_returns() {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let mount = Mount::new(&[]);
+    for round in 0..5 {
+        let name = format!("threaded-{round}.bin");
+        let mut file = std::fs::File::create(mount.path(&name)).unwrap();
+        file.write_all(b"written by one thread, closed by another")
+            .unwrap();
+        let fd = file.into_raw_fd();
+        // SAFETY: the fd is ours alone; it is closed exactly once, in that thread.
+        let closed = std::thread::spawn(move || unsafe { libc::close(fd) })
+            .join()
+            .unwrap();
+        assert_eq!(closed, 0);
+        let object = mount.server.bucket("test").object(&name);
+        assert!(
+            object.is_some(),
+            "round {round}: close returned before the upload"
+        );
+    }
+}

@@ -24,10 +24,11 @@ pub struct FuseAdapter {
     fs: Arc<Fs>,
     runtime: tokio::runtime::Handle,
     ttl: Duration,
-    /// The process that opened each write handle. A FLUSH from another process is the close of
-    /// a descriptor it inherited (fork, then exec closes it): uploading then would put half a
-    /// file in S3 in the middle of the opener's writes, so only the opener's closes upload
-    /// (and the last close, release, always does).
+    /// The process (thread group) that opened each write handle. A FLUSH from another process
+    /// is the close of a descriptor it inherited (fork, then exec closes it): uploading then
+    /// would put half a file in S3 in the middle of the opener's writes, so only the opener's
+    /// closes upload (and the last close, release, always does). Threads of the opener count
+    /// as the opener: a program may open in one thread and close in another.
     openers: Arc<Mutex<HashMap<u64, u32>>>,
 }
 
@@ -48,6 +49,16 @@ impl FuseAdapter {
     {
         self.runtime.spawn(work(self.fs.clone()));
     }
+}
+
+/// The process a thread belongs to: FUSE names the calling thread, not its process.
+fn thread_group(tid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(tid)
 }
 
 fn errno(error: &FsError) -> Errno {
@@ -253,7 +264,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (openers, pid) = (self.openers.clone(), req.pid());
+        let (openers, pid) = (self.openers.clone(), thread_group(req.pid()));
         let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         self.spawn(move |fs| async move {
             match fs.open(ino.0, flags.0).await {
@@ -282,7 +293,7 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        let (openers, pid) = (self.openers.clone(), req.pid());
+        let (openers, pid) = (self.openers.clone(), thread_group(req.pid()));
         self.spawn(move |fs| async move {
             match fs.create(parent.0, &name, mode & !umask).await {
                 // A new file exists only if its upload succeeds at close: a zero TTL makes the
@@ -351,10 +362,8 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        if lock(&self.openers)
-            .get(&fh.0)
-            .is_some_and(|&opener| opener != req.pid())
-        {
+        let opener = lock(&self.openers).get(&fh.0).copied();
+        if opener.is_some_and(|opener| opener != thread_group(req.pid())) {
             return reply.ok();
         }
         self.spawn(move |fs| async move {
