@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::attr::{Attr, attr_of};
 use super::error::{FsError, FsResult};
-use super::inode::{Attrs, Ino, Kind, Origin, ROOT_INO};
+use super::inode::{Attrs, Ino, Kind, Origin};
 use super::{Fs, lock};
 use crate::store::{ListRequest, PutOptions, StoreError};
 use bytes::Bytes;
@@ -345,10 +345,6 @@ impl Fs {
             block_size: 4096,
             name_max: 255,
         }
-    }
-
-    pub fn root() -> Ino {
-        ROOT_INO
     }
 }
 

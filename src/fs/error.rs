@@ -32,8 +32,6 @@ pub enum FsError {
     BadHandle,
     #[error("no such attribute")]
     NoAttribute,
-    #[error("buffer too small")]
-    Range,
     #[error("too many entries: {0}")]
     TooMany(String),
     #[error(transparent)]
@@ -62,7 +60,6 @@ impl FsError {
             FsError::Unsupported(_) => libc::ENOTSUP,
             FsError::BadHandle => libc::EBADF,
             FsError::NoAttribute => libc::ENODATA,
-            FsError::Range => libc::ERANGE,
             // EXDEV makes `mv` fall back to copying, which is what a too-large rename wants.
             FsError::TooMany(_) => libc::EXDEV,
             FsError::Store(e) => store_errno(e),

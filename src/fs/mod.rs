@@ -42,7 +42,7 @@ use crate::store::ObjectStore;
 pub use attr::{Attr, SetAttr};
 pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
-use inode::{Ino, InodeTable};
+use inode::InodeTable;
 pub use layout::{Layout, LayoutKind};
 
 /// What a mount is configured with (the CLI builds it from flags).
@@ -144,10 +144,6 @@ impl Fs {
         &self.store
     }
 
-    pub fn read_path(&self) -> &ReadPath {
-        &self.reads
-    }
-
     fn inodes(&self) -> MutexGuard<'_, InodeTable> {
         lock(&self.inodes)
     }
@@ -173,11 +169,6 @@ impl Fs {
         }
     }
 
-    /// Number of inodes held, for tests of memory bounds.
-    pub fn inode_count(&self) -> usize {
-        self.inodes().len()
-    }
-
     /// Waits for every open writer to finish its upload (used at unmount).
     pub async fn flush_all(&self) {
         let writers: Vec<_> = lock(&self.writers).drain().collect();
@@ -197,6 +188,5 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub use inode::ROOT_INO;
-pub type Inode = Ino;
 #[cfg(test)]
 mod tests;
