@@ -5,19 +5,8 @@ mod common;
 use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use bytes::Bytes;
 use common::devserver::Server;
-use common::mount::{BUCKET, Mount};
-use scribefs::store::{ObjectStore, PutOptions};
-
-fn put_directly(server: &Server, key: &str, data: &[u8]) {
-    let bucket = server.bucket(BUCKET);
-    let body = Bytes::copy_from_slice(data);
-    server
-        .runtime
-        .block_on(bucket.put(key, body, PutOptions::default()))
-        .expect("direct put");
-}
+use common::mount::{BUCKET, Mount, put_directly};
 
 #[test]
 fn owner_and_mode_options_apply_to_files_without_metadata() {

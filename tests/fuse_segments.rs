@@ -7,12 +7,10 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use bytes::Bytes;
 use common::devserver::Server;
-use common::mount::{BUCKET, Mount};
+use common::mount::{BUCKET, Mount, assert_fails_with, put_directly};
 use scribefs::devserver::DevServerConfig;
 use scribefs::segment::{SegmentFile, file_name};
-use scribefs::store::{ObjectStore, PutOptions};
 
 /// Ids of the four demo segments the dev server seeds (0x1000 + i*7 + (i%3)*2).
 const SEEDED: [u64; 4] = [0x1000, 0x1009, 0x1012, 0x1015];
@@ -22,14 +20,6 @@ fn seeded_server() -> Server {
         seed_segments: SEEDED.len(),
         ..DevServerConfig::for_tests(&[BUCKET])
     })
-}
-
-fn put_directly(server: &Server, key: &str, data: &[u8]) {
-    let store = server.bucket(BUCKET);
-    server
-        .runtime
-        .block_on(store.put(key, Bytes::copy_from_slice(data), PutOptions::default()))
-        .unwrap();
 }
 
 fn object_bytes(mount: &Mount, key: &str) -> Option<Vec<u8>> {
@@ -54,19 +44,6 @@ fn readdir_order(dir: &Path) -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect()
-}
-
-fn assert_fails_with(mount: &Mount, script: &str, message: &str) {
-    let output = mount.sh(script);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "`{script}` succeeded but should fail with {message}"
-    );
-    assert!(
-        stderr.contains(message),
-        "`{script}` failed with {stderr:?}, expected {message:?}"
-    );
 }
 
 /// getxattr(2) of `name` on `path`, as bytes.

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::devserver::Server;
-use common::mount::{BUCKET, Mount, is_mounted, scribefs};
-use scribefs::store::{ObjectStore, PutOptions};
+use common::mount::{
+    BUCKET, Mount, assert_fails_with, delete_directly, is_mounted, put_directly, scribefs,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -124,36 +124,8 @@ fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Runs `script` on the mount, which must fail with `message` (the strerror of the errno).
-fn assert_fails_with(mount: &Mount, script: &str, message: &str) {
-    let output = mount.sh(script);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "`{script}` succeeded but should fail with {message}"
-    );
-    assert!(
-        stderr.contains(message),
-        "`{script}` failed with {stderr:?}, expected {message:?}"
-    );
-}
-
 fn quote(path: &Path) -> String {
     format!("'{}'", path.display())
-}
-
-/// Puts an object "from another client", bypassing the mount.
-fn put_directly(server: &Server, key: &str, data: &[u8]) {
-    let store = server.bucket(BUCKET);
-    server
-        .runtime
-        .block_on(store.put(key, Bytes::copy_from_slice(data), PutOptions::default()))
-        .unwrap();
-}
-
-fn delete_directly(server: &Server, key: &str) {
-    let store = server.bucket(BUCKET);
-    server.runtime.block_on(store.delete(key)).unwrap();
 }
 
 fn object_bytes(mount: &Mount, key: &str) -> Vec<u8> {

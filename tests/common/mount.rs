@@ -140,3 +140,38 @@ pub fn is_mounted(dir: &Path) -> bool {
     info.lines()
         .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
 }
+
+/// Puts an object into bucket `test` "from another client", bypassing any mount.
+pub fn put_directly(server: &Server, key: &str, data: &[u8]) {
+    use scribefs::store::{ObjectStore, PutOptions};
+    let store = server.bucket(BUCKET);
+    let body = bytes::Bytes::copy_from_slice(data);
+    server
+        .runtime
+        .block_on(store.put(key, body, PutOptions::default()))
+        .expect("direct put");
+}
+
+/// Deletes an object of bucket `test` "from another client".
+pub fn delete_directly(server: &Server, key: &str) {
+    use scribefs::store::ObjectStore;
+    let store = server.bucket(BUCKET);
+    server
+        .runtime
+        .block_on(store.delete(key))
+        .expect("direct delete");
+}
+
+/// Runs `script` on the mount, which must fail with `message` (the strerror of the errno).
+pub fn assert_fails_with(mount: &Mount, script: &str, message: &str) {
+    let output = mount.sh(script);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "`{script}` succeeded but should fail with {message}"
+    );
+    assert!(
+        stderr.contains(message),
+        "`{script}` failed with {stderr:?}, expected {message:?}"
+    );
+}
