@@ -264,12 +264,14 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (openers, pid) = (self.openers.clone(), thread_group(req.pid()));
         let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        // Only writers need their process recorded; reads skip the /proc lookup.
+        let opener = writing.then(|| thread_group(req.pid()));
+        let openers = self.openers.clone();
         self.spawn(move |fs| async move {
             match fs.open(ino.0, flags.0).await {
                 Ok(opened) => {
-                    if writing {
+                    if let Some(pid) = opener {
                         lock(&openers).insert(opened.handle, pid);
                     }
                     reply.opened(FileHandle(opened.handle), open_flags(opened.keep_cache))
