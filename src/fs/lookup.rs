@@ -116,7 +116,7 @@ impl Fs {
     }
 
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
-        let (key, stale_file) = {
+        let key = {
             let inodes = self.inodes();
             let node = inodes.get(ino).ok_or(FsError::NotFound)?;
             let stale = node.kind == Kind::File
@@ -127,9 +127,8 @@ impl Fs {
             if !stale {
                 return Ok(attr_of(node, &self.config));
             }
-            (node.key.clone(), stale)
+            node.key.clone()
         };
-        debug_assert!(stale_file);
         match self.store.head(&key).await {
             Ok(meta) => {
                 let mut inodes = self.inodes();
