@@ -1,7 +1,8 @@
 //! scribefs: mount an S3 bucket, first of all a Scribe Ledger segment bucket, as a directory.
 //!
 //! Layers, one module each, dependencies pointing down only:
-//! `cli` (parsing, config, commands) -> `fs` (FUSE) -> `cache` -> `store` (S3);
+//! `cli` (parsing, config, commands) -> `fs` (FUSE) -> `cache` (reads) and `upload` (writes)
+//! -> `store` (S3);
 //! `segment` holds the ledger's key scheme and segment API; `devserver` is the local S3 server
 //! that the quickstart, the tests and the benchmarks share.
 
@@ -11,3 +12,4 @@ pub mod devserver;
 pub mod fs;
 pub mod segment;
 pub mod store;
+pub mod upload;

@@ -9,10 +9,10 @@ use tokio::io::AsyncReadExt;
 
 use super::args::SegmentsCommand;
 use super::{CliError, connect};
-use crate::fs::upload::{StreamingUpload, UploadConfig};
 use crate::segment::{SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
 use crate::store::{GetRequest, ObjectStore, PutOptions};
+use crate::upload::{StreamingUpload, UploadConfig};
 
 /// Bytes read from the input file per upload write.
 const READ_CHUNK: usize = 1 << 20;

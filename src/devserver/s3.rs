@@ -16,7 +16,7 @@ use crate::store::memory::StoredObject;
 use crate::store::{CompletedPart as StoreCompletedPart, ObjectStore, PutOptions, StoreError};
 
 /// S3's largest single PUT; bodies are collected in memory, so this bounds the buffer.
-const MAX_PUT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+use crate::store::limits::S3_MAX_PUT_SIZE as MAX_PUT_SIZE;
 /// S3's answer for objects stored without a content type.
 const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 

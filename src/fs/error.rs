@@ -1,8 +1,8 @@
 //! The file system's error type and the one place every error becomes an errno. The matches
 //! are exhaustive on purpose: a new variant anywhere below forces a decision here.
 
-use crate::fs::upload::UploadError;
 use crate::store::StoreError;
+use crate::upload::UploadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {

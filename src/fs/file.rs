@@ -13,10 +13,10 @@ use bytes::Bytes;
 use super::attr::{Attr, SetAttr, attr_of};
 use super::error::{FsError, FsResult};
 use super::inode::{Attrs, Ino, Kind, Origin};
-use super::upload::{StagedFile, StreamingUpload, UploadConfig};
 use super::{Fs, LayoutKind, lock};
 use crate::cache::ObjectVersion;
 use crate::store::{PutOptions, UserMetadata};
+use crate::upload::{StagedFile, StreamingUpload, UploadConfig};
 
 /// Streams zeros until the upload holds `end` bytes.
 async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {

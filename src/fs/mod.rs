@@ -22,7 +22,6 @@
 pub mod error;
 pub mod inode;
 pub mod layout;
-pub mod upload;
 
 mod attr;
 mod dir;

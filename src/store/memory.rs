@@ -11,16 +11,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
+use super::limits::{S3_MAX_PARTS, S3_MIN_PART_SIZE};
 use super::listing::list_page;
 use super::{
     CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta, ObjectStore,
     ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
 };
 
-/// S3 refuses parts smaller than this (except the last) when completing an upload.
-pub const S3_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-/// S3's limit on parts per upload.
-pub const S3_MAX_PARTS: u32 = 10_000;
 /// GET bodies are streamed in chunks of this size, as a network body would arrive.
 const BODY_CHUNK: usize = 64 * 1024;
 

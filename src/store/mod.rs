@@ -11,6 +11,7 @@
 pub mod config;
 pub mod error;
 pub mod faulty;
+pub mod limits;
 pub mod listing;
 pub mod memory;
 pub mod retry;

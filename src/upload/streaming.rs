@@ -150,11 +150,11 @@ impl StreamingUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::upload::StoreOperation;
-    use crate::fs::upload::session::abort_failures;
     use crate::store::UserMetadata;
     use crate::store::faulty::{FaultyStore, Op, injected_error};
     use crate::store::memory::MemoryStore;
+    use crate::upload::StoreOperation;
+    use crate::upload::session::abort_failures;
     use proptest::prelude::*;
 
     const PART: u64 = 1024;

@@ -8,12 +8,9 @@
 //! [`PARTS_PER_TIER`] parts, so the part size stays near a thousandth of the bytes written so far
 //! and 10,000 parts reach past 5 TiB even from the 5 MiB minimum (see the tests).
 
-pub use crate::store::memory::{S3_MAX_PARTS, S3_MIN_PART_SIZE};
-
-/// S3 refuses parts larger than this.
-pub const S3_MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
-/// S3 refuses objects larger than this.
-pub const S3_MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+pub use crate::store::limits::{
+    S3_MAX_OBJECT_SIZE, S3_MAX_PART_SIZE, S3_MAX_PARTS, S3_MIN_PART_SIZE,
+};
 /// The part size doubles after every this many parts. 900 rather than a rounder 1000: with 1000,
 /// ten tiers from a 5 MiB base sum to only 4.88 TiB, short of S3's 5 TiB object limit.
 pub const PARTS_PER_TIER: u32 = 900;
