@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::block::{BlockCache, BlockId, FetchTicket, Lookup, PendingBlock};
 use super::fetch::{ObjectVersion, fetch_range, fetch_run};
 use super::pattern::{Access, AccessPattern};
-use crate::store::{ObjectStore, StoreError, StoreResult};
+use crate::store::{GetRequest, ObjectMeta, ObjectStore, StoreError, StoreResult};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -130,6 +130,33 @@ impl ReadPath {
             object: Arc::new(object),
             pattern: Mutex::new(pattern),
         }
+    }
+
+    /// GETs the first block of `key`'s current version without If-Match, keeps it in the cache
+    /// and returns that version's metadata. A file opened after its attributes expired learns
+    /// its ETag from the GET its first read needs anyway, instead of from a HEAD before it.
+    pub async fn fetch_current(&self, key: &str) -> StoreResult<ObjectMeta> {
+        let shared = &self.shared;
+        shared.counters.demand_gets.fetch_add(1, Ordering::Relaxed);
+        let request = GetRequest {
+            key: key.to_string(),
+            range: Some(0..shared.config.block_size),
+            if_match: None,
+        };
+        let output = shared.store.get(request).await?;
+        let meta = output.meta.clone();
+        let first_block = ObjectVersion::from(&meta).block_range(shared.config.block_size, 0);
+        let range = output.range.clone();
+        let bytes = output.collect().await?;
+        if range == first_block && bytes.len() as u64 == first_block.end {
+            let id = BlockId {
+                key: key.to_string(),
+                etag: meta.etag.clone(),
+                index: 0,
+            };
+            shared.cache.insert(id, bytes);
+        }
+        Ok(meta)
     }
 
     pub fn cache(&self) -> &BlockCache {

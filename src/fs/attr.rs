@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::FsConfig;
-use super::inode::{Ino, Kind, Node};
+use super::namespace::{Ino, Kind, Node};
 use crate::store::UserMetadata;
 
 const META_MODE: &str = "mode";
@@ -69,8 +69,8 @@ impl SetAttr {
 }
 
 pub fn attr_of(node: &Node, config: &FsConfig) -> Attr {
-    let metadata = &node.attrs.metadata;
-    let default_perm = match node.kind {
+    let metadata = &node.attrs().metadata;
+    let default_perm = match node.kind() {
         Kind::File => config.file_mode,
         Kind::Directory => config.dir_mode,
     };
@@ -79,14 +79,14 @@ pub fn attr_of(node: &Node, config: &FsConfig) -> Attr {
         .get(META_MTIME)
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|secs| secs.is_finite() && *secs >= 0.0)
-        .map_or(node.attrs.mtime, |secs| {
+        .map_or(node.attrs().mtime, |secs| {
             UNIX_EPOCH + Duration::from_secs_f64(secs)
         });
     Attr {
-        ino: node.ino,
-        kind: node.kind,
-        size: if node.kind == Kind::File {
-            node.attrs.size
+        ino: node.ino(),
+        kind: node.kind(),
+        size: if node.kind() == Kind::File {
+            node.attrs().size
         } else {
             0
         },
@@ -104,34 +104,29 @@ fn parse<T: std::str::FromStr>(metadata: &UserMetadata, name: &str) -> Option<T>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::inode::{Attrs, Origin};
+    use crate::fs::namespace::{Attrs, ContentType, Namespace, ROOT_INO};
     use crate::fs::{Layout, LayoutKind};
 
-    fn node(metadata: UserMetadata) -> Node {
-        Node {
-            ino: 5,
-            parent: 1,
-            name: "f".into(),
-            kind: Kind::File,
-            key: "f".into(),
-            attrs: Attrs {
-                size: 3,
-                mtime: UNIX_EPOCH,
-                etag: None,
-                metadata,
-            },
-            origin: Origin::Remote,
-            validated: None,
-            lookups: 0,
-            page_cache_etag: None,
-            linked: true,
-        }
+    fn attr_with(metadata: UserMetadata, config: &FsConfig) -> Attr {
+        let mut ns = Namespace::new("", None);
+        let attrs = Attrs {
+            size: 3,
+            mtime: UNIX_EPOCH,
+            etag: Some("\"e\"".into()),
+            metadata,
+            content_type: ContentType::Unknown,
+        };
+        let now = std::time::Instant::now();
+        let ino = ns
+            .looked_up(ROOT_INO, "f", Some((Kind::File, attrs)), now)
+            .unwrap();
+        attr_of(ns.get(ino).unwrap(), config)
     }
 
     #[test]
     fn s3fs_headers_round_trip() {
         let config = FsConfig::new(Layout::new(LayoutKind::Keys, None).unwrap());
-        let plain = attr_of(&node(UserMetadata::new()), &config);
+        let plain = attr_with(UserMetadata::new(), &config);
         assert_eq!(plain.perm, 0o644);
         let change = SetAttr {
             mode: Some(0o600),
@@ -142,10 +137,10 @@ mod tests {
         };
         let metadata = change.apply_to(Kind::File, &UserMetadata::new());
         assert_eq!(metadata["mode"], (libc::S_IFREG | 0o600).to_string());
-        let attr = attr_of(&node(metadata), &config);
+        let attr = attr_with(metadata, &config);
         assert_eq!((attr.perm, attr.uid, attr.gid), (0o600, 1234, 99));
         assert_eq!(attr.mtime, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         let garbage = UserMetadata::from([("mode".to_string(), "x".to_string())]);
-        assert_eq!(attr_of(&node(garbage), &config).perm, 0o644);
+        assert_eq!(attr_with(garbage, &config).perm, 0o644);
     }
 }

@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::inode::Kind;
+use super::namespace::Kind;
 use super::{Fs, FsConfig, Layout, LayoutKind, ROOT_INO, SetAttr};
 use crate::store::memory::MemoryStore;
 use crate::store::{ObjectStore, PutOptions, get_bytes};
+
+/// The calling thread of every request here: one process, whose own closes upload.
+const PID: u32 = 1;
 
 fn mount(store: &Arc<MemoryStore>, kind: LayoutKind) -> Arc<Fs> {
     let mut config = FsConfig::new(Layout::new(kind, None).unwrap());
@@ -60,21 +63,21 @@ async fn directory_wins_over_object_and_bad_names_are_hidden() {
 async fn create_write_close_uploads_and_reads_back() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
-    let (attr, opened) = fs.create(ROOT_INO, "new.txt", 0o644).await.unwrap();
+    let (attr, opened) = fs.create(ROOT_INO, "new.txt", 0o644, PID).await.unwrap();
     assert!(
         store.object("new.txt").is_none(),
         "nothing visible before close"
     );
     fs.write(opened.handle, 0, b"hello ").await.unwrap();
     fs.write(opened.handle, 6, b"world").await.unwrap();
-    fs.flush(opened.handle).await.unwrap();
+    fs.flush(opened.handle, PID).await.unwrap();
     fs.release(opened.handle).await.unwrap();
     assert_eq!(
         get_bytes(store.as_ref(), "new.txt", None).await.unwrap(),
         "hello world"
     );
     assert_eq!(fs.getattr(attr.ino).await.unwrap().size, 11);
-    let opened = fs.open(attr.ino, libc::O_RDONLY).await.unwrap();
+    let opened = fs.open(attr.ino, libc::O_RDONLY, PID).await.unwrap();
     assert_eq!(fs.read(opened.handle, 6, 100).await.unwrap(), "world");
     fs.release(opened.handle).await.unwrap();
 }
@@ -85,7 +88,7 @@ async fn random_writes_and_truncate_are_staged() {
     put(&store, "f", "0123456789").await;
     let fs = mount(&store, LayoutKind::Keys);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
-    let opened = fs.open(f.ino, libc::O_WRONLY).await.unwrap();
+    let opened = fs.open(f.ino, libc::O_WRONLY, PID).await.unwrap();
     fs.write(opened.handle, 3, b"XY").await.unwrap();
     fs.write(opened.handle, 12, b"Z").await.unwrap();
     fs.release(opened.handle).await.unwrap();
@@ -110,7 +113,7 @@ async fn random_writes_and_truncate_are_staged() {
 async fn out_of_order_write_to_a_new_small_file_falls_back_to_staging() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
-    let (_, opened) = fs.create(ROOT_INO, "n", 0o644).await.unwrap();
+    let (_, opened) = fs.create(ROOT_INO, "n", 0o644, PID).await.unwrap();
     fs.write(opened.handle, 0, b"abc").await.unwrap();
     fs.write(opened.handle, 1, b"Z").await.unwrap();
     assert_eq!(fs.read(opened.handle, 0, 10).await.unwrap(), "aZc");
@@ -166,10 +169,59 @@ async fn chmod_persists_as_s3fs_metadata() {
         .await
         .unwrap();
     assert_eq!(attr.perm, 0o600);
+    assert!(
+        store.head("f").await.unwrap().metadata.is_empty(),
+        "a closed file's metadata waits for a rename to carry it"
+    );
+    tokio::time::sleep(super::METADATA_DELAY + std::time::Duration::from_millis(300)).await;
     let meta = store.head("f").await.unwrap();
+    assert_eq!(
+        meta.metadata["mode"],
+        (libc::S_IFREG | 0o600).to_string(),
+        "persisted within the delay"
+    );
+    assert_eq!(fs.getattr(f.ino).await.unwrap().perm, 0o600);
+}
+
+#[tokio::test]
+async fn fsync_persists_a_pending_metadata_change_at_once() {
+    let store = Arc::new(MemoryStore::new());
+    put(&store, "f", "x").await;
+    let fs = mount(&store, LayoutKind::Keys);
+    let f = fs.lookup(ROOT_INO, "f").await.unwrap();
+    let change = SetAttr {
+        mode: Some(0o640),
+        ..Default::default()
+    };
+    fs.setattr(f.ino, None, change).await.unwrap();
+    let opened = fs.open(f.ino, libc::O_RDONLY, PID).await.unwrap();
+    fs.fsync(opened.handle).await.unwrap();
+    let meta = store.head("f").await.unwrap();
+    assert_eq!(meta.metadata["mode"], (libc::S_IFREG | 0o640).to_string());
+}
+
+#[tokio::test]
+async fn a_rename_carries_a_pending_metadata_change_in_its_copy() {
+    let store = Arc::new(MemoryStore::new());
+    let fs = mount(&store, LayoutKind::Keys);
+    let (attr, opened) = fs.create(ROOT_INO, ".tmp", 0o644, PID).await.unwrap();
+    fs.write(opened.handle, 0, b"data").await.unwrap();
+    fs.release(opened.handle).await.unwrap();
+    let change = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    fs.setattr(attr.ino, None, change).await.unwrap();
+    fs.rename(ROOT_INO, ".tmp", ROOT_INO, "final", 0)
+        .await
+        .unwrap();
+    let meta = store.head("final").await.unwrap();
     assert_eq!(meta.metadata["mode"], (libc::S_IFREG | 0o600).to_string());
-    let fresh = mount(&store, LayoutKind::Keys);
-    assert_eq!(fresh.lookup(ROOT_INO, "f").await.unwrap().perm, 0o600);
+    assert!(store.head(".tmp").await.is_err());
+    assert!(
+        fs.ns().dirty_metadata().is_empty(),
+        "nothing left to persist"
+    );
 }
 
 #[tokio::test]
@@ -195,7 +247,7 @@ async fn segments_layout_filters_orders_and_guards() {
         ]
     );
     assert_eq!(
-        fs.create(ROOT_INO, "notes2.txt", 0o644)
+        fs.create(ROOT_INO, "notes2.txt", 0o644, PID)
             .await
             .unwrap_err()
             .errno(),
@@ -210,7 +262,10 @@ async fn segments_layout_filters_orders_and_guards() {
         .await
         .unwrap();
     assert_eq!(
-        fs.open(seg.ino, libc::O_WRONLY).await.unwrap_err().errno(),
+        fs.open(seg.ino, libc::O_WRONLY, PID)
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EPERM
     );
     assert_eq!(
@@ -232,11 +287,14 @@ async fn read_only_mount_refuses_changes() {
     let fs = Fs::new(store.clone(), config);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(
-        fs.open(f.ino, libc::O_RDWR).await.unwrap_err().errno(),
+        fs.open(f.ino, libc::O_RDWR, PID).await.unwrap_err().errno(),
         libc::EROFS
     );
     assert_eq!(
-        fs.create(ROOT_INO, "g", 0o644).await.unwrap_err().errno(),
+        fs.create(ROOT_INO, "g", 0o644, PID)
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EROFS
     );
     assert_eq!(
