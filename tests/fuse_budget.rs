@@ -212,9 +212,9 @@ fn chmod_and_utimens_of_a_file_uploaded_here_are_one_copy() {
 }
 
 #[test]
-fn lookup_of_a_name_in_a_directory_never_listed_is_one_list() {
+fn first_lookups_in_a_directory_never_listed_are_its_one_list() {
     let mount = mounted();
-    seed(&mount, ["d/a".to_string()]);
+    seed(&mount, ["d/a".to_string(), "f".to_string()]);
     let stats = measure(&mount, || {
         assert_eq!(std::fs::metadata(mount.path("d")).unwrap().len(), 0);
         assert!(std::fs::metadata(mount.path("missing")).is_err());
@@ -224,6 +224,11 @@ fn lookup_of_a_name_in_a_directory_never_listed_is_one_list() {
         only(|s| s.list = 1),
         "the root's one page answers both"
     );
+    // A file met for the first time is HEADed for its s3fs metadata (mode, owner, mtime).
+    let stats = measure(&mount, || {
+        assert!(std::fs::metadata(mount.path("f")).unwrap().is_file());
+    });
+    assert_eq!(stats, only(|s| s.head = 1));
 }
 
 /// A local directory of `n` files of `size` bytes named f-000...

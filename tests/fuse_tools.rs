@@ -576,6 +576,8 @@ fn chmod_chown_touch_persist_as_s3fs_metadata_across_a_remount() {
         "600 1234 99 981173106\n"
     );
 
+    // A closed file's metadata reaches S3 within scribefs::fs::METADATA_DELAY.
+    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(600));
     let object = mount.server.bucket(BUCKET).object("f.txt").unwrap();
     assert_eq!(
         object.data.as_ref(),
@@ -808,6 +810,8 @@ fn chmod_right_after_close_is_never_lost() {
     // The kernel sends release after close returns, so a chmod can race the handle's release.
     let mount = Mount::new(&[]);
     mount.sh_ok("umask 077; for i in $(seq 1 40); do : > f$i; chmod 644 f$i; echo x > g$i; chmod 640 g$i; done");
+    // A closed file's metadata reaches S3 within scribefs::fs::METADATA_DELAY.
+    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(600));
     let store = mount.server.bucket(BUCKET);
     for i in 1..=40 {
         for (name, mode) in [(format!("f{i}"), 0o644), (format!("g{i}"), 0o640)] {

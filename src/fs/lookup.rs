@@ -62,7 +62,7 @@ enum From<'a> {
 impl Fs {
     /// Resolves `name` in `parent` and takes a kernel reference on the result.
     pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
-        let ino = self.resolve(parent, name).await?;
+        let ino = self.resolve_with_metadata(parent, name).await?;
         let mut ns = self.ns();
         ns.remembered(ino);
         Ok(attr_of(ns.node(ino)?, &self.config))
@@ -94,6 +94,35 @@ impl Fs {
             return Err(FsError::NotFound);
         }
         Ok(attr_of(ns.node(ino)?, &self.config))
+    }
+
+    /// `resolve` for what the user will look at (lookup): a file met for the first time in the
+    /// keys layout is also HEADed once the listing found it, because listings carry no user
+    /// metadata and its mode, owner and mtime (s3fs headers) would otherwise show as the
+    /// defaults. Names a listing introduced before the lookup (`ls`, `cat *`, `cp -r`),
+    /// directories and misses cost no HEAD.
+    async fn resolve_with_metadata(&self, parent: Ino, name: &str) -> FsResult<Ino> {
+        let first_contact = self.config.layout.kind == LayoutKind::Keys
+            && self.ns().child(parent, name).is_none()
+            && self.known(parent, name)?.is_none();
+        let ino = self.resolve(parent, name).await?;
+        let key = {
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            let unknown = node.kind() == Kind::File
+                && node.origin() == super::namespace::Origin::Remote
+                && node.attrs().content_type == ContentType::Unknown;
+            if !(first_contact && unknown) {
+                return Ok(ino);
+            }
+            node.key().to_string()
+        };
+        let at = Instant::now();
+        match self.store.head(&key).await {
+            Ok(meta) => self.ns().metadata_seen(ino, meta_attrs(meta), at),
+            Err(e) => tracing::debug!(key, error = %e, "no metadata for a listed file"),
+        }
+        Ok(ino)
     }
 
     /// Finds (or refreshes) the inode of `parent/name` without taking a reference.

@@ -286,6 +286,17 @@ impl Namespace {
         }
     }
 
+    /// A HEAD sent beside a listing reported a file's metadata: kept if it is the version the
+    /// listing found.
+    pub fn metadata_seen(&mut self, ino: Ino, attrs: Attrs, at: Instant) {
+        let same = self
+            .get(ino)
+            .is_some_and(|n| n.kind == Kind::File && n.attrs.etag == attrs.etag);
+        if same {
+            self.refreshed(ino, attrs, at);
+        }
+    }
+
     /// A HEAD found the object gone: forget the name, keep the number for open handles.
     pub fn vanished(&mut self, ino: Ino) {
         let Some(node) = self.nodes.get(&ino) else {
