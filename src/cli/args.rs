@@ -124,6 +124,19 @@ pub struct MountArgs {
     /// Let root use the mount
     #[arg(long, help_heading = "Permissions")]
     pub allow_root: bool,
+    /// Have the kernel enforce the stored modes and owners (on by default with --allow-other)
+    #[arg(long, help_heading = "Permissions")]
+    pub default_permissions: bool,
+    /// Fetch each listed file's s3fs metadata (mode, owner, type, times) with parallel HEADs
+    /// before `ls` shows it: auto = with --allow-other in the keys layout
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN",
+        help_heading = "Permissions"
+    )]
+    pub posix_metadata: PosixMetadataArg,
     /// Memory block cache, in MiB (also accepted as --cache-size)
     #[arg(
         long,
@@ -154,4 +167,11 @@ pub struct MountArgs {
     /// FUSE mount options, comma separated (allow_other, default_permissions, ...)
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PosixMetadataArg {
+    Auto,
+    On,
+    Off,
 }

@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
-use super::attr::{Attr, attr_of};
+use super::attr::{Attr, attr_of, owned_metadata};
 use super::error::{FsError, FsResult};
 use super::namespace::{Ino, Kind, Origin};
-use super::{Fs, lock};
+use super::{Caller, Fs, lock};
 use crate::store::{CopyMetadata, ListRequest, PutOptions, StoreError};
 use bytes::Bytes;
 
@@ -35,6 +35,9 @@ impl Fs {
     /// entries are a snapshot: names, inodes and attributes as of now, local ones included.
     pub async fn opendir(&self, dir: Ino) -> FsResult<u64> {
         self.list_directory(dir).await?;
+        if self.config.posix_metadata {
+            self.fetch_directory_metadata(dir).await;
+        }
         let ns = self.ns();
         let node = ns.directory(dir)?;
         let parent = ns.get(node.parent()).unwrap_or(node);
@@ -89,7 +92,13 @@ impl Fs {
         lock(&self.dirs).remove(&handle);
     }
 
-    pub async fn mkdir(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
         self.check_writable()?;
         self.config.layout.check_new_name(name, true)?;
         match self.resolve(parent, name).await {
@@ -98,11 +107,12 @@ impl Fs {
             Err(e) => return Err(e),
         }
         let marker = self.ns().child_key(parent, name, Kind::Directory)?;
-        let origin = match self
-            .store
-            .put(&marker, Bytes::new(), PutOptions::default())
-            .await
-        {
+        let metadata = owned_metadata(Kind::Directory, mode, caller.uid, caller.gid, &self.config);
+        let options = PutOptions {
+            metadata: metadata.clone(),
+            ..Default::default()
+        };
+        let origin = match self.store.put(&marker, Bytes::new(), options).await {
             Ok(_) => Origin::Remote,
             // Some servers refuse keys ending in `/`: keep the directory here until it has children.
             Err(StoreError::InvalidRequest(reason)) => {
@@ -117,6 +127,7 @@ impl Fs {
         };
         let mut ns = self.ns();
         let ino = ns.made_directory(parent, name, origin)?;
+        ns.attrs_changed(ino, metadata, None, false);
         Ok(attr_of(ns.node(ino)?, &self.config))
     }
 

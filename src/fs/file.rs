@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::attr::{Attr, SetAttr, attr_of};
+use super::attr::{Attr, SetAttr, attr_of, data_changed, owned_metadata};
 use super::error::{FsError, FsResult};
 use super::lookup::meta_attrs;
 use super::namespace::{Answer, Attrs, Ino, Kind, Origin};
 use super::process::thread_group;
-use super::{Fs, LayoutKind, lock};
+use super::{Caller, Fs, LayoutKind, lock};
 use crate::cache::ObjectVersion;
 use crate::store::{PutOptions, StoreError, UserMetadata};
 use crate::upload::{StagedFile, StreamingUpload, UploadConfig};
@@ -106,7 +106,7 @@ impl Fs {
 
     /// Opens `ino`; `pid` is the calling thread (FUSE names threads), whose process decides
     /// which closes upload.
-    pub async fn open(&self, ino: Ino, flags: i32, pid: u32) -> FsResult<Opened> {
+    pub async fn open(&self, ino: Ino, flags: i32, caller: Caller) -> FsResult<Opened> {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (kind, origin) = {
             let ns = self.ns();
@@ -162,7 +162,7 @@ impl Fs {
             metadata,
             base,
             released: false,
-            opener: thread_group(pid),
+            opener: thread_group(caller.pid),
         };
         let handle = self.new_handle();
         lock(&self.writers).insert(
@@ -230,7 +230,7 @@ impl Fs {
         parent: Ino,
         name: &str,
         mode: u32,
-        pid: u32,
+        caller: Caller,
     ) -> FsResult<(Attr, Opened)> {
         self.check_writable()?;
         self.config.layout.check_new_name(name, false)?;
@@ -240,14 +240,7 @@ impl Fs {
             Err(e) => return Err(e),
         }
         let key = self.ns().child_key(parent, name, Kind::File)?;
-        let mut metadata = UserMetadata::new();
-        if mode & 0o7777 != u32::from(self.config.file_mode) {
-            metadata = SetAttr {
-                mode: Some(mode),
-                ..Default::default()
-            }
-            .apply_to(Kind::File, &metadata);
-        }
+        let metadata = owned_metadata(Kind::File, mode, caller.uid, caller.gid, &self.config);
         let upload = self.streaming(&key, &metadata)?;
         let (ino, attr) = {
             let mut ns = self.ns();
@@ -262,7 +255,7 @@ impl Fs {
             metadata,
             base: None,
             released: false,
-            opener: thread_group(pid),
+            opener: thread_group(caller.pid),
         };
         let handle = self.new_handle();
         lock(&self.writers).insert(
@@ -298,6 +291,7 @@ impl Fs {
             .map(|(_, w)| w.clone())
             .ok_or(FsError::BadHandle)?;
         let mut writer = writer.lock().await;
+        data_changed(&mut writer.metadata);
         let sequential = match &writer.state {
             // A forward jump (cp writing a sparse file) streams zeros: S3 has no holes.
             WriteState::Streaming(upload) => upload.bytes_written() <= offset,
@@ -372,12 +366,12 @@ impl Fs {
     /// A close of a descriptor (`pid` is the closing thread). Only the opener's closes upload,
     /// and a new file with nothing written yet waits for the last close: a program that dup2s
     /// its output and closes the original (GNU dd) must not leave an empty object behind.
-    pub async fn flush(&self, handle: u64, pid: u32) -> FsResult<()> {
+    pub async fn flush(&self, handle: u64, caller: Caller) -> FsResult<()> {
         let Some(writer) = lock(&self.writers).get(&handle).map(|(_, w)| w.clone()) else {
             return Ok(());
         };
         let mut writer = writer.lock().await;
-        if writer.opener != thread_group(pid) || writer.is_new_and_empty() {
+        if writer.opener != thread_group(caller.pid) || writer.is_new_and_empty() {
             return Ok(());
         }
         self.finish_write(&mut writer).await
@@ -554,6 +548,7 @@ impl Fs {
 
     async fn truncate(&self, ino: Ino, handle: Option<u64>, size: u64) -> FsResult<()> {
         if let Some(mut writer) = self.live_writer(ino, handle).await {
+            data_changed(&mut writer.metadata);
             let extends =
                 matches!(&writer.state, WriteState::Streaming(u) if u.bytes_written() <= size);
             if extends {
@@ -586,6 +581,8 @@ impl Fs {
         if size == current {
             return Ok(());
         }
+        let mut metadata = metadata;
+        data_changed(&mut metadata);
         let options = PutOptions {
             metadata: metadata.clone(),
             ..Default::default()

@@ -14,8 +14,9 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::Caller;
 use super::Fs;
-use super::attr::{Attr, SetAttr};
+use super::attr::{Attr, FileType as NodeType, SetAttr};
 use super::error::FsError;
 use super::namespace::Kind;
 
@@ -50,33 +51,44 @@ fn utf8(name: &OsStr) -> Result<String, Errno> {
 }
 
 fn file_attr(attr: &Attr) -> FileAttr {
-    let (kind, nlink) = match attr.kind {
-        Kind::File => (FileType::RegularFile, 1),
-        Kind::Directory => (FileType::Directory, 2),
-    };
+    let kind = file_type(attr.file_type);
+    let nlink = if attr.kind == Kind::Directory { 2 } else { 1 };
     FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
         blocks: attr.size.div_ceil(512),
         atime: attr.mtime,
         mtime: attr.mtime,
-        ctime: attr.mtime,
+        ctime: attr.ctime,
         crtime: attr.mtime,
         kind,
         perm: attr.perm,
         nlink,
         uid: attr.uid,
         gid: attr.gid,
-        rdev: 0,
+        rdev: attr.rdev,
         flags: 0,
         blksize: 4096,
     }
 }
 
-fn file_type(kind: Kind) -> FileType {
-    match kind {
-        Kind::File => FileType::RegularFile,
-        Kind::Directory => FileType::Directory,
+fn file_type(node_type: NodeType) -> FileType {
+    match node_type {
+        NodeType::Regular => FileType::RegularFile,
+        NodeType::Directory => FileType::Directory,
+        NodeType::Symlink => FileType::Symlink,
+        NodeType::Fifo => FileType::NamedPipe,
+        NodeType::Socket => FileType::Socket,
+        NodeType::CharDevice => FileType::CharDevice,
+        NodeType::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        pid: req.pid(),
+        uid: req.uid(),
+        gid: req.gid(),
     }
 }
 
@@ -105,6 +117,7 @@ impl Filesystem for FuseAdapter {
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
         ] {
             let _ = config.add_capabilities(wanted);
         }
@@ -184,20 +197,20 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = match utf8(name) {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        let ttl = self.ttl;
+        let (ttl, caller) = (self.ttl, caller(req));
         self.spawn(move |fs| async move {
-            match fs.mkdir(parent.0, &name).await {
+            match fs.mkdir(parent.0, &name, mode & !umask, caller).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -256,9 +269,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let pid = req.pid();
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            match fs.open(ino.0, flags.0, pid).await {
+            match fs.open(ino.0, flags.0, caller).await {
                 Ok(opened) => {
                     reply.opened(FileHandle(opened.handle), open_flags(opened.keep_cache))
                 }
@@ -281,9 +294,9 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        let pid = req.pid();
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            match fs.create(parent.0, &name, mode & !umask, pid).await {
+            match fs.create(parent.0, &name, mode & !umask, caller).await {
                 // A new file exists only if its upload succeeds at close: a zero TTL makes the
                 // kernel ask again (a local answer, no S3 request) instead of caching a name
                 // that may vanish.
@@ -347,9 +360,9 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let pid = req.pid();
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            match fs.flush(fh.0, pid).await {
+            match fs.flush(fh.0, caller).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -410,7 +423,7 @@ impl Filesystem for FuseAdapter {
         match self.fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for entry in entries.iter().skip(offset as usize) {
-                    let kind = file_type(entry.kind);
+                    let kind = file_type(entry.attr.file_type);
                     if reply.add(INodeNo(entry.ino), entry.next_offset, kind, &entry.name) {
                         break;
                     }
@@ -491,6 +504,73 @@ impl Filesystem for FuseAdapter {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         reply_xattr(self.fs.listxattr(ino.0), size, reply);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, target) = match (utf8(link_name), utf8(target.as_os_str())) {
+            (Ok(name), Ok(target)) => (name, target),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let (ttl, caller) = (self.ttl, caller(req));
+        self.spawn(move |fs| async move {
+            match fs.symlink(parent.0, &name, &target, caller).await {
+                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |fs| async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match utf8(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        let (ttl, caller) = (self.ttl, caller(req));
+        self.spawn(move |fs| async move {
+            match fs.mknod(parent.0, &name, mode & !umask, rdev, caller).await {
+                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.fs.link() {
+            Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -10,15 +10,20 @@
 //! S3's REPLACE also replaces the Content-Type, so it is carried over: known for objects this
 //! mount uploaded or read, fetched by one HEAD otherwise.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use super::Fs;
 use super::error::{FsError, FsResult};
-use super::namespace::{ContentType, Ino};
+use super::lookup::meta_attrs;
+use super::namespace::{ContentType, Ino, Origin};
 use crate::store::{CopyMetadata, PutOutput, StoreError, UserMetadata};
 
 /// How long a metadata change of a closed file may wait for a rename to carry it.
 pub const METADATA_DELAY: Duration = Duration::from_secs(1);
+/// HEADs in flight when fetching a listed directory's metadata (`--posix-metadata`).
+const METADATA_HEADS_IN_FLIGHT: usize = 64;
 
 impl Fs {
     /// Persists `ino`'s pending metadata change after [`METADATA_DELAY`], unless something
@@ -63,6 +68,35 @@ impl Fs {
             Err(e) => {
                 self.ns().metadata_still_dirty(ino);
                 Err(e)
+            }
+        }
+    }
+
+    /// HEADs, bounded in parallel, the files (and directory markers) of `dir` whose metadata no
+    /// HEAD or GET brought yet, so `ls -l` shows their stored type, mode, owner and times. Known versions are not
+    /// fetched again: a relisting keeps the metadata of an unchanged ETag.
+    pub(super) async fn fetch_directory_metadata(&self, dir: Ino) {
+        let unknown: Vec<(Ino, String)> = self
+            .ns()
+            .children(dir)
+            .filter(|n| {
+                n.origin() == Origin::Remote && n.attrs().content_type == ContentType::Unknown
+            })
+            .map(|n| (n.ino(), n.key().to_string()))
+            .collect();
+        let heads = futures::stream::iter(unknown)
+            .map(|(ino, key)| async move {
+                let at = Instant::now();
+                (ino, at, self.store.head(&key).await)
+            })
+            .buffer_unordered(METADATA_HEADS_IN_FLIGHT);
+        futures::pin_mut!(heads);
+        while let Some((ino, at, head)) = heads.next().await {
+            match head {
+                Ok(meta) => self.ns().metadata_seen(ino, meta_attrs(meta), at),
+                // A directory without a marker object has no metadata to find.
+                Err(e) if e.is_not_found() => self.ns().metadata_seen_none(ino),
+                Err(e) => tracing::debug!(ino, error = %e, "no metadata for a listed entry"),
             }
         }
     }

@@ -32,6 +32,7 @@ mod gates;
 mod lookup;
 mod metadata;
 mod process;
+mod special;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,7 +43,7 @@ use std::time::Duration;
 use crate::cache::{BlockCache, ReadPath, ReaderConfig};
 use crate::store::ObjectStore;
 
-pub use attr::{Attr, SetAttr};
+pub use attr::{Attr, FileType, SetAttr};
 pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
 use gates::Gates;
@@ -50,6 +51,7 @@ pub use layout::{Layout, LayoutKind};
 pub use metadata::METADATA_DELAY;
 use namespace::Namespace;
 pub use namespace::{Ino, Kind, ROOT_INO};
+pub use special::Caller;
 
 /// What a mount is configured with (the CLI builds it from flags).
 #[derive(Debug, Clone)]
@@ -71,6 +73,9 @@ pub struct FsConfig {
     pub allow_overwrite: bool,
     /// Directories with more entries than this are not renamed (EXDEV, so `mv` copies instead).
     pub rename_dir_limit: usize,
+    /// Fetch every listed file's s3fs metadata (mode, owner, type, times) before readdir
+    /// answers, with parallel HEADs: listings do not carry it.
+    pub posix_metadata: bool,
 }
 
 impl FsConfig {
@@ -92,6 +97,7 @@ impl FsConfig {
             staging_dir: std::env::temp_dir(),
             allow_overwrite: false,
             rename_dir_limit: 1000,
+            posix_metadata: false,
         }
     }
 

@@ -11,8 +11,13 @@ use super::{Fs, FsConfig, Layout, LayoutKind, ROOT_INO, SetAttr};
 use crate::store::memory::MemoryStore;
 use crate::store::{ObjectStore, PutOptions, get_bytes};
 
-/// The calling thread of every request here: one process, whose own closes upload.
-const PID: u32 = 1;
+/// The caller of every request here: one process, whose own closes upload, and the mount's
+/// owner.
+fn caller() -> super::Caller {
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    super::Caller { pid: 1, uid, gid }
+}
 
 fn mount(store: &Arc<MemoryStore>, kind: LayoutKind) -> Arc<Fs> {
     let mut config = FsConfig::new(Layout::new(kind, None).unwrap());
@@ -63,21 +68,24 @@ async fn directory_wins_over_object_and_bad_names_are_hidden() {
 async fn create_write_close_uploads_and_reads_back() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
-    let (attr, opened) = fs.create(ROOT_INO, "new.txt", 0o644, PID).await.unwrap();
+    let (attr, opened) = fs
+        .create(ROOT_INO, "new.txt", 0o644, caller())
+        .await
+        .unwrap();
     assert!(
         store.object("new.txt").is_none(),
         "nothing visible before close"
     );
     fs.write(opened.handle, 0, b"hello ").await.unwrap();
     fs.write(opened.handle, 6, b"world").await.unwrap();
-    fs.flush(opened.handle, PID).await.unwrap();
+    fs.flush(opened.handle, caller()).await.unwrap();
     fs.release(opened.handle).await.unwrap();
     assert_eq!(
         get_bytes(store.as_ref(), "new.txt", None).await.unwrap(),
         "hello world"
     );
     assert_eq!(fs.getattr(attr.ino).await.unwrap().size, 11);
-    let opened = fs.open(attr.ino, libc::O_RDONLY, PID).await.unwrap();
+    let opened = fs.open(attr.ino, libc::O_RDONLY, caller()).await.unwrap();
     assert_eq!(fs.read(opened.handle, 6, 100).await.unwrap(), "world");
     fs.release(opened.handle).await.unwrap();
 }
@@ -88,7 +96,7 @@ async fn random_writes_and_truncate_are_staged() {
     put(&store, "f", "0123456789").await;
     let fs = mount(&store, LayoutKind::Keys);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
-    let opened = fs.open(f.ino, libc::O_WRONLY, PID).await.unwrap();
+    let opened = fs.open(f.ino, libc::O_WRONLY, caller()).await.unwrap();
     fs.write(opened.handle, 3, b"XY").await.unwrap();
     fs.write(opened.handle, 12, b"Z").await.unwrap();
     fs.release(opened.handle).await.unwrap();
@@ -113,7 +121,7 @@ async fn random_writes_and_truncate_are_staged() {
 async fn out_of_order_write_to_a_new_small_file_falls_back_to_staging() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
-    let (_, opened) = fs.create(ROOT_INO, "n", 0o644, PID).await.unwrap();
+    let (_, opened) = fs.create(ROOT_INO, "n", 0o644, caller()).await.unwrap();
     fs.write(opened.handle, 0, b"abc").await.unwrap();
     fs.write(opened.handle, 1, b"Z").await.unwrap();
     assert_eq!(fs.read(opened.handle, 0, 10).await.unwrap(), "aZc");
@@ -134,7 +142,7 @@ async fn unlink_rename_mkdir_rmdir() {
     fs.rename(d.ino, "f", ROOT_INO, "g", 0).await.unwrap();
     assert!(store.object("d/f").is_none());
     assert_eq!(get_bytes(store.as_ref(), "g", None).await.unwrap(), "x");
-    fs.mkdir(ROOT_INO, "e").await.unwrap();
+    fs.mkdir(ROOT_INO, "e", 0o755, caller()).await.unwrap();
     assert!(store.object("e/").is_some(), "mkdir writes a marker");
     fs.rename(ROOT_INO, "g", ROOT_INO, "e", 0)
         .await
@@ -194,7 +202,7 @@ async fn fsync_persists_a_pending_metadata_change_at_once() {
         ..Default::default()
     };
     fs.setattr(f.ino, None, change).await.unwrap();
-    let opened = fs.open(f.ino, libc::O_RDONLY, PID).await.unwrap();
+    let opened = fs.open(f.ino, libc::O_RDONLY, caller()).await.unwrap();
     fs.fsync(opened.handle).await.unwrap();
     let meta = store.head("f").await.unwrap();
     assert_eq!(meta.metadata["mode"], (libc::S_IFREG | 0o640).to_string());
@@ -204,7 +212,7 @@ async fn fsync_persists_a_pending_metadata_change_at_once() {
 async fn a_rename_carries_a_pending_metadata_change_in_its_copy() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
-    let (attr, opened) = fs.create(ROOT_INO, ".tmp", 0o644, PID).await.unwrap();
+    let (attr, opened) = fs.create(ROOT_INO, ".tmp", 0o644, caller()).await.unwrap();
     fs.write(opened.handle, 0, b"data").await.unwrap();
     fs.release(opened.handle).await.unwrap();
     let change = SetAttr {
@@ -247,14 +255,17 @@ async fn segments_layout_filters_orders_and_guards() {
         ]
     );
     assert_eq!(
-        fs.create(ROOT_INO, "notes2.txt", 0o644, PID)
+        fs.create(ROOT_INO, "notes2.txt", 0o644, caller())
             .await
             .unwrap_err()
             .errno(),
         libc::EINVAL
     );
     assert_eq!(
-        fs.mkdir(ROOT_INO, "dir").await.unwrap_err().errno(),
+        fs.mkdir(ROOT_INO, "dir", 0o755, caller())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EINVAL
     );
     let seg = fs
@@ -262,7 +273,7 @@ async fn segments_layout_filters_orders_and_guards() {
         .await
         .unwrap();
     assert_eq!(
-        fs.open(seg.ino, libc::O_WRONLY, PID)
+        fs.open(seg.ino, libc::O_WRONLY, caller())
             .await
             .unwrap_err()
             .errno(),
@@ -287,11 +298,14 @@ async fn read_only_mount_refuses_changes() {
     let fs = Fs::new(store.clone(), config);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(
-        fs.open(f.ino, libc::O_RDWR, PID).await.unwrap_err().errno(),
+        fs.open(f.ino, libc::O_RDWR, caller())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EROFS
     );
     assert_eq!(
-        fs.create(ROOT_INO, "g", 0o644, PID)
+        fs.create(ROOT_INO, "g", 0o644, caller())
             .await
             .unwrap_err()
             .errno(),
@@ -302,7 +316,10 @@ async fn read_only_mount_refuses_changes() {
         libc::EROFS
     );
     assert_eq!(
-        fs.mkdir(ROOT_INO, "d").await.unwrap_err().errno(),
+        fs.mkdir(ROOT_INO, "d", 0o755, caller())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EROFS
     );
 }

@@ -113,10 +113,14 @@ impl Namespace {
     /// The key (file) or prefix (directory) a child of `parent` named `name` has.
     pub fn child_key(&self, parent: Ino, name: &str, kind: Kind) -> FsResult<String> {
         let parent = self.directory(parent)?;
-        Ok(match kind {
+        let key = match kind {
             Kind::File => format!("{}{name}", parent.key),
             Kind::Directory => format!("{}{name}/", parent.key),
-        })
+        };
+        if key.len() > crate::store::limits::S3_MAX_KEY_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        Ok(key)
     }
 
     /// The directory node `ino`, or ENOENT / ENOTDIR.
@@ -289,11 +293,26 @@ impl Namespace {
     /// A HEAD sent beside a listing reported a file's metadata: kept if it is the version the
     /// listing found.
     pub fn metadata_seen(&mut self, ino: Ino, attrs: Attrs, at: Instant) {
-        let same = self
-            .get(ino)
-            .is_some_and(|n| n.kind == Kind::File && n.attrs.etag == attrs.etag);
-        if same {
-            self.refreshed(ino, attrs, at);
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        match node.kind {
+            Kind::File if node.attrs.etag == attrs.etag => self.refreshed(ino, attrs, at),
+            // A directory's marker object: its metadata, the directory's own attributes stay.
+            Kind::Directory if node.metadata_dirty.is_none() => {
+                node.attrs.metadata = attrs.metadata;
+                node.attrs.content_type = attrs.content_type;
+            }
+            _ => {}
+        }
+    }
+
+    /// A HEAD found no object (a directory without a marker): nothing more to fetch for it.
+    pub fn metadata_seen_none(&mut self, ino: Ino) {
+        if let Some(node) = self.nodes.get_mut(&ino)
+            && node.kind == Kind::Directory
+        {
+            node.attrs.content_type = ContentType::Known(None);
         }
     }
 
@@ -337,6 +356,15 @@ impl Namespace {
             node.coverage.add(None, None, now);
             node.coverage.set_complete_len(0);
         }
+        Ok(ino)
+    }
+
+    /// An object this mount stored whole (a symlink, a special file): it exists in S3 now.
+    /// Takes a kernel reference, as the reply is an entry.
+    pub fn stored(&mut self, parent: Ino, name: &str, attrs: Attrs) -> FsResult<Ino> {
+        self.child_key(parent, name, Kind::File)?;
+        let ino = self.upsert_remote(parent, name, Kind::File, attrs, Instant::now(), false);
+        self.remembered(ino);
         Ok(ino)
     }
 
