@@ -158,13 +158,18 @@ pub fn owned_metadata(
         Kind::File => config.file_mode,
         Kind::Directory => config.dir_mode,
     };
-    let change = SetAttr {
-        mode: (mode & 0o7777 != u32::from(default_mode)).then_some(mode),
-        uid: (uid != config.uid).then_some(uid),
-        gid: (gid != config.gid).then_some(gid),
-        ..Default::default()
-    };
-    change.apply_to(kind, &UserMetadata::new())
+    let mut metadata = UserMetadata::new();
+    if mode & 0o7777 != u32::from(default_mode) {
+        let type_bits = stored_type(kind, &metadata).mode_bits();
+        metadata.insert(META_MODE.into(), (type_bits | (mode & 0o7777)).to_string());
+    }
+    if uid != config.uid {
+        metadata.insert(META_UID.into(), uid.to_string());
+    }
+    if gid != config.gid {
+        metadata.insert(META_GID.into(), gid.to_string());
+    }
+    metadata
 }
 
 fn seconds(time: SystemTime) -> String {

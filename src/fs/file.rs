@@ -135,7 +135,7 @@ impl Fs {
             // Staging is seeded from the object version known here: make sure it is current.
             self.getattr(ino).await?;
         }
-        let (key, base, metadata) = {
+        let (key, base, mut metadata) = {
             let mut ns = self.ns();
             ns.writer_opened(ino);
             if truncating {
@@ -149,6 +149,10 @@ impl Fs {
                 .map(|etag| (etag, node.attrs().size));
             (node.key().to_string(), base, node.attrs().metadata.clone())
         };
+        if truncating {
+            // The new object's times are its upload's, so the upload starts without old ones.
+            data_changed(&mut metadata);
+        }
         let state = if truncating {
             WriteState::Streaming(self.streaming(&key, &metadata)?)
         } else {
