@@ -159,6 +159,51 @@ impl ReadPath {
         Ok(meta)
     }
 
+    /// Fetches a whole small object ahead of its open (cross-file prefetch), with one GET
+    /// holding a prefetch permit. Skipped, never queued, when no permit is free or any block is
+    /// already cached or being fetched. Returns whether a GET was issued.
+    pub fn prefetch_object(&self, object: ObjectVersion) -> bool {
+        let shared = &self.shared;
+        let blocks = object.block_count(shared.config.block_size);
+        if blocks == 0 {
+            return false;
+        }
+        let Ok(permit) = Arc::clone(&shared.prefetch_permits).try_acquire_owned() else {
+            shared
+                .counters
+                .prefetch_skipped
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let id = |index| BlockId {
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            index,
+        };
+        let tickets: Vec<FetchTicket> = (0..blocks)
+            .map_while(|index| shared.cache.claim_for_prefetch(id(index)))
+            .collect();
+        if tickets.is_empty() {
+            return false;
+        }
+        shared
+            .counters
+            .prefetch_gets
+            .fetch_add(1, Ordering::Relaxed);
+        let store = Arc::clone(&shared.store);
+        let block_size = shared.config.block_size;
+        tokio::spawn(async move {
+            fetch_run(store.as_ref(), &object, block_size, tickets).await;
+            drop(permit);
+        });
+        true
+    }
+
+    /// Whether every prefetch permit is taken (further prefetches would be skipped).
+    pub fn prefetch_permits_exhausted(&self) -> bool {
+        self.shared.prefetch_permits.available_permits() == 0
+    }
+
     pub fn cache(&self) -> &BlockCache {
         &self.shared.cache
     }

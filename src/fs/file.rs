@@ -200,6 +200,7 @@ impl Fs {
             None => self.learn_current_version(ino, &key).await?,
         };
         let keep_cache = self.ns().opened_for_reading(ino, &etag);
+        self.read_ahead_of(ino);
         let handle = self.new_handle();
         let reader = self.reads.open(ObjectVersion::new(key, etag, size));
         lock(&self.readers).insert(handle, (ino, std::sync::Arc::new(reader)));

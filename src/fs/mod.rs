@@ -32,6 +32,7 @@ mod gates;
 mod lookup;
 mod metadata;
 mod process;
+mod readahead;
 mod special;
 
 use std::collections::HashMap;
@@ -123,6 +124,8 @@ pub struct Fs {
     readers: Mutex<HashMap<u64, (Ino, Arc<crate::cache::ObjectReader>)>>,
     writers: Mutex<HashMap<u64, file::OpenWriter>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// Per directory, the order its files are being opened in, for cross-file prefetch.
+    streams: Mutex<readahead::Streams>,
     next_handle: AtomicU64,
     /// For the background tasks that persist delayed metadata changes.
     this: Weak<Fs>,
@@ -152,6 +155,7 @@ impl Fs {
             readers: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            streams: Mutex::new(readahead::Streams::default()),
             next_handle: AtomicU64::new(1),
             this: this.clone(),
         })

@@ -323,3 +323,64 @@ async fn read_only_mount_refuses_changes() {
         libc::EROFS
     );
 }
+
+#[tokio::test]
+async fn files_read_in_order_are_fetched_ahead_in_parallel_each_once() {
+    use crate::store::faulty::{FaultyStore, Op};
+    let memory = MemoryStore::new();
+    for i in 0..40 {
+        let data = format!("file {i:02}");
+        memory
+            .put(
+                &format!("d/f{i:02}"),
+                Bytes::from(data),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(FaultyStore::new(memory));
+    store.delay(Op::Get, std::time::Duration::from_millis(30));
+    let mut config = FsConfig::new(Layout::new(LayoutKind::Keys, None).unwrap());
+    config.staging_dir = std::env::temp_dir();
+    let fs = Fs::new(store.clone(), config);
+    let d = fs.lookup(ROOT_INO, "d").await.unwrap();
+    names(&fs, d.ino).await;
+    for i in 0..40 {
+        let f = fs.lookup(d.ino, &format!("f{i:02}")).await.unwrap();
+        let opened = fs.open(f.ino, libc::O_RDONLY, caller()).await.unwrap();
+        let data = fs.read(opened.handle, 0, 4096).await.unwrap();
+        assert_eq!(data.as_ref(), format!("file {i:02}").as_bytes());
+        fs.release(opened.handle).await.unwrap();
+    }
+    assert_eq!(store.calls(Op::Get), 40, "each file fetched exactly once");
+    assert!(
+        store.max_in_flight(Op::Get) >= 4,
+        "files ahead were fetched in parallel: {}",
+        store.max_in_flight(Op::Get)
+    );
+}
+
+#[tokio::test]
+async fn files_read_out_of_order_are_not_fetched_ahead() {
+    use crate::store::faulty::{FaultyStore, Op};
+    let memory = MemoryStore::new();
+    for i in 0..10 {
+        memory
+            .put(&format!("f{i}"), Bytes::from("x"), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(FaultyStore::new(memory));
+    let mut config = FsConfig::new(Layout::new(LayoutKind::Keys, None).unwrap());
+    config.staging_dir = std::env::temp_dir();
+    let fs = Fs::new(store.clone(), config);
+    names(&fs, ROOT_INO).await;
+    for i in [7, 2, 9, 0] {
+        let f = fs.lookup(ROOT_INO, &format!("f{i}")).await.unwrap();
+        let opened = fs.open(f.ino, libc::O_RDONLY, caller()).await.unwrap();
+        fs.read(opened.handle, 0, 10).await.unwrap();
+        fs.release(opened.handle).await.unwrap();
+    }
+    assert_eq!(store.calls(Op::Get), 4, "only what was read");
+}

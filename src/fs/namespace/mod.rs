@@ -43,6 +43,17 @@ pub enum Answer {
     Unknown,
 }
 
+/// A file after another in its directory, as cross-file prefetch sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sibling {
+    pub name: String,
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    /// Confirmed within the TTL: its ETag may pin a fetch.
+    pub fresh: bool,
+}
+
 /// One LIST page (or a whole listing) of a directory, ready to be installed.
 #[derive(Debug, Default)]
 pub struct ListedPage {
@@ -177,6 +188,29 @@ impl Namespace {
             .into_iter()
             .flat_map(|names| names.values())
             .filter_map(|ino| self.nodes.get(ino))
+    }
+
+    /// Up to `count` files of `dir` after `name` in name order, with what a prefetch needs.
+    pub fn siblings_after(&self, dir: Ino, name: &str, count: usize) -> Vec<Sibling> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let Some(names) = self.children.get(&dir) else {
+            return Vec::new();
+        };
+        names
+            .range::<str, _>((Excluded(name), Unbounded))
+            .filter_map(|(_, ino)| self.nodes.get(ino))
+            .filter(|n| n.kind == Kind::File && n.origin == Origin::Remote)
+            .filter_map(|n| {
+                Some(Sibling {
+                    name: n.name.clone(),
+                    key: n.key.clone(),
+                    etag: n.attrs.etag.clone()?,
+                    size: n.attrs.size,
+                    fresh: self.fresh(n.validated),
+                })
+            })
+            .take(count)
+            .collect()
     }
 
     pub fn has_local_children(&self, dir: Ino) -> bool {
