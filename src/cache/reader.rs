@@ -161,19 +161,20 @@ impl ReadPath {
 
     /// Fetches a whole small object ahead of its open (cross-file prefetch), with one GET
     /// holding a prefetch permit. Skipped, never queued, when no permit is free or any block is
-    /// already cached or being fetched. Returns whether a GET was issued.
-    pub fn prefetch_object(&self, object: ObjectVersion) -> bool {
+    /// already cached or being fetched. Returns the fetch's task, which ends with whether the
+    /// object's first block arrived (the GET, pinned to the ETag, confirmed that version).
+    pub fn prefetch_object(&self, object: ObjectVersion) -> Option<tokio::task::JoinHandle<bool>> {
         let shared = &self.shared;
         let blocks = object.block_count(shared.config.block_size);
         if blocks == 0 {
-            return false;
+            return None;
         }
         let Ok(permit) = Arc::clone(&shared.prefetch_permits).try_acquire_owned() else {
             shared
                 .counters
                 .prefetch_skipped
                 .fetch_add(1, Ordering::Relaxed);
-            return false;
+            return None;
         };
         let id = |index| BlockId {
             key: object.key.clone(),
@@ -184,19 +185,21 @@ impl ReadPath {
             .map_while(|index| shared.cache.claim_for_prefetch(id(index)))
             .collect();
         if tickets.is_empty() {
-            return false;
+            return None;
         }
         shared
             .counters
             .prefetch_gets
             .fetch_add(1, Ordering::Relaxed);
-        let store = Arc::clone(&shared.store);
-        let block_size = shared.config.block_size;
-        tokio::spawn(async move {
-            fetch_run(store.as_ref(), &object, block_size, tickets).await;
+        let path = self.clone();
+        let first = id(0);
+        Some(tokio::spawn(async move {
+            let shared = &path.shared;
+            let block_size = shared.config.block_size;
+            fetch_run(shared.store.as_ref(), &object, block_size, tickets).await;
             drop(permit);
-        });
-        true
+            shared.cache.is_cached_or_pending(&first)
+        }))
     }
 
     /// Whether every prefetch permit is taken (further prefetches would be skipped).

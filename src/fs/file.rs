@@ -200,7 +200,6 @@ impl Fs {
             None => self.learn_current_version(ino, &key).await?,
         };
         let keep_cache = self.ns().opened_for_reading(ino, &etag);
-        self.read_ahead_of(ino);
         let handle = self.new_handle();
         let reader = self.reads.open(ObjectVersion::new(key, etag, size));
         lock(&self.readers).insert(handle, (ino, std::sync::Arc::new(reader)));
@@ -277,8 +276,12 @@ impl Fs {
     }
 
     pub async fn read(&self, handle: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let reader = lock(&self.readers).get(&handle).map(|(_, r)| r.clone());
-        if let Some(reader) = reader {
+        let reader = lock(&self.readers).get(&handle).cloned();
+        if let Some((ino, reader)) = reader {
+            // A file read from its start: the next files of its directory may follow.
+            if offset == 0 {
+                self.read_ahead_of(ino);
+            }
             return Ok(reader.read(offset, size).await?);
         }
         let writer = lock(&self.writers)

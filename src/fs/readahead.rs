@@ -4,7 +4,7 @@
 //! a directory's files are opened in order, the next files are fetched ahead in parallel, as
 //! whole objects into the block cache, so their opens find their bytes already there.
 //!
-//! - **Detection**: an open of the file that follows (in the directory's order, at most a few
+//! - **Detection**: a read from the start of the file that follows (in the directory's order, at most a few
 //!   names on) the one opened before in the same directory extends that directory's streak;
 //!   anything else resets it. A streak of one already prefetches.
 //! - **Window**: 2^streak files ahead, at most [`MAX_FILES_AHEAD`], and at most a quarter of
@@ -14,6 +14,7 @@
 //!   skipped, never queued, when none is free; a broken pattern simply stops issuing more.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::namespace::Ino;
 use super::{Fs, lock};
@@ -40,7 +41,8 @@ struct Stream {
 }
 
 impl Fs {
-    /// `ino` was opened for reading: extend or reset its directory's stream and fetch ahead.
+    /// `ino` is being read from its start (opens alone do not count: rsync opens the files it
+    /// writes without reading them): extend or reset its directory's stream and fetch ahead.
     pub(super) fn read_ahead_of(&self, ino: Ino) {
         let Some((dir, name)) = self
             .ns()
@@ -52,6 +54,9 @@ impl Fs {
         };
         let streak = {
             let mut streams = lock(&self.streams);
+            if streams.by_dir.get(&dir).is_some_and(|s| s.last == name) {
+                return;
+            }
             let follows = streams.by_dir.get(&dir).is_some_and(|stream| {
                 stream.last < name
                     && self
@@ -85,9 +90,21 @@ impl Fs {
             if bytes > byte_budget {
                 break;
             }
+            let (ino, etag, sent) = (sibling.ino, sibling.etag.clone(), Instant::now());
             let object = ObjectVersion::new(sibling.key, sibling.etag, sibling.size);
-            if !self.reads.prefetch_object(object) && self.reads.prefetch_permits_exhausted() {
-                break;
+            match self.reads.prefetch_object(object) {
+                // The GET pinned to this ETag succeeded: the version was current when it was
+                // sent, so the open that follows needs no request to learn it.
+                Some(fetch) => {
+                    let this = self.this.clone();
+                    tokio::spawn(async move {
+                        if let (Ok(true), Some(fs)) = (fetch.await, this.upgrade()) {
+                            fs.ns().confirmed(ino, &etag, sent);
+                        }
+                    });
+                }
+                None if self.reads.prefetch_permits_exhausted() => break,
+                None => {}
             }
         }
     }

@@ -46,6 +46,7 @@ pub enum Answer {
 /// A file after another in its directory, as cross-file prefetch sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sibling {
+    pub ino: Ino,
     pub name: String,
     pub key: String,
     pub etag: String,
@@ -202,6 +203,7 @@ impl Namespace {
             .filter(|n| n.kind == Kind::File && n.origin == Origin::Remote)
             .filter_map(|n| {
                 Some(Sibling {
+                    ino: n.ino,
                     name: n.name.clone(),
                     key: n.key.clone(),
                     etag: n.attrs.etag.clone()?,
@@ -347,6 +349,16 @@ impl Namespace {
             && node.kind == Kind::Directory
         {
             node.attrs.content_type = ContentType::Known(None);
+        }
+    }
+
+    /// A GET pinned to `etag` succeeded at `at`: that version was current then.
+    pub fn confirmed(&mut self, ino: Ino, etag: &str, at: Instant) {
+        if let Some(node) = self.nodes.get_mut(&ino)
+            && node.attrs.etag.as_deref() == Some(etag)
+            && node.validated.is_none_or(|v| v < at)
+        {
+            node.validated = Some(at);
         }
     }
 
