@@ -72,6 +72,40 @@ pub enum SegmentsCommand {
     Rm { id: String },
     /// Check that the bucket is reachable with these credentials (one HeadBucket)
     Health,
+    /// Print a segment's entries as JSON Lines sorted by key (gunzipped, checked against its
+    /// sidecar), or its stored bytes with --format raw
+    Cat {
+        /// Segment id in hex
+        id: String,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: CatFormat,
+    },
+    /// Print the ids of the segments that hold KEY, newest (highest id) first
+    Find {
+        key: String,
+        /// KEY is base64 (for keys that are not UTF-8)
+        #[arg(long)]
+        base64: bool,
+        /// Segments fetched and decoded at once
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        parallel: usize,
+    },
+    /// Check that segments (all, or the IDs given) decompress, decode and match their sidecars;
+    /// one line per bad segment, non-zero exit if any is bad
+    Verify {
+        ids: Vec<String>,
+        /// Segments fetched and decoded at once
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        parallel: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CatFormat {
+    /// One {"key": ..., "value": ...} object per line (key_base64/value_base64 for binary)
+    Jsonl,
+    /// The stored bytes, gzip included
+    Raw,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
