@@ -180,6 +180,18 @@ pub struct MountArgs {
         help_heading = "Caching"
     )]
     pub cache_size_mib: u64,
+    /// Keep blocks read from S3 in this directory too (a disk tier below the memory cache, kept
+    /// across remounts; one mount per directory)
+    #[arg(long, value_name = "DIR", help_heading = "Caching")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most the --cache-dir may hold, in MiB (least recently used blocks are deleted first)
+    #[arg(
+        long,
+        default_value_t = 4096,
+        value_name = "MIB",
+        help_heading = "Caching"
+    )]
+    pub cache_dir_size: u64,
     /// Size of a cached block and of a ranged GET's unit (e.g. 1M)
     #[arg(long, default_value = "1M", value_parser = super::mount::parse_size, help_heading = "Caching")]
     pub block_size: u64,
