@@ -134,7 +134,23 @@ pub fn decode_checked(
     sidecar: Option<&[u8]>,
 ) -> Result<SegmentEntries, EntriesError> {
     let metadata = sidecar.map(|json| parse_sidecar(id, json)).transpose()?;
-    let entries = SegmentEntries::decode(id, stored, metadata.as_ref(), MAX_DECODED_BYTES)?;
+    let entries = SegmentEntries::decode(id, stored, metadata.as_ref(), MAX_DECODED_BYTES)
+        .map_err(|mut error| {
+            // A length the sidecar contradicts is the likeliest cause: say so.
+            if let (
+                EntriesError::Gzip { reason, .. } | EntriesError::Bincode { reason, .. },
+                Some(meta),
+            ) = (&mut error, &metadata)
+                && meta.compressed_size as u64 != stored.len() as u64
+            {
+                reason.push_str(&format!(
+                    "; {} bytes are stored, the sidecar says {}",
+                    stored.len(),
+                    meta.compressed_size
+                ));
+            }
+            error
+        })?;
     if let Some(metadata) = &metadata {
         entries.check_sidecar(metadata)?;
     }
@@ -536,6 +552,12 @@ mod tests {
             "{error}"
         );
         assert!(error.to_string().contains("truncated"), "{error}");
+        let sizes = format!(
+            "{} bytes are stored, the sidecar says {}",
+            cut.len(),
+            archived.body.len()
+        );
+        assert!(error.to_string().contains(&sizes), "{error}");
     }
 
     #[test]
