@@ -330,3 +330,27 @@ fn cat_of_a_bad_segment_is_one_line_naming_it() {
         "{stderr}"
     );
 }
+
+/// `cat ... | head`: a reader that stops early ends the command quietly, in both formats.
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    use std::io::Read;
+    let ledger = Ledger::new();
+    let segment = demo_segment(0x4e, 20_000, 2);
+    let archived = segment.archive(false, 1).unwrap();
+    assert!(archived.body.len() > 2 << 20);
+    ledger.archive(&archived);
+    for format in ["jsonl", "raw"] {
+        let mut command = ledger.target.scribefs();
+        command
+            .args(["segments", "cat", "4e", "--format", format])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut head = [0u8; 100];
+        child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{format}: {output:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{format}");
+    }
+}

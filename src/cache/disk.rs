@@ -224,13 +224,18 @@ impl DiskCache {
         }
     }
 
+    /// Whether the index lists the block (no I/O, no LRU change): lets a reader skip the
+    /// blocking lookup when the disk cannot have anything.
+    pub fn may_hold(&self, id: &BlockId) -> bool {
+        lock_ignoring_poison(&self.shared.index)
+            .files
+            .contains(&self.file_name(id))
+    }
+
     /// Queues a block for writing; skipped when the queue is full or the block is known.
     /// Never blocks.
     pub fn put(&self, id: &BlockId, data: Bytes) {
-        if lock_ignoring_poison(&self.shared.index)
-            .files
-            .contains(&self.file_name(id))
-        {
+        if self.may_hold(id) {
             return;
         }
         let sender = lock_ignoring_poison(&self.shared.writer).clone();

@@ -64,7 +64,10 @@ pub(crate) async fn fetch_run(
     block_size: u64,
     tickets: Vec<FetchTicket>,
 ) {
-    let disk = tickets.first().and_then(|t| t.cache().disk().cloned());
+    let disk = tickets
+        .first()
+        .and_then(|t| t.cache().disk().cloned())
+        .filter(|disk| tickets.iter().any(|t| disk.may_hold(t.id())));
     let tickets = match disk {
         Some(disk) => from_disk(disk, object, block_size, tickets).await,
         None => tickets,

@@ -177,7 +177,7 @@ async fn decode(
 }
 
 /// A reader that stopped reading (`| head`) is not an error of ours.
-fn quiet_on_broken_pipe(result: std::io::Result<()>) -> Result<(), CliError> {
+pub(super) fn quiet_on_broken_pipe(result: std::io::Result<()>) -> Result<(), CliError> {
     match result {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),

@@ -85,11 +85,14 @@ async fn download(
     };
     let Some(path) = file else {
         let mut out = std::io::stdout().lock();
+        let mut written = Ok(());
         while let Some(chunk) = body.next().await {
-            out.write_all(&chunk?)
-                .map_err(|e| CliError::Io(e.to_string()))?;
+            written = out.write_all(&chunk?);
+            if written.is_err() {
+                break;
+            }
         }
-        return out.flush().map_err(|e| CliError::Io(e.to_string()));
+        return ledger::quiet_on_broken_pipe(written.and_then(|()| out.flush()));
     };
     let tmp = path.with_extension("scribefs-partial");
     let cannot_write =

@@ -107,6 +107,20 @@ pub struct SegmentEntries {
     entries: Vec<Entry>,
 }
 
+/// `segment-{id:016x}.jsonl`: the name of a segment's decoded entries.
+pub fn jsonl_file_name(id: u64) -> String {
+    format!("segment-{id:016x}.jsonl")
+}
+
+/// The id of a decoded-entries file name (any hex length and case, like the segment names).
+pub fn parse_jsonl_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("segment-")?.strip_suffix(".jsonl")?;
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
 /// Parses a sidecar (`segment-<id>.meta.json`). Unknown fields are ignored, as the ledger may
 /// add some.
 pub fn parse_sidecar(id: u64, json: &[u8]) -> Result<SegmentMetadata, EntriesError> {
@@ -525,6 +539,24 @@ mod tests {
             "{\"key_base64\":\"AP8=\",\"value_base64\":\"3q2+7w==\"}\n\
              {\"key\":\"text\\\"key\\n\",\"value\":\"caf\u{e9}\"}\n"
         );
+    }
+
+    #[test]
+    fn jsonl_file_names_round_trip() {
+        assert_eq!(jsonl_file_name(42), "segment-000000000000002a.jsonl");
+        assert_eq!(
+            parse_jsonl_file_name(&jsonl_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_jsonl_file_name("segment-2A.jsonl"), Some(42));
+        for bad in [
+            "segment-.jsonl",
+            "segment-2a.bin",
+            "segment-+2a.jsonl",
+            "x-2a.jsonl",
+        ] {
+            assert_eq!(parse_jsonl_file_name(bad), None, "{bad}");
+        }
     }
 
     #[test]
