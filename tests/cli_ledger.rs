@@ -109,6 +109,17 @@ fn sorted(data: &HashMap<Vec<u8>, Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
     entries
 }
 
+/// A segment as the ledger builds it: `size` is the sum of key and value lengths.
+fn segment_of(segment_id: u64, timestamp: u64, data: HashMap<Vec<u8>, Vec<u8>>) -> Segment {
+    let size = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    Segment {
+        segment_id,
+        timestamp,
+        data,
+        size,
+    }
+}
+
 fn hex(id: u64) -> String {
     format!("{id:016x}")
 }
@@ -149,13 +160,7 @@ fn binary_keys_are_base64_and_found_with_base64() {
     let mut data = HashMap::new();
     data.insert(vec![0xff, 0x00, 0x01], b"binary key".to_vec());
     data.insert(b"text".to_vec(), vec![0xc3, 0x28]);
-    let size = data.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let segment = Segment {
-        segment_id: 0x51,
-        timestamp: 7,
-        data,
-        size,
-    };
+    let segment = segment_of(0x51, 7, data);
     ledger.archive(&segment.archive(true, 8).unwrap());
     let jsonl = ledger.ok(&["cat", "51"]);
     assert_eq!(
@@ -210,13 +215,7 @@ fn a_50_mb_segment_cats_finds_and_verifies() {
         let value: String = (0..1000).map(|_| rng.alphanumeric()).collect();
         data.insert(format!("big:{n:08}").into_bytes(), value.into_bytes());
     }
-    let size = data.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let segment = Segment {
-        segment_id: 0xb16,
-        timestamp: 1,
-        data,
-        size,
-    };
+    let segment = segment_of(0xb16, 1, data);
     let archived = segment.archive(false, 2).unwrap();
     assert!(archived.body.len() > 50_000_000, "{}", archived.body.len());
     ledger.archive(&archived);
