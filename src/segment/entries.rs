@@ -318,7 +318,8 @@ fn write_field(out: &mut impl Write, name: &str, bytes: &[u8]) -> std::io::Resul
     match std::str::from_utf8(bytes) {
         Ok(text) => {
             write!(out, "\"{name}\":")?;
-            serde_json::to_writer(&mut *out, text).map_err(std::io::Error::other)
+            // From keeps an I/O error's kind (a broken pipe stays one).
+            serde_json::to_writer(&mut *out, text).map_err(std::io::Error::from)
         }
         Err(_) => write!(out, "\"{name}_base64\":\"{}\"", BASE64.encode(bytes)),
     }
@@ -557,6 +558,28 @@ mod tests {
         ] {
             assert_eq!(parse_jsonl_file_name(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_writer_error_keeps_its_kind() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut out = Closed;
+        for (name, bytes) in [("key", &b"text"[..]), ("value", &[0xff][..])] {
+            let error = write_field(&mut out, name, bytes).unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe);
+        }
+        // The JSON string itself, written by serde_json after the field name.
+        let mut name_only = std::io::Cursor::new([0u8; 6]);
+        let error = write_field(&mut name_only, "key", b"text").unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::WriteZero);
     }
 
     #[test]
