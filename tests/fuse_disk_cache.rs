@@ -231,3 +231,26 @@ fn a_second_mount_on_a_folder_in_use_is_refused_in_one_line() {
     );
     assert!(!is_mounted(dir.path()));
 }
+
+#[test]
+fn a_cache_dir_that_cannot_be_a_folder_is_one_line() {
+    let server = Server::start(&[BUCKET]);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = scribefs(&server)
+        .arg("mount")
+        .arg(BUCKET)
+        .arg(dir.path())
+        .arg("--cache-dir")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cache dir {}", file.path().display())),
+        "{stderr}"
+    );
+    assert!(!is_mounted(dir.path()));
+}
