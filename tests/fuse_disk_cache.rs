@@ -208,49 +208,41 @@ fn the_folder_stays_within_its_size() {
     assert!(bytes <= 3 << 20, "{bytes}");
 }
 
+/// `scribefs mount` with `--cache-dir cache` must fail, mount nothing, and say why in one
+/// line; returns that line.
+fn refused_mount(server: &Server, cache: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let output = scribefs(server)
+        .arg("mount")
+        .arg(BUCKET)
+        .arg(dir.path())
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(!is_mounted(dir.path()));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_second_mount_on_a_folder_in_use_is_refused_in_one_line() {
     let server = Server::start(&[BUCKET]);
     let cache = tempfile::tempdir().unwrap();
     let _first = CachedMount::new(&server, cache.path(), &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let output = scribefs(&server)
-        .arg("mount")
-        .arg(BUCKET)
-        .arg(dir.path())
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("in use by another scribefs mount"),
-        "{stderr}"
-    );
-    assert!(!is_mounted(dir.path()));
+    let line = refused_mount(&server, cache.path());
+    assert!(line.contains("in use by another scribefs mount"), "{line}");
 }
 
 #[test]
 fn a_cache_dir_that_cannot_be_a_folder_is_one_line() {
     let server = Server::start(&[BUCKET]);
     let file = tempfile::NamedTempFile::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let output = scribefs(&server)
-        .arg("mount")
-        .arg(BUCKET)
-        .arg(dir.path())
-        .arg("--cache-dir")
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let line = refused_mount(&server, file.path());
     assert!(
-        stderr.contains(&format!("cache dir {}", file.path().display())),
-        "{stderr}"
+        line.contains(&format!("cache dir {}", file.path().display())),
+        "{line}"
     );
-    assert!(!is_mounted(dir.path()));
 }
