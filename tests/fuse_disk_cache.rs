@@ -24,12 +24,7 @@ struct CachedMount {
 impl CachedMount {
     fn new(server: &Server, cache: &Path, extra: &[&str]) -> CachedMount {
         let dir = tempfile::tempdir().unwrap();
-        let output = scribefs(server)
-            .arg("mount")
-            .arg(BUCKET)
-            .arg(dir.path())
-            .arg("--cache-dir")
-            .arg(cache)
+        let output = mount_command(server, dir.path(), cache)
             .args(extra)
             .output()
             .unwrap();
@@ -70,6 +65,18 @@ impl Drop for CachedMount {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `scribefs mount BUCKET DIR --cache-dir CACHE`.
+fn mount_command(server: &Server, dir: &Path, cache: &Path) -> Command {
+    let mut command = scribefs(server);
+    command
+        .arg("mount")
+        .arg(BUCKET)
+        .arg(dir)
+        .arg("--cache-dir")
+        .arg(cache);
+    command
 }
 
 /// Whether a mount process holds the folder's lock.
@@ -212,14 +219,7 @@ fn the_folder_stays_within_its_size() {
 /// line; returns that line.
 fn refused_mount(server: &Server, cache: &Path) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let output = scribefs(server)
-        .arg("mount")
-        .arg(BUCKET)
-        .arg(dir.path())
-        .arg("--cache-dir")
-        .arg(cache)
-        .output()
-        .unwrap();
+    let output = mount_command(server, dir.path(), cache).output().unwrap();
     assert!(!output.status.success());
     assert!(!is_mounted(dir.path()));
     let stderr = String::from_utf8(output.stderr).unwrap();
