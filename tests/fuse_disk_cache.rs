@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::devserver::Server;
-use common::mount::{BUCKET, is_mounted, put_directly, scribefs};
+use common::mount::{BUCKET, is_mounted, put_directly, scribefs, unmount_by};
 use scribefs::segment::codec::demo_segments;
 use scribefs::segment::{SegmentFile, file_name, meta_key, segment_key};
 
@@ -54,13 +54,7 @@ impl CachedMount {
 impl Drop for CachedMount {
     fn drop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while is_mounted(self.dir.path()) && Instant::now() < deadline {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(self.dir.path())
-                .output();
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        unmount_by(self.dir.path(), deadline);
         while is_locked(&self.cache) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
