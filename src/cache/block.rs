@@ -23,6 +23,7 @@ use bytes::Bytes;
 use lru::LruCache;
 use tokio::sync::watch;
 
+use super::disk::DiskCache;
 use crate::store::{StoreError, StoreResult};
 
 /// One block of one object version. The ETag is part of the key so that blocks of a replaced
@@ -102,6 +103,8 @@ struct Shared {
     budget_bytes: u64,
     state: Mutex<State>,
     counters: Counters,
+    /// The tier below: consulted before S3 on a miss, and given every block S3 sends.
+    disk: Option<DiskCache>,
 }
 
 /// A cheaply clonable handle; clones share the same blocks.
@@ -115,6 +118,11 @@ pub struct BlockCache {
 
 impl BlockCache {
     pub fn new(budget_bytes: u64) -> Self {
+        BlockCache::with_disk(budget_bytes, None)
+    }
+
+    /// A memory cache of `budget_bytes` over an optional disk tier.
+    pub fn with_disk(budget_bytes: u64, disk: Option<DiskCache>) -> Self {
         let state = State {
             // The byte budget, not an entry count, bounds the cache.
             blocks: LruCache::unbounded(),
@@ -127,12 +135,17 @@ impl BlockCache {
                 budget_bytes,
                 state: Mutex::new(state),
                 counters: Counters::default(),
+                disk,
             }),
         }
     }
 
     pub fn budget_bytes(&self) -> u64 {
         self.shared.budget_bytes
+    }
+
+    pub fn disk(&self) -> Option<&DiskCache> {
+        self.shared.disk.as_ref()
     }
 
     /// The cached block, marked most recently used.
@@ -146,7 +159,11 @@ impl BlockCache {
 
     /// Stores a block (replacing any cached copy), then evicts least recently used blocks until
     /// the cache is within budget. A block larger than the whole budget is not kept.
+    /// The block is also queued for the disk tier, if there is one.
     pub fn insert(&self, id: BlockId, block: Bytes) {
+        if let Some(disk) = self.disk() {
+            disk.put(&id, block.clone());
+        }
         let mut state = self.state();
         self.store_block(&mut state, id, block);
     }
@@ -332,6 +349,11 @@ pub struct FetchTicket {
 impl FetchTicket {
     pub fn id(&self) -> &BlockId {
         &self.id
+    }
+
+    /// The cache this ticket will fill (and through it, the disk tier).
+    pub fn cache(&self) -> &BlockCache {
+        &self.cache
     }
 
     /// A waiter on this ticket's outcome, for the claimer itself when another task fetches.

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use super::block::{FetchTicket, duplicate_error};
+use super::disk::DiskCache;
 use crate::store::{GetRequest, ObjectStore, StoreError, StoreResult};
 
 /// The object version a reader reads: every block is fetched with `If-Match: etag`.
@@ -53,9 +54,75 @@ impl From<&crate::store::ObjectMeta> for ObjectVersion {
     }
 }
 
-/// Fetches the blocks of `tickets` (consecutive indexes, ascending, all of `object`) in one GET
-/// and completes every ticket, with its block or with the error that stopped the transfer.
+/// Fetches the blocks of `tickets` (consecutive indexes, ascending, all of `object`) and
+/// completes every ticket, with its block or with the error that stopped the transfer. Without a
+/// disk tier that is ONE GET; with one, the blocks found on disk are served from it and each run
+/// of blocks it lacks is one GET, the runs in parallel.
 pub(crate) async fn fetch_run(
+    store: &dyn ObjectStore,
+    object: &ObjectVersion,
+    block_size: u64,
+    tickets: Vec<FetchTicket>,
+) {
+    let disk = tickets
+        .first()
+        .and_then(|t| t.cache().disk().cloned())
+        .filter(|disk| tickets.iter().any(|t| disk.may_hold(t.id())));
+    let tickets = match disk {
+        Some(disk) => from_disk(disk, object, block_size, tickets).await,
+        None => tickets,
+    };
+    let runs = consecutive_runs(tickets);
+    futures::future::join_all(
+        runs.into_iter()
+            .map(|run| fetch_from_store(store, object, block_size, run)),
+    )
+    .await;
+}
+
+/// Completes the tickets whose blocks the disk tier holds intact; returns the others.
+async fn from_disk(
+    disk: DiskCache,
+    object: &ObjectVersion,
+    block_size: u64,
+    tickets: Vec<FetchTicket>,
+) -> Vec<FetchTicket> {
+    let object = object.clone();
+    let lookups = tokio::task::spawn_blocking(move || {
+        let mut missing = Vec::new();
+        for ticket in tickets {
+            let range = object.block_range(block_size, ticket.id().index);
+            match disk.get(ticket.id(), range.end - range.start) {
+                Some(block) => ticket.complete(Ok(block)),
+                None => missing.push(ticket),
+            }
+        }
+        missing
+    });
+    // If the lookups panicked, their tickets were dropped unanswered: waiters claim afresh.
+    lookups.await.unwrap_or_default()
+}
+
+/// Splits ascending tickets where their indexes stop being consecutive.
+fn consecutive_runs(tickets: Vec<FetchTicket>) -> Vec<Vec<FetchTicket>> {
+    let mut runs: Vec<Vec<FetchTicket>> = Vec::new();
+    for ticket in tickets {
+        match runs.last_mut() {
+            Some(run)
+                if run
+                    .last()
+                    .is_some_and(|l| l.id().index + 1 == ticket.id().index) =>
+            {
+                run.push(ticket)
+            }
+            _ => runs.push(vec![ticket]),
+        }
+    }
+    runs
+}
+
+/// One GET for a run of consecutive blocks.
+async fn fetch_from_store(
     store: &dyn ObjectStore,
     object: &ObjectVersion,
     block_size: u64,
@@ -117,7 +184,11 @@ async fn stream_blocks(
             if buffer.len() == want
                 && let Some(ticket) = pending.pop_front()
             {
-                ticket.complete(Ok(std::mem::take(&mut buffer).freeze()));
+                let block = std::mem::take(&mut buffer).freeze();
+                if let Some(disk) = ticket.cache().disk() {
+                    disk.put(ticket.id(), block.clone());
+                }
+                ticket.complete(Ok(block));
             }
         }
     }

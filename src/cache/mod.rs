@@ -5,6 +5,10 @@
 //!   GET fetches it and all of them get its outcome.
 //! - [`reader::ObjectReader`]: one per open file handle; reads an object version through the
 //!   cache in whole blocks, detects sequential access and prefetches ahead in a growing window.
+//! - [`disk::DiskCache`]: the optional disk tier below the memory LRU (`--cache-dir`), keyed
+//!   and checksummed per block, bounded in bytes, kept across remounts. A run of missing blocks
+//!   is first looked up there ([`fetch`]); only the blocks it lacks are fetched from S3, and
+//!   every block S3 sends is queued for it.
 //! - [`reader::ReadPath`]: what the readers of a mount share (store, cache, prefetch permits,
 //!   counters); `ReadPath::open` makes a reader.
 //!
@@ -41,6 +45,7 @@
 //! not evicted before the reader reaches them.
 
 pub mod block;
+pub mod disk;
 pub mod fetch;
 mod pattern;
 pub mod reader;
@@ -49,5 +54,6 @@ pub mod reader;
 mod tests;
 
 pub use block::{BlockCache, BlockId, CacheStats, FetchTicket, Lookup, PendingBlock};
+pub use disk::{DiskCache, DiskError, DiskStats};
 pub use fetch::ObjectVersion;
 pub use reader::{ObjectReader, ReadPath, ReadStats, ReaderConfig};

@@ -442,3 +442,71 @@ proptest! {
         })?;
     }
 }
+
+/// Waits for the disk tier's writer to have written `writes` blocks in all.
+async fn disk_writes(disk: &DiskCache, writes: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while disk.stats().writes < writes {
+        assert!(std::time::Instant::now() < deadline, "{:?}", disk.stats());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_disk_tier_serves_what_it_holds_and_each_gap_is_one_get() {
+    let bs = 4 * KIB;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskCache::open(dir.path(), 64 * MIB, bs).unwrap();
+    let store = Arc::new(store());
+    let data = content(4 * bs, 3);
+    let etag = store
+        .inner()
+        .put("obj", data.clone(), PutOptions::default())
+        .await
+        .unwrap()
+        .etag;
+    let object = ObjectVersion::new("obj", etag, 4 * bs);
+    let id = |index: u64| BlockId {
+        key: "obj".into(),
+        etag: object.etag.clone(),
+        index,
+    };
+    for index in [0, 2] {
+        let range = object.block_range(bs, index);
+        disk.put(
+            &id(index),
+            data.slice(range.start as usize..range.end as usize),
+        );
+    }
+    disk_writes(&disk, 2).await;
+
+    let config = ReaderConfig {
+        block_size: bs,
+        ..ReaderConfig::default()
+    };
+    let cold = ReadPath::new(
+        store.clone(),
+        BlockCache::with_disk(MIB, Some(disk.clone())),
+        config.clone(),
+    );
+    let read = cold
+        .open(object.clone())
+        .read(0, 4 * bs as u32)
+        .await
+        .unwrap();
+    assert_eq!(read, data);
+    assert_eq!(store.get_ranges(), vec![bs..2 * bs, 3 * bs..4 * bs]);
+    assert_eq!(disk.stats().hits, 2);
+
+    // What S3 sent went to disk too: a fresh memory cache reads it all without a GET.
+    disk_writes(&disk, 4).await;
+    let warm = ReadPath::new(
+        store.clone(),
+        BlockCache::with_disk(MIB, Some(disk.clone())),
+        config,
+    );
+    let read = warm.open(object).read(0, 4 * bs as u32).await.unwrap();
+    assert_eq!(read, data);
+    assert_eq!(store.calls(Op::Get), 2);
+    disk.close();
+}

@@ -72,6 +72,40 @@ pub enum SegmentsCommand {
     Rm { id: String },
     /// Check that the bucket is reachable with these credentials (one HeadBucket)
     Health,
+    /// Print a segment's entries as JSON Lines sorted by key (gunzipped, checked against its
+    /// sidecar), or its stored bytes with --format raw
+    Cat {
+        /// Segment id in hex
+        id: String,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: CatFormat,
+    },
+    /// Print the ids of the segments that hold KEY, newest (highest id) first
+    Find {
+        key: String,
+        /// KEY is base64 (for keys that are not UTF-8)
+        #[arg(long)]
+        base64: bool,
+        /// Segments fetched and decoded at once
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        parallel: usize,
+    },
+    /// Check that segments (all, or the IDs given) decompress, decode and match their sidecars;
+    /// one line per bad segment, non-zero exit if any is bad
+    Verify {
+        ids: Vec<String>,
+        /// Segments fetched and decoded at once
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        parallel: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CatFormat {
+    /// One {"key": ..., "value": ...} object per line (key_base64/value_base64 for binary)
+    Jsonl,
+    /// The stored bytes, gzip included
+    Raw,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -146,6 +180,18 @@ pub struct MountArgs {
         help_heading = "Caching"
     )]
     pub cache_size_mib: u64,
+    /// Keep blocks read from S3 in this directory too (a disk tier below the memory cache, kept
+    /// across remounts; one mount per directory)
+    #[arg(long, value_name = "DIR", help_heading = "Caching")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most the --cache-dir may hold, in MiB (least recently used blocks are deleted first)
+    #[arg(
+        long,
+        default_value_t = 4096,
+        value_name = "MIB",
+        help_heading = "Caching"
+    )]
+    pub cache_dir_size: u64,
     /// Size of a cached block and of a ranged GET's unit (e.g. 1M)
     #[arg(long, default_value = "1M", value_parser = super::mount::parse_size, help_heading = "Caching")]
     pub block_size: u64,

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod config;
+mod ledger;
 mod mount;
 mod segments;
 
@@ -28,6 +29,8 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(String),
+    #[error("{0}")]
+    Segment(#[from] crate::segment::entries::EntriesError),
 }
 
 impl From<std::io::Error> for CliError {

@@ -14,6 +14,7 @@ use fuser::{MountOption, SessionACL};
 
 use super::args::{LayoutArg, MountArgs, PosixMetadataArg};
 use super::{CliError, connect};
+use crate::cache::DiskCache;
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::{Fs, FsConfig, Layout, LayoutKind};
 use crate::store::StoreError;
@@ -59,7 +60,13 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         .head_bucket()
         .await
         .map_err(|e| explain_bucket_check(&e, &config))?;
-    let fs_config = fs_config(&args)?;
+    let mut fs_config = fs_config(&args)?;
+    if let Some(dir) = &args.cache_dir {
+        let disk = DiskCache::open(dir, args.cache_dir_size << 20, args.block_size)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        fs_config.disk_cache = Some(disk);
+    }
+    let disk_cache = fs_config.disk_cache.clone();
     std::fs::create_dir_all(&fs_config.staging_dir).map_err(|e| {
         CliError::Io(format!(
             "cannot create staging dir {}: {e}",
@@ -82,17 +89,22 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
     tracing::info!(bucket = %config.bucket, dir = %args.dir.display(), "mounted");
     ready.report("ok");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut ended = Ok(());
     tokio::select! {
         result = ended_rx => {
             // Unmounted from outside (umount, fusermount3 -u): destroy() already flushed.
             if let Ok(Err(e)) = result {
-                return Err(CliError::Io(format!("FUSE session ended with an error: {e}")));
+                ended = Err(CliError::Io(format!("FUSE session ended with an error: {e}")));
             }
         }
         _ = tokio::signal::ctrl_c() => shutdown(&fs, &mut unmounter, &args.dir).await,
         _ = terminate.recv() => shutdown(&fs, &mut unmounter, &args.dir).await,
     }
-    Ok(())
+    if let Some(disk) = disk_cache {
+        // The blocks still queued reach the disk before the lock on the folder is released.
+        let _ = tokio::task::spawn_blocking(move || disk.close()).await;
+    }
+    ended
 }
 
 async fn shutdown(fs: &Arc<Fs>, unmounter: &mut fuser::SessionUnmounter, dir: &Path) {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
-use super::args::SegmentsCommand;
-use super::{CliError, connect};
+use super::args::{CatFormat, SegmentsCommand};
+use super::{CliError, connect, ledger};
 use crate::segment::{SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
 use crate::store::{GetRequest, ObjectStore, PutOptions};
@@ -41,10 +41,23 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             println!("ok: bucket {} reachable at {endpoint}", config.bucket);
             Ok(())
         }
+        SegmentsCommand::Cat { id, format } => match format {
+            CatFormat::Raw => download(store.as_ref(), id_arg(&id)?, &config.bucket, None).await,
+            CatFormat::Jsonl => ledger::cat_jsonl(&segments, id_arg(&id)?, &config.bucket).await,
+        },
+        SegmentsCommand::Find {
+            key,
+            base64,
+            parallel,
+        } => ledger::find(&segments, &ledger::key_arg(&key, base64)?, parallel).await,
+        SegmentsCommand::Verify { ids, parallel } => {
+            let ids = ids.iter().map(|id| id_arg(id)).collect::<Result<_, _>>()?;
+            ledger::verify(&segments, ids, parallel).await
+        }
     }
 }
 
-fn id_arg(text: &str) -> Result<u64, CliError> {
+pub(super) fn id_arg(text: &str) -> Result<u64, CliError> {
     parse_id(text).ok_or_else(|| {
         CliError::Usage(format!(
             "segment id {text:?} is not a hex number of at most 16 digits (e.g. 2a or 000000000000002a)"
@@ -72,11 +85,14 @@ async fn download(
     };
     let Some(path) = file else {
         let mut out = std::io::stdout().lock();
+        let mut written = Ok(());
         while let Some(chunk) = body.next().await {
-            out.write_all(&chunk?)
-                .map_err(|e| CliError::Io(e.to_string()))?;
+            written = out.write_all(&chunk?);
+            if written.is_err() {
+                break;
+            }
         }
-        return out.flush().map_err(|e| CliError::Io(e.to_string()));
+        return ledger::quiet_on_broken_pipe(written.and_then(|()| out.flush()));
     };
     let tmp = path.with_extension("scribefs-partial");
     let cannot_write =

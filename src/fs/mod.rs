@@ -77,6 +77,8 @@ pub struct FsConfig {
     /// Fetch every listed file's s3fs metadata (mode, owner, type, times) before readdir
     /// answers, with parallel HEADs: listings do not carry it.
     pub posix_metadata: bool,
+    /// The disk tier below the block cache (`--cache-dir`), already opened and locked.
+    pub disk_cache: Option<crate::cache::DiskCache>,
 }
 
 impl FsConfig {
@@ -99,6 +101,7 @@ impl FsConfig {
             allow_overwrite: false,
             rename_dir_limit: 1000,
             posix_metadata: false,
+            disk_cache: None,
         }
     }
 
@@ -139,7 +142,7 @@ impl Fs {
         };
         let reads = ReadPath::new(
             store.clone(),
-            BlockCache::new(config.cache_bytes),
+            BlockCache::with_disk(config.cache_bytes, config.disk_cache.clone()),
             reader_config,
         );
         Arc::new_cyclic(|this| Fs {

@@ -1,6 +1,6 @@
 //! The ledger's on-S3 encoding, used only to produce realistic demo and test segments: a
 //! segment is bincode 1.3 of [`Segment`], gzip-compressed when archived with compression, and
-//! its sidecar is JSON of [`SegmentMetadata`]. scribefs itself never decodes payloads.
+//! its sidecar is JSON of [`SegmentMetadata`]. [`super::entries`] decodes stored segments.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -1,10 +1,11 @@
 //! Scribe Ledger's segment key scheme and its segment API on top of any [`ObjectStore`](crate::store::ObjectStore).
 //!
 //! The ledger archives segment `id` as `segments/segment-{id:016x}.bin` with a JSON sidecar
-//! `segments/segment-{id:016x}.meta.json`. Payloads are opaque bytes here; [`codec`] knows the
-//! ledger's encoding only to make realistic demo and test data.
+//! `segments/segment-{id:016x}.meta.json`. [`codec`] is the ledger's encoding (demo and test
+//! data); [`entries`] decodes and checks stored segments for `scribefs segments cat/find/verify`.
 
 pub mod codec;
+pub mod entries;
 mod store;
 
 pub use store::SegmentStore;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{SEGMENTS_PREFIX, meta_key, parse_segment_key, segment_key};
+use super::{SEGMENTS_PREFIX, SegmentFile, meta_key, parse_file_name, segment_key};
 use crate::store::{ListRequest, ObjectStore, PutOptions, StoreResult, get_bytes};
 
 /// The ledger's segment operations on raw bytes, over any object store.
@@ -49,27 +49,39 @@ impl SegmentStore {
     /// Every segment id in the bucket, ascending, across all listing pages. Keys under
     /// `segments/` that are not segment data keys (sidecars, stray files) are skipped.
     pub async fn list_segments(&self) -> StoreResult<Vec<u64>> {
+        let files = self.list_files().await?;
+        let mut ids: Vec<u64> = files
+            .into_iter()
+            .filter_map(|(id, file)| (file == SegmentFile::Data).then_some(id))
+            .collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Every segment file (data and sidecar) in the bucket, sorted by id then data before
+    /// sidecar, across all listing pages. Stray keys under `segments/` are skipped.
+    pub async fn list_files(&self) -> StoreResult<Vec<(u64, SegmentFile)>> {
         let mut request = ListRequest {
             prefix: format!("{SEGMENTS_PREFIX}segment-"),
             ..Default::default()
         };
-        let mut ids = Vec::new();
+        let mut files = Vec::new();
         loop {
             let page = self.store.list(request.clone()).await?;
-            ids.extend(
-                page.objects
-                    .iter()
-                    .filter_map(|o| parse_segment_key(&o.key)),
-            );
+            files.extend(page.objects.iter().filter_map(|o| {
+                o.key
+                    .strip_prefix(SEGMENTS_PREFIX)
+                    .and_then(parse_file_name)
+            }));
             match page.next_continuation_token {
                 Some(token) => request.continuation_token = Some(token),
                 None => break,
             }
         }
         // Keys of other hex lengths or cases do not sort by id.
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+        files.sort_unstable();
+        files.dedup();
+        Ok(files)
     }
 
     /// One HeadBucket: is the bucket there and may we use it.
@@ -113,6 +125,20 @@ mod tests {
         assert_eq!(
             segments.list_segments().await.unwrap(),
             vec![7, 300, 0x1_0000_0000]
+        );
+        memory
+            .put(&meta_key(8), Bytes::new(), PutOptions::default())
+            .await
+            .unwrap();
+        let files = segments.list_files().await.unwrap();
+        assert_eq!(files.len(), 7);
+        assert_eq!(
+            files[..3],
+            [
+                (7, SegmentFile::Data),
+                (7, SegmentFile::Meta),
+                (8, SegmentFile::Meta)
+            ]
         );
         assert_eq!(segments.get_segment(7).await.unwrap().unwrap(), "seg 7");
         segments.delete_segment(7).await.unwrap();

@@ -98,16 +98,7 @@ impl Mount {
             return;
         }
         self.mounted = false;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while is_mounted(self.root()) && Instant::now() < deadline {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(self.root())
-                .output();
-            if is_mounted(self.root()) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+        unmount_by(self.root(), Instant::now() + Duration::from_secs(20));
         if is_mounted(self.root()) {
             let _ = Command::new("fusermount3")
                 .arg("-uz")
@@ -120,6 +111,17 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         self.unmount();
+    }
+}
+
+/// `fusermount3 -u dir` until `dir` is no mount point or `deadline` passes (a mount busy with a
+/// request refuses for a moment).
+pub fn unmount_by(dir: &Path, deadline: Instant) {
+    while is_mounted(dir) && Instant::now() < deadline {
+        let _ = Command::new("fusermount3").arg("-u").arg(dir).output();
+        if is_mounted(dir) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

@@ -1,0 +1,185 @@
+//! `scribefs segments cat/find/verify`: the ledger's view of its segments, decoded by
+//! [`crate::segment::entries`]. Decoding is CPU work and runs on the blocking pool; fetches run
+//! `parallel` segments at a time, so memory stays near `parallel` decoded segments.
+
+use std::io::Write;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::CliError;
+use crate::segment::entries::{self, EntriesError, SegmentEntries};
+use crate::segment::{SegmentFile, SegmentStore, file_name};
+
+/// `cat ID`: the entries as JSON Lines on stdout.
+pub async fn cat_jsonl(segments: &SegmentStore, id: u64, bucket: &str) -> Result<(), CliError> {
+    let (stored, sidecar) = tokio::try_join!(segments.get_segment(id), segments.get_metadata(id))?;
+    let Some(stored) = stored else {
+        return Err(CliError::Usage(format!(
+            "segment {id:016x} not found in bucket {bucket}"
+        )));
+    };
+    let decoded = decode(id, stored, sidecar).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    quiet_on_broken_pipe(decoded.write_jsonl(&mut out).and_then(|()| out.flush()))
+}
+
+/// The key `find` looks for: the text's bytes, or base64-decoded with `--base64`.
+pub fn key_arg(text: &str, is_base64: bool) -> Result<Vec<u8>, CliError> {
+    if !is_base64 {
+        return Ok(text.as_bytes().to_vec());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| CliError::Usage(format!("key {text:?} is not base64: {e}")))
+}
+
+/// `find KEY`: the ids of segments holding KEY, newest first, printed as they are confirmed.
+/// A segment that cannot be read is reported on stderr and makes the exit status non-zero.
+pub async fn find(segments: &SegmentStore, key: &[u8], parallel: usize) -> Result<(), CliError> {
+    let mut ids = segments.list_segments().await?;
+    ids.reverse();
+    let mut results = futures::stream::iter(ids)
+        .map(|id| async move {
+            let Some(stored) = segments.get_segment(id).await? else {
+                // Deleted since the listing: it holds nothing now.
+                return Ok((id, false));
+            };
+            let decoded = decode(id, stored, None).await?;
+            Ok::<_, CliError>((id, decoded.get(key).is_some()))
+        })
+        .buffered(parallel.max(1));
+    let mut unreadable = 0usize;
+    let mut out = std::io::stdout().lock();
+    while let Some(result) = results.next().await {
+        match result {
+            Ok((id, true)) => {
+                let written = writeln!(out, "{id:016x}").and_then(|()| out.flush());
+                if written.is_err() {
+                    return quiet_on_broken_pipe(written);
+                }
+            }
+            Ok((_, false)) => {}
+            Err(e) => {
+                unreadable += 1;
+                eprintln!("scribefs: cannot search {e}");
+            }
+        }
+    }
+    match unreadable {
+        0 => Ok(()),
+        n => Err(CliError::Usage(format!(
+            "{n} segment(s) could not be searched (see above)"
+        ))),
+    }
+}
+
+/// What the bucket holds of one segment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Present {
+    data: bool,
+    sidecar: bool,
+}
+
+/// `verify [ID...]`: one stdout line per bad segment, a summary, non-zero exit if any is bad.
+pub async fn verify(
+    segments: &SegmentStore,
+    ids: Vec<u64>,
+    parallel: usize,
+) -> Result<(), CliError> {
+    let targets: Vec<(u64, Option<Present>)> = if ids.is_empty() {
+        let files = segments.list_files().await?;
+        let mut targets: Vec<(u64, Option<Present>)> = Vec::new();
+        for (id, file) in files {
+            if targets.last().is_none_or(|(last, _)| *last != id) {
+                targets.push((id, Some(Present::default())));
+            }
+            if let Some((_, Some(present))) = targets.last_mut() {
+                match file {
+                    SegmentFile::Data => present.data = true,
+                    SegmentFile::Meta => present.sidecar = true,
+                }
+            }
+        }
+        targets
+    } else {
+        // Named ids: whether each file exists is learned from its GET.
+        ids.into_iter().map(|id| (id, None)).collect()
+    };
+    let total = targets.len();
+    let mut results = futures::stream::iter(targets)
+        .map(|(id, present)| verify_one(segments, id, present))
+        .buffered(parallel.max(1));
+    let mut bad = 0usize;
+    let mut out = std::io::stdout().lock();
+    while let Some(result) = results.next().await {
+        if let Err(reason) = result {
+            bad += 1;
+            writeln!(out, "{reason}")?;
+        }
+    }
+    if bad > 0 {
+        out.flush()?;
+        return Err(CliError::Usage(format!(
+            "{bad} of {total} segment(s) are bad"
+        )));
+    }
+    writeln!(out, "ok: {total} segment(s) verified")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Checks one segment; the error is its report line, naming the segment.
+async fn verify_one(
+    segments: &SegmentStore,
+    id: u64,
+    present: Option<Present>,
+) -> Result<(), String> {
+    let cannot_read =
+        |e: crate::store::StoreError| format!("segment {id:016x}: cannot be read: {e}");
+    let (stored, sidecar) = match present {
+        Some(Present {
+            data: true,
+            sidecar: true,
+        })
+        | None => tokio::try_join!(segments.get_segment(id), segments.get_metadata(id))
+            .map_err(cannot_read)?,
+        Some(Present { data, sidecar }) => (data.then(Bytes::new), sidecar.then(Bytes::new)),
+    };
+    let data_name = file_name(id, SegmentFile::Data);
+    let sidecar_name = file_name(id, SegmentFile::Meta);
+    match (stored, sidecar) {
+        (Some(stored), Some(sidecar)) => decode(id, stored, Some(sidecar))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        (Some(_), None) => Err(format!("segment {id:016x}: has no sidecar {sidecar_name}")),
+        (None, Some(_)) => Err(format!(
+            "segment {id:016x}: sidecar {sidecar_name} has no segment {data_name}"
+        )),
+        (None, None) => Err(format!(
+            "segment {id:016x}: no such segment ({data_name} and {sidecar_name} are missing)"
+        )),
+    }
+}
+
+/// Decodes (and checks against the sidecar, if any) on the blocking pool.
+async fn decode(
+    id: u64,
+    stored: Bytes,
+    sidecar: Option<Bytes>,
+) -> Result<SegmentEntries, CliError> {
+    tokio::task::spawn_blocking(move || entries::decode_checked(id, &stored, sidecar.as_deref()))
+        .await
+        .map_err(|e| CliError::Io(format!("segment {id:016x}: decoding stopped: {e}")))?
+        .map_err(|e: EntriesError| e.into())
+}
+
+/// A reader that stopped reading (`| head`) is not an error of ours.
+pub(super) fn quiet_on_broken_pipe(result: std::io::Result<()>) -> Result<(), CliError> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
