@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// Log filter: a level (error, warn, info, debug, trace) or RUST_LOG directives [default: warn] [env: RUST_LOG]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,6 +48,12 @@ pub struct ConnectionArgs {
     /// Most connections (and requests) open to S3 at once [default: 10]
     #[arg(long, global = true, value_name = "N")]
     pub pool_size: Option<usize>,
+    /// Named profile of ~/.aws/config and ~/.aws/credentials [env: AWS_PROFILE]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Send unsigned requests, for public buckets (no credentials looked up)
+    #[arg(long, global = true)]
+    pub no_sign_request: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,9 +157,15 @@ pub struct MountArgs {
     /// Stay in the foreground (logs go to stderr)
     #[arg(short, long)]
     pub foreground: bool,
-    /// Where the background mount process writes its log (RUST_LOG sets the level) [default: nowhere]
+    /// Where the background mount process writes its log, instead of syslog
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// The syslog socket a background mount without --log-file logs to
+    #[arg(long, value_name = "PATH", default_value = super::logging::DEFAULT_SYSLOG_SOCKET)]
+    pub syslog_socket: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9108)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// FUSE mount options, comma separated (allow_other, default_permissions, ...)
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
