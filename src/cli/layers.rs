@@ -55,9 +55,12 @@ pub fn apply(
     if let Some(unknown) = table.keys().find(|k| !all.iter().any(|f| &f.key == *k)) {
         return Err(format!("unknown key {unknown:?} in the [mount] table"));
     }
-    let flags = all
-        .into_iter()
-        .filter(|f| is_mount || command.get_arguments().any(|a| a.get_id() == f.key.as_str()));
+    let flags = all.into_iter().filter(|f| {
+        is_mount
+            || command
+                .get_arguments()
+                .any(|a| a.get_id() == f.key.as_str())
+    });
     let mut out = argv;
     for flag in flags {
         let source = matches.value_source(&flag.key);
@@ -106,5 +109,86 @@ fn toml_text(key: &str, value: &toml::Value) -> Result<String, String> {
         toml::Value::Float(f) => Ok(f.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
         _ => Err(format!("[mount] {key} must be a string, number or boolean")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::collections::HashMap;
+
+    fn layered(args: &[&str], env: &[(&str, &str)], file: &str) -> Result<Vec<String>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, file).unwrap();
+        let mut argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+        argv.push(format!("--config={}", path.display()).into());
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let out = apply(argv, crate::cli::args::Cli::command(), &|n| {
+            env.get(n).cloned()
+        })?;
+        Ok(out
+            .into_iter()
+            .skip(args.len() + 1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect())
+    }
+
+    #[test]
+    fn file_and_environment_fill_only_what_flags_left_unset() {
+        let file = "[storage.s3]\nbucket = \"b\"\n[mount]\ncache_size_mib = 64\nprefix = \"p/\"\n\
+                    read_only = true\nallow_other = false\nprofile = \"prod\"\n";
+        let mount = ["scribefs", "mount", "b", "/m"];
+        let added = layered(&mount, &[], file).unwrap();
+        assert_eq!(
+            added,
+            [
+                "--profile=prod",
+                "--prefix=p/",
+                "--read-only",
+                "--cache-size-mib=64"
+            ]
+        );
+        let env = [
+            ("SCRIBEFS_CACHE_SIZE_MIB", "32"),
+            ("SCRIBEFS_PROFILE", "dev"),
+        ];
+        let added = layered(&mount, &env, file).unwrap();
+        assert_eq!(
+            added,
+            [
+                "--profile=dev",
+                "--prefix=p/",
+                "--read-only",
+                "--cache-size-mib=32"
+            ]
+        );
+        let flags = [
+            "scribefs",
+            "mount",
+            "b",
+            "/m",
+            "--cache-size-mib",
+            "8",
+            "--read-only",
+        ];
+        let added = layered(&flags, &env, file).unwrap();
+        assert_eq!(added, ["--profile=dev", "--prefix=p/"]);
+        // Other commands take only the global flags from the table.
+        let added = layered(&["scribefs", "segments", "ls"], &[], file).unwrap();
+        assert_eq!(added, ["--profile=prod"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_booleans_are_errors() {
+        let mount = ["scribefs", "mount", "b", "/m"];
+        let err = layered(&mount, &[], "[mount]\nbucket = \"b\"\n").unwrap_err();
+        assert!(err.contains("bucket"), "{err}");
+        let err = layered(&mount, &[("SCRIBEFS_READ_ONLY", "perhaps")], "").unwrap_err();
+        assert!(err.contains("read_only"), "{err}");
     }
 }

@@ -157,7 +157,10 @@ mod tests {
         let mut buf = [0u8; 256];
         let n = listener.recv(&mut buf).unwrap();
         let text = String::from_utf8_lossy(&buf[..n]);
-        let expected = format!("<28>scribefs[{}]: WARN something failed", std::process::id());
+        let expected = format!(
+            "<28>scribefs[{}]: WARN something failed",
+            std::process::id()
+        );
         assert_eq!(text, expected);
         assert!(Syslog::connect(&dir.path().join("absent")).is_none());
     }

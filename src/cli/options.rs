@@ -137,7 +137,9 @@ fn translate(item: &str, flags: &[Flag]) -> Result<Vec<OsString>, String> {
             (false, Some(value)) => match super::config::parse_bool(value) {
                 Some(true) => Ok(vec![format!("--{}", key.replace('_', "-")).into()]),
                 Some(false) => Ok(Vec::new()),
-                None => Err(format!("mount option {item}: {value:?} is not true or false")),
+                None => Err(format!(
+                    "mount option {item}: {value:?} is not true or false"
+                )),
             },
         };
     }
@@ -201,7 +203,15 @@ mod tests {
         let mount = ["scribefs", "mount", "b", "/m", "--prefix", "p/", "-oro"];
         assert_eq!(
             run(&mount).unwrap(),
-            ["scribefs", "mount", "b", "/m", "--prefix", "p/", "--read-only"]
+            [
+                "scribefs",
+                "mount",
+                "b",
+                "/m",
+                "--prefix",
+                "p/",
+                "--read-only"
+            ]
         );
     }
 

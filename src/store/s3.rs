@@ -75,8 +75,7 @@ impl S3Store {
         }
         if config.no_sign_request {
             loader = loader.no_credentials();
-        } else if let (Some(key), Some(secret)) =
-            (&config.access_key_id, &config.secret_access_key)
+        } else if let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key)
         {
             loader = loader.credentials_provider(Credentials::new(
                 key.clone(),
