@@ -59,7 +59,7 @@ pub struct ConnectionArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Mount BUCKET at DIR (returns once the mount is live; unmount with umount DIR)
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Scribe Ledger segments (segments/segment-<16 hex>.bin), without mounting
     #[command(subcommand)]
     Segments(SegmentsCommand),

@@ -121,7 +121,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
     let config = config::resolve(&cli.connection, &|name| std::env::var(name).ok())?;
     match cli.command {
         Command::Segments(command) => segments::run(command, &config).await,
-        Command::Mount(args) => mount::run(args, config).await,
+        Command::Mount(args) => mount::run(*args, config).await,
     }
 }
 
