@@ -375,3 +375,94 @@ fn mount_options_layer_flags_over_environment_over_file() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cache_sise_mib"));
 }
+
+fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: scribefs\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn s3(metrics: &std::collections::HashMap<String, f64>, operation: &str) -> f64 {
+    let prefix = format!("scribefs_s3_requests_total{{operation=\"{operation}\",");
+    metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `--metrics-addr` serves Prometheus text whose S3 counters match the server's own counts
+/// exactly, whose byte counters match the workload, and the unmount logs a summary.
+#[test]
+fn metrics_endpoint_counts_the_workload() {
+    let server = Server::start(&[BUCKET]);
+    let object: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    put_directly(&server, "big.bin", &object);
+    server.reset_stats();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("mount.log");
+    let log_arg = format!("--log-file={}", log.display());
+    let mut mount = Mount::on(server, BUCKET, &["--metrics-addr", &addr, &log_arg]);
+    let before = scrape(&addr);
+    assert_eq!(s3(&before, "HeadBucket"), 1.0);
+    assert_eq!(before["scribefs_s3_bytes_read_total"], 0.0);
+
+    assert_eq!(std::fs::read(mount.path("big.bin")).unwrap(), object);
+    std::fs::write(mount.path("small.txt"), vec![b's'; 100]).unwrap();
+    let after = scrape(&addr);
+    let stats = mount.server.stats();
+    assert_eq!(s3(&after, "HeadBucket"), stats.head_bucket as f64);
+    assert_eq!(s3(&after, "HeadObject"), stats.head as f64);
+    assert_eq!(s3(&after, "GetObject"), stats.get as f64);
+    assert_eq!(s3(&after, "PutObject"), stats.put as f64);
+    assert_eq!(s3(&after, "ListObjectsV2"), stats.list as f64);
+    assert!(stats.get >= 1 && stats.put == 1);
+    assert_eq!(after["scribefs_s3_bytes_read_total"], (3 << 20) as f64);
+    assert_eq!(after["scribefs_s3_bytes_written_total"], 100.0);
+    assert_eq!(after["scribefs_uploads_in_flight"], 0.0);
+    // Every byte came in once, through a demand fetch or a prefetch, and is held.
+    assert_eq!(
+        after["scribefs_cache_miss_bytes_total"] + after["scribefs_cache_prefetched_bytes_total"],
+        (3 << 20) as f64
+    );
+    assert_eq!(after["scribefs_cache_bytes"], (3 << 20) as f64);
+    assert_eq!(after["scribefs_cache_evictions_total"], 0.0);
+    let histogram =
+        "scribefs_s3_request_duration_seconds_count{operation=\"PutObject\",outcome=\"ok\"}";
+    assert_eq!(after[histogram], 1.0);
+
+    mount.unmount();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let summary = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("unmounted")) {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no unmount line in {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(summary.contains("PutObject=1"), "{summary}");
+    assert!(
+        summary.contains(&format!("s3 bytes read={} written=100", 3 << 20)),
+        "{summary}"
+    );
+}

@@ -18,6 +18,7 @@ use clap::{CommandFactory, FromArgMatches};
 use crate::store::ObjectStore;
 use crate::store::StoreError;
 use crate::store::config::S3Config;
+use crate::store::metered::Metered;
 use crate::store::retry::{RetryPolicy, Retrying};
 use crate::store::s3::S3Store;
 use args::{Cli, Command};
@@ -125,12 +126,12 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// The store every command uses: S3 over HTTP with our retries around it.
+/// The store every command uses: S3 over HTTP, each attempt metered, with our retries around it.
 pub async fn connect(config: &S3Config) -> Result<Arc<dyn ObjectStore>, CliError> {
     let s3 = S3Store::new(config).await?;
     let policy = RetryPolicy {
         max_retries: config.max_retries,
         ..RetryPolicy::default()
     };
-    Ok(Arc::new(Retrying::new(s3, policy)))
+    Ok(Arc::new(Retrying::new(Metered::new(s3), policy)))
 }

@@ -54,6 +54,12 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
 }
 
 async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(), CliError> {
+    if let Some(addr) = args.metrics_addr {
+        let bound = crate::metrics::http::serve(addr)
+            .await
+            .map_err(|e| CliError::Io(format!("cannot serve metrics at {addr}: {e}")))?;
+        tracing::info!("metrics at http://{bound}/metrics");
+    }
     let store = connect(&config).await?;
     store
         .head_bucket()
@@ -100,7 +106,11 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         _ = tokio::signal::ctrl_c() => shutdown(&fs, &mut unmounter, &args.dir).await,
         _ = terminate.recv() => shutdown(&fs, &mut unmounter, &args.dir).await,
     };
-    tracing::info!(dir = %args.dir.display(), "unmounted");
+    tracing::info!(
+        dir = %args.dir.display(),
+        counters = %crate::metrics::registry().summary(),
+        "unmounted"
+    );
     result
 }
 
