@@ -191,4 +191,23 @@ mod tests {
         let err = layered(&mount, &[("SCRIBEFS_READ_ONLY", "perhaps")], "").unwrap_err();
         assert!(err.contains("read_only"), "{err}");
     }
+
+    #[test]
+    fn the_documented_examples_are_valid() {
+        let example = include_str!("../../docs/examples/ledger.toml");
+        let added = layered(&["scribefs", "mount", "b", "/m"], &[], example).unwrap();
+        assert!(
+            added.contains(&"--layout=segments".to_string()),
+            "{added:?}"
+        );
+        let fstab = include_str!("../../docs/examples/fstab");
+        let line = fstab.lines().find(|l| !l.starts_with('#')).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[2], "fuse.scribefs");
+        let argv = ["scribefs", fields[0], fields[1], "-o", fields[3]];
+        let argv = argv.iter().map(OsString::from).collect();
+        let out =
+            super::super::options::normalize(argv, &crate::cli::args::Cli::command()).unwrap();
+        assert!(out.contains(&OsString::from("--read-only")), "{out:?}");
+    }
 }
