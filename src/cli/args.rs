@@ -81,6 +81,20 @@ pub enum SegmentsCommand {
     Rm { id: String },
     /// Check that the bucket is reachable with these credentials (one HeadBucket)
     Health,
+    /// Copy every segment and sidecar to DIR, skipping files already identical (resumable)
+    Pull {
+        dir: PathBuf,
+        /// Files copied at once [default: --pool-size]
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+    },
+    /// Copy every segment file of DIR to the bucket, skipping objects already identical
+    Push {
+        dir: PathBuf,
+        /// Files copied at once [default: --pool-size]
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

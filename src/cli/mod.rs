@@ -2,6 +2,7 @@
 //! Every failure ends as one line on standard error and a non-zero exit status.
 
 pub mod args;
+mod bulk;
 pub mod config;
 mod layers;
 pub mod logging;
