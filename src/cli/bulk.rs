@@ -6,14 +6,17 @@
 //!   MD5 for a single PUT; the MD5 of the parts' MD5s for a multipart upload, computed with
 //!   our uploader's part sizes and with the part size the part count implies).
 //! - **Resumable**: a download goes to `.NAME.partial` and is renamed when complete; an upload
-//!   is visible only once complete. Running the command again copies only what is missing.
+//!   is visible only once complete. Running the command again copies only what is missing or
+//!   differs (a file torn by a crash fails the hash check and is fetched again).
 //! - **Progress**: a bar on a terminal, one plain line per file otherwise.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::AsyncWriteExt;
 
 use futures::StreamExt;
 use md5::{Digest, Md5};
@@ -100,6 +103,9 @@ pub async fn run(
         }
     }
     progress.finish();
+    if direction == Direction::Pull {
+        sync_filesystem(dir);
+    }
     let verb = match direction {
         Direction::Pull => "pulled",
         Direction::Push => "pushed",
@@ -249,20 +255,35 @@ async fn download(store: &dyn ObjectStore, key: &str, path: &Path) -> Result<(),
     let tmp = partial_path(path);
     let cannot_write =
         |e: std::io::Error| CliError::Io(format!("cannot write {}: {e}", path.display()));
+    // tokio::fs: a blocking write or fsync must not stall the other transfers' tasks.
     let result = async {
-        let mut out = std::fs::File::create(&tmp).map_err(cannot_write)?;
+        let mut out = tokio::fs::File::create(&tmp).await.map_err(cannot_write)?;
         while let Some(chunk) = body.next().await {
-            out.write_all(&chunk?).map_err(cannot_write)?;
+            out.write_all(&chunk?).await.map_err(cannot_write)?;
         }
-        out.set_modified(modified).map_err(cannot_write)?;
-        out.sync_all().map_err(cannot_write)?;
-        std::fs::rename(&tmp, path).map_err(cannot_write)
+        let out = out.into_std().await;
+        // No fsync per file (it doubled a pull's time): a torn file fails the hash check and
+        // is fetched again, and one syncfs at the end makes a finished pull durable.
+        tokio::task::spawn_blocking(move || out.set_modified(modified))
+            .await
+            .map_err(|e| CliError::Io(e.to_string()))?
+            .map_err(cannot_write)?;
+        tokio::fs::rename(&tmp, path).await.map_err(cannot_write)
     }
     .await;
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Flushes the file system holding `dir` to disk (syncfs), so a finished pull survives a crash.
+fn sync_filesystem(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    if let Ok(handle) = std::fs::File::open(dir) {
+        // SAFETY: syncfs only reads the fd, which `handle` keeps open during the call.
+        unsafe { libc::syncfs(handle.as_raw_fd()) };
+    }
 }
 
 fn partial_path(path: &Path) -> PathBuf {
