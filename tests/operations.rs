@@ -68,7 +68,7 @@ fn mount_t_fuse_scribefs_and_an_fstab_line_work_through_mount_fuse3() {
     std::fs::write(
         &fstab,
         format!(
-            "{BUCKET} {} fuse.scribefs _netdev,nofail,noauto,x-systemd.automount,config={},cache_size_mib=16,allow_other,rw 0 0\n",
+            "{BUCKET} {} fuse.scribefs _netdev,nofail,x-systemd.automount,config={},cache_size_mib=16,allow_other,rw 0 0\n",
             mnt.display(),
             config.display()
         ),
@@ -85,7 +85,9 @@ cat {mnt}/hello.txt
 if echo x > {mnt}/new.txt 2>/dev/null; then echo "write: allowed"; else echo "write: refused"; fi
 umount {mnt}
 echo "after umount: $(grep -c " {mnt} " /proc/self/mountinfo || true)"
-mount -T {fstab} {mnt}
+mount -a -T {fstab}
+# A second `mount -a` (boot, an admin) must see the mount as there, and leave it alone.
+mount -a -T {fstab}
 echo "fstab: $(grep -c " {mnt} " /proc/self/mountinfo)"
 echo written > {mnt}/from-fstab.txt
 cat {mnt}/from-fstab.txt

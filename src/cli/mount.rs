@@ -279,7 +279,8 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
 fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        MountOption::FSName(format!("scribefs:{}", s3.bucket)),
+        // The bucket as the source, as in the fstab line: `mount -a` then sees it is mounted.
+        MountOption::FSName(s3.bucket.clone()),
         MountOption::Subtype("scribefs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
