@@ -180,7 +180,7 @@ pub struct MountArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9108)
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// FUSE mount options, comma separated (allow_other, default_permissions, ...)
+    /// Options, comma separated: every --flag as flag or flag=value (cache_size_mib=64,read_only), FUSE's (allow_other, default_permissions, nodev, ...), and mount(8)'s (_netdev, nofail, x-systemd.*, ...), which are ignored
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
 }
