@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::mount::Mount;
 use scribefs::devserver::RequestStats;
@@ -165,8 +167,13 @@ fn rename_of_a_file_is_one_copy_and_one_delete() {
     assert_eq!(ls(&mount, "d"), vec!["b"]);
 }
 
+/// Sleeps past the delay within which a closed file's metadata change reaches S3.
+fn past_metadata_delay() {
+    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(700));
+}
+
 #[test]
-fn chmod_of_a_closed_file_is_one_head_and_one_copy() {
+fn chmod_of_a_listed_file_is_one_head_and_one_copy_within_the_delay() {
     use std::os::unix::fs::PermissionsExt;
     let mount = mounted();
     seed(&mount, ["d/a".to_string()]);
@@ -174,7 +181,12 @@ fn chmod_of_a_closed_file_is_one_head_and_one_copy() {
     let stats = measure(&mount, || {
         std::fs::set_permissions(mount.path("d/a"), std::fs::Permissions::from_mode(0o600)).unwrap()
     });
+    assert_eq!(stats, RequestStats::default(), "nothing at once");
+    let stats = measure(&mount, past_metadata_delay);
+    // Its Content-Type is unknown (only listed): one HEAD carries it over.
     assert_eq!(stats, only(|s| (s.head, s.copy) = (1, 1)));
+    let object = mount.server.bucket("test").object("d/a").unwrap();
+    assert_eq!(object.metadata["mode"], (libc::S_IFREG | 0o600).to_string());
     let mode = std::fs::metadata(mount.path("d/a"))
         .unwrap()
         .permissions()
@@ -183,13 +195,164 @@ fn chmod_of_a_closed_file_is_one_head_and_one_copy() {
 }
 
 #[test]
-fn lookup_of_an_unlisted_name_is_one_head_and_one_list() {
+fn chmod_and_utimens_of_a_file_uploaded_here_are_one_copy() {
+    use std::os::unix::fs::PermissionsExt;
     let mount = mounted();
-    seed(&mount, ["d/a".to_string()]);
+    ls(&mount, "");
+    std::fs::write(mount.path("f"), b"data").unwrap();
+    let stats = measure(&mount, || {
+        std::fs::set_permissions(mount.path("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        mount.sh_ok("touch -m -d @1700000000 f");
+        past_metadata_delay();
+    });
+    assert_eq!(stats, only(|s| s.copy = 1), "merged into one COPY, no HEAD");
+    let object = mount.server.bucket("test").object("f").unwrap();
+    assert_eq!(object.metadata["mode"], (libc::S_IFREG | 0o640).to_string());
+    assert_eq!(object.metadata["mtime"], "1700000000");
+}
+
+#[test]
+fn first_lookups_in_a_directory_never_listed_are_its_one_list() {
+    let mount = mounted();
+    seed(
+        &mount,
+        ["d/a".to_string(), "f".to_string(), "g".to_string()],
+    );
     let stats = measure(&mount, || {
         assert_eq!(std::fs::metadata(mount.path("d")).unwrap().len(), 0);
+        assert!(std::fs::metadata(mount.path("missing")).is_err());
+        assert!(std::fs::metadata(mount.path("g")).unwrap().is_file());
     });
-    assert_eq!(stats, only(|s| (s.head, s.list) = (1, 1)));
+    // The root's one page answers all three; `g` was introduced by that page before it was
+    // looked up, so it costs no HEAD.
+    assert_eq!(stats, only(|s| s.list = 1));
+}
+
+#[test]
+fn a_file_met_first_by_a_lookup_is_one_list_and_one_head() {
+    let mount = mounted();
+    seed(&mount, ["f".to_string()]);
+    let stats = measure(&mount, || {
+        assert!(std::fs::metadata(mount.path("f")).unwrap().is_file());
+    });
+    // The HEAD brings its s3fs metadata (mode, owner, mtime), which listings do not carry.
+    assert_eq!(stats, only(|s| (s.list, s.head) = (1, 1)));
+}
+
+/// A local directory of `n` files of `size` bytes named f-000...
+fn local_files(n: usize, size: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..n {
+        let data: Vec<u8> = (0..size).map(|b| (b * 7 + i) as u8).collect();
+        std::fs::write(dir.path().join(format!("f-{i:03}")), data).unwrap();
+    }
+    dir
+}
+
+/// LISTs allowed beside a workload: `fixed` plus one per TTL period it lasted for each of
+/// the `dirs` directories on its paths (the kernel revalidates every component).
+fn lists_allowed(fixed: u64, dirs: u64, ttl_secs: f64, elapsed: Duration) -> u64 {
+    fixed + dirs * (elapsed.as_secs_f64() / ttl_secs).ceil() as u64
+}
+
+const FILES: usize = 100;
+
+#[test]
+fn cp_of_small_files_into_a_directory_made_here_is_one_put_each() {
+    for ttl in [60.0, 0.2] {
+        let mount = Mount::new(&["--metadata-ttl", &ttl.to_string()]);
+        let source = local_files(FILES, 4096);
+        let started = std::time::Instant::now();
+        let stats = measure(&mount, || {
+            mount.sh_ok(&format!(
+                "mkdir dest && cp {}/* dest/",
+                source.path().display()
+            ));
+        });
+        let elapsed = started.elapsed();
+        assert_eq!(stats.put, FILES as u64 + 1, "one PUT a file and the marker");
+        assert_eq!((stats.head, stats.get, stats.copy), (0, 0, 0), "{stats:?}");
+        assert!(
+            stats.list <= lists_allowed(1, 2, ttl, elapsed),
+            "ttl {ttl}: {} LISTs in {elapsed:?}",
+            stats.list
+        );
+    }
+}
+
+#[test]
+fn cat_of_small_files_after_a_fresh_mount_is_one_get_each() {
+    for ttl in [60.0, 0.2] {
+        let mount = Mount::new(&["--metadata-ttl", &ttl.to_string()]);
+        seed(&mount, (0..FILES).map(|i| format!("d/f-{i:03}")));
+        let started = std::time::Instant::now();
+        let stats = measure(&mount, || {
+            let out = mount.sh_ok("cat d/* | wc -c");
+            assert!(out.trim().parse::<u64>().unwrap() > 0);
+        });
+        let elapsed = started.elapsed();
+        assert_eq!(stats.get, FILES as u64, "{stats:?}");
+        assert_eq!((stats.head, stats.put, stats.copy), (0, 0, 0), "{stats:?}");
+        // The root's page (to find `d`) and `d`'s page, then one a TTL period.
+        assert!(
+            stats.list <= lists_allowed(2, 2, ttl, elapsed),
+            "ttl {ttl}: {} LISTs in {elapsed:?}",
+            stats.list
+        );
+    }
+}
+
+#[test]
+fn rsync_of_small_files_into_a_new_directory_is_put_copy_delete_each() {
+    for ttl in [60.0, 0.2] {
+        let mount = Mount::new(&["--metadata-ttl", &ttl.to_string()]);
+        let source = local_files(FILES, 4096);
+        let started = std::time::Instant::now();
+        let stats = measure(&mount, || {
+            mount.sh_ok(&format!("rsync -a {}/ dest/", source.path().display()));
+        });
+        let elapsed = started.elapsed();
+        let n = FILES as u64;
+        assert_eq!((stats.copy, stats.delete), (n, n), "{stats:?}");
+        assert_eq!((stats.head, stats.get), (0, 0), "{stats:?}");
+        // One PUT a file, the marker, and the directory's own times and mode at the end.
+        assert!(stats.put <= n + 3, "{stats:?}");
+        assert!(
+            stats.list <= lists_allowed(1, 2, ttl, elapsed),
+            "ttl {ttl}: {} LISTs in {elapsed:?}",
+            stats.list
+        );
+        let out = mount.sh_ok(&format!(
+            "diff -r {}/ dest/ && echo same",
+            source.path().display()
+        ));
+        assert_eq!(out.trim(), "same");
+    }
+}
+
+/// `ls -l` of `n` seeded entries after a fresh mount: the listing's pages, no HEAD.
+fn ls_l(n: usize, ttl: &str) -> RequestStats {
+    let mount = Mount::new(&["--metadata-ttl", ttl]);
+    seed(&mount, (0..n).map(|i| format!("big/file-{i:06}")));
+    assert!(std::fs::metadata(mount.path("big")).unwrap().is_dir());
+    measure(&mount, || {
+        let out = mount.sh_ok("LC_ALL=C ls -l big | wc -l");
+        assert_eq!(
+            out.trim().parse::<usize>().unwrap(),
+            n + 1,
+            "total line + entries"
+        );
+    })
+}
+
+#[test]
+fn ls_l_of_100000_entries_is_a_hundred_lists_and_no_head() {
+    let stats = ls_l(100_000, "60");
+    assert_eq!(stats, only(|s| s.list = 100));
+    // At the default TTL the listing may expire while ls stats: windows of 1000 names, no HEAD.
+    let stats = ls_l(100_000, "1");
+    assert_eq!(stats.head, 0, "{stats:?}");
+    assert!(stats.list <= 200, "{stats:?}");
 }
 
 #[test]

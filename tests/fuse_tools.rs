@@ -576,6 +576,8 @@ fn chmod_chown_touch_persist_as_s3fs_metadata_across_a_remount() {
         "600 1234 99 981173106\n"
     );
 
+    // A closed file's metadata reaches S3 within scribefs::fs::METADATA_DELAY.
+    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(600));
     let object = mount.server.bucket(BUCKET).object("f.txt").unwrap();
     assert_eq!(
         object.data.as_ref(),
@@ -808,6 +810,8 @@ fn chmod_right_after_close_is_never_lost() {
     // The kernel sends release after close returns, so a chmod can race the handle's release.
     let mount = Mount::new(&[]);
     mount.sh_ok("umask 077; for i in $(seq 1 40); do : > f$i; chmod 644 f$i; echo x > g$i; chmod 640 g$i; done");
+    // A closed file's metadata reaches S3 within scribefs::fs::METADATA_DELAY.
+    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(600));
     let store = mount.server.bucket(BUCKET);
     for i in 1..=40 {
         for (name, mode) in [(format!("f{i}"), 0o644), (format!("g{i}"), 0o640)] {
@@ -821,4 +825,49 @@ fn chmod_right_after_close_is_never_lost() {
     }
     let modes = mount.sh_ok("stat -c %a f1 g1 f40 g40");
     assert_eq!(modes, "644\n640\n644\n640\n");
+}
+
+#[test]
+fn an_early_close_of_an_empty_new_file_leaves_no_object_the_last_close_decides() {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let mount = Mount::new(&["--metadata-ttl", "60"]);
+    let bucket = mount.server.bucket(BUCKET);
+    let path = CString::new(mount.path("out").as_os_str().as_bytes()).unwrap();
+    // What GNU dd does with `of=`: open the output, dup it onto another descriptor and close
+    // the original, which the mount sees as a FLUSH of a new file with nothing written.
+    // SAFETY: plain descriptor calls on a path we own; every result is checked.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o644,
+        );
+        assert!(fd >= 0);
+        let kept = libc::dup(fd);
+        assert!(kept >= 0);
+        assert_eq!(libc::close(fd), 0);
+        assert!(
+            bucket.object("out").is_none(),
+            "the early close uploaded an empty object"
+        );
+        let data = b"written after the early close";
+        assert_eq!(
+            libc::write(kept, data.as_ptr().cast(), data.len()),
+            data.len() as isize
+        );
+        assert_eq!(libc::close(kept), 0, "the last close uploads");
+    }
+    assert_eq!(
+        bucket.object("out").unwrap().data.as_ref(),
+        b"written after the early close"
+    );
+    // `touch` of a new file still makes an (empty) object, at its last close.
+    mount.sh_ok("touch empty && dd if=/dev/zero of=dd.out bs=64k count=4 conv=fsync 2>/dev/null");
+    assert_eq!(bucket.object("dd.out").unwrap().data.len(), 256 * 1024);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bucket.object("empty").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(bucket.object("empty").unwrap().data.len(), 0);
 }

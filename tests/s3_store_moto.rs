@@ -13,7 +13,7 @@ use scribefs::store::config::S3Config;
 use scribefs::store::retry::{RetryPolicy, Retrying};
 use scribefs::store::s3::S3Store;
 use scribefs::store::{
-    GetRequest, ListRequest, ObjectStore, PutOptions, StoreError, get_bytes, list_all,
+    CopyMetadata, GetRequest, ListRequest, ObjectStore, PutOptions, StoreError, get_bytes, list_all,
 };
 
 use common::{moto, tiny_server::TinyServer};
@@ -304,7 +304,10 @@ async fn copy_keeps_or_replaces_metadata() {
         .await
         .unwrap();
 
-    store.copy(source, "kept", None).await.unwrap();
+    store
+        .copy(source, "kept", CopyMetadata::Keep)
+        .await
+        .unwrap();
     assert_eq!(store.head("kept").await.unwrap().metadata, meta);
     assert_eq!(
         get_bytes(&store, "kept", None).await.unwrap(),
@@ -313,7 +316,7 @@ async fn copy_keeps_or_replaces_metadata() {
 
     let replaced = metadata(&[("b", "2")]);
     let copied = store
-        .copy(source, "replaced", Some(replaced.clone()))
+        .copy(source, "replaced", CopyMetadata::Replace(replaced.clone()))
         .await
         .unwrap();
     let head = store.head("replaced").await.unwrap();
@@ -326,7 +329,10 @@ async fn copy_keeps_or_replaces_metadata() {
         .key("replaced");
     assert_eq!(raw.send().await.unwrap().content_type(), Some("text/plain"));
 
-    let err = store.copy("no-source", "x", None).await.unwrap_err();
+    let err = store
+        .copy("no-source", "x", CopyMetadata::Keep)
+        .await
+        .unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
 }
 

@@ -69,6 +69,7 @@ mod cases {
     use bytes::Bytes;
     use futures::{StreamExt, TryStreamExt};
     use scribefs::segment::{SegmentStore, meta_key, segment_key};
+    use scribefs::store::CopyMetadata;
     use scribefs::store::config::S3Config;
     use scribefs::store::{
         GetRequest, ListRequest, ObjectStore, PutOptions, StoreError, get_bytes, list_all,
@@ -369,7 +370,10 @@ mod cases {
         };
         store.put("src", data.clone(), options).await.unwrap();
 
-        let kept = store.copy("src", "dst/kept", None).await.unwrap();
+        let kept = store
+            .copy("src", "dst/kept", CopyMetadata::Keep)
+            .await
+            .unwrap();
         let head = store.head("dst/kept").await.unwrap();
         assert_eq!(head.etag, kept.etag);
         assert_eq!(head.metadata, metadata(&[("a", "1")]));
@@ -377,7 +381,11 @@ mod cases {
 
         let replaced = metadata(&[("b", "2")]);
         store
-            .copy("src", "dst/replaced", Some(replaced.clone()))
+            .copy(
+                "src",
+                "dst/replaced",
+                CopyMetadata::Replace(replaced.clone()),
+            )
             .await
             .unwrap();
         assert_eq!(store.head("dst/replaced").await.unwrap().metadata, replaced);
@@ -387,7 +395,10 @@ mod cases {
             store.head("src").await.unwrap().metadata,
             metadata(&[("a", "1")])
         );
-        let err = store.copy("missing", "dst/x", None).await.unwrap_err();
+        let err = store
+            .copy("missing", "dst/x", CopyMetadata::Keep)
+            .await
+            .unwrap_err();
         assert!(err.is_not_found(), "{err:?}");
         assert!(store.head("dst/x").await.unwrap_err().is_not_found());
     }
@@ -786,7 +797,11 @@ mod devserver_only {
             .unwrap();
         backend
             .store
-            .copy(&scribefs::segment::segment_key(1), "copy", None)
+            .copy(
+                &scribefs::segment::segment_key(1),
+                "copy",
+                scribefs::store::CopyMetadata::Keep,
+            )
             .await
             .unwrap();
         assert_eq!(

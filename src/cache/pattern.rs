@@ -5,7 +5,8 @@
 //! The window starts at one block on the second sequential read and doubles each time the
 //! stream enters a new block, up to a cap: a reader that turns out to be sequential soon fetches
 //! far ahead, while a short or random reader never pays for data it will not read. Any other
-//! read is a jump: the window drops to zero and the new position starts a new stream.
+//! read is a jump: the window drops to zero and the new position starts a new stream, except a
+//! forward skip that lands inside the prefetch window (the kernel skipping pages it cached).
 
 /// How far (bytes, either way) a read may start from the stream's end and still continue it.
 const MIN_SEQUENTIAL_SLOP: u64 = 1024 * 1024;
@@ -50,7 +51,11 @@ impl AccessPattern {
             self.stream_end = Some(end);
             return Access::First;
         };
-        if offset.abs_diff(stream_end) > self.slop {
+        // A forward skip into the window keeps the stream: the kernel skips pages it still
+        // holds in its page cache (a second pass over a file), and those holes are no jump.
+        let window_bytes = self.window_blocks.saturating_mul(self.block_size);
+        let forward_into_window = offset > stream_end && offset - stream_end <= window_bytes;
+        if offset.abs_diff(stream_end) > self.slop && !forward_into_window {
             self.window_blocks = 0;
             self.prefetched_to = 0;
             self.stream_end = Some(end);
@@ -170,5 +175,27 @@ mod tests {
             pattern.observe(i * MIB, (i + 1) * MIB);
         }
         assert_eq!(pattern.window_blocks(), 0);
+    }
+
+    #[test]
+    fn a_forward_skip_into_the_window_keeps_the_stream() {
+        let mut pattern = AccessPattern::new(MIB, 16);
+        let mut offset = 0;
+        while offset < 8 * MIB {
+            pattern.observe(offset, offset + 128 * KIB);
+            offset += 128 * KIB;
+        }
+        let window = pattern.window_blocks();
+        assert!(window >= 4);
+        // The kernel had the next 3 MiB cached and asks for what follows them.
+        let skip_to = offset + 3 * MIB;
+        assert_eq!(
+            pattern.observe(skip_to, skip_to + 128 * KIB),
+            Access::Sequential
+        );
+        assert!(pattern.window_blocks() >= window);
+        // A skip beyond the window is still a jump.
+        let far = skip_to + 100 * MIB;
+        assert_eq!(pattern.observe(far, far + 128 * KIB), Access::Jump);
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::block::{BlockCache, BlockId, FetchTicket, Lookup, PendingBlock};
 use super::fetch::{ObjectVersion, fetch_range, fetch_run};
 use super::pattern::{Access, AccessPattern};
-use crate::store::{ObjectStore, StoreError, StoreResult};
+use crate::store::{GetRequest, ObjectMeta, ObjectStore, StoreError, StoreResult};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -151,6 +151,78 @@ impl ReadPath {
             object: Arc::new(object),
             pattern: Mutex::new(pattern),
         }
+    }
+
+    /// GETs the first block of `key`'s current version without If-Match, keeps it in the cache
+    /// and returns that version's metadata. A file opened after its attributes expired learns
+    /// its ETag from the GET its first read needs anyway, instead of from a HEAD before it.
+    pub async fn fetch_current(&self, key: &str) -> StoreResult<ObjectMeta> {
+        let shared = &self.shared;
+        shared.counters.demand_gets.fetch_add(1, Ordering::Relaxed);
+        let request = GetRequest {
+            key: key.to_string(),
+            range: Some(0..shared.config.block_size),
+            if_match: None,
+        };
+        let output = shared.store.get(request).await?;
+        let meta = output.meta.clone();
+        let first_block = ObjectVersion::from(&meta).block_range(shared.config.block_size, 0);
+        let range = output.range.clone();
+        let bytes = output.collect().await?;
+        if range == first_block && bytes.len() as u64 == first_block.end {
+            let id = BlockId {
+                key: key.to_string(),
+                etag: meta.etag.clone(),
+                index: 0,
+            };
+            shared.cache.insert(id, bytes);
+        }
+        Ok(meta)
+    }
+
+    /// Fetches a whole small object ahead of its open (cross-file prefetch), with one GET
+    /// holding a prefetch permit. Skipped, never queued, when no permit is free or any block is
+    /// already cached or being fetched. Returns whether a GET was issued.
+    pub fn prefetch_object(&self, object: ObjectVersion) -> bool {
+        let shared = &self.shared;
+        let blocks = object.block_count(shared.config.block_size);
+        if blocks == 0 {
+            return false;
+        }
+        let Ok(permit) = Arc::clone(&shared.prefetch_permits).try_acquire_owned() else {
+            shared
+                .counters
+                .prefetch_skipped
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let id = |index| BlockId {
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            index,
+        };
+        let tickets: Vec<FetchTicket> = (0..blocks)
+            .map_while(|index| shared.cache.claim_for_prefetch(id(index)))
+            .collect();
+        if tickets.is_empty() {
+            return false;
+        }
+        shared
+            .counters
+            .prefetch_gets
+            .fetch_add(1, Ordering::Relaxed);
+        let store = Arc::clone(&shared.store);
+        let block_size = shared.config.block_size;
+        tokio::spawn(async move {
+            fetch_run(store.as_ref(), &object, block_size, tickets).await;
+            drop(permit);
+        });
+        true
+    }
+
+    /// Whether every prefetch permit is taken (further prefetches would be skipped).
+    pub fn prefetch_permits_exhausted(&self) -> bool {
+        self.shared.prefetch_permits.available_permits() == 0
     }
 
     pub fn cache(&self) -> &BlockCache {

@@ -147,6 +147,19 @@ pub struct MountArgs {
     /// Let root use the mount
     #[arg(long, help_heading = "Permissions")]
     pub allow_root: bool,
+    /// Have the kernel enforce the stored modes and owners (on by default with --allow-other)
+    #[arg(long, help_heading = "Permissions")]
+    pub default_permissions: bool,
+    /// Fetch each listed file's s3fs metadata (mode, owner, type, times) with parallel HEADs
+    /// before `ls` shows it: auto = with --allow-other in the keys layout
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN",
+        help_heading = "Permissions"
+    )]
+    pub posix_metadata: PosixMetadataArg,
     /// Memory block cache, in MiB (also accepted as --cache-size)
     #[arg(
         long,
@@ -183,4 +196,11 @@ pub struct MountArgs {
     /// Options, comma separated: every --flag as flag or flag=value (cache_size_mib=64,read_only), FUSE's (allow_other, default_permissions, nodev, ...), and mount(8)'s (_netdev, nofail, x-systemd.*, ...), which are ignored
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PosixMetadataArg {
+    Auto,
+    On,
+    Off,
 }

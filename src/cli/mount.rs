@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fuser::{MountOption, SessionACL};
 
-use super::args::{LayoutArg, MountArgs};
+use super::args::{LayoutArg, MountArgs, PosixMetadataArg};
 use super::{CliError, connect};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::{Fs, FsConfig, Layout, LayoutKind};
@@ -269,6 +269,12 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.part_size = args.part_size;
     config.allow_overwrite = args.allow_overwrite;
     config.rename_dir_limit = args.rename_dir_limit;
+    // Segments carry no POSIX metadata; with other users on the mount, modes must be right.
+    config.posix_metadata = match args.posix_metadata {
+        PosixMetadataArg::On => true,
+        PosixMetadataArg::Off => false,
+        PosixMetadataArg::Auto => args.allow_other && kind == LayoutKind::Keys,
+    };
     config.staging_dir = args
         .staging_dir
         .clone()
@@ -314,6 +320,14 @@ fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
         config.acl = SessionACL::All;
     } else if args.allow_root {
         config.acl = SessionACL::RootAndOwner;
+    }
+    // Other users must meet the stored modes: the kernel checks them against our attributes.
+    if (args.allow_other || args.default_permissions)
+        && !config
+            .mount_options
+            .contains(&MountOption::DefaultPermissions)
+    {
+        config.mount_options.push(MountOption::DefaultPermissions);
     }
     config
 }

@@ -114,6 +114,7 @@ pub(crate) async fn list_v2(
         prefix: input.prefix.clone().unwrap_or_default(),
         delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
         continuation_token: resume_after,
+        start_after: None,
         max_keys: Some(max),
     };
     let page = store.list(request).await.map_err(internal)?;
@@ -146,6 +147,7 @@ pub(crate) async fn list_v1(
         delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
         // A v1 marker is a plain key (or common prefix): list strictly after it.
         continuation_token: input.marker.clone().filter(|m| !m.is_empty()),
+        start_after: None,
         max_keys: Some(max),
     };
     let page = store.list(request).await.map_err(internal)?;

@@ -7,17 +7,13 @@
 //! made here) is merged in.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use super::attr::{Attr, attr_of};
+use super::attr::{Attr, attr_of, owned_metadata};
 use super::error::{FsError, FsResult};
-use super::inode::{Attrs, Ino, Kind, Origin};
-use super::{Fs, lock};
-use crate::store::{ListRequest, PutOptions, StoreError};
+use super::namespace::{Ino, Kind, Origin};
+use super::{Caller, Fs, lock};
+use crate::store::{CopyMetadata, ListRequest, PutOptions, StoreError};
 use bytes::Bytes;
-
-/// Unreferenced inodes kept before readdir prunes them.
-const PRUNE_THRESHOLD: usize = 50_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -26,6 +22,8 @@ pub struct DirEntry {
     pub name: String,
     /// The offset the kernel passes back to continue after this entry.
     pub next_offset: u64,
+    /// Attributes as of opendir, for readdirplus.
+    pub attr: Attr,
 }
 
 /// RENAME_NOREPLACE and RENAME_EXCHANGE, as renameat2 defines them.
@@ -33,66 +31,49 @@ const RENAME_NOREPLACE: u32 = 1;
 const RENAME_EXCHANGE: u32 = 2;
 
 impl Fs {
-    /// Lists the directory (or reuses a fresh listing) and returns a handle for readdir.
+    /// Lists the directory (or reuses a fresh listing) and returns a handle for readdir. The
+    /// entries are a snapshot: names, inodes and attributes as of now, local ones included.
     pub async fn opendir(&self, dir: Ino) -> FsResult<u64> {
-        let listed = self.list_directory(dir).await?;
-        let at = Instant::now();
-        let mut inodes = self.inodes();
-        if inodes.len() > PRUNE_THRESHOLD {
-            inodes.prune_unreferenced();
+        self.list_directory(dir).await?;
+        if self.config.posix_metadata {
+            self.fetch_directory_metadata(dir).await;
         }
-        let parent = inodes.get(dir).map(|n| n.parent).ok_or(FsError::NotFound)?;
-        let mut children: Vec<(String, Ino, Kind)> = Vec::with_capacity(listed.len() + 2);
-        for (name, (kind, attrs)) in listed {
-            let keep_local = inodes
-                .child(dir, &name)
-                .is_some_and(|n| n.origin != Origin::Remote || self.is_open_for_writing(n.ino));
-            let ino = if keep_local {
-                inodes.child(dir, &name).map(|n| n.ino).unwrap_or_default()
-            } else {
-                inodes.upsert_listed(dir, &name, kind, attrs, Some(at))
-            };
-            children.push((name, ino, kind));
-        }
-        let local: Vec<(String, Ino, Kind)> = inodes
+        let ns = self.ns();
+        let node = ns.directory(dir)?;
+        let parent = ns.get(node.parent()).unwrap_or(node);
+        let dot = |name: &str, node: &super::namespace::Node, next_offset| DirEntry {
+            ino: node.ino(),
+            kind: Kind::Directory,
+            name: name.into(),
+            next_offset,
+            attr: attr_of(node, &self.config),
+        };
+        let mut children: Vec<DirEntry> = ns
             .children(dir)
-            .filter(|n| n.origin != Origin::Remote)
-            .map(|n| (n.name.clone(), n.ino, n.kind))
+            .map(|child| DirEntry {
+                ino: child.ino(),
+                kind: child.kind(),
+                name: child.name().to_string(),
+                next_offset: 0,
+                attr: attr_of(child, &self.config),
+            })
             .collect();
-        drop(inodes);
-        for entry in local {
-            if !children.iter().any(|(name, _, _)| *name == entry.0) {
-                children.push(entry);
-            }
-        }
         let layout = &self.config.layout;
-        children.sort_by_cached_key(|(name, _, _)| layout.sort_key(name));
-        let mut entries = vec![
-            DirEntry {
-                ino: dir,
-                kind: Kind::Directory,
-                name: ".".into(),
-                next_offset: 1,
-            },
-            DirEntry {
-                ino: parent,
-                kind: Kind::Directory,
-                name: "..".into(),
-                next_offset: 2,
-            },
-        ];
-        for (name, ino, kind) in children {
-            let next_offset = entries.len() as u64 + 1;
-            entries.push(DirEntry {
-                ino,
-                kind,
-                name,
-                next_offset,
-            });
+        children.sort_by_cached_key(|entry| layout.sort_key(&entry.name));
+        let mut entries = vec![dot(".", node, 1), dot("..", parent, 2)];
+        for mut entry in children {
+            entry.next_offset = entries.len() as u64 + 1;
+            entries.push(entry);
         }
+        drop(ns);
         let handle = self.new_handle();
         lock(&self.dirs).insert(handle, Arc::new(entries));
         Ok(handle)
+    }
+
+    /// The kernel took a reference to an entry readdirplus returned.
+    pub fn remember(&self, ino: Ino) {
+        self.ns().remembered(ino);
     }
 
     /// Entries from `offset` on (0 is the start; each entry carries the offset after it).
@@ -111,7 +92,13 @@ impl Fs {
         lock(&self.dirs).remove(&handle);
     }
 
-    pub async fn mkdir(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
         self.check_writable()?;
         self.config.layout.check_new_name(name, true)?;
         match self.resolve(parent, name).await {
@@ -119,15 +106,13 @@ impl Fs {
             Err(FsError::NotFound) => {}
             Err(e) => return Err(e),
         }
-        let marker = self
-            .inodes()
-            .child_key(parent, name, Kind::Directory)
-            .ok_or(FsError::NotFound)?;
-        let origin = match self
-            .store
-            .put(&marker, Bytes::new(), PutOptions::default())
-            .await
-        {
+        let marker = self.ns().child_key(parent, name, Kind::Directory)?;
+        let metadata = owned_metadata(Kind::Directory, mode, caller.uid, caller.gid, &self.config);
+        let options = PutOptions {
+            metadata: metadata.clone(),
+            ..Default::default()
+        };
+        let origin = match self.store.put(&marker, Bytes::new(), options).await {
             Ok(_) => Origin::Remote,
             // Some servers refuse keys ending in `/`: keep the directory here until it has children.
             Err(StoreError::InvalidRequest(reason)) => {
@@ -140,37 +125,19 @@ impl Fs {
             }
             Err(e) => return Err(e.into()),
         };
-        let attrs = Attrs::directory();
-        let mut inodes = self.inodes();
-        let ino = inodes.upsert(
-            parent,
-            name,
-            Kind::Directory,
-            attrs.clone(),
-            origin,
-            Some(Instant::now()),
-        );
-        inodes.remember(ino);
-        let attr = attr_of(inodes.get(ino).ok_or(FsError::NotFound)?, &self.config);
-        drop(inodes);
-        self.note_child(parent, name, Some((Kind::Directory, attrs)));
-        lock(&self.listings).insert(
-            ino,
-            super::lookup::Listing {
-                entries: Default::default(),
-                at: Instant::now(),
-            },
-        );
-        Ok(attr)
+        let mut ns = self.ns();
+        let ino = ns.made_directory(parent, name, origin)?;
+        ns.attrs_changed(ino, metadata, None, false);
+        Ok(attr_of(ns.node(ino)?, &self.config))
     }
 
     pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
         self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
         let (kind, origin, key) = {
-            let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            (node.kind, node.origin, node.key.clone())
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            (node.kind(), node.origin(), node.key().to_string())
         };
         if kind == Kind::Directory {
             return Err(FsError::IsDirectory);
@@ -179,25 +146,24 @@ impl Fs {
         if origin == Origin::Remote {
             self.store.delete(&key).await?;
         }
-        self.inodes().unlink(parent, name);
-        self.note_child(parent, name, None);
+        self.ns().removed(parent, name);
         Ok(())
     }
 
     pub async fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
         self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
-        let (kind, prefix) = {
-            let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            if inodes.children(ino).any(|c| c.origin != Origin::Remote) {
+        let prefix = {
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            if node.kind() != Kind::Directory {
+                return Err(FsError::NotDirectory);
+            }
+            if ns.has_local_children(ino) {
                 return Err(FsError::NotEmpty);
             }
-            (node.kind, node.key.clone())
+            node.key().to_string()
         };
-        if kind != Kind::Directory {
-            return Err(FsError::NotDirectory);
-        }
         let request = ListRequest {
             prefix: prefix.clone(),
             max_keys: Some(2),
@@ -208,9 +174,7 @@ impl Fs {
             return Err(FsError::NotEmpty);
         }
         self.store.delete(&prefix).await?;
-        self.inodes().unlink(parent, name);
-        self.note_child(parent, name, None);
-        lock(&self.listings).remove(ino);
+        self.ns().removed(parent, name);
         Ok(())
     }
 
@@ -238,10 +202,10 @@ impl Fs {
                 }
             })?;
         let ino = self.resolve(parent, name).await?;
-        let (kind, origin, source_key, mut attrs) = {
-            let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            (node.kind, node.origin, node.key.clone(), node.attrs.clone())
+        let (kind, origin, source_key) = {
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            (node.kind(), node.origin(), node.key().to_string())
         };
         if origin == Origin::Writing {
             return Err(FsError::NotPermitted(
@@ -260,11 +224,7 @@ impl Fs {
             if flags & RENAME_NOREPLACE != 0 {
                 return Err(FsError::Exists);
             }
-            let target_kind = self
-                .inodes()
-                .get(target)
-                .map(|n| n.kind)
-                .ok_or(FsError::NotFound)?;
+            let target_kind = self.ns().node(target)?.kind();
             match (kind, target_kind) {
                 (Kind::File, Kind::Directory) => return Err(FsError::IsDirectory),
                 (Kind::Directory, Kind::File) => return Err(FsError::NotDirectory),
@@ -281,32 +241,48 @@ impl Fs {
                 }
             }
         }
-        let dest_key = self
-            .inodes()
-            .child_key(new_parent, new_name, kind)
-            .ok_or(FsError::NotFound)?;
-        match kind {
-            Kind::File => {
-                // The copy may have a new ETag (a multipart source becomes a single-part copy).
-                let copied = self.store.copy(&source_key, &dest_key, None).await?;
-                self.store.delete(&source_key).await?;
-                attrs.etag = Some(copied.etag);
+        let dest_key = self.ns().child_key(new_parent, new_name, kind)?;
+        let etag = match kind {
+            Kind::File => Some(self.rename_file(ino, &source_key, &dest_key).await?),
+            Kind::Directory => {
+                self.rename_prefix(&source_key, &dest_key).await?;
+                None
             }
-            Kind::Directory => self.rename_prefix(&source_key, &dest_key).await?,
-        }
-        {
-            let mut inodes = self.inodes();
-            inodes.rename(parent, name, new_parent, new_name);
-            if let Some(node) = inodes.get_mut(ino) {
-                node.attrs = attrs.clone();
+        };
+        self.ns().renamed(parent, name, new_parent, new_name, etag)
+    }
+
+    /// CopyObject + DeleteObject. The copy carries a metadata change not yet persisted (rsync's
+    /// chmod and utimens before its rename), so it costs nothing extra. Returns the new ETag (a
+    /// multipart source becomes a single-part copy).
+    async fn rename_file(&self, ino: Ino, source_key: &str, dest_key: &str) -> FsResult<String> {
+        let _gate = self.metadata_gates.enter(ino).await;
+        let pending = self.ns().take_dirty_metadata(ino);
+        let copied = match pending {
+            Some((_, metadata, content_type, etag)) => {
+                match self
+                    .copy_with_metadata(source_key, dest_key, metadata, content_type, etag)
+                    .await
+                {
+                    Ok((output, content_type)) => {
+                        self.ns()
+                            .metadata_persisted(ino, output.etag.clone(), content_type);
+                        output
+                    }
+                    Err(e) => {
+                        self.ns().metadata_still_dirty(ino);
+                        return Err(e);
+                    }
+                }
             }
-        }
-        self.note_child(parent, name, None);
-        self.note_child(new_parent, new_name, Some((kind, attrs)));
-        if kind == Kind::Directory {
-            lock(&self.listings).remove(ino);
-        }
-        Ok(())
+            None => {
+                self.store
+                    .copy(source_key, dest_key, CopyMetadata::Keep)
+                    .await?
+            }
+        };
+        self.store.delete(source_key).await?;
+        Ok(copied.etag)
     }
 
     /// Copies every key below `from` to `to`, then deletes the originals. Refused (EXDEV, so
@@ -327,7 +303,9 @@ impl Fs {
         }
         for object in &keys {
             let dest = format!("{to}{}", &object.key[from.len()..]);
-            self.store.copy(&object.key, &dest, None).await?;
+            self.store
+                .copy(&object.key, &dest, CopyMetadata::Keep)
+                .await?;
         }
         for object in &keys {
             self.store.delete(&object.key).await?;

@@ -6,16 +6,18 @@
 //! object, uploaded on close. A file created here exists only while it is being written: if its
 //! upload fails, close returns the error and the name disappears; nothing partial is ever in S3.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::attr::{Attr, SetAttr, attr_of};
+use super::attr::{Attr, SetAttr, attr_of, data_changed, owned_metadata};
 use super::error::{FsError, FsResult};
-use super::inode::{Attrs, Ino, Kind, Origin};
-use super::{Fs, LayoutKind, lock};
+use super::lookup::meta_attrs;
+use super::namespace::{Answer, Attrs, Ino, Kind, Origin};
+use super::process::thread_group;
+use super::{Caller, Fs, LayoutKind, lock};
 use crate::cache::ObjectVersion;
-use crate::store::{PutOptions, UserMetadata};
+use crate::store::{PutOptions, StoreError, UserMetadata};
 use crate::upload::{StagedFile, StreamingUpload, UploadConfig};
 
 /// Streams zeros until the upload holds `end` bytes.
@@ -47,6 +49,23 @@ pub(super) struct WriteHandle {
     /// Set once release (or unmount) has run the handle's last upload: later changes must go
     /// to S3 directly, as nothing will upload this handle again.
     released: bool,
+    /// The process (thread group) that opened the handle. A FLUSH from another process is the
+    /// close of a descriptor it inherited (fork, then exec closes it): uploading then would
+    /// put half a file in S3 in the middle of the opener's writes, so only the opener's closes
+    /// upload (and the last close, release, always does).
+    opener: u32,
+}
+
+impl WriteHandle {
+    /// A file created by this handle to which nothing has been written yet.
+    fn is_new_and_empty(&self) -> bool {
+        self.base.is_none()
+            && match &self.state {
+                WriteState::Clean => true,
+                WriteState::Streaming(upload) => upload.bytes_written() == 0,
+                WriteState::Staged(_) => false,
+            }
+    }
 }
 
 enum WriteState {
@@ -85,12 +104,14 @@ impl Fs {
         ))
     }
 
-    pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<Opened> {
+    /// Opens `ino`; `pid` is the calling thread (FUSE names threads), whose process decides
+    /// which closes upload.
+    pub async fn open(&self, ino: Ino, flags: i32, caller: Caller) -> FsResult<Opened> {
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (kind, origin) = {
-            let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            (node.kind, node.origin)
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            (node.kind(), node.origin())
         };
         if kind == Kind::Directory {
             return Err(FsError::IsDirectory);
@@ -100,41 +121,39 @@ impl Fs {
                 "the file is still being written through another handle".into(),
             ));
         }
-        if writing {
-            self.check_writable()?;
-            if self.config.layout.kind == LayoutKind::Segments && !self.config.allow_overwrite {
-                return Err(FsError::NotPermitted(
-                    "segments are immutable; mount with --allow-overwrite to replace them".into(),
-                ));
-            }
-        }
-        self.getattr(ino).await?;
-        let (key, etag, size, metadata) = {
-            let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            let etag = node.attrs.etag.clone().ok_or(FsError::NotFound)?;
-            (
-                node.key.clone(),
-                etag,
-                node.attrs.size,
-                node.attrs.metadata.clone(),
-            )
-        };
-        let handle = self.new_handle();
         if !writing {
-            let keep_cache = {
-                let mut inodes = self.inodes();
-                let node = inodes.get_mut(ino).ok_or(FsError::NotFound)?;
-                let same = node.page_cache_etag.as_deref() == Some(etag.as_str());
-                node.page_cache_etag = Some(etag.clone());
-                same
-            };
-            let reader = self.reads.open(ObjectVersion::new(key, etag, size));
-            lock(&self.readers).insert(handle, std::sync::Arc::new(reader));
-            return Ok(Opened { handle, keep_cache });
+            return self.open_for_reading(ino).await;
         }
-        let state = if flags & libc::O_TRUNC != 0 {
-            self.set_size(ino, 0);
+        self.check_writable()?;
+        if self.config.layout.kind == LayoutKind::Segments && !self.config.allow_overwrite {
+            return Err(FsError::NotPermitted(
+                "segments are immutable; mount with --allow-overwrite to replace them".into(),
+            ));
+        }
+        let truncating = flags & libc::O_TRUNC != 0;
+        if !truncating {
+            // Staging is seeded from the object version known here: make sure it is current.
+            self.getattr(ino).await?;
+        }
+        let (key, base, mut metadata) = {
+            let mut ns = self.ns();
+            ns.writer_opened(ino);
+            if truncating {
+                ns.truncated(ino, 0);
+            }
+            let node = ns.node(ino)?;
+            let base = node
+                .attrs()
+                .etag
+                .clone()
+                .map(|etag| (etag, node.attrs().size));
+            (node.key().to_string(), base, node.attrs().metadata.clone())
+        };
+        if truncating {
+            // The new object's times are its upload's, so the upload starts without old ones.
+            data_changed(&mut metadata);
+        }
+        let state = if truncating {
             WriteState::Streaming(self.streaming(&key, &metadata)?)
         } else {
             WriteState::Clean
@@ -145,9 +164,11 @@ impl Fs {
             state,
             uploaded_metadata: metadata.clone(),
             metadata,
-            base: Some((etag, size)),
+            base,
             released: false,
+            opener: thread_group(caller.pid),
         };
+        let handle = self.new_handle();
         lock(&self.writers).insert(
             handle,
             (ino, std::sync::Arc::new(tokio::sync::Mutex::new(writer))),
@@ -158,8 +179,64 @@ impl Fs {
         })
     }
 
+    /// A read handle pinned to the object version known within the TTL, or, once that expired,
+    /// to the version the first GET (which the read needs anyway) finds: no HEAD either way.
+    async fn open_for_reading(&self, ino: Ino) -> FsResult<Opened> {
+        let (key, known) = {
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            let trusted = !node.linked()
+                || ns.answer(node.parent(), node.name()).ok() == Some(Answer::Found(ino));
+            let known = node
+                .attrs()
+                .etag
+                .clone()
+                .filter(|_| trusted)
+                .map(|etag| (etag, node.attrs().size));
+            (node.key().to_string(), known)
+        };
+        let (etag, size) = match known {
+            Some(version) => version,
+            None => self.learn_current_version(ino, &key).await?,
+        };
+        let keep_cache = self.ns().opened_for_reading(ino, &etag);
+        self.read_ahead_of(ino);
+        let handle = self.new_handle();
+        let reader = self.reads.open(ObjectVersion::new(key, etag, size));
+        lock(&self.readers).insert(handle, (ino, std::sync::Arc::new(reader)));
+        Ok(Opened { handle, keep_cache })
+    }
+
+    /// GETs the object's first block without If-Match (it lands in the block cache) and
+    /// records the version it came from: (ETag, size).
+    async fn learn_current_version(&self, ino: Ino, key: &str) -> FsResult<(String, u64)> {
+        let at = Instant::now();
+        let meta = match self.reads.fetch_current(key).await {
+            // An empty object has no first block to fetch (416): ask for its metadata.
+            Err(StoreError::InvalidRequest(_)) => self.store.head(key).await,
+            other => other,
+        };
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) if e.is_not_found() => {
+                self.ns().vanished(ino);
+                return Err(FsError::NotFound);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let version = (meta.etag.clone(), meta.size);
+        self.ns().refreshed(ino, meta_attrs(meta), at);
+        Ok(version)
+    }
+
     /// Creates a file that exists only here until its first successful flush uploads it.
-    pub async fn create(&self, parent: Ino, name: &str, mode: u32) -> FsResult<(Attr, Opened)> {
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<(Attr, Opened)> {
         self.check_writable()?;
         self.config.layout.check_new_name(name, false)?;
         match self.resolve(parent, name).await {
@@ -167,33 +244,13 @@ impl Fs {
             Err(FsError::NotFound) => {}
             Err(e) => return Err(e),
         }
-        let key = self
-            .inodes()
-            .child_key(parent, name, Kind::File)
-            .ok_or(FsError::NotFound)?;
-        let mut metadata = UserMetadata::new();
-        if mode & 0o7777 != u32::from(self.config.file_mode) {
-            metadata = SetAttr {
-                mode: Some(mode),
-                ..Default::default()
-            }
-            .apply_to(Kind::File, &metadata);
-        }
+        let key = self.ns().child_key(parent, name, Kind::File)?;
+        let metadata = owned_metadata(Kind::File, mode, caller.uid, caller.gid, &self.config);
         let upload = self.streaming(&key, &metadata)?;
-        let attrs = Attrs {
-            size: 0,
-            mtime: SystemTime::now(),
-            etag: None,
-            metadata: metadata.clone(),
-        };
         let (ino, attr) = {
-            let mut inodes = self.inodes();
-            let ino = inodes.upsert(parent, name, Kind::File, attrs, Origin::Writing, None);
-            inodes.remember(ino);
-            (
-                ino,
-                attr_of(inodes.get(ino).ok_or(FsError::NotFound)?, &self.config),
-            )
+            let mut ns = self.ns();
+            let ino = ns.created(parent, name, Attrs::new_file(metadata.clone()))?;
+            (ino, attr_of(ns.node(ino)?, &self.config))
         };
         let writer = WriteHandle {
             ino,
@@ -203,6 +260,7 @@ impl Fs {
             metadata,
             base: None,
             released: false,
+            opener: thread_group(caller.pid),
         };
         let handle = self.new_handle();
         lock(&self.writers).insert(
@@ -219,7 +277,7 @@ impl Fs {
     }
 
     pub async fn read(&self, handle: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let reader = lock(&self.readers).get(&handle).cloned();
+        let reader = lock(&self.readers).get(&handle).map(|(_, r)| r.clone());
         if let Some(reader) = reader {
             return Ok(reader.read(offset, size).await?);
         }
@@ -238,6 +296,7 @@ impl Fs {
             .map(|(_, w)| w.clone())
             .ok_or(FsError::BadHandle)?;
         let mut writer = writer.lock().await;
+        data_changed(&mut writer.metadata);
         let sequential = match &writer.state {
             // A forward jump (cp writing a sparse file) streams zeros: S3 has no holes.
             WriteState::Streaming(upload) => upload.bytes_written() <= offset,
@@ -263,12 +322,7 @@ impl Fs {
                 .write_at(offset, data)
                 .await?;
         }
-        let end = offset + data.len() as u64;
-        let mut inodes = self.inodes();
-        if let Some(node) = inodes.get_mut(writer.ino) {
-            node.attrs.size = node.attrs.size.max(end);
-            node.attrs.mtime = SystemTime::now();
-        }
+        self.ns().written(writer.ino, offset + data.len() as u64);
         Ok(data.len() as u32)
     }
 
@@ -314,11 +368,17 @@ impl Fs {
         }
     }
 
-    pub async fn flush(&self, handle: u64) -> FsResult<()> {
+    /// A close of a descriptor (`pid` is the closing thread). Only the opener's closes upload,
+    /// and a new file with nothing written yet waits for the last close: a program that dup2s
+    /// its output and closes the original (GNU dd) must not leave an empty object behind.
+    pub async fn flush(&self, handle: u64, caller: Caller) -> FsResult<()> {
         let Some(writer) = lock(&self.writers).get(&handle).map(|(_, w)| w.clone()) else {
             return Ok(());
         };
         let mut writer = writer.lock().await;
+        if writer.opener != thread_group(caller.pid) || writer.is_new_and_empty() {
+            return Ok(());
+        }
         self.finish_write(&mut writer).await
     }
 
@@ -333,22 +393,22 @@ impl Fs {
         let mut writer = writer.lock().await;
         writer.released = true;
         let result = self.finish_write(&mut writer).await;
-        lock(&self.writers).remove(&handle);
+        if lock(&self.writers).remove(&handle).is_some() {
+            self.ns().writer_closed(writer.ino);
+        }
         result
-    }
-
-    /// Whether a handle of this mount has `ino` open for writing: its local size and data are
-    /// then newer than S3's, so expired attributes must not be refreshed from the store.
-    pub(super) fn is_open_for_writing(&self, ino: Ino) -> bool {
-        lock(&self.writers).values().any(|(open, _)| *open == ino)
     }
 
     /// Uploads whatever the handle holds that S3 does not, and returns only when S3 has it.
     pub(super) async fn finish_write(&self, writer: &mut WriteHandle) -> FsResult<()> {
-        let (linked, parent, name) = {
-            let inodes = self.inodes();
-            let node = inodes.get(writer.ino).ok_or(FsError::NotFound)?;
-            (node.linked, node.parent, node.name.clone())
+        let (linked, content_type, etag) = {
+            let ns = self.ns();
+            let node = ns.node(writer.ino)?;
+            (
+                node.linked(),
+                node.attrs().content_type.clone(),
+                node.attrs().etag.clone(),
+            )
         };
         let state = std::mem::replace(&mut writer.state, WriteState::Clean);
         let options = PutOptions {
@@ -357,11 +417,21 @@ impl Fs {
         };
         let result = match state {
             WriteState::Clean if writer.metadata == writer.uploaded_metadata => return Ok(()),
-            WriteState::Clean => self
-                .store
-                .copy(&writer.key, &writer.key, Some(writer.metadata.clone()))
-                .await
-                .map_err(FsError::from),
+            WriteState::Clean => {
+                let (output, content_type) = self
+                    .copy_with_metadata(
+                        &writer.key,
+                        &writer.key,
+                        writer.metadata.clone(),
+                        content_type,
+                        etag,
+                    )
+                    .await?;
+                writer.uploaded_metadata = writer.metadata.clone();
+                self.ns()
+                    .metadata_persisted(writer.ino, output.etag, content_type);
+                return Ok(());
+            }
             WriteState::Streaming(upload) if !linked => {
                 upload.abort().await;
                 return Ok(());
@@ -390,57 +460,47 @@ impl Fs {
             Ok(output) => output,
             Err(e) => {
                 tracing::error!(key = %writer.key, error = %e, "upload failed; the file is not in S3");
-                let mut inodes = self.inodes();
-                let was_new = inodes
-                    .get(writer.ino)
-                    .is_some_and(|n| n.origin == Origin::Writing);
-                if was_new {
-                    // Gone, not being written: forget may free it and other opens see no file.
-                    if let Some(node) = inodes.get_mut(writer.ino) {
-                        node.origin = Origin::Remote;
-                    }
-                    inodes.unlink(parent, &name);
-                    drop(inodes);
-                    self.note_child(parent, &name, None);
-                }
+                self.ns().upload_failed(writer.ino);
                 return Err(e);
             }
         };
         // Metadata changed while a streaming upload ran: put it on the object in place.
-        let output = if writer.metadata != writer.uploaded_metadata
+        let etag = if writer.metadata != writer.uploaded_metadata
             && !matches!(writer.state, WriteState::Staged(_))
         {
-            writer.uploaded_metadata = writer.metadata.clone();
-            self.store
-                .copy(&writer.key, &writer.key, Some(writer.metadata.clone()))
-                .await?
+            let copy = crate::store::CopyMetadata::ReplaceKnown {
+                metadata: writer.metadata.clone(),
+                content_type: None,
+                source_etag: Some(output.etag.clone()),
+            };
+            self.store.copy(&writer.key, &writer.key, copy).await?.etag
         } else {
-            output
+            output.etag
         };
         writer.uploaded_metadata = writer.metadata.clone();
-        let attrs = {
-            let mut inodes = self.inodes();
-            let node = inodes.get_mut(writer.ino).ok_or(FsError::NotFound)?;
-            node.attrs.etag = Some(output.etag.clone());
-            node.attrs.metadata = writer.metadata.clone();
-            node.origin = Origin::Remote;
-            node.validated = Some(Instant::now());
-            writer.base = Some((output.etag, node.attrs.size));
-            node.attrs.clone()
-        };
-        self.note_child(parent, &name, Some((Kind::File, attrs)));
+        let mut ns = self.ns();
+        let size = ns.node(writer.ino)?.attrs().size;
+        ns.uploaded(writer.ino, etag.clone(), size, writer.metadata.clone());
+        writer.base = Some((etag, size));
         Ok(())
     }
 
+    /// fsync: the handle's data, and a metadata change of its file still waiting to be
+    /// persisted, are in S3 when it returns.
     pub async fn fsync(&self, handle: u64) -> FsResult<()> {
-        self.flush(handle).await
-    }
-
-    fn set_size(&self, ino: Ino, size: u64) {
-        if let Some(node) = self.inodes().get_mut(ino) {
-            node.attrs.size = size;
-            node.attrs.mtime = SystemTime::now();
-        }
+        let writer = lock(&self.writers).get(&handle).map(|(_, w)| w.clone());
+        let ino = match writer {
+            Some(writer) => {
+                let mut writer = writer.lock().await;
+                self.finish_write(&mut writer).await?;
+                writer.ino
+            }
+            None => match lock(&self.readers).get(&handle) {
+                Some((ino, _)) => *ino,
+                None => return Ok(()),
+            },
+        };
+        self.persist_metadata(ino).await
     }
 
     /// The open write handle of `ino` that will still upload, locked. Busy handles are waited
@@ -477,11 +537,7 @@ impl Fs {
         if change.size.is_some() || change.changes_metadata() {
             self.check_writable()?;
         }
-        let kind = self
-            .inodes()
-            .get(ino)
-            .map(|n| n.kind)
-            .ok_or(FsError::NotFound)?;
+        let kind = self.ns().node(ino)?.kind();
         if let Some(size) = change.size {
             if kind == Kind::Directory {
                 return Err(FsError::IsDirectory);
@@ -491,30 +547,26 @@ impl Fs {
         if change.changes_metadata() {
             self.change_metadata(ino, handle, kind, &change).await?;
         }
-        let inodes = self.inodes();
-        Ok(attr_of(
-            inodes.get(ino).ok_or(FsError::NotFound)?,
-            &self.config,
-        ))
+        let ns = self.ns();
+        Ok(attr_of(ns.node(ino)?, &self.config))
     }
 
     async fn truncate(&self, ino: Ino, handle: Option<u64>, size: u64) -> FsResult<()> {
         if let Some(mut writer) = self.live_writer(ino, handle).await {
+            data_changed(&mut writer.metadata);
             let extends =
                 matches!(&writer.state, WriteState::Streaming(u) if u.bytes_written() <= size);
             if extends {
                 if let WriteState::Streaming(upload) = &mut writer.state {
                     fill_zeros(upload, size).await?;
                 }
+            } else if size == 0 {
+                let upload = self.streaming(&writer.key, &writer.metadata)?;
+                writer.state = WriteState::Streaming(upload);
             } else {
-                if size == 0 {
-                    let upload = self.streaming(&writer.key, &writer.metadata)?;
-                    writer.state = WriteState::Streaming(upload);
-                } else {
-                    self.staged(&mut writer).await?.set_len(size).await?;
-                }
+                self.staged(&mut writer).await?.set_len(size).await?;
             }
-            self.set_size(ino, size);
+            self.ns().truncated(ino, size);
             return Ok(());
         }
         if self.config.layout.kind == LayoutKind::Segments && !self.config.allow_overwrite {
@@ -522,20 +574,22 @@ impl Fs {
         }
         self.getattr(ino).await?;
         let (key, etag, current, metadata) = {
-            let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
+            let ns = self.ns();
+            let node = ns.node(ino)?;
             (
-                node.key.clone(),
-                node.attrs.etag.clone().ok_or(FsError::NotFound)?,
-                node.attrs.size,
-                node.attrs.metadata.clone(),
+                node.key().to_string(),
+                node.attrs().etag.clone().ok_or(FsError::NotFound)?,
+                node.attrs().size,
+                node.attrs().metadata.clone(),
             )
         };
         if size == current {
             return Ok(());
         }
+        let mut metadata = metadata;
+        data_changed(&mut metadata);
         let options = PutOptions {
-            metadata,
+            metadata: metadata.clone(),
             ..Default::default()
         };
         let output = if size == 0 {
@@ -549,29 +603,13 @@ impl Fs {
                 .upload(self.store.clone(), &key, options, self.upload_config()?)
                 .await?
         };
-        if let Some(node) = self.inodes().get_mut(ino) {
-            node.attrs.size = size;
-            node.attrs.etag = Some(output.etag);
-            node.attrs.mtime = SystemTime::now();
-            node.validated = Some(Instant::now());
-        }
-        self.note_attrs(ino);
+        self.ns().uploaded(ino, output.etag, size, metadata);
         Ok(())
     }
 
-    /// Puts a node's new attributes into its parent's cached listing, which opendir would
-    /// otherwise copy back over them (an old ETag makes every later read fail with ESTALE).
-    fn note_attrs(&self, ino: Ino) {
-        let noted = self
-            .inodes()
-            .get(ino)
-            .filter(|n| n.linked)
-            .map(|n| (n.parent, n.name.clone(), n.kind, n.attrs.clone()));
-        if let Some((parent, name, kind, attrs)) = noted {
-            self.note_child(parent, &name, Some((kind, attrs)));
-        }
-    }
-
+    /// chmod/chown/utimens. An open file takes the change with its upload; a directory's
+    /// marker is rewritten at once; a closed file's object gets it within
+    /// [`super::METADATA_DELAY`] (see `metadata.rs`), or from a rename that comes first.
     async fn change_metadata(
         &self,
         ino: Ino,
@@ -579,35 +617,34 @@ impl Fs {
         kind: Kind,
         change: &SetAttr,
     ) -> FsResult<()> {
-        let (key, metadata, origin) = {
-            let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            (
-                node.key.clone(),
-                change.apply_to(kind, &node.attrs.metadata),
-                node.origin,
-            )
-        };
         if ino == super::ROOT_INO {
             return Err(FsError::NotPermitted(
                 "the mount root's attributes are set by mount options".into(),
             ));
         }
         let writer = self.live_writer(ino, handle).await;
-        // Waiting for a release may have uploaded the file meanwhile.
-        let origin = self.inodes().get(ino).map_or(origin, |n| n.origin);
+        // Waiting for a release may have uploaded the file meanwhile: read the node after it.
+        let (key, metadata, origin) = {
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            (
+                node.key().to_string(),
+                change.apply_to(kind, &node.attrs().metadata),
+                node.origin(),
+            )
+        };
         if let Some(mut writer) = writer {
-            if matches!(writer.state, WriteState::Clean) {
-                // Nothing pending (e.g. closed, release not yet run): S3 holds the file, so
-                // change it now rather than when the release gets to it.
-                let output = self.store.copy(&key, &key, Some(metadata.clone())).await?;
-                writer.uploaded_metadata = metadata.clone();
-                if let Some(node) = self.inodes().get_mut(ino) {
-                    node.attrs.etag = Some(output.etag);
-                }
-            }
-            // Otherwise applied when the open file is uploaded.
             writer.metadata = metadata.clone();
+            if matches!(writer.state, WriteState::Clean) && origin == Origin::Remote {
+                // Nothing pending (closed, release not yet run): S3 holds the file, so the
+                // change waits like any closed file's.
+                writer.uploaded_metadata = metadata.clone();
+                self.ns().attrs_changed(ino, metadata, None, true);
+                self.persist_metadata_later(ino);
+            } else {
+                // Applied when the open file is uploaded.
+                self.ns().attrs_changed(ino, metadata, None, false);
+            }
         } else if kind == Kind::Directory {
             // Directory attributes live on its `dir/` marker object.
             let options = PutOptions {
@@ -615,24 +652,21 @@ impl Fs {
                 ..Default::default()
             };
             self.store.put(&key, Bytes::new(), options).await?;
+            self.ns().attrs_changed(ino, metadata, None, false);
         } else if origin == Origin::Remote {
-            let output = self.store.copy(&key, &key, Some(metadata.clone())).await?;
-            if let Some(node) = self.inodes().get_mut(ino) {
-                node.attrs.etag = Some(output.etag);
-            }
+            self.ns().attrs_changed(ino, metadata, None, true);
+            self.persist_metadata_later(ino);
+        } else {
+            self.ns().attrs_changed(ino, metadata, None, false);
         }
-        if let Some(node) = self.inodes().get_mut(ino) {
-            node.attrs.metadata = metadata;
-        }
-        self.note_attrs(ino);
         Ok(())
     }
 
     pub fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
-        let inodes = self.inodes();
-        let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-        match self.config.layout.segment_id(&node.name) {
-            Some(id) if name == SEGMENT_ID_XATTR && node.kind == Kind::File => {
+        let ns = self.ns();
+        let node = ns.node(ino)?;
+        match self.config.layout.segment_id(node.name()) {
+            Some(id) if name == SEGMENT_ID_XATTR && node.kind() == Kind::File => {
                 Ok(id.to_string().into_bytes())
             }
             _ => Err(FsError::NoAttribute),
@@ -640,10 +674,10 @@ impl Fs {
     }
 
     pub fn listxattr(&self, ino: Ino) -> FsResult<Vec<u8>> {
-        let inodes = self.inodes();
-        let node = inodes.get(ino).ok_or(FsError::NotFound)?;
+        let ns = self.ns();
+        let node = ns.node(ino)?;
         let mut names = Vec::new();
-        if node.kind == Kind::File && self.config.layout.segment_id(&node.name).is_some() {
+        if node.kind() == Kind::File && self.config.layout.segment_id(node.name()).is_some() {
             names.extend_from_slice(SEGMENT_ID_XATTR.as_bytes());
             names.push(0);
         }

@@ -2,45 +2,34 @@
 //! spawned onto the tokio runtime and answered from its task, so no request waits behind
 //! another's S3 latency and the FUSE thread never blocks on the network.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::attr::{Attr, SetAttr};
+use super::Caller;
+use super::Fs;
+use super::attr::{Attr, FileType as NodeType, SetAttr};
 use super::error::FsError;
-use super::inode::Kind;
-use super::{Fs, lock};
+use super::namespace::Kind;
 
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     runtime: tokio::runtime::Handle,
     ttl: Duration,
-    /// The process (thread group) that opened each write handle. A FLUSH from another process
-    /// is the close of a descriptor it inherited (fork, then exec closes it): uploading then
-    /// would put half a file in S3 in the middle of the opener's writes, so only the opener's
-    /// closes upload (and the last close, release, always does). Threads of the opener count
-    /// as the opener: a program may open in one thread and close in another.
-    openers: Arc<Mutex<HashMap<u64, u32>>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<Fs>, runtime: tokio::runtime::Handle) -> Self {
         let ttl = fs.config().kernel_ttl();
-        FuseAdapter {
-            fs,
-            runtime,
-            ttl,
-            openers: Arc::new(Mutex::new(HashMap::new())),
-        }
+        FuseAdapter { fs, runtime, ttl }
     }
 
     fn spawn<F>(&self, work: impl FnOnce(Arc<Fs>) -> F)
@@ -49,16 +38,6 @@ impl FuseAdapter {
     {
         self.runtime.spawn(work(self.fs.clone()));
     }
-}
-
-/// The process a thread belongs to: FUSE names the calling thread, not its process.
-fn thread_group(tid: u32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Tgid:"))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(tid)
 }
 
 fn errno(error: &FsError) -> Errno {
@@ -72,26 +51,44 @@ fn utf8(name: &OsStr) -> Result<String, Errno> {
 }
 
 fn file_attr(attr: &Attr) -> FileAttr {
-    let (kind, nlink) = match attr.kind {
-        Kind::File => (FileType::RegularFile, 1),
-        Kind::Directory => (FileType::Directory, 2),
-    };
+    let kind = file_type(attr.file_type);
+    let nlink = if attr.kind == Kind::Directory { 2 } else { 1 };
     FileAttr {
         ino: INodeNo(attr.ino),
         size: attr.size,
         blocks: attr.size.div_ceil(512),
         atime: attr.mtime,
         mtime: attr.mtime,
-        ctime: attr.mtime,
+        ctime: attr.ctime,
         crtime: attr.mtime,
         kind,
         perm: attr.perm,
         nlink,
         uid: attr.uid,
         gid: attr.gid,
-        rdev: 0,
+        rdev: attr.rdev,
         flags: 0,
         blksize: 4096,
+    }
+}
+
+fn file_type(node_type: NodeType) -> FileType {
+    match node_type {
+        NodeType::Regular => FileType::RegularFile,
+        NodeType::Directory => FileType::Directory,
+        NodeType::Symlink => FileType::Symlink,
+        NodeType::Fifo => FileType::NamedPipe,
+        NodeType::Socket => FileType::Socket,
+        NodeType::CharDevice => FileType::CharDevice,
+        NodeType::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        pid: req.pid(),
+        uid: req.uid(),
+        gid: req.gid(),
     }
 }
 
@@ -113,9 +110,17 @@ fn time(t: TimeOrNow) -> SystemTime {
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // O_TRUNC arrives with open (no separate truncate-then-open), lookups in one directory
-        // run in parallel; the kernel refuses what it does not support, which is fine.
-        let wanted = InitFlags::FUSE_ATOMIC_O_TRUNC | InitFlags::FUSE_PARALLEL_DIROPS;
-        let _ = config.add_capabilities(wanted);
+        // run in parallel, and readdir returns attributes with the names (readdirplus) so
+        // `ls -l` needs no lookup per entry. Each is asked for on its own: a kernel without one
+        // still gets the others.
+        for wanted in [
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            let _ = config.add_capabilities(wanted);
+        }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         Ok(())
@@ -192,20 +197,20 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = match utf8(name) {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        let ttl = self.ttl;
+        let (ttl, caller) = (self.ttl, caller(req));
         self.spawn(move |fs| async move {
-            match fs.mkdir(parent.0, &name).await {
+            match fs.mkdir(parent.0, &name, mode & !umask, caller).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -264,16 +269,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        // Only writers need their process recorded; reads skip the /proc lookup.
-        let opener = writing.then(|| thread_group(req.pid()));
-        let openers = self.openers.clone();
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            match fs.open(ino.0, flags.0).await {
+            match fs.open(ino.0, flags.0, caller).await {
                 Ok(opened) => {
-                    if let Some(pid) = opener {
-                        lock(&openers).insert(opened.handle, pid);
-                    }
                     reply.opened(FileHandle(opened.handle), open_flags(opened.keep_cache))
                 }
                 Err(e) => reply.error(errno(&e)),
@@ -295,22 +294,19 @@ impl Filesystem for FuseAdapter {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        let (openers, pid) = (self.openers.clone(), thread_group(req.pid()));
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            match fs.create(parent.0, &name, mode & !umask).await {
+            match fs.create(parent.0, &name, mode & !umask, caller).await {
                 // A new file exists only if its upload succeeds at close: a zero TTL makes the
                 // kernel ask again (a local answer, no S3 request) instead of caching a name
                 // that may vanish.
-                Ok((attr, opened)) => {
-                    lock(&openers).insert(opened.handle, pid);
-                    reply.created(
-                        &Duration::ZERO,
-                        &file_attr(&attr),
-                        Generation(0),
-                        FileHandle(opened.handle),
-                        open_flags(opened.keep_cache),
-                    )
-                }
+                Ok((attr, opened)) => reply.created(
+                    &Duration::ZERO,
+                    &file_attr(&attr),
+                    Generation(0),
+                    FileHandle(opened.handle),
+                    open_flags(opened.keep_cache),
+                ),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -364,12 +360,9 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let opener = lock(&self.openers).get(&fh.0).copied();
-        if opener.is_some_and(|opener| opener != thread_group(req.pid())) {
-            return reply.ok();
-        }
+        let caller = caller(req);
         self.spawn(move |fs| async move {
-            match fs.flush(fh.0).await {
+            match fs.flush(fh.0, caller).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -386,7 +379,6 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        lock(&self.openers).remove(&fh.0);
         self.spawn(move |fs| async move {
             match fs.release(fh.0).await {
                 Ok(()) => reply.ok(),
@@ -431,12 +423,43 @@ impl Filesystem for FuseAdapter {
         match self.fs.readdir(fh.0, offset) {
             Ok(entries) => {
                 for entry in entries.iter().skip(offset as usize) {
-                    let kind = match entry.kind {
-                        Kind::File => FileType::RegularFile,
-                        Kind::Directory => FileType::Directory,
-                    };
+                    let kind = file_type(entry.attr.file_type);
                     if reply.add(INodeNo(entry.ino), entry.next_offset, kind, &entry.name) {
                         break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.fs.readdir(fh.0, offset) {
+            Ok(entries) => {
+                for entry in entries.iter().skip(offset as usize) {
+                    let attr = file_attr(&entry.attr);
+                    let ttl = &self.ttl;
+                    if reply.add(
+                        INodeNo(entry.ino),
+                        entry.next_offset,
+                        &entry.name,
+                        ttl,
+                        &attr,
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                    // The kernel takes a lookup reference on every entry but `.` and `..`.
+                    if entry.name != "." && entry.name != ".." {
+                        self.fs.remember(entry.ino);
                     }
                 }
                 reply.ok();
@@ -481,6 +504,73 @@ impl Filesystem for FuseAdapter {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         reply_xattr(self.fs.listxattr(ino.0), size, reply);
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, target) = match (utf8(link_name), utf8(target.as_os_str())) {
+            (Ok(name), Ok(target)) => (name, target),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let (ttl, caller) = (self.ttl, caller(req));
+        self.spawn(move |fs| async move {
+            match fs.symlink(parent.0, &name, &target, caller).await {
+                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |fs| async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match utf8(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        let (ttl, caller) = (self.ttl, caller(req));
+        self.spawn(move |fs| async move {
+            match fs.mknod(parent.0, &name, mode & !umask, rdev, caller).await {
+                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.fs.link() {
+            Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -1,96 +1,35 @@
-//! Names to inodes: lookup, getattr and forget, with the metadata cache that makes them cheap.
+//! Names to inodes: lookup, getattr and forget, revalidated a directory at a time.
 //!
-//! A name is answered, cheapest first, from: a node this mount is writing or confirmed within
-//! the TTL; the parent's complete listing if it is fresh (a hit or a definite miss, no request);
-//! the negative cache; and only then S3, with HEAD `key` and LIST `key/` (max-keys 1) sent in
-//! parallel. A prefix wins over an object of the same name, as `ls` cannot show both.
+//! A name is answered without a request when the namespace knows it within the TTL (a node
+//! confirmed, a listing that covered it, a remembered miss, a node this mount is writing). When
+//! it does not, the name's *directory* is revalidated, not the name: one LIST answers a thousand
+//! names, where a HEAD answers one.
+//!
+//! - A directory known to be small (its last complete listing fit in [`SMALL_DIRECTORY`]
+//!   entries), or never listed, is listed from the start: all pages when small, the first page
+//!   when never listed. A miss in a directory this mount made is answered from its (empty)
+//!   listing until the TTL runs out.
+//! - A large directory is listed in a window: one page starting just before the name, which
+//!   also answers the 999 names after it, so `ls -l` or `cp -r` walking it in order pay one
+//!   LIST per thousand names, and the work per lookup is bounded whatever the directory's size.
+//! - Only a name the window could not settle (the page ended at it) costs HEAD `key` and LIST
+//!   `key/` (max-keys 1) in parallel. A prefix wins over an object of the same name, as `ls`
+//!   cannot show both.
+//!
+//! Lookups of one directory that find it stale wait for one listing (a gate per directory)
+//! instead of each sending their own.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::attr::{Attr, attr_of};
 use super::error::{FsError, FsResult};
-use super::inode::{Attrs, Ino, Kind, Origin};
-use super::{Fs, lock};
-use crate::store::{ListRequest, ObjectSummary};
+use super::namespace::{Answer, Attrs, ContentType, Ino, Kind, ListedPage, ROOT_INO};
+use super::{Fs, LayoutKind};
+use crate::store::{ListRequest, ObjectMeta, ObjectSummary};
 
-/// A directory's children as of one complete listing.
-pub(super) struct Listing {
-    pub entries: BTreeMap<String, (Kind, Attrs)>,
-    pub at: Instant,
-}
-
-/// Complete listings by directory inode, bounded in total entries.
-#[derive(Default)]
-pub(super) struct Listings {
-    by_dir: HashMap<Ino, Listing>,
-    entries: usize,
-}
-
-/// Most directory entries kept across all cached listings (about 200 bytes each).
-const MAX_LISTED_ENTRIES: usize = 500_000;
-/// Most remembered misses.
-const MAX_NEGATIVE_ENTRIES: usize = 10_000;
-
-impl Listings {
-    pub fn get(&self, dir: Ino) -> Option<&Listing> {
-        self.by_dir.get(&dir)
-    }
-
-    pub fn insert(&mut self, dir: Ino, listing: Listing) {
-        if self.entries + listing.entries.len() > MAX_LISTED_ENTRIES {
-            self.by_dir.clear();
-            self.entries = 0;
-        }
-        self.entries += listing.entries.len();
-        if let Some(old) = self.by_dir.insert(dir, listing) {
-            self.entries -= old.entries.len();
-        }
-    }
-
-    /// Keeps a cached listing true after a change made through this mount.
-    pub fn update(&mut self, dir: Ino, name: &str, entry: Option<(Kind, Attrs)>) {
-        if let Some(listing) = self.by_dir.get_mut(&dir) {
-            let had = match entry {
-                Some(entry) => listing.entries.insert(name.to_string(), entry).is_some(),
-                None => listing.entries.remove(name).is_some(),
-            };
-            match (had, listing.entries.contains_key(name)) {
-                (false, true) => self.entries += 1,
-                (true, false) => self.entries -= 1,
-                _ => {}
-            }
-        }
-    }
-
-    pub fn remove(&mut self, dir: Ino) {
-        if let Some(old) = self.by_dir.remove(&dir) {
-            self.entries -= old.entries.len();
-        }
-    }
-}
-
-#[derive(Default)]
-pub(super) struct NegativeCache {
-    misses: HashMap<(Ino, String), Instant>,
-}
-
-impl NegativeCache {
-    fn get(&self, dir: Ino, name: &str) -> Option<Instant> {
-        self.misses.get(&(dir, name.to_string())).copied()
-    }
-
-    fn insert(&mut self, dir: Ino, name: &str) {
-        if self.misses.len() >= MAX_NEGATIVE_ENTRIES {
-            self.misses.clear();
-        }
-        self.misses.insert((dir, name.to_string()), Instant::now());
-    }
-
-    pub fn remove(&mut self, dir: Ino, name: &str) {
-        self.misses.remove(&(dir, name.to_string()));
-    }
-}
+/// A directory whose last complete listing had at most this many entries is relisted whole.
+pub const SMALL_DIRECTORY: usize = 5_000;
 
 pub(super) fn summary_attrs(object: &ObjectSummary) -> Attrs {
     Attrs {
@@ -98,113 +37,139 @@ pub(super) fn summary_attrs(object: &ObjectSummary) -> Attrs {
         mtime: object.last_modified,
         etag: Some(object.etag.clone()),
         metadata: Default::default(),
+        content_type: ContentType::Unknown,
     }
+}
+
+pub(super) fn meta_attrs(meta: ObjectMeta) -> Attrs {
+    Attrs {
+        size: meta.size,
+        mtime: meta.last_modified,
+        etag: Some(meta.etag),
+        metadata: meta.metadata,
+        content_type: ContentType::Known(meta.content_type),
+    }
+}
+
+/// Where a listing starts.
+#[derive(Clone, Copy)]
+enum From<'a> {
+    Start,
+    /// Just before this name: the window that holds it and the names after it.
+    Name(&'a str),
 }
 
 impl Fs {
     /// Resolves `name` in `parent` and takes a kernel reference on the result.
     pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
-        let ino = self.resolve(parent, name).await?;
-        let mut inodes = self.inodes();
-        inodes.remember(ino);
-        let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-        Ok(attr_of(node, &self.config))
+        let ino = self.resolve_with_metadata(parent, name).await?;
+        let mut ns = self.ns();
+        ns.remembered(ino);
+        Ok(attr_of(ns.node(ino)?, &self.config))
     }
 
     pub fn forget(&self, ino: Ino, count: u64) {
-        self.inodes().forget(ino, count);
+        self.ns().forgot(ino, count);
     }
 
+    /// Attributes of `ino`: from the namespace while fresh, else revalidated through its
+    /// directory like a lookup (a directory's own attributes never need a request).
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
-        let key = {
-            let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(FsError::NotFound)?;
-            let stale = node.kind == Kind::File
-                && node.origin == Origin::Remote
-                && node.linked
-                && !self.fresh(node.validated)
-                && !self.is_open_for_writing(ino);
-            if !stale {
+        let (parent, name) = {
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            let trusted = ino == ROOT_INO
+                || node.kind() == Kind::Directory
+                || !node.linked()
+                || matches!(ns.answer(node.parent(), node.name()), Ok(Answer::Found(found)) if found == ino);
+            if trusted {
                 return Ok(attr_of(node, &self.config));
             }
-            node.key.clone()
+            (node.parent(), node.name().to_string())
         };
-        match self.store.head(&key).await {
-            Ok(meta) => {
-                let mut inodes = self.inodes();
-                let node = inodes.get_mut(ino).ok_or(FsError::NotFound)?;
-                node.attrs = Attrs {
-                    size: meta.size,
-                    mtime: meta.last_modified,
-                    etag: Some(meta.etag),
-                    metadata: meta.metadata,
-                };
-                node.validated = Some(Instant::now());
-                Ok(attr_of(node, &self.config))
-            }
-            Err(e) if e.is_not_found() => {
-                // Deleted behind our back: forget the name, keep the number for open handles.
-                let mut inodes = self.inodes();
-                if let Some((parent, name)) = inodes.get(ino).map(|n| (n.parent, n.name.clone())) {
-                    inodes.unlink(parent, &name);
-                }
-                Err(FsError::NotFound)
-            }
-            Err(e) => Err(e.into()),
+        let found = self.resolve(parent, &name).await?;
+        let ns = self.ns();
+        if found != ino {
+            // The name is another node now (its kind changed): this one is gone.
+            return Err(FsError::NotFound);
         }
+        Ok(attr_of(ns.node(ino)?, &self.config))
+    }
+
+    /// `resolve` for what the user will look at (lookup): a file met for the first time in the
+    /// keys layout is also HEADed once the listing found it, because listings carry no user
+    /// metadata and its mode, owner and mtime (s3fs headers) would otherwise show as the
+    /// defaults. Names a listing introduced before the lookup (`ls`, `cat *`, `cp -r`),
+    /// directories and misses cost no HEAD.
+    async fn resolve_with_metadata(&self, parent: Ino, name: &str) -> FsResult<Ino> {
+        let first_contact = self.config.layout.kind == LayoutKind::Keys
+            && self.ns().child(parent, name).is_none()
+            && self.known(parent, name)?.is_none();
+        let ino = self.resolve(parent, name).await?;
+        let key = {
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            let unknown = node.kind() == Kind::File
+                && node.origin() == super::namespace::Origin::Remote
+                && node.attrs().content_type == ContentType::Unknown;
+            if !(first_contact && unknown) {
+                return Ok(ino);
+            }
+            node.key().to_string()
+        };
+        let at = Instant::now();
+        match self.store.head(&key).await {
+            Ok(meta) => self.ns().metadata_seen(ino, meta_attrs(meta), at),
+            Err(e) => tracing::debug!(key, error = %e, "no metadata for a listed file"),
+        }
+        Ok(ino)
     }
 
     /// Finds (or refreshes) the inode of `parent/name` without taking a reference.
     pub(super) async fn resolve(&self, parent: Ino, name: &str) -> FsResult<Ino> {
-        let parent_prefix = {
-            let inodes = self.inodes();
-            let dir = inodes.get(parent).ok_or(FsError::NotFound)?;
-            if dir.kind != Kind::Directory {
-                return Err(FsError::NotDirectory);
-            }
-            if let Some(node) = inodes.child(parent, name)
-                && (node.origin != Origin::Remote
-                    || self.fresh(node.validated)
-                    || self.is_open_for_writing(node.ino))
-            {
-                return Ok(node.ino);
-            }
-            dir.key.clone()
-        };
+        if let Some(answer) = self.known(parent, name)? {
+            return answer;
+        }
         if !self.config.layout.shows(name, false) && !self.config.layout.shows(name, true) {
             return Err(FsError::NotFound);
         }
-        if let Some(answer) = self.answer_from_listing(parent, name) {
+        let _gate = self.listing_gates.enter(parent).await;
+        // Another lookup may have listed the directory while this one waited.
+        if let Some(answer) = self.known(parent, name)? {
             return answer;
         }
-        if lock(&self.negative)
-            .get(parent, name)
-            .is_some_and(|at| self.fresh(Some(at)))
-        {
-            return Err(FsError::NotFound);
+        let small = self
+            .ns()
+            .last_listing_len(parent)
+            .is_none_or(|len| len <= SMALL_DIRECTORY);
+        if small {
+            let max_pages = match self.ns().last_listing_len(parent) {
+                Some(len) => len / 1000 + 2,
+                None => 1,
+            };
+            self.list_pages(parent, From::Start, max_pages).await?;
+            if let Some(answer) = self.known(parent, name)? {
+                return answer;
+            }
         }
-        self.resolve_remote(parent, &parent_prefix, name).await
+        self.list_pages(parent, From::Name(name), 1).await?;
+        if let Some(answer) = self.known(parent, name)? {
+            return answer;
+        }
+        self.resolve_remote(parent, name).await
     }
 
-    /// Answers from the parent's listing if it is fresh: Some(hit or definite miss).
-    fn answer_from_listing(&self, parent: Ino, name: &str) -> Option<FsResult<Ino>> {
-        let listings = lock(&self.listings);
-        let listing = listings.get(parent).filter(|l| self.fresh(Some(l.at)))?;
-        let answer = match listing.entries.get(name) {
-            Some((kind, attrs)) => Ok(self.inodes().upsert_listed(
-                parent,
-                name,
-                *kind,
-                attrs.clone(),
-                Some(listing.at),
-            )),
-            None => Err(FsError::NotFound),
-        };
-        Some(answer)
+    /// What the namespace can answer about `parent/name` without a request.
+    fn known(&self, parent: Ino, name: &str) -> FsResult<Option<FsResult<Ino>>> {
+        Ok(match self.ns().answer(parent, name)? {
+            Answer::Found(ino) => Some(Ok(ino)),
+            Answer::Missing => Some(Err(FsError::NotFound)),
+            Answer::Unknown => None,
+        })
     }
 
-    async fn resolve_remote(&self, parent: Ino, parent_prefix: &str, name: &str) -> FsResult<Ino> {
-        let key = format!("{parent_prefix}{name}");
+    async fn resolve_remote(&self, parent: Ino, name: &str) -> FsResult<Ino> {
+        let key = self.ns().child_key(parent, name, Kind::File)?;
         let dir_prefix = format!("{key}/");
         let want_dirs = self.config.layout.shows(name, true);
         let head = self.store.head(&key);
@@ -223,75 +188,64 @@ impl Fs {
                 .await
                 .map(|page| !page.objects.is_empty() || !page.common_prefixes.is_empty())
         };
+        let at = Instant::now();
         let (head, is_dir) = futures::join!(head, list);
-        let now = Instant::now();
         let is_dir = is_dir?;
         let file = match head {
             Ok(meta) => Some(meta),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e.into()),
         };
-        let shows_file = self.config.layout.shows(name, false);
-        let ino = match (is_dir, file) {
+        let found = match (is_dir, file) {
             (true, file) => {
                 if file.is_some() {
                     tracing::warn!(key, "object is shadowed by a directory of the same name");
                 }
-                self.inodes().upsert(
-                    parent,
-                    name,
-                    Kind::Directory,
-                    Attrs::directory(),
-                    Origin::Remote,
-                    Some(now),
-                )
+                Some((Kind::Directory, Attrs::directory()))
             }
-            (false, Some(meta)) if shows_file => {
-                let attrs = Attrs {
-                    size: meta.size,
-                    mtime: meta.last_modified,
-                    etag: Some(meta.etag),
-                    metadata: meta.metadata,
-                };
-                self.inodes()
-                    .upsert(parent, name, Kind::File, attrs, Origin::Remote, Some(now))
+            (false, Some(meta)) if self.config.layout.shows(name, false) => {
+                Some((Kind::File, meta_attrs(meta)))
             }
-            _ => {
-                lock(&self.negative).insert(parent, name);
-                return Err(FsError::NotFound);
-            }
+            _ => None,
         };
-        Ok(ino)
+        self.ns()
+            .looked_up(parent, name, found, at)
+            .ok_or(FsError::NotFound)
     }
 
-    /// Lists a directory completely (every page) and caches the result; returns its entries.
-    pub(super) async fn list_directory(
-        &self,
-        dir: Ino,
-    ) -> FsResult<BTreeMap<String, (Kind, Attrs)>> {
-        if let Some(listing) = lock(&self.listings)
-            .get(dir)
-            .filter(|l| self.fresh(Some(l.at)))
-        {
-            return Ok(listing.entries.clone());
+    /// Lists `dir` completely (every page) unless a fresh complete listing exists.
+    pub(super) async fn list_directory(&self, dir: Ino) -> FsResult<()> {
+        if self.ns().listed_completely(dir) {
+            return Ok(());
         }
-        let prefix = {
-            let inodes = self.inodes();
-            let node = inodes.get(dir).ok_or(FsError::NotFound)?;
-            if node.kind != Kind::Directory {
-                return Err(FsError::NotDirectory);
-            }
-            node.key.clone()
+        let _gate = self.listing_gates.enter(dir).await;
+        if self.ns().listed_completely(dir) {
+            return Ok(());
+        }
+        self.list_pages(dir, From::Start, usize::MAX).await
+    }
+
+    /// Lists up to `max_pages` pages of `dir` from `from` and installs what they say, together,
+    /// as of when the last page arrived: a listing that takes longer than the TTL (100,000
+    /// entries at 20 ms a page) must not be stale before it is used. So another client's
+    /// change shows at most TTL + the listing's duration later.
+    async fn list_pages(&self, dir: Ino, from: From<'_>, max_pages: usize) -> FsResult<()> {
+        let prefix = self.ns().directory(dir)?.key().to_string();
+        let after = match from {
+            From::Start => None,
+            From::Name(name) => window_start(name),
         };
-        let started = Instant::now();
-        let mut entries = BTreeMap::new();
-        let mut skipped = HashSet::new();
         let mut request = ListRequest {
             prefix: prefix.clone(),
             delimiter: Some("/".into()),
+            start_after: after.as_ref().map(|a| format!("{prefix}{a}")),
             ..Default::default()
         };
-        loop {
+        let started = Instant::now();
+        let mut entries = BTreeMap::new();
+        let mut skipped = 0usize;
+        let mut through = None;
+        for _ in 0..max_pages {
             let page = self.store.list(request.clone()).await?;
             for common in &page.common_prefixes {
                 let name = common[prefix.len()..].trim_end_matches('/');
@@ -302,7 +256,7 @@ impl Fs {
                         tracing::warn!(key = %common, "object is shadowed by a directory of the same name");
                     }
                 } else if !name.is_empty() {
-                    skipped.insert(common.clone());
+                    skipped += 1;
                 }
             }
             for object in &page.objects {
@@ -311,7 +265,7 @@ impl Fs {
                     continue; // the directory's own marker
                 }
                 if !self.config.layout.shows(name, false) {
-                    skipped.insert(object.key.clone());
+                    skipped += 1;
                     continue;
                 }
                 if let Some((Kind::Directory, _)) = entries.get(name) {
@@ -320,31 +274,53 @@ impl Fs {
                 }
                 entries.insert(name.to_string(), (Kind::File, summary_attrs(object)));
             }
+            through = page
+                .next_continuation_token
+                .as_ref()
+                .and_then(|_| last_relative(&page, &prefix));
             match page.next_continuation_token {
-                Some(token) => request.continuation_token = Some(token),
+                Some(token) => {
+                    request.continuation_token = Some(token);
+                    request.start_after = None;
+                }
                 None => break,
             }
         }
-        if !skipped.is_empty() && self.config.layout.kind == super::LayoutKind::Keys {
+        if skipped > 0 && self.config.layout.kind == LayoutKind::Keys {
             tracing::warn!(
-                count = skipped.len(),
+                count = skipped,
                 prefix,
                 "keys whose names cannot be file names are not shown"
             );
         }
-        lock(&self.listings).insert(
-            dir,
-            Listing {
-                entries: entries.clone(),
-                at: started,
-            },
-        );
-        Ok(entries)
+        let page = ListedPage {
+            started: Some(started),
+            at: Some(Instant::now()),
+            after,
+            through,
+            entries: entries
+                .into_iter()
+                .map(|(name, (kind, attrs))| (name, kind, attrs))
+                .collect(),
+        };
+        self.ns().listed(dir, page);
+        Ok(())
     }
+}
 
-    /// Records a change made through this mount in the caches, so it shows at once.
-    pub(super) fn note_child(&self, parent: Ino, name: &str, entry: Option<(Kind, Attrs)>) {
-        lock(&self.listings).update(parent, name, entry);
-        lock(&self.negative).remove(parent, name);
-    }
+/// The key to start a window after, relative to the directory: the name without its last
+/// character, so the page begins at the name (as a file or a directory) and the names after it.
+fn window_start(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    chars.next_back()?;
+    let start = chars.as_str();
+    (!start.is_empty()).then(|| start.to_string())
+}
+
+/// The last key or common prefix of a page, relative to `prefix`.
+fn last_relative(page: &crate::store::ListPage, prefix: &str) -> Option<String> {
+    let last_object = page.objects.last().map(|o| o.key.as_str());
+    let last_prefix = page.common_prefixes.last().map(String::as_str);
+    let last = last_object.max(last_prefix)?;
+    last.strip_prefix(prefix).map(str::to_string)
 }

@@ -7,42 +7,52 @@
 //!
 //! | operation | requests |
 //! |---|---|
-//! | `ls -l` of a directory of N entries | ceil(N/1000) LIST, no HEAD |
-//! | lookup/stat of a name in a directory listed within the TTL | 0 |
-//! | lookup of an unlisted name | 1 HEAD + 1 LIST in parallel |
-//! | read a small file whose directory was listed | 1 GET |
+//! | `ls -l` of a directory of N entries | ceil(N/1000) LIST, no HEAD, no FUSE lookup (readdirplus) |
+//! | lookup/stat of a name in a directory listed within the TTL, or made here | 0 |
+//! | lookups in a directory whose listing expired | 1 LIST for the directory (small) or for the 1000 names from the one asked (large) |
+//! | lookup of a name a windowed LIST could not settle | 1 HEAD + 1 LIST in parallel |
+//! | open + read of a small file | 1 GET (an expired node learns its ETag from that GET) |
 //! | create + write + close a small new file in a listed directory | 1 PUT |
 //! | create + write + close a large file | 1 create + N parts + 1 complete |
 //! | unlink | 1 DELETE |
 //! | mkdir | 1 PUT (the `dir/` marker) |
 //! | rmdir | 1 LIST + 1 DELETE |
-//! | rename of a file | 1 COPY + 1 DELETE |
-//! | chmod/chown/utimens of a closed file | 1 HEAD + 1 COPY (HEAD keeps the Content-Type) |
+//! | rename of a file | 1 COPY + 1 DELETE (the COPY carries pending metadata changes) |
+//! | chmod/chown/utimens of a closed file | 0 at once; 1 COPY within [`METADATA_DELAY`] unless a rename or fsync carries it first (+1 HEAD if the Content-Type is unknown) |
 
 pub mod error;
-pub mod inode;
 pub mod layout;
+pub mod namespace;
 
 mod attr;
 mod dir;
 mod file;
 pub mod fuse;
+mod gates;
 mod lookup;
+mod metadata;
+mod process;
+mod readahead;
+mod special;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use crate::cache::{BlockCache, ReadPath, ReaderConfig};
 use crate::store::ObjectStore;
 
-pub use attr::{Attr, SetAttr};
+pub use attr::{Attr, FileType, SetAttr};
 pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
-use inode::InodeTable;
+use gates::Gates;
 pub use layout::{Layout, LayoutKind};
+pub use metadata::METADATA_DELAY;
+use namespace::Namespace;
+pub use namespace::{Ino, Kind, ROOT_INO};
+pub use special::Caller;
 
 /// What a mount is configured with (the CLI builds it from flags).
 #[derive(Debug, Clone)]
@@ -64,6 +74,9 @@ pub struct FsConfig {
     pub allow_overwrite: bool,
     /// Directories with more entries than this are not renamed (EXDEV, so `mv` copies instead).
     pub rename_dir_limit: usize,
+    /// Fetch every listed file's s3fs metadata (mode, owner, type, times) before readdir
+    /// answers, with parallel HEADs: listings do not carry it.
+    pub posix_metadata: bool,
 }
 
 impl FsConfig {
@@ -85,6 +98,7 @@ impl FsConfig {
             staging_dir: std::env::temp_dir(),
             allow_overwrite: false,
             rename_dir_limit: 1000,
+            posix_metadata: false,
         }
     }
 
@@ -95,19 +109,26 @@ impl FsConfig {
     }
 }
 
-/// The file system core: inodes, metadata cache, open handles, over one object store.
+/// The file system core: the namespace, open handles, over one object store.
 pub struct Fs {
     store: Arc<dyn ObjectStore>,
     config: FsConfig,
-    inodes: Mutex<InodeTable>,
-    /// Complete listings of directories, which answer lookups (and misses) without requests.
-    listings: Mutex<lookup::Listings>,
-    negative: Mutex<lookup::NegativeCache>,
+    /// What this mount knows about names; the one owner of nodes, listings and misses.
+    namespace: Mutex<Namespace>,
+    /// One listing of a directory at a time: lookups that find it stale wait for that LIST
+    /// instead of sending their own.
+    listing_gates: Gates,
+    /// One metadata persist or rename of a node at a time.
+    metadata_gates: Gates,
     reads: ReadPath,
-    readers: Mutex<HashMap<u64, Arc<crate::cache::ObjectReader>>>,
+    readers: Mutex<HashMap<u64, (Ino, Arc<crate::cache::ObjectReader>)>>,
     writers: Mutex<HashMap<u64, file::OpenWriter>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// Per directory, the order its files are being opened in, for cross-file prefetch.
+    streams: Mutex<readahead::Streams>,
     next_handle: AtomicU64,
+    /// For the background tasks that persist delayed metadata changes.
+    this: Weak<Fs>,
 }
 
 impl Fs {
@@ -121,17 +142,22 @@ impl Fs {
             BlockCache::new(config.cache_bytes),
             reader_config,
         );
-        Arc::new(Fs {
-            inodes: Mutex::new(InodeTable::new(&config.layout.root_prefix)),
-            listings: Mutex::new(lookup::Listings::default()),
-            negative: Mutex::new(lookup::NegativeCache::default()),
+        Arc::new_cyclic(|this| Fs {
+            namespace: Mutex::new(Namespace::new(
+                &config.layout.root_prefix,
+                config.metadata_ttl,
+            )),
+            listing_gates: Gates::default(),
+            metadata_gates: Gates::default(),
             store,
             config,
             reads,
             readers: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            streams: Mutex::new(readahead::Streams::default()),
             next_handle: AtomicU64::new(1),
+            this: this.clone(),
         })
     }
 
@@ -143,21 +169,12 @@ impl Fs {
         &self.store
     }
 
-    fn inodes(&self) -> MutexGuard<'_, InodeTable> {
-        lock(&self.inodes)
+    fn ns(&self) -> MutexGuard<'_, Namespace> {
+        lock(&self.namespace)
     }
 
     fn new_handle(&self) -> u64 {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Whether metadata confirmed at `at` may still be trusted.
-    fn fresh(&self, at: Option<Instant>) -> bool {
-        match (at, self.config.metadata_ttl) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(at), Some(ttl)) => at.elapsed() < ttl,
-        }
     }
 
     fn check_writable(&self) -> FsResult<()> {
@@ -168,7 +185,8 @@ impl Fs {
         }
     }
 
-    /// Waits for every open writer to finish its upload (used at unmount).
+    /// Waits for every open writer to finish its upload and persists every pending metadata
+    /// change (used at unmount).
     pub async fn flush_all(&self) {
         let writers: Vec<_> = lock(&self.writers).drain().collect();
         for (_, (_, writer)) in writers {
@@ -176,7 +194,9 @@ impl Fs {
             if let Err(e) = self.finish_write(&mut writer).await {
                 tracing::error!(key = %writer.key, error = %e, "upload at unmount failed");
             }
+            self.ns().writer_closed(writer.ino);
         }
+        self.persist_all_metadata().await;
     }
 }
 
@@ -186,6 +206,5 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-pub use inode::ROOT_INO;
 #[cfg(test)]
 mod tests;

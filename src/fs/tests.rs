@@ -6,10 +6,18 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::inode::Kind;
+use super::namespace::Kind;
 use super::{Fs, FsConfig, Layout, LayoutKind, ROOT_INO, SetAttr};
 use crate::store::memory::MemoryStore;
 use crate::store::{ObjectStore, PutOptions, get_bytes};
+
+/// The caller of every request here: one process, whose own closes upload, and the mount's
+/// owner.
+fn caller() -> super::Caller {
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    super::Caller { pid: 1, uid, gid }
+}
 
 fn mount(store: &Arc<MemoryStore>, kind: LayoutKind) -> Arc<Fs> {
     let mut config = FsConfig::new(Layout::new(kind, None).unwrap());
@@ -60,21 +68,24 @@ async fn directory_wins_over_object_and_bad_names_are_hidden() {
 async fn create_write_close_uploads_and_reads_back() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
-    let (attr, opened) = fs.create(ROOT_INO, "new.txt", 0o644).await.unwrap();
+    let (attr, opened) = fs
+        .create(ROOT_INO, "new.txt", 0o644, caller())
+        .await
+        .unwrap();
     assert!(
         store.object("new.txt").is_none(),
         "nothing visible before close"
     );
     fs.write(opened.handle, 0, b"hello ").await.unwrap();
     fs.write(opened.handle, 6, b"world").await.unwrap();
-    fs.flush(opened.handle).await.unwrap();
+    fs.flush(opened.handle, caller()).await.unwrap();
     fs.release(opened.handle).await.unwrap();
     assert_eq!(
         get_bytes(store.as_ref(), "new.txt", None).await.unwrap(),
         "hello world"
     );
     assert_eq!(fs.getattr(attr.ino).await.unwrap().size, 11);
-    let opened = fs.open(attr.ino, libc::O_RDONLY).await.unwrap();
+    let opened = fs.open(attr.ino, libc::O_RDONLY, caller()).await.unwrap();
     assert_eq!(fs.read(opened.handle, 6, 100).await.unwrap(), "world");
     fs.release(opened.handle).await.unwrap();
 }
@@ -85,7 +96,7 @@ async fn random_writes_and_truncate_are_staged() {
     put(&store, "f", "0123456789").await;
     let fs = mount(&store, LayoutKind::Keys);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
-    let opened = fs.open(f.ino, libc::O_WRONLY).await.unwrap();
+    let opened = fs.open(f.ino, libc::O_WRONLY, caller()).await.unwrap();
     fs.write(opened.handle, 3, b"XY").await.unwrap();
     fs.write(opened.handle, 12, b"Z").await.unwrap();
     fs.release(opened.handle).await.unwrap();
@@ -110,7 +121,7 @@ async fn random_writes_and_truncate_are_staged() {
 async fn out_of_order_write_to_a_new_small_file_falls_back_to_staging() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
-    let (_, opened) = fs.create(ROOT_INO, "n", 0o644).await.unwrap();
+    let (_, opened) = fs.create(ROOT_INO, "n", 0o644, caller()).await.unwrap();
     fs.write(opened.handle, 0, b"abc").await.unwrap();
     fs.write(opened.handle, 1, b"Z").await.unwrap();
     assert_eq!(fs.read(opened.handle, 0, 10).await.unwrap(), "aZc");
@@ -131,7 +142,7 @@ async fn unlink_rename_mkdir_rmdir() {
     fs.rename(d.ino, "f", ROOT_INO, "g", 0).await.unwrap();
     assert!(store.object("d/f").is_none());
     assert_eq!(get_bytes(store.as_ref(), "g", None).await.unwrap(), "x");
-    fs.mkdir(ROOT_INO, "e").await.unwrap();
+    fs.mkdir(ROOT_INO, "e", 0o755, caller()).await.unwrap();
     assert!(store.object("e/").is_some(), "mkdir writes a marker");
     fs.rename(ROOT_INO, "g", ROOT_INO, "e", 0)
         .await
@@ -166,10 +177,59 @@ async fn chmod_persists_as_s3fs_metadata() {
         .await
         .unwrap();
     assert_eq!(attr.perm, 0o600);
+    assert!(
+        store.head("f").await.unwrap().metadata.is_empty(),
+        "a closed file's metadata waits for a rename to carry it"
+    );
+    tokio::time::sleep(super::METADATA_DELAY + std::time::Duration::from_millis(300)).await;
     let meta = store.head("f").await.unwrap();
+    assert_eq!(
+        meta.metadata["mode"],
+        (libc::S_IFREG | 0o600).to_string(),
+        "persisted within the delay"
+    );
+    assert_eq!(fs.getattr(f.ino).await.unwrap().perm, 0o600);
+}
+
+#[tokio::test]
+async fn fsync_persists_a_pending_metadata_change_at_once() {
+    let store = Arc::new(MemoryStore::new());
+    put(&store, "f", "x").await;
+    let fs = mount(&store, LayoutKind::Keys);
+    let f = fs.lookup(ROOT_INO, "f").await.unwrap();
+    let change = SetAttr {
+        mode: Some(0o640),
+        ..Default::default()
+    };
+    fs.setattr(f.ino, None, change).await.unwrap();
+    let opened = fs.open(f.ino, libc::O_RDONLY, caller()).await.unwrap();
+    fs.fsync(opened.handle).await.unwrap();
+    let meta = store.head("f").await.unwrap();
+    assert_eq!(meta.metadata["mode"], (libc::S_IFREG | 0o640).to_string());
+}
+
+#[tokio::test]
+async fn a_rename_carries_a_pending_metadata_change_in_its_copy() {
+    let store = Arc::new(MemoryStore::new());
+    let fs = mount(&store, LayoutKind::Keys);
+    let (attr, opened) = fs.create(ROOT_INO, ".tmp", 0o644, caller()).await.unwrap();
+    fs.write(opened.handle, 0, b"data").await.unwrap();
+    fs.release(opened.handle).await.unwrap();
+    let change = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    fs.setattr(attr.ino, None, change).await.unwrap();
+    fs.rename(ROOT_INO, ".tmp", ROOT_INO, "final", 0)
+        .await
+        .unwrap();
+    let meta = store.head("final").await.unwrap();
     assert_eq!(meta.metadata["mode"], (libc::S_IFREG | 0o600).to_string());
-    let fresh = mount(&store, LayoutKind::Keys);
-    assert_eq!(fresh.lookup(ROOT_INO, "f").await.unwrap().perm, 0o600);
+    assert!(store.head(".tmp").await.is_err());
+    assert!(
+        fs.ns().dirty_metadata().is_empty(),
+        "nothing left to persist"
+    );
 }
 
 #[tokio::test]
@@ -195,14 +255,17 @@ async fn segments_layout_filters_orders_and_guards() {
         ]
     );
     assert_eq!(
-        fs.create(ROOT_INO, "notes2.txt", 0o644)
+        fs.create(ROOT_INO, "notes2.txt", 0o644, caller())
             .await
             .unwrap_err()
             .errno(),
         libc::EINVAL
     );
     assert_eq!(
-        fs.mkdir(ROOT_INO, "dir").await.unwrap_err().errno(),
+        fs.mkdir(ROOT_INO, "dir", 0o755, caller())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EINVAL
     );
     let seg = fs
@@ -210,7 +273,10 @@ async fn segments_layout_filters_orders_and_guards() {
         .await
         .unwrap();
     assert_eq!(
-        fs.open(seg.ino, libc::O_WRONLY).await.unwrap_err().errno(),
+        fs.open(seg.ino, libc::O_WRONLY, caller())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EPERM
     );
     assert_eq!(
@@ -232,11 +298,17 @@ async fn read_only_mount_refuses_changes() {
     let fs = Fs::new(store.clone(), config);
     let f = fs.lookup(ROOT_INO, "f").await.unwrap();
     assert_eq!(
-        fs.open(f.ino, libc::O_RDWR).await.unwrap_err().errno(),
+        fs.open(f.ino, libc::O_RDWR, caller())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EROFS
     );
     assert_eq!(
-        fs.create(ROOT_INO, "g", 0o644).await.unwrap_err().errno(),
+        fs.create(ROOT_INO, "g", 0o644, caller())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EROFS
     );
     assert_eq!(
@@ -244,7 +316,71 @@ async fn read_only_mount_refuses_changes() {
         libc::EROFS
     );
     assert_eq!(
-        fs.mkdir(ROOT_INO, "d").await.unwrap_err().errno(),
+        fs.mkdir(ROOT_INO, "d", 0o755, caller())
+            .await
+            .unwrap_err()
+            .errno(),
         libc::EROFS
     );
+}
+
+#[tokio::test]
+async fn files_read_in_order_are_fetched_ahead_in_parallel_each_once() {
+    use crate::store::faulty::{FaultyStore, Op};
+    let memory = MemoryStore::new();
+    for i in 0..40 {
+        let data = format!("file {i:02}");
+        memory
+            .put(
+                &format!("d/f{i:02}"),
+                Bytes::from(data),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(FaultyStore::new(memory));
+    store.delay(Op::Get, std::time::Duration::from_millis(30));
+    let mut config = FsConfig::new(Layout::new(LayoutKind::Keys, None).unwrap());
+    config.staging_dir = std::env::temp_dir();
+    let fs = Fs::new(store.clone(), config);
+    let d = fs.lookup(ROOT_INO, "d").await.unwrap();
+    names(&fs, d.ino).await;
+    for i in 0..40 {
+        let f = fs.lookup(d.ino, &format!("f{i:02}")).await.unwrap();
+        let opened = fs.open(f.ino, libc::O_RDONLY, caller()).await.unwrap();
+        let data = fs.read(opened.handle, 0, 4096).await.unwrap();
+        assert_eq!(data.as_ref(), format!("file {i:02}").as_bytes());
+        fs.release(opened.handle).await.unwrap();
+    }
+    assert_eq!(store.calls(Op::Get), 40, "each file fetched exactly once");
+    assert!(
+        store.max_in_flight(Op::Get) >= 4,
+        "files ahead were fetched in parallel: {}",
+        store.max_in_flight(Op::Get)
+    );
+}
+
+#[tokio::test]
+async fn files_read_out_of_order_are_not_fetched_ahead() {
+    use crate::store::faulty::{FaultyStore, Op};
+    let memory = MemoryStore::new();
+    for i in 0..10 {
+        memory
+            .put(&format!("f{i}"), Bytes::from("x"), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(FaultyStore::new(memory));
+    let mut config = FsConfig::new(Layout::new(LayoutKind::Keys, None).unwrap());
+    config.staging_dir = std::env::temp_dir();
+    let fs = Fs::new(store.clone(), config);
+    names(&fs, ROOT_INO).await;
+    for i in [7, 2, 9, 0] {
+        let f = fs.lookup(ROOT_INO, &format!("f{i}")).await.unwrap();
+        let opened = fs.open(f.ino, libc::O_RDONLY, caller()).await.unwrap();
+        fs.read(opened.handle, 0, 10).await.unwrap();
+        fs.release(opened.handle).await.unwrap();
+    }
+    assert_eq!(store.calls(Op::Get), 4, "only what was read");
 }

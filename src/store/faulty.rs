@@ -20,8 +20,8 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use super::{
-    ByteStream, CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
-    ObjectStore, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+    ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
+    ObjectMeta, ObjectStore, PutOptions, PutOutput, StoreError, StoreResult,
 };
 
 /// The operations of [`ObjectStore`], one per method.
@@ -351,7 +351,7 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         &self,
         source_key: &str,
         dest_key: &str,
-        metadata: Option<UserMetadata>,
+        metadata: CopyMetadata,
     ) -> StoreResult<PutOutput> {
         let _call = self.enter(Op::Copy, None).await?;
         self.inner.copy(source_key, dest_key, metadata).await

@@ -30,9 +30,11 @@ pub fn list_page<V>(
     }
 
     let mut start: Bound<String> = Bound::Included(prefix.to_string());
+    // Our tokens are the last key returned, so a start-after key resumes the same way.
     if let Some(token) = request
         .continuation_token
         .as_deref()
+        .or(request.start_after.as_deref())
         .filter(|t| *t >= prefix)
     {
         start = match common_prefix_of(token, prefix, delimiter) {
@@ -123,6 +125,7 @@ mod tests {
             prefix: prefix.to_string(),
             delimiter: delimiter.map(str::to_string),
             continuation_token: None,
+            start_after: None,
             max_keys: Some(max_keys),
         };
         let (mut keys, mut prefixes, mut pages) = (Vec::new(), Vec::new(), 0);

@@ -14,8 +14,8 @@ use md5::{Digest, Md5};
 use super::limits::{S3_MAX_PARTS, S3_MIN_PART_SIZE};
 use super::listing::list_page;
 use super::{
-    CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta, ObjectStore,
-    ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+    CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
+    ObjectStore, ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
 };
 
 /// GET bodies are streamed in chunks of this size, as a network body would arrive.
@@ -53,6 +53,7 @@ impl StoredObject {
             etag: self.etag.clone(),
             last_modified: self.last_modified,
             metadata: self.metadata.clone(),
+            content_type: self.content_type.clone(),
         }
     }
 }
@@ -310,14 +311,33 @@ impl ObjectStore for MemoryStore {
         &self,
         source_key: &str,
         dest_key: &str,
-        metadata: Option<UserMetadata>,
+        metadata: CopyMetadata,
     ) -> StoreResult<PutOutput> {
         let source = self
             .object(source_key)
             .ok_or_else(|| StoreError::NotFound(source_key.to_string()))?;
-        let options = PutOptions {
-            metadata: metadata.unwrap_or(source.metadata),
-            content_type: source.content_type,
+        let options = match metadata {
+            CopyMetadata::Keep => PutOptions {
+                metadata: source.metadata,
+                content_type: source.content_type,
+            },
+            CopyMetadata::Replace(metadata) => PutOptions {
+                metadata,
+                content_type: source.content_type,
+            },
+            CopyMetadata::ReplaceKnown {
+                metadata,
+                content_type,
+                source_etag,
+            } => {
+                if source_etag.is_some_and(|etag| etag != source.etag) {
+                    return Err(StoreError::PreconditionFailed(source_key.to_string()));
+                }
+                PutOptions {
+                    metadata,
+                    content_type,
+                }
+            }
         };
         self.put(dest_key, source.data, options).await
     }

@@ -41,6 +41,8 @@ pub struct ObjectMeta {
     pub etag: String,
     pub last_modified: SystemTime,
     pub metadata: UserMetadata,
+    /// `None` when the server sent no Content-Type.
+    pub content_type: Option<String>,
 }
 
 /// One object in a listing page: what ListObjectsV2 returns per key (no user metadata).
@@ -58,6 +60,9 @@ pub struct ListRequest {
     /// Usually `Some("/")`: group keys below the next delimiter into common prefixes.
     pub delimiter: Option<String>,
     pub continuation_token: Option<String>,
+    /// Start after this key (exclusive) when there is no continuation token: lists a window of
+    /// a large directory around one name.
+    pub start_after: Option<String>,
     /// Keys and common prefixes together, as S3 counts them; `None` means the server's 1000.
     pub max_keys: Option<u32>,
 }
@@ -123,6 +128,23 @@ pub struct PutOutput {
     pub etag: String,
 }
 
+/// What a CopyObject does with the user metadata and Content-Type of its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyMetadata {
+    /// Keep both (MetadataDirective COPY).
+    Keep,
+    /// Replace the user metadata. S3's REPLACE also replaces the Content-Type, so the store reads
+    /// the source's first (one HEAD) and pins the copy to that version.
+    Replace(UserMetadata),
+    /// Replace the user metadata with the Content-Type the caller already knows (`None`: the
+    /// server's default), pinned to `source_etag` if given: no HEAD.
+    ReplaceKnown {
+        metadata: UserMetadata,
+        content_type: Option<String>,
+        source_etag: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletedPart {
     /// 1-based, as S3 numbers parts.
@@ -156,12 +178,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> StoreResult<PutOutput>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
     /// Server-side copy of a whole object (single CopyObject; callers split above 5 GiB).
-    /// `metadata: Some` replaces the user metadata, `None` copies it.
     async fn copy(
         &self,
         source_key: &str,
         dest_key: &str,
-        metadata: Option<UserMetadata>,
+        metadata: CopyMetadata,
     ) -> StoreResult<PutOutput>;
     /// Deleting a missing key succeeds, as in S3.
     async fn delete(&self, key: &str) -> StoreResult<()>;

@@ -23,8 +23,8 @@ use md5::{Digest, Md5};
 
 use super::config::S3Config;
 use super::{
-    ByteStream, CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
-    ObjectStore, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+    ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
+    ObjectMeta, ObjectStore, PutOptions, PutOutput, StoreError, StoreResult,
 };
 
 /// Backoff never grows beyond this, however many retries are allowed.
@@ -282,7 +282,7 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
         &self,
         source_key: &str,
         dest_key: &str,
-        metadata: Option<UserMetadata>,
+        metadata: CopyMetadata,
     ) -> StoreResult<PutOutput> {
         self.run("CopyObject", source_key, || {
             self.inner.copy(source_key, dest_key, metadata.clone())

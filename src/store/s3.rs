@@ -37,8 +37,9 @@ use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error};
 use super::config::S3Config;
 use super::{
-    ByteStream, CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
-    ObjectStore, ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+    ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
+    ObjectMeta, ObjectStore, ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult,
+    UserMetadata,
 };
 
 pub struct S3Store {
@@ -254,6 +255,7 @@ impl ObjectStore for S3Store {
                 .to_string(),
             last_modified: system_time(output.last_modified()),
             metadata: user_metadata(output.metadata()),
+            content_type: output.content_type().map(str::to_string),
         })
     }
 
@@ -290,6 +292,7 @@ impl ObjectStore for S3Store {
                 .to_string(),
             last_modified: system_time(output.last_modified()),
             metadata: user_metadata(output.metadata()),
+            content_type: output.content_type().map(str::to_string),
         };
         let what = format!("GET {key:?} from {}", self.endpoint);
         let body = permit_holding_body(output.body, permit, what);
@@ -422,7 +425,7 @@ impl ObjectStore for S3Store {
         &self,
         source_key: &str,
         dest_key: &str,
-        metadata: Option<UserMetadata>,
+        metadata: CopyMetadata,
     ) -> StoreResult<PutOutput> {
         let mut request = self
             .client
@@ -430,24 +433,39 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(dest_key)
             .copy_source(encode_copy_source(&self.bucket, source_key));
-        if let Some(metadata) = metadata {
-            // REPLACE replaces the Content-Type too: carry the source's over, and pin the
-            // source version so type and data come from the same object.
-            let source = {
-                let _permit = self.permit().await?;
-                self.client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(source_key)
-                    .send()
-                    .await
-                    .map_err(|e| self.error("CopyObject (HEAD of source)", source_key, e))?
-            };
+        let replacement = match metadata {
+            CopyMetadata::Keep => None,
+            CopyMetadata::Replace(metadata) => {
+                // REPLACE replaces the Content-Type too: carry the source's over, and pin the
+                // source version so type and data come from the same object.
+                let source = {
+                    let _permit = self.permit().await?;
+                    self.client
+                        .head_object()
+                        .bucket(&self.bucket)
+                        .key(source_key)
+                        .send()
+                        .await
+                        .map_err(|e| self.error("CopyObject (HEAD of source)", source_key, e))?
+                };
+                Some((
+                    metadata,
+                    source.content_type().map(str::to_string),
+                    source.e_tag().map(str::to_string),
+                ))
+            }
+            CopyMetadata::ReplaceKnown {
+                metadata,
+                content_type,
+                source_etag,
+            } => Some((metadata, content_type, source_etag)),
+        };
+        if let Some((metadata, content_type, source_etag)) = replacement {
             request = request
                 .metadata_directive(MetadataDirective::Replace)
                 .set_metadata(Some(metadata.into_iter().collect()))
-                .set_content_type(source.content_type().map(str::to_string))
-                .set_copy_source_if_match(source.e_tag().map(str::to_string));
+                .set_content_type(content_type)
+                .set_copy_source_if_match(source_etag);
         }
         let _permit = self.permit().await?;
         let output = request
@@ -487,6 +505,7 @@ impl ObjectStore for S3Store {
                 .prefix(&request.prefix)
                 .set_delimiter(request.delimiter.clone())
                 .set_continuation_token(request.continuation_token.clone())
+                .set_start_after(request.start_after.clone())
                 .set_max_keys(max_keys)
                 // Keys may hold characters XML 1.0 cannot carry; ask for them URL-encoded.
                 .encoding_type(EncodingType::Url)

@@ -1,0 +1,126 @@
+//! Which names of a directory a listing has confirmed, and when.
+//!
+//! A LIST page covers a contiguous range of the directory's keys: everything after the key the
+//! listing started after, up to the last key or common prefix it returned (or to the end when
+//! the page was the last). Within a covered range, a name the page did not return does not
+//! exist, so one page answers a thousand misses as well as a thousand hits. A complete listing
+//! is the range that covers everything.
+//!
+//! Ranges are kept in the key space relative to the directory's prefix: a file `n` is `n`, a
+//! subdirectory `n` is the common prefix `n/`. A name is covered only when both forms are.
+
+use std::time::Instant;
+
+/// Ranges kept per directory; the oldest go first (a windowed reader moves forward).
+const MAX_RANGES: usize = 16;
+
+#[derive(Debug, Clone)]
+struct Range {
+    /// Exclusive lower bound; `None`: from the start.
+    after: Option<String>,
+    /// Inclusive upper bound; `None`: to the end.
+    through: Option<String>,
+    at: Instant,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Coverage {
+    ranges: Vec<Range>,
+    /// Entries of the last complete listing: decides whether relisting whole is cheap.
+    complete_len: Option<usize>,
+}
+
+impl Coverage {
+    /// Records that keys in (`after`, `through`] were listed at `at`.
+    pub fn add(&mut self, after: Option<String>, through: Option<String>, at: Instant) {
+        if after.is_none() && through.is_none() {
+            self.ranges.clear();
+        }
+        if self.ranges.len() >= MAX_RANGES {
+            self.ranges.remove(0);
+        }
+        self.ranges.push(Range { after, through, at });
+    }
+
+    pub fn set_complete_len(&mut self, len: usize) {
+        self.complete_len = Some(len);
+    }
+
+    pub fn complete_len(&self) -> Option<usize> {
+        self.complete_len
+    }
+
+    /// When `name` (as a file and as a directory) was last confirmed by a listing.
+    pub fn covering(&self, name: &str) -> Option<Instant> {
+        let as_dir = format!("{name}/");
+        self.ranges
+            .iter()
+            .filter(|r| r.after.as_deref().is_none_or(|after| after < name))
+            .filter(|r| r.through.as_deref().is_none_or(|t| as_dir.as_str() <= t))
+            .map(|r| r.at)
+            .max()
+    }
+
+    /// When the whole directory was last listed.
+    pub fn complete_at(&self) -> Option<Instant> {
+        self.ranges
+            .iter()
+            .filter(|r| r.after.is_none() && r.through.is_none())
+            .map(|r| r.at)
+            .max()
+    }
+
+    /// Whether `relative` (a file name or `name/`) falls in a range listed at `at`.
+    pub fn in_range_listed_at(&self, relative: &str, at: Instant) -> bool {
+        self.ranges.iter().any(|r| {
+            r.at == at
+                && r.after.as_deref().is_none_or(|after| after < relative)
+                && r.through.as_deref().is_none_or(|t| relative <= t)
+        })
+    }
+
+    pub fn clear(&mut self) {
+        self.ranges.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_covers_its_range_only() {
+        let mut coverage = Coverage::default();
+        let at = Instant::now();
+        coverage.add(Some("b".into()), Some("m/".into()), at);
+        assert_eq!(coverage.covering("c"), Some(at));
+        assert_eq!(coverage.covering("m"), Some(at), "m and m/ both in range");
+        assert_eq!(coverage.covering("b"), None, "the start is exclusive");
+        assert_eq!(coverage.covering("n"), None);
+        assert_eq!(coverage.complete_at(), None);
+        coverage.add(None, None, at);
+        assert_eq!(coverage.covering("zzz"), Some(at));
+        assert_eq!(coverage.complete_at(), Some(at));
+    }
+
+    #[test]
+    fn a_name_whose_directory_form_is_past_the_page_is_not_covered() {
+        let mut coverage = Coverage::default();
+        // The page stopped at the object `m`: a common prefix `m/` may follow.
+        coverage.add(None, Some("m".into()), Instant::now());
+        assert!(coverage.covering("m").is_none());
+        assert!(coverage.covering("l").is_some());
+    }
+
+    #[test]
+    fn ranges_are_bounded() {
+        let mut coverage = Coverage::default();
+        let at = Instant::now();
+        for i in 0..100 {
+            coverage.add(Some(format!("{i:03}")), Some(format!("{i:03}z")), at);
+        }
+        assert!(coverage.ranges.len() <= MAX_RANGES);
+        assert!(coverage.covering("099a").is_some());
+        assert!(coverage.covering("000a").is_none());
+    }
+}

@@ -1,0 +1,759 @@
+//! The namespace: the one owner of what this mount knows about names - nodes (inodes), which
+//! names of each directory a listing confirmed, and remembered misses - behind one lock.
+//!
+//! Everything outside this module reads nodes through accessors and changes them through named
+//! transitions (`listed`, `looked_up`, `created`, `uploaded`, `removed`, `renamed`, ...), each of
+//! which updates the node, its directory's view and the misses together. A listing entry *is*
+//! a node (a node the kernel holds no reference to is just an entry), so there is no second
+//! copy of a name's attributes to keep in step.
+//!
+//! **Inode numbers.** An inode names one name in one directory with one kind: when a name changes
+//! kind (a file replaced by a directory) it gets a new number, so the kernel never sees a file
+//! turn into a directory. Numbers stay stable while the kernel holds a reference; nodes the
+//! kernel does not reference are dropped when the table grows past [`MAX_NODES`] (their
+//! directories then forget that they were listed), so walking a huge tree stays bounded.
+//!
+//! **Freshness.** A name is answered without a request when its node was confirmed within the
+//! TTL, when a listing within the TTL covered it (a hit or a definite miss), or when a miss was
+//! remembered within the TTL. Nodes this mount is writing, and directories it made whose marker
+//! the server refused, are local truth and never expire.
+
+mod coverage;
+mod node;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use node::{Attrs, ContentType, Ino, Kind, Node, Origin, ROOT_INO};
+
+use super::error::{FsError, FsResult};
+use crate::store::UserMetadata;
+
+/// Nodes kept before those the kernel does not reference are dropped (about 300 bytes each).
+pub const MAX_NODES: usize = 300_000;
+/// Misses remembered outside listings.
+const MAX_MISSES: usize = 10_000;
+
+/// What the namespace can say about a name without asking S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Found(Ino),
+    Missing,
+    /// Not known within the TTL: S3 must be asked.
+    Unknown,
+}
+
+/// A file after another in its directory, as cross-file prefetch sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sibling {
+    pub name: String,
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    /// Confirmed within the TTL: its ETag may pin a fetch.
+    pub fresh: bool,
+}
+
+/// One LIST page (or a whole listing) of a directory, ready to be installed.
+#[derive(Debug, Default)]
+pub struct ListedPage {
+    /// The listing started after this relative key (exclusive); `None`: from the start.
+    pub after: Option<String>,
+    /// The last relative key or common prefix returned, when more may follow; `None`: the end.
+    pub through: Option<String>,
+    pub entries: Vec<(String, Kind, Attrs)>,
+    /// When the first request was sent: what this mount changed since is newer than the page.
+    pub started: Option<Instant>,
+    /// When the last page arrived; the listing is trusted for the TTL from then.
+    pub at: Option<Instant>,
+}
+
+pub struct Namespace {
+    nodes: HashMap<Ino, Node>,
+    /// Linked children of each directory, by name (sorted, so a listed range is a range here).
+    children: HashMap<Ino, BTreeMap<String, Ino>>,
+    misses: HashMap<(Ino, String), Instant>,
+    next: Ino,
+    ttl: Option<Duration>,
+}
+
+impl Namespace {
+    pub fn new(root_prefix: &str, ttl: Option<Duration>) -> Self {
+        let mut root = Node::new(
+            ROOT_INO,
+            ROOT_INO,
+            "",
+            Kind::Directory,
+            root_prefix.to_string(),
+        );
+        root.lookups = 1;
+        Namespace {
+            nodes: HashMap::from([(ROOT_INO, root)]),
+            children: HashMap::new(),
+            misses: HashMap::new(),
+            next: ROOT_INO + 1,
+            ttl,
+        }
+    }
+
+    /// Whether something confirmed at `at` may still be trusted.
+    pub fn fresh(&self, at: Option<Instant>) -> bool {
+        match (at, self.ttl) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(at), Some(ttl)) => at.elapsed() < ttl,
+        }
+    }
+
+    // ----- queries -----
+
+    pub fn get(&self, ino: Ino) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    /// The node, or ENOENT.
+    pub fn node(&self, ino: Ino) -> FsResult<&Node> {
+        self.nodes.get(&ino).ok_or(FsError::NotFound)
+    }
+
+    pub fn child(&self, parent: Ino, name: &str) -> Option<&Node> {
+        let ino = self.children.get(&parent)?.get(name)?;
+        self.nodes.get(ino)
+    }
+
+    /// The key (file) or prefix (directory) a child of `parent` named `name` has.
+    pub fn child_key(&self, parent: Ino, name: &str, kind: Kind) -> FsResult<String> {
+        let parent = self.directory(parent)?;
+        let key = match kind {
+            Kind::File => format!("{}{name}", parent.key),
+            Kind::Directory => format!("{}{name}/", parent.key),
+        };
+        if key.len() > crate::store::limits::S3_MAX_KEY_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        Ok(key)
+    }
+
+    /// The directory node `ino`, or ENOENT / ENOTDIR.
+    pub fn directory(&self, ino: Ino) -> FsResult<&Node> {
+        let node = self.node(ino)?;
+        if node.kind != Kind::Directory {
+            return Err(FsError::NotDirectory);
+        }
+        Ok(node)
+    }
+
+    /// Answers `parent/name` from what is known within the TTL.
+    pub fn answer(&self, parent: Ino, name: &str) -> FsResult<Answer> {
+        let dir = self.directory(parent)?;
+        if let Some(node) = self.child(parent, name)
+            && (node.is_local()
+                || node.is_open_for_writing()
+                || node.metadata_dirty()
+                || self.fresh(node.validated))
+        {
+            return Ok(Answer::Found(node.ino));
+        }
+        if self.fresh(dir.coverage.covering(name)) {
+            // A fresh listing covered the name and the node is not fresh: it is not there.
+            return Ok(match self.child(parent, name) {
+                Some(node) if node.validated >= dir.coverage.covering(name) => {
+                    Answer::Found(node.ino)
+                }
+                _ => Answer::Missing,
+            });
+        }
+        let missed = self.misses.get(&(parent, name.to_string())).copied();
+        if self.fresh(missed) {
+            return Ok(Answer::Missing);
+        }
+        Ok(Answer::Unknown)
+    }
+
+    /// Whether the whole directory was listed within the TTL.
+    pub fn listed_completely(&self, dir: Ino) -> bool {
+        self.get(dir)
+            .is_some_and(|d| self.fresh(d.coverage.complete_at()))
+    }
+
+    /// Entries of the directory's last complete listing, if it had one.
+    pub fn last_listing_len(&self, dir: Ino) -> Option<usize> {
+        self.get(dir).and_then(|d| d.coverage.complete_len())
+    }
+
+    /// The linked children of `dir`, by name.
+    pub fn children(&self, dir: Ino) -> impl Iterator<Item = &Node> {
+        self.children
+            .get(&dir)
+            .into_iter()
+            .flat_map(|names| names.values())
+            .filter_map(|ino| self.nodes.get(ino))
+    }
+
+    /// Up to `count` files of `dir` after `name` in name order, with what a prefetch needs.
+    pub fn siblings_after(&self, dir: Ino, name: &str, count: usize) -> Vec<Sibling> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let Some(names) = self.children.get(&dir) else {
+            return Vec::new();
+        };
+        names
+            .range::<str, _>((Excluded(name), Unbounded))
+            .filter_map(|(_, ino)| self.nodes.get(ino))
+            .filter(|n| n.kind == Kind::File && n.origin == Origin::Remote)
+            .filter_map(|n| {
+                Some(Sibling {
+                    name: n.name.clone(),
+                    key: n.key.clone(),
+                    etag: n.attrs.etag.clone()?,
+                    size: n.attrs.size,
+                    fresh: self.fresh(n.validated),
+                })
+            })
+            .take(count)
+            .collect()
+    }
+
+    pub fn has_local_children(&self, dir: Ino) -> bool {
+        self.children(dir).any(|c| c.is_local())
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    // ----- transitions: what S3 told us -----
+
+    /// A LIST page of `dir` arrived: its entries are the truth for its range as of `page.at`.
+    /// Names in the range that it did not return are gone (unless they are local).
+    pub fn listed(&mut self, dir: Ino, page: ListedPage) {
+        let Some(at) = page.at else { return };
+        let started = page.started.unwrap_or(at);
+        if self.get(dir).is_none_or(|d| d.kind != Kind::Directory) {
+            return;
+        }
+        let mut returned = Vec::with_capacity(page.entries.len());
+        for (name, kind, attrs) in page.entries {
+            // Removed or changed here while the listing ran: this mount knows better.
+            let removed_since = self
+                .misses
+                .get(&(dir, name.clone()))
+                .is_some_and(|missed| *missed >= started);
+            let changed_since = self
+                .child(dir, &name)
+                .is_some_and(|n| n.validated.is_some_and(|v| v >= started));
+            if !removed_since && !changed_since {
+                self.upsert_remote(dir, &name, kind, attrs, at, true);
+            }
+            returned.push(name);
+        }
+        if let Some(node) = self.nodes.get_mut(&dir) {
+            node.coverage
+                .add(page.after.clone(), page.through.clone(), at);
+            if page.after.is_none() && page.through.is_none() {
+                node.coverage.set_complete_len(returned.len());
+            }
+        }
+        let coverage = match self.nodes.get(&dir) {
+            Some(node) => node.coverage.clone(),
+            None => return,
+        };
+        returned.sort_unstable();
+        let gone: Vec<String> = self
+            .children(dir)
+            .filter(|c| !c.is_local() && !c.is_open_for_writing() && !c.metadata_dirty())
+            .filter(|c| returned.binary_search(&c.name).is_err())
+            .filter(|c| c.validated.is_none_or(|v| v < started))
+            .filter(|c| {
+                let relative = match c.kind {
+                    Kind::File => c.name.clone(),
+                    Kind::Directory => format!("{}/", c.name),
+                };
+                coverage.in_range_listed_at(&relative, at)
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        for name in gone {
+            self.unlink(dir, &name);
+        }
+        self.misses
+            .retain(|(d, name), _| *d != dir || coverage.covering(name) != Some(at));
+        self.prune_if_large();
+    }
+
+    /// A HEAD/LIST pair answered for one name: `Some` is what exists, `None` a miss.
+    pub fn looked_up(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        found: Option<(Kind, Attrs)>,
+        at: Instant,
+    ) -> Option<Ino> {
+        match found {
+            Some((kind, attrs)) => Some(self.upsert_remote(parent, name, kind, attrs, at, false)),
+            None => {
+                let stale = self
+                    .child(parent, name)
+                    .is_some_and(|n| !n.is_local() && !n.is_open_for_writing());
+                if stale {
+                    self.unlink(parent, name);
+                }
+                self.remember_miss(parent, name, at);
+                None
+            }
+        }
+    }
+
+    /// A HEAD or GET reported the object's current attributes.
+    pub fn refreshed(&mut self, ino: Ino, attrs: Attrs, at: Instant) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            if node.metadata_dirty.is_some() && node.attrs.etag == attrs.etag {
+                // Our newer metadata is on its way to the object.
+                node.validated = Some(at);
+                return;
+            }
+            if node.attrs.etag != attrs.etag {
+                node.page_cache_etag = None;
+            }
+            node.attrs = attrs;
+            node.validated = Some(at);
+            node.metadata_dirty = None;
+        }
+    }
+
+    /// A HEAD sent beside a listing reported a file's metadata: kept if it is the version the
+    /// listing found.
+    pub fn metadata_seen(&mut self, ino: Ino, attrs: Attrs, at: Instant) {
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        match node.kind {
+            Kind::File if node.attrs.etag == attrs.etag => self.refreshed(ino, attrs, at),
+            // A directory's marker object: its metadata, the directory's own attributes stay.
+            Kind::Directory if node.metadata_dirty.is_none() => {
+                node.attrs.metadata = attrs.metadata;
+                node.attrs.content_type = attrs.content_type;
+            }
+            _ => {}
+        }
+    }
+
+    /// A HEAD found no object (a directory without a marker): nothing more to fetch for it.
+    pub fn metadata_seen_none(&mut self, ino: Ino) {
+        if let Some(node) = self.nodes.get_mut(&ino)
+            && node.kind == Kind::Directory
+        {
+            node.attrs.content_type = ContentType::Known(None);
+        }
+    }
+
+    /// A HEAD found the object gone: forget the name, keep the number for open handles.
+    pub fn vanished(&mut self, ino: Ino) {
+        let Some(node) = self.nodes.get(&ino) else {
+            return;
+        };
+        let (parent, name, linked) = (node.parent, node.name.clone(), node.linked);
+        if linked && self.child(parent, &name).is_some_and(|n| n.ino == ino) {
+            self.unlink(parent, &name);
+            self.remember_miss(parent, &name, Instant::now());
+        }
+    }
+
+    // ----- transitions: what this mount did -----
+
+    /// A file created here: it exists only here until its upload succeeds.
+    pub fn created(&mut self, parent: Ino, name: &str, attrs: Attrs) -> FsResult<Ino> {
+        let key = self.child_key(parent, name, Kind::File)?;
+        let ino = self.insert_fresh(parent, name, Kind::File, key);
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.attrs = attrs;
+            node.origin = Origin::Writing;
+            node.lookups = 1;
+            node.writers = 1;
+        }
+        Ok(ino)
+    }
+
+    /// A directory made here (its marker uploaded, or refused and kept locally). It is known
+    /// to be empty, so lookups in it need no request until the TTL runs out.
+    pub fn made_directory(&mut self, parent: Ino, name: &str, origin: Origin) -> FsResult<Ino> {
+        let key = self.child_key(parent, name, Kind::Directory)?;
+        let ino = self.insert_fresh(parent, name, Kind::Directory, key);
+        let now = Instant::now();
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.origin = origin;
+            node.validated = Some(now);
+            node.lookups = 1;
+            node.coverage.add(None, None, now);
+            node.coverage.set_complete_len(0);
+        }
+        Ok(ino)
+    }
+
+    /// An object this mount stored whole (a symlink, a special file): it exists in S3 now.
+    /// Takes a kernel reference, as the reply is an entry.
+    pub fn stored(&mut self, parent: Ino, name: &str, attrs: Attrs) -> FsResult<Ino> {
+        self.child_key(parent, name, Kind::File)?;
+        let ino = self.upsert_remote(parent, name, Kind::File, attrs, Instant::now(), false);
+        self.remembered(ino);
+        Ok(ino)
+    }
+
+    /// A write handle was opened on an existing file.
+    pub fn writer_opened(&mut self, ino: Ino) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.writers += 1;
+        }
+    }
+
+    /// A write handle's last upload is done (or abandoned).
+    pub fn writer_closed(&mut self, ino: Ino) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.writers = node.writers.saturating_sub(1);
+        }
+        self.free_if_unused(ino);
+    }
+
+    /// Bytes up to `end` were written through an open handle.
+    pub fn written(&mut self, ino: Ino, end: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.attrs.size = node.attrs.size.max(end);
+            node.attrs.mtime = SystemTime::now();
+        }
+    }
+
+    /// An open file's local size changed (truncate, O_TRUNC); S3 learns at upload.
+    pub fn truncated(&mut self, ino: Ino, size: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.attrs.size = size;
+            node.attrs.mtime = SystemTime::now();
+        }
+    }
+
+    /// The object now holds what this mount wrote: `etag`, `size` bytes, `metadata`, and no
+    /// Content-Type (we never send one).
+    pub fn uploaded(&mut self, ino: Ino, etag: String, size: u64, metadata: UserMetadata) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.attrs.etag = Some(etag);
+            node.attrs.size = size;
+            node.attrs.metadata = metadata;
+            node.attrs.content_type = ContentType::Known(None);
+            node.origin = Origin::Remote;
+            node.validated = Some(Instant::now());
+            node.metadata_dirty = None;
+        }
+    }
+
+    /// The upload of a file failed. A file that existed only here is gone at once: other opens
+    /// see no file, and forget may free the node.
+    pub fn upload_failed(&mut self, ino: Ino) {
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if node.origin != Origin::Writing {
+            return;
+        }
+        node.origin = Origin::Remote;
+        let (parent, name, linked) = (node.parent, node.name.clone(), node.linked);
+        if linked {
+            self.unlink(parent, &name);
+            self.remember_miss(parent, &name, Instant::now());
+        }
+    }
+
+    /// chmod/chown/utimens: `metadata` is what the object must carry. `dirty` says it is not
+    /// on the object yet; `etag` is the object's new ETag when it is.
+    pub fn attrs_changed(
+        &mut self,
+        ino: Ino,
+        metadata: UserMetadata,
+        etag: Option<String>,
+        dirty: bool,
+    ) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.attrs.metadata = metadata;
+            if let Some(etag) = etag {
+                node.attrs.etag = Some(etag);
+                node.validated = Some(Instant::now());
+            }
+            node.metadata_dirty = match (dirty, node.metadata_dirty) {
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(Instant::now()),
+                (false, _) => None,
+            };
+        }
+    }
+
+    /// Takes a pending metadata change for persisting: (key, metadata, content type, ETag).
+    /// Whoever takes it copies it onto the object; it is no longer pending meanwhile.
+    pub fn take_dirty_metadata(
+        &mut self,
+        ino: Ino,
+    ) -> Option<(String, UserMetadata, ContentType, Option<String>)> {
+        let node = self.nodes.get_mut(&ino)?;
+        node.metadata_dirty.take()?;
+        Some((
+            node.key.clone(),
+            node.attrs.metadata.clone(),
+            node.attrs.content_type.clone(),
+            node.attrs.etag.clone(),
+        ))
+    }
+
+    /// Puts back a change whose persisting failed, so a later attempt (or unmount) retries it.
+    pub fn metadata_still_dirty(&mut self, ino: Ino) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.metadata_dirty.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The object's metadata change landed (by a CopyObject onto itself), as `etag`.
+    pub fn metadata_persisted(&mut self, ino: Ino, etag: String, content_type: ContentType) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.attrs.etag = Some(etag);
+            node.attrs.content_type = content_type;
+            node.validated = Some(Instant::now());
+        }
+        self.free_if_unused(ino);
+    }
+
+    /// Nodes whose metadata is not on their objects yet, oldest change first.
+    pub fn dirty_metadata(&self) -> Vec<(Ino, Instant)> {
+        let mut dirty: Vec<(Ino, Instant)> = self
+            .nodes
+            .values()
+            .filter_map(|n| n.metadata_dirty.map(|since| (n.ino, since)))
+            .collect();
+        dirty.sort_by_key(|(_, since)| *since);
+        dirty
+    }
+
+    /// `parent/name` was deleted here (unlink, rmdir).
+    pub fn removed(&mut self, parent: Ino, name: &str) {
+        self.unlink(parent, name);
+        self.remember_miss(parent, name, Instant::now());
+    }
+
+    /// `parent/name` now lives at `new_parent/new_name` (replacing what was there). `etag` is a
+    /// renamed file's new ETag (a copy may change it).
+    pub fn renamed(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        etag: Option<String>,
+    ) -> FsResult<()> {
+        let ino = self.child(parent, name).ok_or(FsError::NotFound)?.ino;
+        let kind = self.node(ino)?.kind;
+        let new_key = self.child_key(new_parent, new_name, kind)?;
+        self.unlink(new_parent, new_name);
+        if let Some(names) = self.children.get_mut(&parent) {
+            names.remove(name);
+        }
+        self.remember_miss(parent, name, Instant::now());
+        self.misses.remove(&(new_parent, new_name.to_string()));
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return Ok(());
+        };
+        let old_key = std::mem::replace(&mut node.key, new_key.clone());
+        node.parent = new_parent;
+        node.name = new_name.to_string();
+        node.page_cache_etag = None;
+        if let Some(etag) = etag {
+            node.attrs.etag = Some(etag);
+            node.validated = Some(Instant::now());
+        }
+        if kind == Kind::Directory {
+            // Keys below changed: rewrite them, and let the moved tree be listed afresh.
+            for other in self.nodes.values_mut() {
+                if other.ino != ino && other.key.starts_with(&old_key) {
+                    other.key = format!("{new_key}{}", &other.key[old_key.len()..]);
+                    other.coverage.clear();
+                }
+            }
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.coverage.clear();
+            }
+        }
+        self.children
+            .entry(new_parent)
+            .or_default()
+            .insert(new_name.to_string(), ino);
+        Ok(())
+    }
+
+    /// The kernel took a reference (lookup, create, mkdir, readdirplus entry).
+    pub fn remembered(&mut self, ino: Ino) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups += 1;
+        }
+    }
+
+    /// The kernel dropped `count` references. A linked node stays as its directory's entry;
+    /// an unlinked one is freed once nothing uses it.
+    pub fn forgot(&mut self, ino: Ino, count: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(count);
+        }
+        self.free_if_unused(ino);
+    }
+
+    /// A read open of `ino` at `etag`: whether the kernel may keep the pages it cached.
+    pub fn opened_for_reading(&mut self, ino: Ino, etag: &str) -> bool {
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return false;
+        };
+        let same = node.page_cache_etag.as_deref() == Some(etag);
+        node.page_cache_etag = Some(etag.to_string());
+        same
+    }
+
+    // ----- internals -----
+
+    /// Records what S3 says exists at `parent/name`, keeping the inode if the kind is unchanged
+    /// (a new one otherwise). Local state wins: a file being written or a metadata change not
+    /// yet persisted is newer than any listing. A listing carries no user metadata, so the
+    /// metadata known for the same object version is kept.
+    fn upsert_remote(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        kind: Kind,
+        mut attrs: Attrs,
+        at: Instant,
+        from_listing: bool,
+    ) -> Ino {
+        if let Some(node) = self.child(parent, name)
+            && node.kind == kind
+        {
+            let ino = node.ino;
+            let keep_local = node.origin == Origin::Writing
+                || node.is_open_for_writing()
+                || node.metadata_dirty();
+            let same_version = node.attrs.etag == attrs.etag;
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                if keep_local {
+                    return ino;
+                }
+                if from_listing && same_version {
+                    attrs.metadata = std::mem::take(&mut node.attrs.metadata);
+                    attrs.content_type =
+                        std::mem::replace(&mut node.attrs.content_type, ContentType::Unknown);
+                    if kind == Kind::Directory {
+                        attrs.mtime = node.attrs.mtime;
+                    }
+                }
+                if !same_version {
+                    node.page_cache_etag = None;
+                }
+                node.attrs = attrs;
+                node.origin = Origin::Remote;
+                node.validated = Some(at);
+            }
+            return ino;
+        }
+        let key = self.child_key(parent, name, kind).unwrap_or_default();
+        let ino = self.insert_fresh(parent, name, kind, key);
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.attrs = attrs;
+            node.validated = Some(at);
+        }
+        self.misses.remove(&(parent, name.to_string()));
+        ino
+    }
+
+    /// A new node at `parent/name`, replacing (unlinking) whatever was there.
+    fn insert_fresh(&mut self, parent: Ino, name: &str, kind: Kind, key: String) -> Ino {
+        self.unlink(parent, name);
+        self.misses.remove(&(parent, name.to_string()));
+        let ino = self.next;
+        self.next += 1;
+        self.nodes
+            .insert(ino, Node::new(ino, parent, name, kind, key));
+        self.children
+            .entry(parent)
+            .or_default()
+            .insert(name.to_string(), ino);
+        ino
+    }
+
+    /// Takes `parent/name` out of the namespace. The node lives on while the kernel references
+    /// it or a handle has it open (open files keep working).
+    fn unlink(&mut self, parent: Ino, name: &str) {
+        let Some(ino) = self
+            .children
+            .get_mut(&parent)
+            .and_then(|names| names.remove(name))
+        else {
+            return;
+        };
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.linked = false;
+            node.coverage.clear();
+            // The name is gone: a metadata change not yet on its object has nothing to go to.
+            node.metadata_dirty = None;
+        }
+        self.free_if_unused(ino);
+    }
+
+    fn free_if_unused(&mut self, ino: Ino) {
+        let unused = self.nodes.get(&ino).is_some_and(|n| {
+            !n.linked && n.lookups == 0 && n.writers == 0 && n.metadata_dirty.is_none()
+        });
+        if unused {
+            self.nodes.remove(&ino);
+            self.children.remove(&ino);
+        }
+    }
+
+    fn remember_miss(&mut self, parent: Ino, name: &str, at: Instant) {
+        if self.misses.len() >= MAX_MISSES {
+            self.misses.clear();
+        }
+        self.misses.insert((parent, name.to_string()), at);
+    }
+
+    /// Bounds memory: past [`MAX_NODES`], nodes that are only directory entries (no kernel
+    /// reference, no local state) are dropped, and their directories forget they were listed.
+    fn prune_if_large(&mut self) {
+        if self.nodes.len() <= MAX_NODES {
+            return;
+        }
+        let dead: Vec<(Ino, Ino, String)> = self
+            .nodes
+            .values()
+            .filter(|n| {
+                n.ino != ROOT_INO
+                    && n.lookups == 0
+                    && n.writers == 0
+                    && n.origin == Origin::Remote
+                    && n.metadata_dirty.is_none()
+                    && self.children.get(&n.ino).is_none_or(|c| c.is_empty())
+            })
+            .map(|n| (n.ino, n.parent, n.name.clone()))
+            .collect();
+        for (ino, parent, name) in dead {
+            self.nodes.remove(&ino);
+            self.children.remove(&ino);
+            if let Some(names) = self.children.get_mut(&parent)
+                && names.get(&name) == Some(&ino)
+            {
+                names.remove(&name);
+            }
+            if let Some(dir) = self.nodes.get_mut(&parent) {
+                dir.coverage.clear();
+            }
+        }
+        tracing::debug!(nodes = self.nodes.len(), "pruned unreferenced nodes");
+    }
+}
+
+#[cfg(test)]
+mod tests;

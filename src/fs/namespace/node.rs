@@ -1,0 +1,155 @@
+//! One node: a name in a directory with one kind, and what we know of it. Fields are private to
+//! the namespace module; everything outside reads them through accessors and changes them
+//! through the namespace's transitions.
+
+use std::time::{Instant, SystemTime};
+
+use super::coverage::Coverage;
+use crate::store::UserMetadata;
+
+pub type Ino = u64;
+pub const ROOT_INO: Ino = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File,
+    Directory,
+}
+
+/// What we know of an object's Content-Type. A metadata change is a CopyObject with REPLACE,
+/// which replaces the Content-Type too, so it must be carried over: from a HEAD if unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentType {
+    /// Seen in a listing only: a metadata change must HEAD first.
+    Unknown,
+    /// As this mount uploaded it or a HEAD/GET reported it (`None`: the server's default).
+    Known(Option<String>),
+}
+
+/// What S3 (or this mount) says about a file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attrs {
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// The object's ETag; `None` for implicit directories and files not yet uploaded.
+    pub etag: Option<String>,
+    /// Mode, owner and times persisted as s3fs-compatible `x-amz-meta-*` headers.
+    pub metadata: UserMetadata,
+    pub content_type: ContentType,
+}
+
+impl Attrs {
+    pub fn directory() -> Self {
+        Attrs {
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+            metadata: UserMetadata::new(),
+            content_type: ContentType::Unknown,
+        }
+    }
+
+    /// A new local file: nothing uploaded yet, uploaded later with no Content-Type.
+    pub fn new_file(metadata: UserMetadata) -> Self {
+        Attrs {
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+            metadata,
+            content_type: ContentType::Known(None),
+        }
+    }
+}
+
+/// Where a node's truth lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// In S3.
+    Remote,
+    /// Created through this mount and not uploaded yet: it exists only while being written.
+    Writing,
+    /// A directory made here whose marker the server refused; it lives until it has children.
+    LocalDirectory,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub(super) ino: Ino,
+    pub(super) parent: Ino,
+    pub(super) name: String,
+    pub(super) kind: Kind,
+    /// Object key for a file; prefix ending in `/` for a directory (root: the mount prefix).
+    pub(super) key: String,
+    pub(super) attrs: Attrs,
+    pub(super) origin: Origin,
+    /// When `attrs` were last confirmed by S3; `None` means never (local state).
+    pub(super) validated: Option<Instant>,
+    /// References the kernel holds (each lookup or readdirplus entry adds one, forget removes).
+    pub(super) lookups: u64,
+    /// ETag whose bytes the kernel may keep in its page cache across opens.
+    pub(super) page_cache_etag: Option<String>,
+    /// Whether the node is still reachable by its name (false after unlink or replacement).
+    pub(super) linked: bool,
+    /// Open write handles of this mount on the node: its size and data are newer than S3's.
+    pub(super) writers: u32,
+    /// Since when `attrs.metadata` holds a chmod/chown/utimens not yet copied onto the object.
+    pub(super) metadata_dirty: Option<Instant>,
+    /// For a directory: which of its names a listing confirmed, and when.
+    pub(super) coverage: Coverage,
+}
+
+impl Node {
+    pub(super) fn new(ino: Ino, parent: Ino, name: &str, kind: Kind, key: String) -> Node {
+        Node {
+            ino,
+            parent,
+            name: name.to_string(),
+            kind,
+            key,
+            attrs: Attrs::directory(),
+            origin: Origin::Remote,
+            validated: None,
+            lookups: 0,
+            page_cache_etag: None,
+            linked: true,
+            writers: 0,
+            metadata_dirty: None,
+            coverage: Coverage::default(),
+        }
+    }
+
+    pub fn ino(&self) -> Ino {
+        self.ino
+    }
+    pub fn parent(&self) -> Ino {
+        self.parent
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    pub fn attrs(&self) -> &Attrs {
+        &self.attrs
+    }
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+    pub fn linked(&self) -> bool {
+        self.linked
+    }
+    /// A file or directory that exists only here (being written, or a refused marker).
+    pub fn is_local(&self) -> bool {
+        self.origin != Origin::Remote
+    }
+    pub fn is_open_for_writing(&self) -> bool {
+        self.writers > 0
+    }
+    pub fn metadata_dirty(&self) -> bool {
+        self.metadata_dirty.is_some()
+    }
+}

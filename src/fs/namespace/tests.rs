@@ -1,0 +1,235 @@
+//! The namespace's transitions keep nodes, directory coverage and misses in step.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+
+fn file(size: u64, etag: &str) -> Attrs {
+    Attrs {
+        size,
+        mtime: SystemTime::UNIX_EPOCH,
+        etag: Some(etag.into()),
+        metadata: UserMetadata::new(),
+        content_type: ContentType::Unknown,
+    }
+}
+
+fn page(entries: &[(&str, Kind)]) -> ListedPage {
+    ListedPage {
+        after: None,
+        through: None,
+        entries: entries
+            .iter()
+            .map(|(name, kind)| {
+                let attrs = match kind {
+                    Kind::File => file(1, "\"v1\""),
+                    Kind::Directory => Attrs::directory(),
+                };
+                (name.to_string(), *kind, attrs)
+            })
+            .collect(),
+        started: Some(Instant::now()),
+        at: Some(Instant::now()),
+    }
+}
+
+fn ttl() -> Option<Duration> {
+    Some(Duration::from_secs(60))
+}
+
+#[test]
+fn a_complete_listing_answers_hits_and_misses() {
+    let mut ns = Namespace::new("p/", ttl());
+    assert_eq!(ns.answer(ROOT_INO, "a").unwrap(), Answer::Unknown);
+    ns.listed(ROOT_INO, page(&[("a", Kind::File), ("d", Kind::Directory)]));
+    let a = match ns.answer(ROOT_INO, "a").unwrap() {
+        Answer::Found(ino) => ino,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ns.get(a).unwrap().key(), "p/a");
+    assert_eq!(ns.answer(ROOT_INO, "zzz").unwrap(), Answer::Missing);
+    assert!(ns.listed_completely(ROOT_INO));
+    assert_eq!(ns.last_listing_len(ROOT_INO), Some(2));
+}
+
+#[test]
+fn a_page_answers_only_its_range() {
+    let mut ns = Namespace::new("", ttl());
+    let mut window = page(&[("m1", Kind::File), ("m2", Kind::File)]);
+    window.after = Some("m".into());
+    window.through = Some("m2".into());
+    ns.listed(ROOT_INO, window);
+    assert!(matches!(
+        ns.answer(ROOT_INO, "m1").unwrap(),
+        Answer::Found(_)
+    ));
+    assert_eq!(ns.answer(ROOT_INO, "m15").unwrap(), Answer::Missing);
+    assert_eq!(ns.answer(ROOT_INO, "z").unwrap(), Answer::Unknown);
+    assert_eq!(ns.answer(ROOT_INO, "a").unwrap(), Answer::Unknown);
+}
+
+#[test]
+fn a_relisting_drops_names_gone_from_s3_but_keeps_local_ones() {
+    let mut ns = Namespace::new("", ttl());
+    ns.listed(
+        ROOT_INO,
+        page(&[("gone", Kind::File), ("kept", Kind::File)]),
+    );
+    let writing = ns
+        .created(ROOT_INO, "new", Attrs::new_file(UserMetadata::new()))
+        .unwrap();
+    ns.listed(ROOT_INO, page(&[("kept", Kind::File)]));
+    assert_eq!(ns.answer(ROOT_INO, "gone").unwrap(), Answer::Missing);
+    assert_eq!(
+        ns.answer(ROOT_INO, "new").unwrap(),
+        Answer::Found(writing),
+        "a file being written is local truth"
+    );
+}
+
+#[test]
+fn a_listing_keeps_the_metadata_of_the_same_version() {
+    let mut ns = Namespace::new("", ttl());
+    let mut attrs = file(1, "\"v1\"");
+    attrs.metadata.insert("mode".into(), "33152".into());
+    let a = ns
+        .looked_up(ROOT_INO, "a", Some((Kind::File, attrs)), Instant::now())
+        .unwrap();
+    ns.listed(ROOT_INO, page(&[("a", Kind::File)]));
+    assert_eq!(ns.get(a).unwrap().attrs().metadata["mode"], "33152");
+    let mut changed = page(&[]);
+    changed
+        .entries
+        .push(("a".into(), Kind::File, file(2, "\"v2\"")));
+    ns.listed(ROOT_INO, changed);
+    assert!(ns.get(a).unwrap().attrs().metadata.is_empty());
+}
+
+#[test]
+fn a_directory_made_here_is_complete_and_empty() {
+    let mut ns = Namespace::new("", ttl());
+    let d = ns.made_directory(ROOT_INO, "d", Origin::Remote).unwrap();
+    assert_eq!(ns.answer(d, "x").unwrap(), Answer::Missing);
+    let f = ns
+        .created(d, "x", Attrs::new_file(UserMetadata::new()))
+        .unwrap();
+    assert_eq!(ns.get(f).unwrap().key(), "d/x");
+    ns.uploaded(f, "\"e\"".into(), 3, UserMetadata::new());
+    assert_eq!(ns.answer(d, "x").unwrap(), Answer::Found(f));
+    ns.removed(d, "x");
+    assert_eq!(ns.answer(d, "x").unwrap(), Answer::Missing);
+}
+
+#[test]
+fn kind_changes_get_new_numbers_and_numbers_are_otherwise_stable() {
+    let mut ns = Namespace::new("", ttl());
+    let now = Instant::now();
+    let a = ns
+        .looked_up(ROOT_INO, "a", Some((Kind::File, file(1, "\"1\""))), now)
+        .unwrap();
+    let again = ns
+        .looked_up(ROOT_INO, "a", Some((Kind::File, file(2, "\"2\""))), now)
+        .unwrap();
+    assert_eq!(a, again);
+    let dir = ns
+        .looked_up(
+            ROOT_INO,
+            "a",
+            Some((Kind::Directory, Attrs::directory())),
+            now,
+        )
+        .unwrap();
+    assert_ne!(a, dir);
+    assert_eq!(ns.get(dir).unwrap().key(), "a/");
+}
+
+#[test]
+fn unlinked_nodes_live_while_referenced_and_forget_frees_them() {
+    let mut ns = Namespace::new("", ttl());
+    let a = ns
+        .looked_up(
+            ROOT_INO,
+            "a",
+            Some((Kind::File, file(1, "\"1\""))),
+            Instant::now(),
+        )
+        .unwrap();
+    ns.remembered(a);
+    ns.removed(ROOT_INO, "a");
+    assert!(ns.get(a).is_some(), "a looked-up node survives unlink");
+    ns.forgot(a, 1);
+    assert!(ns.get(a).is_none());
+}
+
+#[test]
+fn renaming_a_directory_rewrites_keys_below_it() {
+    let mut ns = Namespace::new("", ttl());
+    let now = Instant::now();
+    let d = ns
+        .looked_up(
+            ROOT_INO,
+            "d",
+            Some((Kind::Directory, Attrs::directory())),
+            now,
+        )
+        .unwrap();
+    let f = ns
+        .looked_up(d, "f", Some((Kind::File, file(1, "\"1\""))), now)
+        .unwrap();
+    ns.renamed(ROOT_INO, "d", ROOT_INO, "e", None).unwrap();
+    assert_eq!(ns.get(d).unwrap().key(), "e/");
+    assert_eq!(ns.get(f).unwrap().key(), "e/f");
+    assert_eq!(ns.answer(ROOT_INO, "d").unwrap(), Answer::Missing);
+    assert_eq!(ns.answer(ROOT_INO, "e").unwrap(), Answer::Found(d));
+}
+
+#[test]
+fn a_listing_that_ran_while_a_name_was_removed_does_not_bring_it_back() {
+    let mut ns = Namespace::new("", ttl());
+    let mut old = page(&[("a", Kind::File)]);
+    old.started = Some(Instant::now());
+    ns.listed(ROOT_INO, page(&[("a", Kind::File)]));
+    ns.removed(ROOT_INO, "a");
+    old.at = Some(Instant::now());
+    ns.listed(ROOT_INO, old);
+    assert_eq!(ns.answer(ROOT_INO, "a").unwrap(), Answer::Missing);
+}
+
+#[test]
+fn metadata_changes_wait_until_taken() {
+    let mut ns = Namespace::new("", ttl());
+    let a = ns
+        .looked_up(
+            ROOT_INO,
+            "a",
+            Some((Kind::File, file(1, "\"1\""))),
+            Instant::now(),
+        )
+        .unwrap();
+    let metadata = UserMetadata::from([("mode".to_string(), "33152".to_string())]);
+    ns.attrs_changed(a, metadata.clone(), None, true);
+    assert_eq!(ns.dirty_metadata().len(), 1);
+    // A listing of the same version does not undo the change.
+    ns.listed(ROOT_INO, page(&[("a", Kind::File)]));
+    assert_eq!(ns.get(a).unwrap().attrs().metadata, metadata);
+    let (key, taken, _, etag) = ns.take_dirty_metadata(a).unwrap();
+    assert_eq!((key.as_str(), etag.as_deref()), ("a", Some("\"1\"")));
+    assert_eq!(taken, metadata);
+    assert!(ns.take_dirty_metadata(a).is_none());
+}
+
+#[test]
+fn memory_stays_bounded() {
+    let mut ns = Namespace::new("", None);
+    let entries: Vec<(String, Kind)> = (0..MAX_NODES + 10)
+        .map(|i| (format!("f{i:07}"), Kind::File))
+        .collect();
+    let refs: Vec<(&str, Kind)> = entries.iter().map(|(n, k)| (n.as_str(), *k)).collect();
+    ns.listed(ROOT_INO, page(&refs));
+    assert!(ns.len() < MAX_NODES, "{} nodes", ns.len());
+    assert_eq!(
+        ns.answer(ROOT_INO, "f0000001").unwrap(),
+        Answer::Unknown,
+        "a pruned directory is no longer known to be complete"
+    );
+}
