@@ -9,8 +9,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta, ObjectStore,
-    PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+    CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
+    ObjectStore, PutOptions, PutOutput, StoreError, StoreResult,
 };
 use crate::metrics::registry;
 
@@ -149,7 +149,7 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
         &self,
         source_key: &str,
         dest_key: &str,
-        metadata: Option<UserMetadata>,
+        metadata: CopyMetadata,
     ) -> StoreResult<PutOutput> {
         timed(
             "CopyObject",
