@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod devserver;
 pub mod fs;
+pub mod metrics;
 pub mod segment;
 pub mod store;
 pub mod upload;

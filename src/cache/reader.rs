@@ -91,6 +91,22 @@ struct PathShared {
     counters: ReadCounters,
 }
 
+/// Every read path of the process, so that metrics can read their counters at scrape time.
+static LIVE_PATHS: Mutex<Vec<std::sync::Weak<PathShared>>> = Mutex::new(Vec::new());
+
+/// The read paths alive now (one per mounted file system).
+pub fn live_read_paths() -> Vec<ReadPath> {
+    LIVE_PATHS.lock().map_or_else(
+        |_| Vec::new(),
+        |live| {
+            live.iter()
+                .filter_map(|weak| weak.upgrade())
+                .map(|shared| ReadPath { shared })
+                .collect()
+        },
+    )
+}
+
 /// What the readers of one mount share: the store, the block cache, the prefetch permits and
 /// the counters. Cheap to clone.
 #[derive(Clone)]
@@ -109,7 +125,7 @@ impl ReadPath {
         };
         let max_window_blocks =
             config.max_window_bytes.min(cache.budget_bytes() / 2) / config.block_size;
-        ReadPath {
+        let path = ReadPath {
             shared: Arc::new(PathShared {
                 store,
                 cache,
@@ -118,7 +134,12 @@ impl ReadPath {
                 config,
                 counters: ReadCounters::default(),
             }),
+        };
+        if let Ok(mut live) = LIVE_PATHS.lock() {
+            live.retain(|weak| weak.strong_count() > 0);
+            live.push(Arc::downgrade(&path.shared));
         }
+        path
     }
 
     /// A reader for one open handle of `object`.

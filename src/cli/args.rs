@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// Log filter: a level (error, warn, info, debug, trace) or RUST_LOG directives [default: warn] [env: RUST_LOG]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,12 +48,18 @@ pub struct ConnectionArgs {
     /// Most connections (and requests) open to S3 at once [default: 10]
     #[arg(long, global = true, value_name = "N")]
     pub pool_size: Option<usize>,
+    /// Named profile of ~/.aws/config and ~/.aws/credentials [env: AWS_PROFILE]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Send unsigned requests, for public buckets (no credentials looked up)
+    #[arg(long, global = true)]
+    pub no_sign_request: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Mount BUCKET at DIR (returns once the mount is live; unmount with umount DIR)
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Scribe Ledger segments (segments/segment-<16 hex>.bin), without mounting
     #[command(subcommand)]
     Segments(SegmentsCommand),
@@ -97,6 +106,20 @@ pub enum SegmentsCommand {
         /// Segments fetched and decoded at once
         #[arg(long, default_value_t = 8, value_name = "N")]
         parallel: usize,
+    },
+    /// Copy every segment and sidecar to DIR, skipping files already identical (resumable)
+    Pull {
+        dir: PathBuf,
+        /// Files copied at once [default: --pool-size]
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+    },
+    /// Copy every segment file of DIR to the bucket, skipping objects already identical
+    Push {
+        dir: PathBuf,
+        /// Files copied at once [default: --pool-size]
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
     },
 }
 
@@ -207,10 +230,16 @@ pub struct MountArgs {
     /// Stay in the foreground (logs go to stderr)
     #[arg(short, long)]
     pub foreground: bool,
-    /// Where the background mount process writes its log (RUST_LOG sets the level) [default: nowhere]
+    /// Where the background mount process writes its log, instead of syslog
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// FUSE mount options, comma separated (allow_other, default_permissions, ...)
+    /// The syslog socket a background mount without --log-file logs to
+    #[arg(long, value_name = "PATH", default_value = super::logging::DEFAULT_SYSLOG_SOCKET)]
+    pub syslog_socket: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9108)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Options, comma separated: every --flag as flag or flag=value (cache_size_mib=64,read_only), FUSE's (allow_other, default_permissions, nodev, ...), and mount(8)'s (_netdev, nofail, x-systemd.*, ...), which are ignored
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
 }

@@ -52,10 +52,18 @@ pub fn resolve(
     for layer in [file, from_env, flags_table(args)] {
         apply(&mut config, layer);
     }
+    config.profile = args.profile.clone();
+    config.no_sign_request = args.no_sign_request;
     config
         .validate()
         .map_err(|e| CliError::Config(e.to_string()))?;
     Ok(config)
+}
+
+/// Whether a file holding a secret can be read by users other than its owner.
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
 }
 
 fn read_file(path: &Path) -> Result<S3Table, CliError> {
@@ -65,7 +73,14 @@ fn read_file(path: &Path) -> Result<S3Table, CliError> {
         let message = e.message().to_string();
         CliError::Config(format!("{}: {message}", path.display()))
     })?;
-    Ok(file.storage.s3.unwrap_or_default())
+    let table = file.storage.s3.unwrap_or_default();
+    if table.secret_access_key.is_some() && readable_by_others(path) {
+        tracing::warn!(
+            "{} holds a secret access key but is readable by other users: chmod 600 it",
+            path.display()
+        );
+    }
+    Ok(table)
 }
 
 fn first(env: &dyn Fn(&str) -> Option<String>, names: &[&str]) -> Option<String> {
@@ -137,7 +152,7 @@ fn apply(config: &mut S3Config, layer: S3Table) {
     }
 }
 
-fn parse_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
         "0" | "false" | "no" | "off" => Some(false),

@@ -2,19 +2,25 @@
 //! Every failure ends as one line on standard error and a non-zero exit status.
 
 pub mod args;
+mod bulk;
 pub mod config;
+mod layers;
 mod ledger;
+pub mod logging;
 mod mount;
+mod notify;
+pub mod options;
 mod segments;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::store::ObjectStore;
 use crate::store::StoreError;
 use crate::store::config::S3Config;
+use crate::store::metered::Metered;
 use crate::store::retry::{RetryPolicy, Retrying};
 use crate::store::s3::S3Store;
 use args::{Cli, Command};
@@ -41,7 +47,17 @@ impl From<std::io::Error> for CliError {
 
 /// Entry point of the `scribefs` binary.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv = match command_line(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(line) => {
+            eprintln!("scribefs: {line}");
+            return ExitCode::from(2);
+        }
+    };
+    let parsed = Cli::command()
+        .try_get_matches_from(&argv)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
@@ -53,7 +69,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cli.command);
+    init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,20 +93,30 @@ fn fail(error: &CliError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging(command: &Command) {
+/// The command line as clap should see it: the mount helper's form rewritten, then the flags
+/// the environment and the config file set added.
+fn command_line(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    let argv = options::normalize(args, &Cli::command())?;
+    layers::apply(argv, Cli::command(), &|name| std::env::var(name).ok())
+}
+
+fn init_logging(cli: &Cli) {
     // A segments command reports its failure itself, in one line; retry warnings on the same
-    // stderr would make that several. A mount's log keeps them.
-    let default = match command {
-        Command::Segments(_) => "error",
-        Command::Mount(_) => "warn",
+    // stderr would make that several. A mount's log keeps them, and its mount/unmount lines.
+    let (default, target) = match &cli.command {
+        Command::Segments(_) => ("error,scribefs::cli::config=warn", logging::Target::Stderr),
+        Command::Mount(args) => {
+            // A background child without --log-file has nowhere else to report to.
+            let background = args.foreground && mount::is_background_child();
+            let target = if background && args.log_file.is_none() {
+                logging::Target::Syslog(args.syslog_socket.clone())
+            } else {
+                logging::Target::Stderr
+            };
+            ("warn,scribefs::cli=info", target)
+        }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    logging::init(cli.log_level.as_deref(), default, target);
 }
 
 async fn run(mut cli: Cli) -> Result<(), CliError> {
@@ -100,16 +126,16 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
     let config = config::resolve(&cli.connection, &|name| std::env::var(name).ok())?;
     match cli.command {
         Command::Segments(command) => segments::run(command, &config).await,
-        Command::Mount(args) => mount::run(args, config).await,
+        Command::Mount(args) => mount::run(*args, config).await,
     }
 }
 
-/// The store every command uses: S3 over HTTP with our retries around it.
+/// The store every command uses: S3 over HTTP, each attempt metered, with our retries around it.
 pub async fn connect(config: &S3Config) -> Result<Arc<dyn ObjectStore>, CliError> {
     let s3 = S3Store::new(config).await?;
     let policy = RetryPolicy {
         max_retries: config.max_retries,
         ..RetryPolicy::default()
     };
-    Ok(Arc::new(Retrying::new(s3, policy)))
+    Ok(Arc::new(Retrying::new(Metered::new(s3), policy)))
 }

@@ -55,6 +55,12 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
 }
 
 async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(), CliError> {
+    if let Some(addr) = args.metrics_addr {
+        let bound = crate::metrics::http::serve(addr)
+            .await
+            .map_err(|e| CliError::Io(format!("cannot serve metrics at {addr}: {e}")))?;
+        tracing::info!("metrics at http://{bound}/metrics");
+    }
     let store = connect(&config).await?;
     store
         .head_bucket()
@@ -86,29 +92,71 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         let result = background.join();
         let _ = ended_tx.send(result);
     });
-    tracing::info!(bucket = %config.bucket, dir = %args.dir.display(), "mounted");
+    tracing::info!(
+        dir = %args.dir.display(),
+        connection = %redacted(&config),
+        options = ?args,
+        "mounted"
+    );
     ready.report("ok");
+    super::notify::notify("READY=1");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut ended = Ok(());
-    tokio::select! {
+    let result = tokio::select! {
         result = ended_rx => {
+            super::notify::notify("STOPPING=1");
             // Unmounted from outside (umount, fusermount3 -u): destroy() already flushed.
-            if let Ok(Err(e)) = result {
-                ended = Err(CliError::Io(format!("FUSE session ended with an error: {e}")));
+            match result {
+                Ok(Err(e)) => Err(CliError::Io(format!("FUSE session ended with an error: {e}"))),
+                _ => Ok(()),
             }
         }
         _ = tokio::signal::ctrl_c() => shutdown(&fs, &mut unmounter, &args.dir).await,
         _ = terminate.recv() => shutdown(&fs, &mut unmounter, &args.dir).await,
-    }
+    };
     if let Some(disk) = disk_cache {
         // The blocks still queued reach the disk before the lock on the folder is released.
         let _ = tokio::task::spawn_blocking(move || disk.close()).await;
     }
-    ended
+    tracing::info!(
+        dir = %args.dir.display(),
+        counters = %crate::metrics::registry().summary(),
+        "unmounted"
+    );
+    result
 }
 
-async fn shutdown(fs: &Arc<Fs>, unmounter: &mut fuser::SessionUnmounter, dir: &Path) {
+/// The connection settings for the log, with the secret key left out.
+fn redacted(config: &S3Config) -> String {
+    let credentials = if config.no_sign_request {
+        "none (unsigned requests)".to_string()
+    } else if let Some(id) = &config.access_key_id {
+        format!("static key {id} (secret redacted)")
+    } else {
+        match &config.profile {
+            Some(profile) => format!("AWS default chain, profile {profile}"),
+            None => "AWS default chain".to_string(),
+        }
+    };
+    format!(
+        "bucket={} endpoint={} region={} path_style={} credentials={credentials} pool_size={} \
+         timeout_secs={} max_retries={}",
+        config.bucket,
+        config.endpoint.as_deref().unwrap_or("AWS S3"),
+        config.region,
+        config.path_style,
+        config.pool_size,
+        config.timeout_secs,
+        config.max_retries
+    )
+}
+
+async fn shutdown(
+    fs: &Arc<Fs>,
+    unmounter: &mut fuser::SessionUnmounter,
+    dir: &Path,
+) -> Result<(), CliError> {
     tracing::info!("signal received: finishing uploads, then unmounting");
+    super::notify::notify("STOPPING=1");
     fs.flush_all().await;
     if let Err(e) = unmounter.unmount() {
         tracing::warn!(error = %e, "unmount failed");
@@ -119,6 +167,12 @@ async fn shutdown(fs: &Arc<Fs>, unmounter: &mut fuser::SessionUnmounter, dir: &P
         tracing::warn!("the mount is busy; detaching it lazily");
         detach(dir);
     }
+    Ok(())
+}
+
+/// Whether this process is the background child of a `scribefs mount` without --foreground.
+pub fn is_background_child() -> bool {
+    std::env::var_os(READY_FD_ENV).is_some()
 }
 
 /// Whether `dir` is a mount point, from /proc/self/mountinfo (a stat could block on it).
@@ -242,7 +296,8 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
 fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        MountOption::FSName(format!("scribefs:{}", s3.bucket)),
+        // The bucket as the source, as in the fstab line: `mount -a` then sees it is mounted.
+        MountOption::FSName(s3.bucket.clone()),
         MountOption::Subtype("scribefs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -261,6 +316,12 @@ fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
             "allow_root" => config.acl = SessionACL::RootAndOwner,
             "ro" => config.mount_options.push(MountOption::RO),
             "default_permissions" => config.mount_options.push(MountOption::DefaultPermissions),
+            // nodev and nosuid are the default; an explicit dev or suid (fstab) lifts them.
+            "dev" => replace_option(&mut config, &MountOption::NoDev, MountOption::Dev),
+            "suid" => replace_option(&mut config, &MountOption::NoSuid, MountOption::Suid),
+            "nodev" | "nosuid" => {}
+            "exec" => config.mount_options.push(MountOption::Exec),
+            "noexec" => config.mount_options.push(MountOption::NoExec),
             other => config
                 .mount_options
                 .push(MountOption::CUSTOM(other.to_string())),
@@ -282,6 +343,11 @@ fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
     config
 }
 
+fn replace_option(config: &mut fuser::Config, old: &MountOption, new: MountOption) {
+    config.mount_options.retain(|o| o != old);
+    config.mount_options.push(new);
+}
+
 /// Re-runs this command with `--foreground` in a new session, and waits for it to report.
 async fn spawn_background(log_file: Option<&std::path::Path>) -> Result<(), CliError> {
     let mut fds = [0; 2];
@@ -297,9 +363,9 @@ async fn spawn_background(log_file: Option<&std::path::Path>) -> Result<(), CliE
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let exe = std::env::current_exe()?;
     let mut command = std::process::Command::new(exe);
-    command
-        .args(std::env::args_os().skip(1))
-        .arg("--foreground");
+    // The command line as parsed: the mount helper's form rewritten, config layers added.
+    let argv = super::command_line(std::env::args_os().collect()).map_err(CliError::Usage)?;
+    command.args(argv.into_iter().skip(1)).arg("--foreground");
     command.env(READY_FD_ENV, fds[1].to_string());
     // The child outlives this command: it must not hold the caller's terminal or pipes.
     let log = match log_file {

@@ -2,20 +2,14 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::io::AsyncReadExt;
 
 use super::args::{CatFormat, SegmentsCommand};
 use super::{CliError, connect, ledger};
 use crate::segment::{SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
-use crate::store::{GetRequest, ObjectStore, PutOptions};
-use crate::upload::{StreamingUpload, UploadConfig};
-
-/// Bytes read from the input file per upload write.
-const READ_CHUNK: usize = 1 << 20;
+use crate::store::{GetRequest, ObjectStore};
 
 pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliError> {
     let store = connect(config).await?;
@@ -33,7 +27,17 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             let id = id_arg(&id)?;
             download(store.as_ref(), id, &config.bucket, file.as_deref()).await
         }
-        SegmentsCommand::Put { id, file } => upload(store, id_arg(&id)?, &file).await,
+        SegmentsCommand::Put { id, file } => {
+            super::bulk::upload(store, segment_key(id_arg(&id)?), &file).await
+        }
+        SegmentsCommand::Pull { dir, jobs } => {
+            let jobs = jobs.unwrap_or(config.pool_size);
+            super::bulk::run(store, super::bulk::Direction::Pull, &dir, jobs).await
+        }
+        SegmentsCommand::Push { dir, jobs } => {
+            let jobs = jobs.unwrap_or(config.pool_size);
+            super::bulk::run(store, super::bulk::Direction::Push, &dir, jobs).await
+        }
         SegmentsCommand::Rm { id } => Ok(segments.delete_segment(id_arg(&id)?).await?),
         SegmentsCommand::Health => {
             segments.health_check().await?;
@@ -110,33 +114,4 @@ async fn download(
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-/// Streams `file` into the segment's key: one PutObject when small, else a multipart upload
-/// with parts in parallel, so a file of any size needs only a few parts of memory.
-async fn upload(store: Arc<dyn ObjectStore>, id: u64, file: &Path) -> Result<(), CliError> {
-    let cannot_read =
-        |e: std::io::Error| CliError::Io(format!("cannot read {}: {e}", file.display()));
-    let mut input = tokio::fs::File::open(file).await.map_err(cannot_read)?;
-    let key = segment_key(id);
-    let mut upload =
-        StreamingUpload::new(store, key, PutOptions::default(), UploadConfig::default());
-    let mut buffer = vec![0u8; READ_CHUNK];
-    let mut offset = 0u64;
-    loop {
-        let read = input.read(&mut buffer).await.map_err(cannot_read)?;
-        if read == 0 {
-            break;
-        }
-        upload
-            .write(offset, &buffer[..read])
-            .await
-            .map_err(|e| CliError::Io(e.to_string()))?;
-        offset += read as u64;
-    }
-    upload
-        .finish()
-        .await
-        .map_err(|e| CliError::Io(e.to_string()))?;
-    Ok(())
 }

@@ -2,6 +2,7 @@
 //! spawned onto the tokio runtime and answered from its task, so no request waits behind
 //! another's S3 latency and the FUSE thread never blocks on the network.
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::io;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use fuser::{
 };
 
 use super::Caller;
+use tracing::Instrument;
+
 use super::Fs;
 use super::attr::{Attr, FileType as NodeType, SetAttr};
 use super::error::FsError;
@@ -32,17 +35,49 @@ impl FuseAdapter {
         FuseAdapter { fs, runtime, ttl }
     }
 
-    fn spawn<F>(&self, work: impl FnOnce(Arc<Fs>) -> F)
+    /// Runs one request's work on tokio, in a span naming the operation, inode and process,
+    /// and counts how it ended (the errno its reply carried, 0 for success).
+    fn spawn<F>(&self, op: &'static str, ino: u64, req: &Request, work: impl FnOnce(Arc<Fs>) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.runtime.spawn(work(self.fs.clone()));
+        let span = tracing::debug_span!("fuse", op, ino, pid = req.pid());
+        let work = work(self.fs.clone());
+        let request = REQUEST.scope(Outcome::default(), async move {
+            work.await;
+            let errno = REQUEST.with(|outcome| outcome.errno.get());
+            crate::metrics::fuse_op(op, errno);
+        });
+        self.runtime.spawn(request.instrument(span));
     }
 }
 
+/// How the request a task serves ended, for its count.
+#[derive(Default)]
+struct Outcome {
+    errno: Cell<i32>,
+}
+
+tokio::task_local! {
+    static REQUEST: Outcome;
+}
+
+/// The errno a failed request replies with; logged in the request's span (a warning for EIO,
+/// which means S3 failed us) and recorded for its count.
 fn errno(error: &FsError) -> Errno {
-    tracing::debug!(%error, "request failed");
-    Errno::from_i32(error.errno())
+    let errno = error.errno();
+    if errno == libc::EIO {
+        tracing::warn!(%error, errno, "request failed");
+    } else {
+        tracing::debug!(%error, errno, "request failed");
+    }
+    let _ = REQUEST.try_with(|outcome| outcome.errno.set(errno));
+    Errno::from_i32(errno)
+}
+
+/// Counts a request answered without a task (from memory).
+fn count<T>(op: &'static str, result: &Result<T, FsError>) {
+    crate::metrics::fuse_op(op, result.as_ref().map_or_else(FsError::errno, |_| 0));
 }
 
 /// S3 keys are UTF-8; a name that is not cannot name an object.
@@ -132,13 +167,13 @@ impl Filesystem for FuseAdapter {
         self.runtime.block_on(async move { fs.flush_all().await });
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = match utf8(name) {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
         let ttl = self.ttl;
-        self.spawn(move |fs| async move {
+        self.spawn("lookup", parent.0, req, move |fs| async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -150,9 +185,9 @@ impl Filesystem for FuseAdapter {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.ttl;
-        self.spawn(move |fs| async move {
+        self.spawn("getattr", ino.0, req, move |fs| async move {
             match fs.getattr(ino.0).await {
                 Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
@@ -162,7 +197,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -187,7 +222,7 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(time),
         };
         let ttl = self.ttl;
-        self.spawn(move |fs| async move {
+        self.spawn("setattr", ino.0, req, move |fs| async move {
             match fs.setattr(ino.0, fh.map(|h| h.0), change).await {
                 Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
@@ -209,7 +244,7 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let (ttl, caller) = (self.ttl, caller(req));
-        self.spawn(move |fs| async move {
+        self.spawn("mkdir", parent.0, req, move |fs| async move {
             match fs.mkdir(parent.0, &name, mode & !umask, caller).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -217,12 +252,12 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match utf8(name) {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |fs| async move {
+        self.spawn("unlink", parent.0, req, move |fs| async move {
             match fs.unlink(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -230,12 +265,12 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = match utf8(name) {
             Ok(name) => name,
             Err(e) => return reply.error(e),
         };
-        self.spawn(move |fs| async move {
+        self.spawn("rmdir", parent.0, req, move |fs| async move {
             match fs.rmdir(parent.0, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -245,7 +280,7 @@ impl Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -257,7 +292,7 @@ impl Filesystem for FuseAdapter {
             (Ok(a), Ok(b)) => (a, b),
             _ => return reply.error(Errno::EINVAL),
         };
-        self.spawn(move |fs| async move {
+        self.spawn("rename", parent.0, req, move |fs| async move {
             match fs
                 .rename(parent.0, &name, newparent.0, &newname, flags.bits())
                 .await
@@ -270,7 +305,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let caller = caller(req);
-        self.spawn(move |fs| async move {
+        self.spawn("open", ino.0, req, move |fs| async move {
             match fs.open(ino.0, flags.0, caller).await {
                 Ok(opened) => {
                     reply.opened(FileHandle(opened.handle), open_flags(opened.keep_cache))
@@ -295,7 +330,7 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let caller = caller(req);
-        self.spawn(move |fs| async move {
+        self.spawn("create", parent.0, req, move |fs| async move {
             match fs.create(parent.0, &name, mode & !umask, caller).await {
                 // A new file exists only if its upload succeeds at close: a zero TTL makes the
                 // kernel ask again (a local answer, no S3 request) instead of caching a name
@@ -314,8 +349,8 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -323,7 +358,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn("read", ino.0, req, move |fs| async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
@@ -333,8 +368,8 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -344,7 +379,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.spawn(move |fs| async move {
+        self.spawn("write", ino.0, req, move |fs| async move {
             match fs.write(fh.0, offset, &data).await {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(errno(&e)),
@@ -355,13 +390,13 @@ impl Filesystem for FuseAdapter {
     fn flush(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let caller = caller(req);
-        self.spawn(move |fs| async move {
+        self.spawn("flush", ino.0, req, move |fs| async move {
             match fs.flush(fh.0, caller).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -371,15 +406,15 @@ impl Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn("release", ino.0, req, move |fs| async move {
             match fs.release(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -389,13 +424,13 @@ impl Filesystem for FuseAdapter {
 
     fn fsync(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn("fsync", ino.0, req, move |fs| async move {
             match fs.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -403,8 +438,8 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |fs| async move {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn("opendir", ino.0, req, move |fs| async move {
             match fs.opendir(ino.0).await {
                 Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
@@ -420,7 +455,9 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(fh.0, offset) {
+        let entries = self.fs.readdir(fh.0, offset);
+        count("readdir", &entries);
+        match entries {
             Ok(entries) => {
                 for entry in entries.iter().skip(offset as usize) {
                     let kind = file_type(entry.attr.file_type);
@@ -442,7 +479,9 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.fs.readdir(fh.0, offset) {
+        let entries = self.fs.readdir(fh.0, offset);
+        count("readdirplus", &entries);
+        match entries {
             Ok(entries) => {
                 for entry in entries.iter().skip(offset as usize) {
                     let attr = file_attr(&entry.attr);
@@ -499,11 +538,14 @@ impl Filesystem for FuseAdapter {
             .to_str()
             .ok_or(FsError::NoAttribute)
             .and_then(|n| self.fs.getxattr(ino.0, n));
+        count("getxattr", &result);
         reply_xattr(result, size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(self.fs.listxattr(ino.0), size, reply);
+        let result = self.fs.listxattr(ino.0);
+        count("listxattr", &result);
+        reply_xattr(result, size, reply);
     }
 
     fn symlink(
@@ -519,7 +561,7 @@ impl Filesystem for FuseAdapter {
             _ => return reply.error(Errno::EINVAL),
         };
         let (ttl, caller) = (self.ttl, caller(req));
-        self.spawn(move |fs| async move {
+        self.spawn("symlink", parent.0, req, move |fs| async move {
             match fs.symlink(parent.0, &name, &target, caller).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -527,8 +569,8 @@ impl Filesystem for FuseAdapter {
         });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |fs| async move {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn("readlink", ino.0, req, move |fs| async move {
             match fs.readlink(ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno(&e)),
@@ -551,7 +593,7 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let (ttl, caller) = (self.ttl, caller(req));
-        self.spawn(move |fs| async move {
+        self.spawn("mknod", parent.0, req, move |fs| async move {
             match fs.mknod(parent.0, &name, mode & !umask, rdev, caller).await {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -567,7 +609,9 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.fs.link() {
+        let result = self.fs.link();
+        count("link", &result);
+        match result {
             Ok(attr) => reply.entry(&self.ttl, &file_attr(&attr), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }

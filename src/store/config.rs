@@ -29,6 +29,12 @@ pub struct S3Config {
     pub timeout_secs: u64,
     /// Extra attempts after the first for retryable failures.
     pub max_retries: u32,
+    /// Profile of ~/.aws/config for the default chain (not a ledger field, so not in the file).
+    #[serde(skip)]
+    pub profile: Option<String>,
+    /// Unsigned requests, for public buckets: no credentials at all.
+    #[serde(skip)]
+    pub no_sign_request: bool,
 }
 
 impl Default for S3Config {
@@ -43,6 +49,8 @@ impl Default for S3Config {
             pool_size: DEFAULT_POOL_SIZE,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             max_retries: DEFAULT_MAX_RETRIES,
+            profile: None,
+            no_sign_request: false,
         }
     }
 }

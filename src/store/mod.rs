@@ -14,6 +14,7 @@ pub mod faulty;
 pub mod limits;
 pub mod listing;
 pub mod memory;
+pub mod metered;
 pub mod retry;
 pub mod s3;
 

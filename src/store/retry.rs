@@ -132,14 +132,21 @@ where
     Fut: Future<Output = StoreResult<T>>,
 {
     let mut attempts = attempts_before;
+    let started = std::time::Instant::now();
     loop {
         attempts += 1;
         let err = match call().await {
             Ok(value) => return Ok((value, attempts)),
-            Err(err) if !err.is_retryable() => return Err(err),
+            Err(err) if !err.is_retryable() => {
+                if matches!(err, StoreError::AccessDenied(_)) {
+                    report_failure(op, key, attempts, started.elapsed(), &err);
+                }
+                return Err(err);
+            }
             Err(err) => err,
         };
         if attempts >= policy.max_attempts() {
+            report_failure(op, key, attempts, started.elapsed(), &err);
             return Err(StoreError::RetriesExhausted {
                 attempts,
                 source: Box::new(err),
@@ -149,6 +156,28 @@ where
         tracing::warn!(op, key, attempt = attempts, ?delay, error = %err, "retrying S3 call");
         tokio::time::sleep(delay).await;
     }
+}
+
+/// The one warning for a request that failed for good: what it was, what the server last said,
+/// how many attempts and how long they took.
+fn report_failure(op: &str, key: &str, attempts: u32, latency: Duration, err: &StoreError) {
+    let status = match err.root() {
+        StoreError::Server { status, .. } => status.to_string(),
+        StoreError::Throttled(_) => "throttled".to_string(),
+        StoreError::AccessDenied(_) => "403".to_string(),
+        StoreError::Timeout(_) => "timeout".to_string(),
+        StoreError::Connection(_) => "connection".to_string(),
+        _ => "error".to_string(),
+    };
+    tracing::warn!(
+        op,
+        key,
+        status,
+        attempts,
+        latency_ms = latency.as_millis() as u64,
+        error = %err,
+        "S3 request failed"
+    );
 }
 
 #[async_trait]
@@ -316,6 +345,7 @@ impl<S: ObjectStore> Resume<S> {
             return Err(err);
         }
         if self.attempts >= self.policy.max_attempts() {
+            report_failure("GET (body)", &self.key, self.attempts, Duration::ZERO, &err);
             return Err(StoreError::RetriesExhausted {
                 attempts: self.attempts,
                 source: Box::new(err),

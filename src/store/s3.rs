@@ -71,7 +71,13 @@ impl S3Store {
         let timeout = Duration::from_secs(config.timeout_secs);
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()));
-        if let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        if config.no_sign_request {
+            loader = loader.no_credentials();
+        } else if let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key)
+        {
             loader = loader.credentials_provider(Credentials::new(
                 key.clone(),
                 secret.clone(),

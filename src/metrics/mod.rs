@@ -1,0 +1,375 @@
+//! Process-wide counters in Prometheus' text format, served by `--metrics-addr` ([`http`]).
+//!
+//! - S3 requests (one per HTTP attempt) by operation and outcome, with a latency histogram,
+//!   and the bytes they moved: recorded by [`crate::store::metered::Metered`].
+//! - Uploads in flight: PUTs and multipart uploads begun and not yet completed or aborted.
+//! - FUSE operations by type and errno: [`fuse_op`], called by the FUSE adapter.
+//! - Block cache and read path: read at scrape time from the live read paths' own counters.
+
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+/// Upper bounds of the S3 latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default, Clone)]
+struct Latency {
+    count: u64,
+    seconds: f64,
+    buckets: [u64; LATENCY_BUCKETS.len()],
+}
+
+#[derive(Default)]
+pub struct Registry {
+    s3: Mutex<BTreeMap<(&'static str, &'static str), Latency>>,
+    fuse: Mutex<BTreeMap<(&'static str, i32), u64>>,
+    s3_bytes_read: AtomicU64,
+    s3_bytes_written: AtomicU64,
+    uploads_in_flight: AtomicI64,
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
+
+/// The process' registry.
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+/// Counts one FUSE operation (`"lookup"`, `"read"`, ...) and how it ended: `errno` 0 for
+/// success, else the errno the kernel got.
+pub fn fuse_op(operation: &'static str, errno: i32) {
+    registry().fuse_op(operation, errno);
+}
+
+impl Registry {
+    pub fn s3_request(&self, operation: &'static str, outcome: &'static str, took: Duration) {
+        let Ok(mut map) = self.s3.lock() else { return };
+        let entry = map.entry((operation, outcome)).or_default();
+        let seconds = took.as_secs_f64();
+        entry.count += 1;
+        entry.seconds += seconds;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(entry.buckets.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+    }
+
+    pub fn fuse_op(&self, operation: &'static str, errno: i32) {
+        if let Ok(mut map) = self.fuse.lock() {
+            *map.entry((operation, errno)).or_default() += 1;
+        }
+    }
+
+    pub fn add_bytes_read(&self, n: u64) {
+        self.s3_bytes_read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes_written(&self, n: u64) {
+        self.s3_bytes_written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn upload_started(&self) {
+        self.uploads_in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn upload_ended(&self) {
+        self.uploads_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Requests of `operation` with `outcome` so far.
+    pub fn s3_requests(&self, operation: &str, outcome: &str) -> u64 {
+        self.s3.lock().map_or(0, |map| {
+            map.iter()
+                .filter(|((op, out), _)| *op == operation && *out == outcome)
+                .map(|(_, l)| l.count)
+                .sum()
+        })
+    }
+
+    /// Everything, in Prometheus' text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let s3 = self.s3.lock().map(|m| m.clone()).unwrap_or_default();
+        header(
+            &mut out,
+            "scribefs_s3_requests_total",
+            "counter",
+            "S3 requests (HTTP attempts) by operation and outcome",
+        );
+        for ((op, outcome), l) in &s3 {
+            let _ = writeln!(
+                out,
+                "scribefs_s3_requests_total{{operation=\"{op}\",outcome=\"{outcome}\"}} {}",
+                l.count
+            );
+        }
+        header(
+            &mut out,
+            "scribefs_s3_request_duration_seconds",
+            "histogram",
+            "S3 request latency up to the response headers",
+        );
+        for ((op, outcome), l) in &s3 {
+            let labels = format!("operation=\"{op}\",outcome=\"{outcome}\"");
+            for (bound, count) in LATENCY_BUCKETS.iter().zip(l.buckets.iter()) {
+                let _ = writeln!(
+                    out,
+                    "scribefs_s3_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "scribefs_s3_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                l.count
+            );
+            let _ = writeln!(
+                out,
+                "scribefs_s3_request_duration_seconds_sum{{{labels}}} {}",
+                l.seconds
+            );
+            let _ = writeln!(
+                out,
+                "scribefs_s3_request_duration_seconds_count{{{labels}}} {}",
+                l.count
+            );
+        }
+        counter(
+            &mut out,
+            "scribefs_s3_bytes_read_total",
+            "Object bytes received from S3 (GET bodies)",
+            self.s3_bytes_read.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "scribefs_s3_bytes_written_total",
+            "Object bytes sent to S3 (PUT and UploadPart bodies)",
+            self.s3_bytes_written.load(Ordering::Relaxed),
+        );
+        header(
+            &mut out,
+            "scribefs_uploads_in_flight",
+            "gauge",
+            "PUTs and multipart uploads begun and not yet finished",
+        );
+        let _ = writeln!(
+            out,
+            "scribefs_uploads_in_flight {}",
+            self.uploads_in_flight.load(Ordering::Relaxed)
+        );
+        let fuse = self.fuse.lock().map(|m| m.clone()).unwrap_or_default();
+        header(
+            &mut out,
+            "scribefs_fuse_operations_total",
+            "counter",
+            "FUSE requests by operation and errno (0: success)",
+        );
+        for ((op, errno), count) in &fuse {
+            let _ = writeln!(
+                out,
+                "scribefs_fuse_operations_total{{operation=\"{op}\",errno=\"{errno}\"}} {count}"
+            );
+        }
+        render_read_paths(&mut out);
+        out
+    }
+
+    /// One log line of the main counters, for the unmount.
+    pub fn summary(&self) -> String {
+        let s3 = self.s3.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut by_op: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut failed = 0;
+        for ((op, outcome), l) in &s3 {
+            *by_op.entry(op).or_default() += l.count;
+            if *outcome != "ok" {
+                failed += l.count;
+            }
+        }
+        let requests: Vec<String> = by_op.iter().map(|(op, n)| format!("{op}={n}")).collect();
+        let (cache, _) = read_path_totals();
+        let fuse_ops: u64 = self.fuse.lock().map_or(0, |m| m.values().sum());
+        format!(
+            "s3 requests [{}] not ok={failed}; s3 bytes read={} written={}; cache hits={} misses={} evictions={}; fuse ops={fuse_ops}",
+            requests.join(" "),
+            self.s3_bytes_read.load(Ordering::Relaxed),
+            self.s3_bytes_written.load(Ordering::Relaxed),
+            cache.hits,
+            cache.misses,
+            cache.evictions,
+        )
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// The block cache and read path counters summed over the read paths alive now.
+fn read_path_totals() -> (
+    crate::cache::block::CacheStats,
+    crate::cache::reader::ReadStats,
+) {
+    let mut cache = crate::cache::block::CacheStats::default();
+    let mut reads = crate::cache::reader::ReadStats::default();
+    for path in crate::cache::reader::live_read_paths() {
+        let c = path.cache().stats();
+        let r = path.stats();
+        cache.hits += c.hits;
+        cache.hit_bytes += c.hit_bytes;
+        cache.misses += c.misses;
+        cache.miss_bytes += c.miss_bytes;
+        cache.prefetches += c.prefetches;
+        cache.prefetch_bytes += c.prefetch_bytes;
+        cache.evictions += c.evictions;
+        cache.bytes_held += c.bytes_held;
+        cache.blocks_held += c.blocks_held;
+        reads.reads += r.reads;
+        reads.read_bytes += r.read_bytes;
+        reads.demand_gets += r.demand_gets;
+        reads.prefetch_gets += r.prefetch_gets;
+        reads.window_resets += r.window_resets;
+        reads.peak_window_bytes = reads.peak_window_bytes.max(r.peak_window_bytes);
+    }
+    (cache, reads)
+}
+
+fn render_read_paths(out: &mut String) {
+    let (c, r) = read_path_totals();
+    counter(
+        out,
+        "scribefs_cache_hits_total",
+        "Block lookups answered from the cache",
+        c.hits,
+    );
+    counter(
+        out,
+        "scribefs_cache_hit_bytes_total",
+        "Bytes of blocks found in the cache",
+        c.hit_bytes,
+    );
+    counter(
+        out,
+        "scribefs_cache_misses_total",
+        "Block lookups that started a fetch",
+        c.misses,
+    );
+    counter(
+        out,
+        "scribefs_cache_miss_bytes_total",
+        "Bytes demand fetches brought in",
+        c.miss_bytes,
+    );
+    counter(
+        out,
+        "scribefs_cache_prefetched_bytes_total",
+        "Bytes fetched ahead of readers",
+        c.prefetch_bytes,
+    );
+    counter(
+        out,
+        "scribefs_cache_evictions_total",
+        "Blocks evicted to stay within the budget",
+        c.evictions,
+    );
+    gauge(
+        out,
+        "scribefs_cache_bytes",
+        "Bytes the block cache holds",
+        c.bytes_held,
+    );
+    gauge(
+        out,
+        "scribefs_cache_blocks",
+        "Blocks the block cache holds",
+        c.blocks_held,
+    );
+    counter(
+        out,
+        "scribefs_reads_total",
+        "Reads served by the read path",
+        r.reads,
+    );
+    counter(
+        out,
+        "scribefs_read_bytes_total",
+        "Bytes served by the read path",
+        r.read_bytes,
+    );
+    counter(
+        out,
+        "scribefs_read_demand_gets_total",
+        "GETs issued for blocks a reader waited for",
+        r.demand_gets,
+    );
+    counter(
+        out,
+        "scribefs_read_prefetch_gets_total",
+        "GETs issued ahead of readers",
+        r.prefetch_gets,
+    );
+    counter(
+        out,
+        "scribefs_read_window_resets_total",
+        "Non-sequential reads that dropped a prefetch window",
+        r.window_resets,
+    );
+    gauge(
+        out,
+        "scribefs_prefetch_window_peak_bytes",
+        "The largest prefetch window any reader reached",
+        r.peak_window_bytes,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_render_as_counters_and_a_histogram() {
+        let registry = Registry::default();
+        registry.s3_request("GetObject", "ok", Duration::from_millis(3));
+        registry.s3_request("GetObject", "ok", Duration::from_millis(300));
+        registry.s3_request("HeadObject", "not_found", Duration::from_millis(1));
+        registry.fuse_op("lookup", libc::ENOENT);
+        registry.add_bytes_read(42);
+        let text = registry.render();
+        for line in [
+            "scribefs_s3_requests_total{operation=\"GetObject\",outcome=\"ok\"} 2",
+            "scribefs_s3_requests_total{operation=\"HeadObject\",outcome=\"not_found\"} 1",
+            "scribefs_s3_request_duration_seconds_bucket{operation=\"GetObject\",outcome=\"ok\",le=\"0.005\"} 1",
+            "scribefs_s3_request_duration_seconds_bucket{operation=\"GetObject\",outcome=\"ok\",le=\"0.5\"} 2",
+            "scribefs_s3_request_duration_seconds_count{operation=\"GetObject\",outcome=\"ok\"} 2",
+            "scribefs_fuse_operations_total{operation=\"lookup\",errno=\"2\"} 1",
+            "scribefs_s3_bytes_read_total 42",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert_eq!(registry.s3_requests("GetObject", "ok"), 2);
+        assert!(
+            registry.summary().contains("GetObject=2"),
+            "{}",
+            registry.summary()
+        );
+    }
+}
