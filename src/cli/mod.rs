@@ -5,6 +5,7 @@ pub mod args;
 pub mod config;
 mod mount;
 mod segments;
+mod uploads;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -78,7 +79,7 @@ fn init_logging(command: &Command) {
     // A segments command reports its failure itself, in one line; retry warnings on the same
     // stderr would make that several. A mount's log keeps them.
     let default = match command {
-        Command::Segments(_) => "error",
+        Command::Segments(_) | Command::Uploads(_) => "error",
         Command::Mount(_) => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -97,6 +98,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
     let config = config::resolve(&cli.connection, &|name| std::env::var(name).ok())?;
     match cli.command {
         Command::Segments(command) => segments::run(command, &config).await,
+        Command::Uploads(command) => uploads::run(command, &config).await,
         Command::Mount(args) => mount::run(args, config).await,
     }
 }

@@ -29,10 +29,21 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
         .map_err(|e| CliError::Config(e.to_string()))?;
     // Checked first: a stat of a dead mount point fails, which would read as "not a directory".
     if is_mount_point(&args.dir) {
-        return Err(CliError::Usage(format!(
-            "{} is already a mount point; unmount it first (umount or fusermount3 -u)",
-            args.dir.display()
-        )));
+        if !connection_is_gone(&args.dir).await {
+            return Err(CliError::Usage(format!(
+                "{} is already a mount point; unmount it first (umount or fusermount3 -u)",
+                args.dir.display()
+            )));
+        }
+        // The process serving it died (kill -9, OOM): nothing can be lost by detaching it.
+        tracing::warn!(dir = %args.dir.display(), "recovering a dead mount point left by a crashed mount");
+        detach(&args.dir);
+        if is_mount_point(&args.dir) {
+            return Err(CliError::Usage(format!(
+                "{} is a dead mount point that could not be detached; run fusermount3 -uz on it",
+                args.dir.display()
+            )));
+        }
     }
     if !args.dir.is_dir() {
         return Err(CliError::Usage(format!(
@@ -55,10 +66,19 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
 
 async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(), CliError> {
     let store = connect(&config).await?;
-    store
-        .head_bucket()
-        .await
-        .map_err(|e| explain_bucket_check(&e, &config))?;
+    // A server that accepts connections and never answers would otherwise hold the mount for
+    // (retries + 1) x the request timeout.
+    let check_timeout = Duration::from_secs(args.connect_timeout_secs);
+    match tokio::time::timeout(check_timeout, store.head_bucket()).await {
+        Ok(result) => result.map_err(|e| explain_bucket_check(&e, &config))?,
+        Err(_) => {
+            return Err(CliError::Config(format!(
+                "cannot reach the S3 endpoint {}: no answer to HeadBucket within {}s (--connect-timeout-secs)",
+                config.endpoint.as_deref().unwrap_or("AWS S3"),
+                args.connect_timeout_secs
+            )));
+        }
+    }
     let fs_config = fs_config(&args)?;
     std::fs::create_dir_all(&fs_config.staging_dir).map_err(|e| {
         CliError::Io(format!(
@@ -92,7 +112,24 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         _ = tokio::signal::ctrl_c() => shutdown(&fs, &mut unmounter, &args.dir).await,
         _ = terminate.recv() => shutdown(&fs, &mut unmounter, &args.dir).await,
     }
+    // Aborts that failed while S3 was unreachable get a last chance; the rest are logged.
+    crate::upload::settle_pending_aborts(ABORT_GRACE).await;
     Ok(())
+}
+
+/// How long a mount that ends waits for aborts still being retried before it logs them.
+const ABORT_GRACE: Duration = Duration::from_secs(3);
+
+/// Whether the mount at `dir` has lost its FUSE connection (its process died): a stat then
+/// fails with ENOTCONN at once. A live but slow mount is not touched: the stat runs on a thread
+/// and is given up after a while.
+async fn connection_is_gone(dir: &Path) -> bool {
+    let dir = dir.to_path_buf();
+    let stat = tokio::task::spawn_blocking(move || std::fs::metadata(&dir));
+    match tokio::time::timeout(Duration::from_secs(2), stat).await {
+        Ok(Ok(Err(e))) => e.raw_os_error() == Some(libc::ENOTCONN),
+        _ => false,
+    }
 }
 
 async fn shutdown(fs: &Arc<Fs>, unmounter: &mut fuser::SessionUnmounter, dir: &Path) {

@@ -18,6 +18,7 @@ pub mod control;
 mod emulation;
 mod listing;
 mod persist;
+mod persist_uploads;
 mod s3;
 mod seed;
 mod server;

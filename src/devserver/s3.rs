@@ -423,6 +423,10 @@ impl S3 for DevS3 {
             .create_multipart(&input.key, options)
             .await
             .map_err(upload_error)?;
+        bucket
+            .persist_upload(&upload_id)
+            .await
+            .map_err(persist_error)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -441,9 +445,13 @@ impl S3 for DevS3 {
         let data = collect_body(input.body, input.content_length).await?;
         let part = bucket
             .store
-            .upload_part(&input.key, &input.upload_id, number, data)
+            .upload_part(&input.key, &input.upload_id, number, data.clone())
             .await
             .map_err(upload_error)?;
+        bucket
+            .persist_part(&input.upload_id, number, &data)
+            .await
+            .map_err(persist_error)?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(etag_dto(&part.etag)),
             ..Default::default()
@@ -493,6 +501,10 @@ impl S3 for DevS3 {
             .await
             .map_err(upload_error)?;
         bucket.persist(&input.key).await.map_err(persist_error)?;
+        bucket
+            .forget_upload(&input.upload_id)
+            .await
+            .map_err(persist_error)?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             bucket: Some(input.bucket),
@@ -513,6 +525,10 @@ impl S3 for DevS3 {
             .abort_multipart(&input.key, &input.upload_id)
             .await
             .map_err(upload_error)?;
+        bucket
+            .forget_upload(&input.upload_id)
+            .await
+            .map_err(persist_error)?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 }

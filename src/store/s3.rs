@@ -38,7 +38,8 @@ use self::errors::{CallContext, HasStatus, from_sdk_error};
 use super::config::S3Config;
 use super::{
     ByteStream, CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
-    ObjectStore, ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+    ObjectStore, ObjectSummary, PendingUpload, PutOptions, PutOutput, StoreError, StoreResult,
+    UserMetadata,
 };
 
 pub struct S3Store {
@@ -149,6 +150,30 @@ impl S3Store {
         R: std::fmt::Debug + HasStatus,
     {
         from_sdk_error(err, &self.context(op, key))
+    }
+
+    /// The ETag of a successful write. Some servers (file-backed ones, for `dir/` markers) answer
+    /// 2xx without one: the write still succeeded, so ask a HEAD; if even that cannot say, the
+    /// write is reported with an empty ETag rather than as a failure.
+    async fn etag_or_head(
+        &self,
+        op: &'static str,
+        key: &str,
+        etag: Option<&str>,
+    ) -> StoreResult<PutOutput> {
+        if let Some(etag) = etag.filter(|e| !e.is_empty()) {
+            return Ok(PutOutput {
+                etag: etag.to_string(),
+            });
+        }
+        let etag = match self.head(key).await {
+            Ok(meta) => meta.etag,
+            Err(error) => {
+                tracing::debug!(op, key, %error, "answer without an ETag, and no HEAD either");
+                String::new()
+            }
+        };
+        Ok(PutOutput { etag })
     }
 
     fn missing(&self, op: &'static str, key: &str, what: &str) -> StoreError {
@@ -303,12 +328,8 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error("PUT", key, e))?;
-        let etag = output
-            .e_tag()
-            .ok_or_else(|| self.missing("PUT", key, "ETag"))?;
-        Ok(PutOutput {
-            etag: etag.to_string(),
-        })
+        drop(_permit);
+        self.etag_or_head("PUT", key, output.e_tag()).await
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
@@ -448,13 +469,9 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error("CopyObject", source_key, e))?;
-        let etag = output
-            .copy_object_result()
-            .and_then(|result| result.e_tag())
-            .ok_or_else(|| self.missing("CopyObject", dest_key, "ETag"))?;
-        Ok(PutOutput {
-            etag: etag.to_string(),
-        })
+        drop(_permit);
+        let etag = output.copy_object_result().and_then(|result| result.e_tag());
+        self.etag_or_head("CopyObject", dest_key, etag).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -526,6 +543,59 @@ impl ObjectStore for S3Store {
             common_prefixes,
             next_continuation_token,
         })
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        let mut uploads = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let output = {
+                let _permit = self.permit().await?;
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone())
+                    .encoding_type(EncodingType::Url)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("ListMultipartUploads", prefix, e))?
+            };
+            let encoded = output.encoding_type() == Some(&EncodingType::Url);
+            let decode = |value: &str| -> StoreResult<String> {
+                if !encoded {
+                    return Ok(value.to_string());
+                }
+                decode_listing_value(value).ok_or_else(|| {
+                    StoreError::Storage(format!(
+                        "ListMultipartUploads {prefix:?} on bucket {:?}: key {value:?} is not valid URL-encoded UTF-8",
+                        self.bucket
+                    ))
+                })
+            };
+            for upload in output.uploads() {
+                let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                uploads.push(PendingUpload {
+                    key: decode(key)?,
+                    upload_id: upload_id.to_string(),
+                    initiated: system_time(upload.initiated()),
+                });
+            }
+            let next_key = output.next_key_marker().filter(|m| !m.is_empty());
+            match (output.is_truncated(), next_key) {
+                (Some(true), Some(next)) => {
+                    key_marker = Some(decode(next)?);
+                    id_marker = output.next_upload_id_marker().map(str::to_string);
+                }
+                _ => break,
+            }
+        }
+        uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        Ok(uploads)
     }
 
     async fn head_bucket(&self) -> StoreResult<()> {

@@ -132,6 +132,13 @@ pub(super) fn classify(
             return StoreError::NotFound(format!("multipart upload of {}", context.key));
         }
         Some("NoSuchBucket") => return StoreError::NoSuchBucket(context.bucket.into()),
+        // MinIO's answers for a key that is both an object and a prefix of others.
+        Some("XMinioParentIsObject") => {
+            return StoreError::KeyConflict(context.key.into(), "a parent of it".into());
+        }
+        Some("XMinioObjectExistsAsDirectory") => {
+            return StoreError::KeyConflict(context.key.into(), format!("{}/", context.key));
+        }
         Some("PreconditionFailed") => return StoreError::PreconditionFailed(context.key.into()),
         Some(
             "SlowDown"
