@@ -60,16 +60,23 @@ fn server_killed_during_a_write_gives_eio_leaves_nothing_and_the_same_cp_then_su
         .unwrap();
     // Kill once the multipart upload exists and has parts on the server.
     assert!(eventually(Duration::from_secs(30), || {
-        rt.block_on(store.list_uploads("")).is_ok_and(|u| !u.is_empty())
+        rt.block_on(store.list_uploads(""))
+            .is_ok_and(|u| !u.is_empty())
     }));
     std::thread::sleep(Duration::from_millis(1000));
-    assert!(cp.try_wait().unwrap().is_none(), "cp finished before the kill");
+    assert!(
+        cp.try_wait().unwrap().is_none(),
+        "cp finished before the kill"
+    );
     server.kill();
     let killed = Instant::now();
     let output = cp.wait_with_output().unwrap();
     let to_error = killed.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "cp succeeded with the server down");
+    assert!(
+        !output.status.success(),
+        "cp succeeded with the server down"
+    );
     assert!(stderr.contains("Input/output error"), "{stderr}");
     // The bound: the retry budget (3 retries, 0.1 + 0.2 + 0.4 s nominal backoff) plus one
     // request timeout for a connection that hangs instead of being reset.
@@ -85,7 +92,10 @@ fn server_killed_during_a_write_gives_eio_leaves_nothing_and_the_same_cp_then_su
     let cleaned_after = killed.elapsed();
     assert!(cleaned, "uploads left behind: {left:?}");
     let object = rt.block_on(store.head("big"));
-    assert!(object.unwrap_err().is_not_found(), "an object was left behind");
+    assert!(
+        object.unwrap_err().is_not_found(),
+        "an object was left behind"
+    );
     eprintln!(
         "server killed mid-write: EIO after {:.2}s, objects left 0, uploads left 0 (all aborted {:.1}s after the kill)",
         to_error.as_secs_f64(),
@@ -177,15 +187,24 @@ fn a_server_that_never_answers_fails_the_mount_within_the_connect_timeout() {
     let (output, took) = mount_against(&endpoint, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(took < Duration::from_secs(15), "default check took {took:?}");
-    assert!(took >= Duration::from_secs(9), "default check took {took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "default check took {took:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(9),
+        "default check took {took:?}"
+    );
     assert!(stderr.contains("--connect-timeout-secs"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 
     let (output, took) = mount_against(&endpoint, &["--connect-timeout-secs", "1"]);
     assert!(!output.status.success());
     assert!(took < Duration::from_secs(5), "1 s check took {took:?}");
-    eprintln!("silent server: mount gave up after {:.2}s with --connect-timeout-secs 1", took.as_secs_f64());
+    eprintln!(
+        "silent server: mount gave up after {:.2}s with --connect-timeout-secs 1",
+        took.as_secs_f64()
+    );
 
     let help = scribefs_at(&endpoint)
         .args(["mount", "--help"])
@@ -226,7 +245,10 @@ fn uploads_ls_and_abort_by_prefix_and_age() {
     assert_eq!(uploads(&["abort", "--older-than", "1d"]), "");
     let aborted = uploads(&["abort", "--prefix", "data/"]);
     assert_eq!(aborted.lines().count(), 2, "{aborted}");
-    assert!(aborted.lines().all(|l| l.starts_with("aborted ")), "{aborted}");
+    assert!(
+        aborted.lines().all(|l| l.starts_with("aborted ")),
+        "{aborted}"
+    );
     let left = rt.block_on(store.list_uploads("")).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].key, "other/w");

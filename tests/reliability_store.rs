@@ -50,7 +50,10 @@ async fn devserver_keeps_pending_uploads_and_parts_across_a_restart() {
         .upload_part("data/aborted", &aborted, 1, part(b'c', 10))
         .await
         .unwrap();
-    store.abort_multipart("data/aborted", &aborted).await.unwrap();
+    store
+        .abort_multipart("data/aborted", &aborted)
+        .await
+        .unwrap();
     let before = store.list_uploads("").await.unwrap();
     server.shutdown().await;
 
@@ -155,13 +158,20 @@ fn a_file_backed_server_without_etags_and_with_key_conflicts() {
 
         // `dir/file` is a file: `dir/file/below` cannot be stored, and says so without retries.
         let error = store
-            .put("dir/file/below", Bytes::from_static(b"y"), PutOptions::default())
+            .put(
+                "dir/file/below",
+                Bytes::from_static(b"y"),
+                PutOptions::default(),
+            )
             .await
             .unwrap_err();
         let StoreError::KeyConflict(key, other) = &error else {
             panic!("expected a key conflict, got {error:?}");
         };
-        assert_eq!((key.as_str(), other.as_str()), ("dir/file/below", "dir/file"));
+        assert_eq!(
+            (key.as_str(), other.as_str()),
+            ("dir/file/below", "dir/file")
+        );
         // `dir` has keys below it: the object `dir` cannot be stored.
         let error = store
             .put("dir", Bytes::from_static(b"z"), PutOptions::default())

@@ -34,7 +34,9 @@ pub async fn run(command: UploadsCommand, config: &S3Config) -> Result<(), CliEr
                 }
             }
             if failed > 0 {
-                return Err(CliError::Io(format!("{failed} uploads could not be aborted")));
+                return Err(CliError::Io(format!(
+                    "{failed} uploads could not be aborted"
+                )));
             }
             Ok(())
         }

@@ -64,7 +64,12 @@ impl Bucket {
     }
 
     /// Mirrors one part of a pending upload to disk.
-    pub async fn persist_part(&self, upload_id: &str, part_number: u32, body: &[u8]) -> io::Result<()> {
+    pub async fn persist_part(
+        &self,
+        upload_id: &str,
+        part_number: u32,
+        body: &[u8],
+    ) -> io::Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
         dir.write_part(upload_id, part_number, body).await?;
         // Completed or aborted while the part was being written: do not leave it behind.

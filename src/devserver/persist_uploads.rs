@@ -44,7 +44,9 @@ pub(crate) struct LoadedUpload {
 
 impl BucketDir {
     fn upload_dir(&self, upload_id: &str) -> PathBuf {
-        self.path().join(UPLOADS_DIR).join(hex(upload_id.as_bytes()))
+        self.path()
+            .join(UPLOADS_DIR)
+            .join(hex(upload_id.as_bytes()))
     }
 
     /// Records a newly created upload.
@@ -71,7 +73,12 @@ impl BucketDir {
 
     /// Records one part. An upload whose directory is gone was completed or aborted meanwhile:
     /// the part has nothing to belong to, which is not an error.
-    pub async fn write_part(&self, upload_id: &str, part_number: u32, body: &[u8]) -> io::Result<()> {
+    pub async fn write_part(
+        &self,
+        upload_id: &str,
+        part_number: u32,
+        body: &[u8],
+    ) -> io::Result<()> {
         let dir = self.upload_dir(upload_id);
         match write_atomically(&dir, &format!("{PART_PREFIX}{part_number}"), body).await {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -18,7 +18,9 @@ pub enum StoreError {
     PreconditionFailed(String),
     /// The store cannot hold this key beside another one (`a` and `a/b` on a file-backed
     /// server): the first name is the key written, the second the one in its way.
-    #[error("{0:?} cannot be stored beside {1:?} on this server (a key that is both a file and a directory prefix)")]
+    #[error(
+        "{0:?} cannot be stored beside {1:?} on this server (a key that is both a file and a directory prefix)"
+    )]
     KeyConflict(String, String),
     /// HTTP 400 and other answers that retrying cannot fix.
     #[error("invalid request: {0}")]

@@ -117,7 +117,11 @@ impl<S: ObjectStore> Retrying<S> {
         };
         match self.conflicting_key(key).await {
             Some(other) => {
-                tracing::warn!(key, other, "the server cannot store this key beside another one");
+                tracing::warn!(
+                    key,
+                    other,
+                    "the server cannot store this key beside another one"
+                );
                 Err(StoreError::KeyConflict(key.to_string(), other))
             }
             None => result,
@@ -127,7 +131,10 @@ impl<S: ObjectStore> Retrying<S> {
     /// An object that is a parent directory of `key`, or (for a file key) a key below `key/`.
     async fn conflicting_key(&self, key: &str) -> Option<String> {
         let trimmed = key.trim_end_matches('/');
-        let mut parents: Vec<&str> = trimmed.match_indices('/').map(|(i, _)| &trimmed[..i]).collect();
+        let mut parents: Vec<&str> = trimmed
+            .match_indices('/')
+            .map(|(i, _)| &trimmed[..i])
+            .collect();
         if key.ends_with('/') {
             parents.push(trimmed);
         }
@@ -302,7 +309,10 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
         metadata: Option<UserMetadata>,
     ) -> StoreResult<PutOutput> {
         self.run("CopyObject", source_key, || async {
-            let result = self.inner.copy(source_key, dest_key, metadata.clone()).await;
+            let result = self
+                .inner
+                .copy(source_key, dest_key, metadata.clone())
+                .await;
             self.classify_write(dest_key, result).await
         })
         .await

@@ -470,7 +470,9 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| self.error("CopyObject", source_key, e))?;
         drop(_permit);
-        let etag = output.copy_object_result().and_then(|result| result.e_tag());
+        let etag = output
+            .copy_object_result()
+            .and_then(|result| result.e_tag());
         self.etag_or_head("CopyObject", dest_key, etag).await
     }
 

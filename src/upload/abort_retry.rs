@@ -44,7 +44,11 @@ fn retry_with_delay(
     first_delay: Duration,
 ) {
     let Ok(runtime) = Handle::try_current() else {
-        tracing::warn!(key, upload_id, "no runtime to retry the abort on: upload left on S3");
+        tracing::warn!(
+            key,
+            upload_id,
+            "no runtime to retry the abort on: upload left on S3"
+        );
         return;
     };
     let entry = (upload_id.to_string(), key.to_string());
@@ -60,7 +64,12 @@ fn retry_with_delay(
             attempts += 1;
             match store.abort_multipart(&key, &upload_id).await {
                 Ok(()) => {
-                    tracing::info!(key, upload_id, attempts, "aborted multipart upload after retrying");
+                    tracing::info!(
+                        key,
+                        upload_id,
+                        attempts,
+                        "aborted multipart upload after retrying"
+                    );
                     break;
                 }
                 Err(error) if error.is_not_found() => break,

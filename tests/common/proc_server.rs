@@ -96,7 +96,11 @@ impl ProcServer {
     }
 
     /// A store on this server, as `scribefs` builds it, on `runtime`.
-    pub fn store(&self, runtime: &tokio::runtime::Runtime, bucket: &str) -> std::sync::Arc<dyn ObjectStore> {
+    pub fn store(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        bucket: &str,
+    ) -> std::sync::Arc<dyn ObjectStore> {
         runtime
             .block_on(scribefs::cli::connect(&self.config(bucket)))
             .unwrap()
