@@ -119,6 +119,62 @@ fn server_killed_during_a_write_gives_eio_leaves_nothing_and_the_same_cp_then_su
 }
 
 #[test]
+fn an_abort_still_failing_at_unmount_is_logged_with_its_id_and_uploads_abort_cleans_it() {
+    let mut server = ProcServer::start(BUCKET, &["--bandwidth-mbps", "32"]);
+    let rt = runtime();
+    let store = server.store(&rt, BUCKET);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = log.path().to_str().unwrap().to_string();
+    let mount = PlainMount::new(
+        &server.endpoint(),
+        BUCKET,
+        &["--part-size", "5M", "--log-file", &log_path],
+    );
+    let source = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(source.path(), pattern(32 << 20, 9)).unwrap();
+    let mut cp = Command::new("cp")
+        .arg(source.path())
+        .arg(mount.path("leaky"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pending = Vec::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        pending = rt.block_on(store.list_uploads("")).unwrap_or_default();
+        !pending.is_empty()
+    }));
+    server.kill();
+    assert!(!cp.wait().unwrap().success());
+    // Unmounted while the server is still down: the abort cannot succeed before exit.
+    let dir = mount.root().to_path_buf();
+    drop(mount);
+    let upload_id = &pending[0].upload_id;
+    let mut text = String::new();
+    let logged = eventually(Duration::from_secs(20), || {
+        text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        text.contains("still not aborted at exit")
+    });
+    assert!(logged, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("still not aborted at exit"))
+        .unwrap();
+    assert!(line.contains(upload_id.as_str()), "{line}");
+    assert!(!common::mount::is_mounted(&dir));
+
+    server.restart();
+    assert_eq!(rt.block_on(store.list_uploads("")).unwrap().len(), 1);
+    let output = scribefs_at(&server.endpoint())
+        .env("S3_BUCKET", BUCKET)
+        .args(["uploads", "abort"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains(upload_id.as_str()));
+    assert!(rt.block_on(store.list_uploads("")).unwrap().is_empty());
+}
+
+#[test]
 fn server_killed_during_reads_gives_eio_and_reads_work_again_when_it_returns() {
     let mut server = ProcServer::start(BUCKET, &[]);
     let rt = runtime();

@@ -280,6 +280,8 @@ fn debug_logs_never_contain_the_secret_and_the_mount_is_private() {
             .output()
             .unwrap();
         assert!(!other.status.success(), "another user could list the mount");
+        let refused = String::from_utf8_lossy(&other.stderr);
+        assert!(refused.contains("Permission denied"), "{refused}");
     }
     unmount(dir.path());
 
@@ -394,7 +396,14 @@ fn tools_work_on_a_file_backed_server() {
         src = source.path().display(),
         back = back.path().display()
     ));
-    mount.sh_ok("mkdir -p x/y/z && test -d x/y/z && mkdir empty && test -d empty");
+    let archive = tempfile::tempdir().unwrap();
+    mount.sh_ok(&format!(
+        "rsync -a {src}/ ./synced/ && diff -r {src} ./synced && tar -cf {tar}/t.tar -C ./synced . && mkdir untarred && tar -xf {tar}/t.tar -C untarred && diff -r {src} untarred",
+        src = source.path().display(),
+        tar = archive.path().display()
+    ));
+    // s3s-fs never lists `dir/` markers: an empty directory made here stays visible anyway.
+    mount.sh_ok("mkdir -p x/y/z && test -d x/y/z && mkdir empty && test -d empty && ls -d empty");
     mount.sh_ok("mv tree/top tree/top2 && test \"$(cat tree/top2)\" = t && test ! -e tree/top");
     mount.sh_ok("echo r > x/y/z/r && mv x/y/z/r x/moved && test \"$(cat x/moved)\" = r");
     mount.sh_ok("rmdir empty && test ! -e empty && rm x/moved && rmdir x/y/z x/y");
