@@ -340,6 +340,40 @@ fn with_10_percent_of_requests_failing_cp_a_of_200_files_round_trips() {
 }
 
 #[test]
+fn uploads_damaged_on_the_way_are_refused_and_sent_again_never_stored() {
+    let mut mount = Mount::new(&["--max-retries", "10", "--part-size", "5M"]);
+    let source = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..40 {
+        let data = pattern(1000 + i * 3001, i as u8);
+        std::fs::write(source.path().join(format!("f{i}")), &data).unwrap();
+        files.push((format!("f{i}"), data));
+    }
+    let big = pattern(12 << 20, 99);
+    std::fs::write(source.path().join("big"), &big).unwrap();
+    files.push(("big".to_string(), big));
+    // 30% of uploaded bodies arrive with a flipped byte.
+    mount.server.set_corrupt_rate(0.3);
+    mount.server.reset_stats();
+    mount.sh_ok(&format!("cp {}/* .", source.path().display()));
+    mount.server.set_corrupt_rate(0.0);
+    let stats = mount.server.stats();
+    for (name, data) in &files {
+        assert!(
+            object(&mount.server, name).as_ref() == Some(data),
+            "{name} differs in S3"
+        );
+    }
+    // 40 PutObjects and 1 + 3 + 1 multipart calls succeeded; refused bodies were sent again.
+    assert!(
+        stats.put + stats.multipart > 45,
+        "no body was damaged: {stats:?}"
+    );
+    eprintln!("corrupt rate 0.3: {stats:?}");
+    mount.unmount();
+}
+
+#[test]
 fn an_object_replaced_under_a_streaming_reader_fails_the_read_never_mixes() {
     let size = 48 << 20;
     let old = pattern(size, 10);

@@ -13,7 +13,7 @@ use common::mount::BUCKET;
 use scribefs::devserver::{DevServer, DevServerConfig};
 use scribefs::store::config::S3Config;
 use scribefs::store::limits::S3_MIN_PART_SIZE;
-use scribefs::store::{PutOptions, StoreError, get_bytes};
+use scribefs::store::{ObjectStore, PutOptions, StoreError, get_bytes};
 
 fn part(byte: u8, len: u64) -> Bytes {
     Bytes::from(vec![byte; len as usize])
@@ -188,4 +188,47 @@ fn a_file_backed_server_without_etags_and_with_key_conflicts() {
             .unwrap_err();
         assert!(matches!(error, StoreError::KeyConflict(..)), "{error:?}");
     });
+}
+
+#[tokio::test]
+async fn a_body_damaged_on_the_way_is_refused_by_content_md5_never_stored() {
+    let server = DevServer::start(DevServerConfig::for_tests(&[DEV_BUCKET]))
+        .await
+        .unwrap();
+    // The bare S3 store, without retries: one attempt per call.
+    let s3 = scribefs::store::s3::S3Store::new(&dev_config(&server, DEV_BUCKET))
+        .await
+        .unwrap();
+    server.set_corrupt_rate(1.0);
+    let error = s3
+        .put(
+            "k",
+            Bytes::from_static(b"precious bytes"),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(error.to_string().contains("BadDigest"), "{error}");
+    assert!(server.bucket(DEV_BUCKET).unwrap().object("k").is_none());
+    let id = s3
+        .create_multipart("m", PutOptions::default())
+        .await
+        .unwrap();
+    let error = s3
+        .upload_part("m", &id, 1, part(b'p', 1000))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("BadDigest"), "{error}");
+
+    server.set_corrupt_rate(0.0);
+    s3.put(
+        "k",
+        Bytes::from_static(b"precious bytes"),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    let stored = server.bucket(DEV_BUCKET).unwrap().object("k").unwrap();
+    assert_eq!(&stored.data[..], b"precious bytes");
 }

@@ -8,6 +8,7 @@
 //!
 //! Nothing here knows about FUSE or inodes: keys are plain S3 keys.
 
+pub mod checksum;
 pub mod config;
 pub mod error;
 pub mod faulty;

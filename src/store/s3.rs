@@ -8,6 +8,8 @@
 //!   therefore on the wire at once, so hyper never needs more than `pool_size` connections.
 //! - **Timeouts.** `timeout_secs` bounds connecting and each attempt up to the response headers;
 //!   a body that stalls mid-way is caught by the SDK's stalled-stream protection (kept on).
+//! - **Integrity.** PutObject and UploadPart carry Content-MD5: a server refuses (BadDigest,
+//!   retried) a body damaged on the way instead of storing it.
 //! - **Errors** are classified in `errors` from typed SDK facts, never from display strings.
 //! - **Small requests are fast.** The SDK's default hyper client sets `TCP_NODELAY` (smithy
 //!   http-client 1.5 does so by default), so a small GET is not held back by Nagle's algorithm.
@@ -35,6 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error};
+use super::checksum::content_md5;
 use super::config::S3Config;
 use super::{
     ByteStream, CompletedPart, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
@@ -322,6 +325,7 @@ impl ObjectStore for S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .content_md5(content_md5(&body))
             .body(SdkByteStream::from(body))
             .set_metadata(sdk_metadata(options.metadata))
             .set_content_type(options.content_type)
@@ -367,6 +371,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
+            .content_md5(content_md5(&body))
             .body(SdkByteStream::from(body))
             .send()
             .await

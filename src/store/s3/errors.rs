@@ -150,6 +150,8 @@ pub(super) fn classify(
         ) => return StoreError::Throttled(with_code),
         // S3 closes uploads whose body stops arriving (HTTP 400): sending again may work.
         Some("RequestTimeout") => return StoreError::Connection(with_code),
+        // The body was damaged on the way (its Content-MD5 does not match): send it again.
+        Some("BadDigest") => return StoreError::Connection(with_code),
         // CompleteMultipartUpload and CopyObject can fail inside a 200 answer.
         Some("InternalError") if status < 500 => {
             return StoreError::Server {
@@ -268,6 +270,7 @@ mod tests {
             (503, Some("SlowDown")),
             (429, None),
             (400, Some("RequestTimeout")),
+            (400, Some("BadDigest")),
         ] {
             assert!(kind(status, code).is_retryable(), "{status} {code:?}");
         }
