@@ -30,8 +30,6 @@ use super::{
 /// Backoff never grows beyond this, however many retries are allowed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(100);
-/// At most this many parents of a key are checked when a write may have hit a key conflict.
-const MAX_CONFLICT_PROBES: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -108,55 +106,6 @@ impl<S: ObjectStore> Retrying<S> {
         (head.etag == expected).then_some(PutOutput { etag: head.etag })
     }
 
-    /// A write of `key` that a file-backed server answered with a bare 500 may have failed
-    /// because the key cannot live beside another (`a` and `a/b`): look for that key, and if it
-    /// is there, report a conflict (not retryable) instead of the 500.
-    async fn classify_write<T>(&self, key: &str, result: StoreResult<T>) -> StoreResult<T> {
-        let Err(StoreError::Server { status: 500, .. }) = &result else {
-            return result;
-        };
-        match self.conflicting_key(key).await {
-            Some(other) => {
-                tracing::warn!(
-                    key,
-                    other,
-                    "the server cannot store this key beside another one"
-                );
-                Err(StoreError::KeyConflict(key.to_string(), other))
-            }
-            None => result,
-        }
-    }
-
-    /// An object that is a parent directory of `key`, or (for a file key) a key below `key/`.
-    async fn conflicting_key(&self, key: &str) -> Option<String> {
-        let trimmed = key.trim_end_matches('/');
-        let mut parents: Vec<&str> = trimmed
-            .match_indices('/')
-            .map(|(i, _)| &trimmed[..i])
-            .collect();
-        if key.ends_with('/') {
-            parents.push(trimmed);
-        }
-        // Nearest parents first; a very deep key is not probed all the way up.
-        for parent in parents.into_iter().rev().take(MAX_CONFLICT_PROBES) {
-            if !parent.is_empty() && self.inner.head(parent).await.is_ok() {
-                return Some(parent.to_string());
-            }
-        }
-        if key.ends_with('/') {
-            return None;
-        }
-        let below = ListRequest {
-            prefix: format!("{key}/"),
-            max_keys: Some(1),
-            ..Default::default()
-        };
-        let page = self.inner.list(below).await.ok()?;
-        let child = page.objects.first().map(|o| o.key.clone());
-        child.or_else(|| page.common_prefixes.first().cloned())
-    }
-
     /// Runs `call` until it succeeds, fails for good, or the budget is spent.
     async fn run<T, F, Fut>(&self, op: &'static str, key: &str, call: F) -> StoreResult<T>
     where
@@ -231,17 +180,15 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
     }
 
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
-        self.run("PUT", key, || async {
-            let result = self.inner.put(key, body.clone(), options.clone()).await;
-            self.classify_write(key, result).await
+        self.run("PUT", key, || {
+            self.inner.put(key, body.clone(), options.clone())
         })
         .await
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
-        self.run("CreateMultipartUpload", key, || async {
-            let result = self.inner.create_multipart(key, options.clone()).await;
-            self.classify_write(key, result).await
+        self.run("CreateMultipartUpload", key, || {
+            self.inner.create_multipart(key, options.clone())
         })
         .await
     }
@@ -308,12 +255,8 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
         dest_key: &str,
         metadata: Option<UserMetadata>,
     ) -> StoreResult<PutOutput> {
-        self.run("CopyObject", source_key, || async {
-            let result = self
-                .inner
-                .copy(source_key, dest_key, metadata.clone())
-                .await;
-            self.classify_write(dest_key, result).await
+        self.run("CopyObject", source_key, || {
+            self.inner.copy(source_key, dest_key, metadata.clone())
         })
         .await
     }

@@ -36,7 +36,7 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::encoding::{decode_listing_value, encode_copy_source};
-use self::errors::{CallContext, HasStatus, from_sdk_error};
+use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
 use super::checksum::content_md5;
 use super::config::S3Config;
 use super::{
@@ -44,6 +44,9 @@ use super::{
     ObjectStore, ObjectSummary, PendingUpload, PutOptions, PutOutput, StoreError, StoreResult,
     UserMetadata,
 };
+
+/// At most this many parents of a key are checked when a write may have hit a key conflict.
+const MAX_CONFLICT_PROBES: usize = 16;
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
@@ -177,6 +180,57 @@ impl S3Store {
             }
         };
         Ok(PutOutput { etag })
+    }
+
+    /// A write of `key` answered with a bare 500 (no message: what file-backed servers such as
+    /// s3s-fs send when the file system refuses) may have failed because the key cannot live
+    /// beside another (`a` and `a/b`). If such a key is there, that is the error, and it is not
+    /// retryable; otherwise the 500 stands. AWS and MinIO explain their 500s, so they are never
+    /// probed.
+    async fn write_error(&self, key: &str, error: StoreError, bare: bool) -> StoreError {
+        if !bare {
+            return error;
+        }
+        match self.conflicting_key(key).await {
+            Some(other) => {
+                tracing::warn!(
+                    key,
+                    other,
+                    "the server cannot store this key beside another one"
+                );
+                StoreError::KeyConflict(key.to_string(), other)
+            }
+            None => error,
+        }
+    }
+
+    /// An object that is a parent directory of `key`, or (for a file key) a key below `key/`.
+    async fn conflicting_key(&self, key: &str) -> Option<String> {
+        let trimmed = key.trim_end_matches('/');
+        let mut parents: Vec<&str> = trimmed
+            .match_indices('/')
+            .map(|(i, _)| &trimmed[..i])
+            .collect();
+        if key.ends_with('/') {
+            parents.push(trimmed);
+        }
+        // Nearest parents first; a very deep key is not probed all the way up.
+        for parent in parents.into_iter().rev().take(MAX_CONFLICT_PROBES) {
+            if !parent.is_empty() && self.head(parent).await.is_ok() {
+                return Some(parent.to_string());
+            }
+        }
+        if key.ends_with('/') {
+            return None;
+        }
+        let below = ListRequest {
+            prefix: format!("{key}/"),
+            max_keys: Some(1),
+            ..Default::default()
+        };
+        let page = self.list(below).await.ok()?;
+        let child = page.objects.first().map(|o| o.key.clone());
+        child.or_else(|| page.common_prefixes.first().cloned())
     }
 
     fn missing(&self, op: &'static str, key: &str, what: &str) -> StoreError {
@@ -331,7 +385,11 @@ impl ObjectStore for S3Store {
             .set_content_type(options.content_type)
             .send()
             .await
-            .map_err(|e| self.error("PUT", key, e))?;
+            .map_err(|e| (is_bare_server_error(&e), self.error("PUT", key, e)));
+        let output = match output {
+            Ok(output) => output,
+            Err((bare, error)) => return Err(self.write_error(key, error, bare).await),
+        };
         drop(_permit);
         self.etag_or_head("PUT", key, output.e_tag()).await
     }
@@ -347,7 +405,16 @@ impl ObjectStore for S3Store {
             .set_content_type(options.content_type)
             .send()
             .await
-            .map_err(|e| self.error("CreateMultipartUpload", key, e))?;
+            .map_err(|e| {
+                (
+                    is_bare_server_error(&e),
+                    self.error("CreateMultipartUpload", key, e),
+                )
+            });
+        let output = match output {
+            Ok(output) => output,
+            Err((bare, error)) => return Err(self.write_error(key, error, bare).await),
+        };
         let upload_id = output
             .upload_id()
             .ok_or_else(|| self.missing("CreateMultipartUpload", key, "upload id"))?;
@@ -416,7 +483,16 @@ impl ObjectStore for S3Store {
             .multipart_upload(upload)
             .send()
             .await
-            .map_err(|e| self.error("CompleteMultipartUpload", key, e))?;
+            .map_err(|e| {
+                (
+                    is_bare_server_error(&e),
+                    self.error("CompleteMultipartUpload", key, e),
+                )
+            });
+        let output = match output {
+            Ok(output) => output,
+            Err((bare, error)) => return Err(self.write_error(key, error, bare).await),
+        };
         let etag = output
             .e_tag()
             .ok_or_else(|| self.missing("CompleteMultipartUpload", key, "ETag"))?;
@@ -470,10 +546,16 @@ impl ObjectStore for S3Store {
                 .set_copy_source_if_match(source.e_tag().map(str::to_string));
         }
         let _permit = self.permit().await?;
-        let output = request
-            .send()
-            .await
-            .map_err(|e| self.error("CopyObject", source_key, e))?;
+        let output = request.send().await.map_err(|e| {
+            (
+                is_bare_server_error(&e),
+                self.error("CopyObject", source_key, e),
+            )
+        });
+        let output = match output {
+            Ok(output) => output,
+            Err((bare, error)) => return Err(self.write_error(dest_key, error, bare).await),
+        };
         drop(_permit);
         let etag = output
             .copy_object_result()

@@ -91,6 +91,22 @@ where
     }
 }
 
+/// A 500 that says nothing (no message in the error body): file-backed servers answer so when
+/// their file system refuses an operation, unlike AWS and MinIO, which always explain a 500.
+pub(super) fn is_bare_server_error<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+    R: HasStatus,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            service.raw().status_code() == 500
+                && service.err().message().is_none_or(|m| m.trim().is_empty())
+        }
+        _ => false,
+    }
+}
+
 /// The error and its causes by their `Display`, joined with ": ".
 fn causes(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
