@@ -11,3 +11,5 @@ ensure_moto
 
 # Tests start their own dev servers and moto processes on free loopback ports.
 cargo test --all-targets "$@"
+# A short soak on a real mount (the full one: scripts/soak.sh): the test build's binaries.
+SCRIBEFS_BIN_DIR=target/debug scripts/soak.sh --short

@@ -421,6 +421,7 @@ pub(crate) fn duplicate_error(error: &StoreError) -> StoreError {
         StoreError::NoSuchBucket(m) => StoreError::NoSuchBucket(m.clone()),
         StoreError::AccessDenied(m) => StoreError::AccessDenied(m.clone()),
         StoreError::PreconditionFailed(m) => StoreError::PreconditionFailed(m.clone()),
+        StoreError::KeyConflict(k, o) => StoreError::KeyConflict(k.clone(), o.clone()),
         StoreError::InvalidRequest(m) => StoreError::InvalidRequest(m.clone()),
         StoreError::Throttled(m) => StoreError::Throttled(m.clone()),
         StoreError::Server { status, message } => StoreError::Server {

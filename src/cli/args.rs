@@ -63,6 +63,27 @@ pub enum Command {
     /// Scribe Ledger segments (segments/segment-<16 hex>.bin), without mounting
     #[command(subcommand)]
     Segments(SegmentsCommand),
+    /// Incomplete multipart uploads (invisible, but billed until aborted)
+    #[command(subcommand)]
+    Uploads(UploadsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UploadsCommand {
+    /// List pending uploads: start time (UTC), upload id and key, one per line
+    Ls(UploadsFilter),
+    /// Abort pending uploads (prints each one aborted)
+    Abort(UploadsFilter),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UploadsFilter {
+    /// Only uploads of keys below this prefix (a mount's --prefix)
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only uploads started longer ago than this (e.g. 90s, 30m, 24h, 7d)
+    #[arg(long, value_name = "AGE", value_parser = super::uploads::parse_age)]
+    pub older_than: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +248,10 @@ pub struct MountArgs {
     /// Where random writes and appends are staged before upload [default: $TMPDIR/scribefs-staging]
     #[arg(long, value_name = "DIR", help_heading = "Writing")]
     pub staging_dir: Option<PathBuf>,
+    /// Give up the bucket check at mount time after this many seconds (a server that accepts
+    /// connections but never answers)
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_secs: u64,
     /// Stay in the foreground (logs go to stderr)
     #[arg(short, long)]
     pub foreground: bool,

@@ -11,6 +11,7 @@ mod mount;
 mod notify;
 pub mod options;
 mod segments;
+mod uploads;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -104,7 +105,9 @@ fn init_logging(cli: &Cli) {
     // A segments command reports its failure itself, in one line; retry warnings on the same
     // stderr would make that several. A mount's log keeps them, and its mount/unmount lines.
     let (default, target) = match &cli.command {
-        Command::Segments(_) => ("error,scribefs::cli::config=warn", logging::Target::Stderr),
+        Command::Segments(_) | Command::Uploads(_) => {
+            ("error,scribefs::cli::config=warn", logging::Target::Stderr)
+        }
         Command::Mount(args) => {
             // A background child without --log-file has nowhere else to report to.
             let background = args.foreground && mount::is_background_child();
@@ -126,6 +129,7 @@ async fn run(mut cli: Cli) -> Result<(), CliError> {
     let config = config::resolve(&cli.connection, &|name| std::env::var(name).ok())?;
     match cli.command {
         Command::Segments(command) => segments::run(command, &config).await,
+        Command::Uploads(command) => uploads::run(command, &config).await,
         Command::Mount(args) => mount::run(*args, config).await,
     }
 }

@@ -30,10 +30,21 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
         .map_err(|e| CliError::Config(e.to_string()))?;
     // Checked first: a stat of a dead mount point fails, which would read as "not a directory".
     if is_mount_point(&args.dir) {
-        return Err(CliError::Usage(format!(
-            "{} is already a mount point; unmount it first (umount or fusermount3 -u)",
-            args.dir.display()
-        )));
+        if !connection_is_gone(&args.dir).await {
+            return Err(CliError::Usage(format!(
+                "{} is already a mount point; unmount it first (umount or fusermount3 -u)",
+                args.dir.display()
+            )));
+        }
+        // The process serving it died (kill -9, OOM): nothing can be lost by detaching it.
+        tracing::warn!(dir = %args.dir.display(), "recovering a dead mount point left by a crashed mount");
+        detach(&args.dir);
+        if is_mount_point(&args.dir) {
+            return Err(CliError::Usage(format!(
+                "{} is a dead mount point that could not be detached; run fusermount3 -uz on it",
+                args.dir.display()
+            )));
+        }
     }
     if !args.dir.is_dir() {
         return Err(CliError::Usage(format!(
@@ -62,10 +73,19 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         tracing::info!("metrics at http://{bound}/metrics");
     }
     let store = connect(&config).await?;
-    store
-        .head_bucket()
-        .await
-        .map_err(|e| explain_bucket_check(&e, &config))?;
+    // A server that accepts connections and never answers would otherwise hold the mount for
+    // (retries + 1) x the request timeout.
+    let check_timeout = Duration::from_secs(args.connect_timeout_secs);
+    match tokio::time::timeout(check_timeout, store.head_bucket()).await {
+        Ok(result) => result.map_err(|e| explain_bucket_check(&e, &config))?,
+        Err(_) => {
+            return Err(CliError::Config(format!(
+                "cannot reach the S3 endpoint {}: no answer to HeadBucket within {}s (--connect-timeout-secs)",
+                config.endpoint.as_deref().unwrap_or("AWS S3"),
+                args.connect_timeout_secs
+            )));
+        }
+    }
     let mut fs_config = fs_config(&args)?;
     if let Some(dir) = &args.cache_dir {
         let disk = DiskCache::open(dir, args.cache_dir_size << 20, args.block_size)
@@ -117,12 +137,29 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         // The blocks still queued reach the disk before the lock on the folder is released.
         let _ = tokio::task::spawn_blocking(move || disk.close()).await;
     }
+    // Aborts that failed while S3 was unreachable get a last chance; the rest are logged.
+    crate::upload::settle_pending_aborts(ABORT_GRACE).await;
     tracing::info!(
         dir = %args.dir.display(),
         counters = %crate::metrics::registry().summary(),
         "unmounted"
     );
     result
+}
+
+/// How long a mount that ends waits for aborts still being retried before it logs them.
+const ABORT_GRACE: Duration = Duration::from_secs(3);
+
+/// Whether the mount at `dir` has lost its FUSE connection (its process died): a stat then
+/// fails with ENOTCONN at once. A live but slow mount is not touched: the stat runs on a thread
+/// and is given up after a while.
+async fn connection_is_gone(dir: &Path) -> bool {
+    let dir = dir.to_path_buf();
+    let stat = tokio::task::spawn_blocking(move || std::fs::metadata(&dir));
+    match tokio::time::timeout(Duration::from_secs(2), stat).await {
+        Ok(Ok(Err(e))) => e.raw_os_error() == Some(libc::ENOTCONN),
+        _ => false,
+    }
 }
 
 /// The connection settings for the log, with the secret key left out.

@@ -51,6 +51,39 @@ impl Bucket {
             None => dir.remove(key).await,
         }
     }
+
+    /// Mirrors a newly created multipart upload to disk.
+    pub async fn persist_upload(&self, upload_id: &str) -> io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        match self.store.upload_header(upload_id) {
+            Some((key, options, initiated)) => {
+                dir.write_upload(upload_id, &key, &options, initiated).await
+            }
+            None => dir.remove_upload(upload_id).await,
+        }
+    }
+
+    /// Mirrors one part of a pending upload to disk.
+    pub async fn persist_part(
+        &self,
+        upload_id: &str,
+        part_number: u32,
+        body: &[u8],
+    ) -> io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        dir.write_part(upload_id, part_number, body).await?;
+        // Completed or aborted while the part was being written: do not leave it behind.
+        if self.store.upload_header(upload_id).is_none() {
+            dir.remove_upload(upload_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a completed or aborted upload from disk.
+    pub async fn forget_upload(&self, upload_id: &str) -> io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        dir.remove_upload(upload_id).await
+    }
 }
 
 /// What [`Buckets::remove`] found.
@@ -95,6 +128,15 @@ impl Buckets {
         let store = MemoryStore::new();
         for (key, object) in dir.load()? {
             store.insert(&key, object);
+        }
+        for upload in dir.load_uploads()? {
+            store.restore_upload(
+                &upload.upload_id,
+                &upload.key,
+                upload.options,
+                upload.initiated,
+                upload.parts,
+            );
         }
         let created = std::fs::metadata(dir.path())
             .and_then(|m| m.modified())

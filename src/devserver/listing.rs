@@ -191,24 +191,29 @@ pub(crate) fn list_uploads(
     let key_marker = input.key_marker.clone().unwrap_or_default();
     let id_marker = input.upload_id_marker.clone().unwrap_or_default();
     let mut pending = store
-        .pending_upload_ids()
+        .pending()
         .into_iter()
-        .filter(|(key, _)| key.starts_with(&prefix))
-        .filter(|(key, id)| {
-            key_marker.is_empty() || *key > key_marker || (*key == key_marker && *id > id_marker)
+        .filter(|u| u.key.starts_with(&prefix))
+        .filter(|u| {
+            key_marker.is_empty()
+                || u.key > key_marker
+                || (u.key == key_marker && u.upload_id > id_marker)
         })
         .peekable();
     let mut uploads = Vec::new();
     while uploads.len() < max {
-        let Some((key, id)) = pending.next() else {
+        let Some(upload) = pending.next() else {
             break;
         };
-        uploads.push((key, id));
+        uploads.push(upload);
     }
     let truncated = pending.peek().is_some();
     let encoder = Encoder::new(input.encoding_type.as_ref());
     let (next_key_marker, next_upload_id_marker) = match uploads.last() {
-        Some((key, id)) if truncated => (Some(encoder.encode(key)), Some(id.clone())),
+        Some(last) if truncated => (
+            Some(encoder.encode(&last.key)),
+            Some(last.upload_id.clone()),
+        ),
         _ => (None, None),
     };
     Ok(ListMultipartUploadsOutput {
@@ -223,9 +228,10 @@ pub(crate) fn list_uploads(
         uploads: Some(
             uploads
                 .into_iter()
-                .map(|(key, id)| MultipartUpload {
-                    key: Some(encoder.encode(&key)),
-                    upload_id: Some(id),
+                .map(|upload| MultipartUpload {
+                    key: Some(encoder.encode(&upload.key)),
+                    upload_id: Some(upload.upload_id),
+                    initiated: Some(Timestamp::from(upload.initiated)),
                     storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
                     ..Default::default()
                 })

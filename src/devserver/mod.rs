@@ -18,6 +18,7 @@ pub mod control;
 mod emulation;
 mod listing;
 mod persist;
+mod persist_uploads;
 mod s3;
 mod seed;
 mod server;
@@ -27,6 +28,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use s3s::auth::SimpleAuth;
@@ -85,6 +87,7 @@ pub struct DevServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     buckets: Arc<Buckets>,
+    corrupt_rate: Arc<AtomicU64>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -111,7 +114,9 @@ impl DevServer {
             seed::seed_bucket(&bucket, config.seed_segments).await?;
         }
 
-        let mut builder = S3ServiceBuilder::new(s3::DevS3::new(buckets.clone()));
+        let corrupt_rate = Arc::new(AtomicU64::new(0));
+        let mut builder =
+            S3ServiceBuilder::new(s3::DevS3::new(buckets.clone(), corrupt_rate.clone()));
         builder.set_auth(SimpleAuth::from_single(
             config.access_key.clone(),
             config.secret_key.clone(),
@@ -134,6 +139,7 @@ impl DevServer {
             addr,
             shared,
             buckets,
+            corrupt_rate,
             shutdown,
             task,
         })
@@ -159,6 +165,18 @@ impl DevServer {
     /// Clamped to [0, 1].
     pub fn set_fail_rate(&self, rate: f64) {
         self.shared.emulation.set_fail_rate(rate);
+    }
+
+    /// Fraction of uploaded bodies (PutObject, UploadPart) that arrive with one byte flipped,
+    /// as a faulty network or NIC would deliver them. Clamped to [0, 1].
+    pub fn set_corrupt_rate(&self, rate: f64) {
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        self.corrupt_rate
+            .store(rate.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn set_latency(&self, latency: Duration) {

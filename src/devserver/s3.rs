@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -12,6 +13,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use super::buckets::{Bucket, Buckets, Removal};
 use super::conditions::{self, etag_dto, stored_etag};
 use super::listing;
+use crate::store::checksum::content_md5;
 use crate::store::memory::StoredObject;
 use crate::store::{CompletedPart as StoreCompletedPart, ObjectStore, PutOptions, StoreError};
 
@@ -22,11 +24,29 @@ const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
 pub(crate) struct DevS3 {
     buckets: Arc<Buckets>,
+    /// Fraction (f64 bits) of uploaded bodies that arrive with one byte flipped.
+    corrupt_rate: Arc<AtomicU64>,
 }
 
 impl DevS3 {
-    pub fn new(buckets: Arc<Buckets>) -> Self {
-        DevS3 { buckets }
+    pub fn new(buckets: Arc<Buckets>, corrupt_rate: Arc<AtomicU64>) -> Self {
+        DevS3 {
+            buckets,
+            corrupt_rate,
+        }
+    }
+
+    /// Emulates a body damaged on the way (a faulty NIC or proxy): flips one byte of `data`
+    /// as often as the corruption rate says, before the server checks or stores it.
+    fn maybe_corrupt(&self, data: Bytes) -> Bytes {
+        let rate = f64::from_bits(self.corrupt_rate.load(Ordering::Relaxed));
+        if data.is_empty() || rate <= 0.0 || fastrand::f64() >= rate {
+            return data;
+        }
+        let mut damaged = data.to_vec();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0x20;
+        Bytes::from(damaged)
     }
 
     fn bucket(&self, name: &str) -> S3Result<Arc<Bucket>> {
@@ -249,7 +269,8 @@ impl S3 for DevS3 {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         let bucket = self.bucket(&input.bucket)?;
-        let data = collect_body(input.body, input.content_length).await?;
+        let data = self.maybe_corrupt(collect_body(input.body, input.content_length).await?);
+        check_content_md5(&data, input.content_md5.as_deref())?;
         // Conditional writes (If-None-Match: *, If-Match) are checked, not made atomic: enough
         // for a dev server with one writer per key.
         let current = bucket.store.object(&input.key);
@@ -423,6 +444,10 @@ impl S3 for DevS3 {
             .create_multipart(&input.key, options)
             .await
             .map_err(upload_error)?;
+        bucket
+            .persist_upload(&upload_id)
+            .await
+            .map_err(persist_error)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -438,12 +463,17 @@ impl S3 for DevS3 {
         let input = req.input;
         let bucket = self.bucket(&input.bucket)?;
         let number = part_number(input.part_number)?;
-        let data = collect_body(input.body, input.content_length).await?;
+        let data = self.maybe_corrupt(collect_body(input.body, input.content_length).await?);
+        check_content_md5(&data, input.content_md5.as_deref())?;
         let part = bucket
             .store
-            .upload_part(&input.key, &input.upload_id, number, data)
+            .upload_part(&input.key, &input.upload_id, number, data.clone())
             .await
             .map_err(upload_error)?;
+        bucket
+            .persist_part(&input.upload_id, number, &data)
+            .await
+            .map_err(persist_error)?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(etag_dto(&part.etag)),
             ..Default::default()
@@ -493,6 +523,10 @@ impl S3 for DevS3 {
             .await
             .map_err(upload_error)?;
         bucket.persist(&input.key).await.map_err(persist_error)?;
+        bucket
+            .forget_upload(&input.upload_id)
+            .await
+            .map_err(persist_error)?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             bucket: Some(input.bucket),
@@ -513,7 +547,22 @@ impl S3 for DevS3 {
             .abort_multipart(&input.key, &input.upload_id)
             .await
             .map_err(upload_error)?;
+        bucket
+            .forget_upload(&input.upload_id)
+            .await
+            .map_err(persist_error)?;
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+}
+
+/// As S3: a body whose Content-MD5 does not match what arrived is refused, never stored.
+fn check_content_md5(data: &[u8], expected: Option<&str>) -> S3Result<()> {
+    match expected {
+        Some(expected) if expected.trim() != content_md5(data) => Err(s3_error!(
+            BadDigest,
+            "The Content-MD5 you specified did not match what we received."
+        )),
+        _ => Ok(()),
     }
 }
 

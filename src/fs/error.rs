@@ -77,6 +77,8 @@ pub fn store_errno(error: &StoreError) -> libc::c_int {
         StoreError::AccessDenied(_) => libc::EACCES,
         // The object changed under an open file: its data here is no longer the object's.
         StoreError::PreconditionFailed(_) => libc::ESTALE,
+        // A file-backed server cannot keep `a` beside `a/b`: the name is taken, in its way.
+        StoreError::KeyConflict(..) => libc::EEXIST,
         StoreError::InvalidRequest(_) => libc::EIO,
         StoreError::Throttled(_) => libc::EIO,
         StoreError::Server { .. } => libc::EIO,

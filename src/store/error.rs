@@ -16,6 +16,12 @@ pub enum StoreError {
     /// HTTP 412: the object changed since its ETag was read (If-Match failed).
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    /// The store cannot hold this key beside another one (`a` and `a/b` on a file-backed
+    /// server): the first name is the key written, the second the one in its way.
+    #[error(
+        "{0:?} cannot be stored beside {1:?} on this server (a key that is both a file and a directory prefix)"
+    )]
+    KeyConflict(String, String),
     /// HTTP 400 and other answers that retrying cannot fix.
     #[error("invalid request: {0}")]
     InvalidRequest(String),

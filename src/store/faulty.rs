@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
-    ObjectMeta, ObjectStore, PutOptions, PutOutput, StoreError, StoreResult,
+    ObjectMeta, ObjectStore, PendingUpload, PutOptions, PutOutput, StoreError, StoreResult,
 };
 
 /// The operations of [`ObjectStore`], one per method.
@@ -38,6 +38,7 @@ pub enum Op {
     Delete,
     List,
     HeadBucket,
+    ListUploads,
 }
 
 /// A plain server error (500) to inject where the kind of failure does not matter.
@@ -370,6 +371,11 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
     async fn head_bucket(&self) -> StoreResult<()> {
         let _call = self.enter(Op::HeadBucket, None).await?;
         self.inner.head_bucket().await
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        let _call = self.enter(Op::ListUploads, None).await?;
+        self.inner.list_uploads(prefix).await
     }
 }
 

@@ -15,7 +15,8 @@ use super::limits::{S3_MAX_PARTS, S3_MIN_PART_SIZE};
 use super::listing::list_page;
 use super::{
     CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
-    ObjectStore, ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult, UserMetadata,
+    ObjectStore, ObjectSummary, PendingUpload, PutOptions, PutOutput, StoreError, StoreResult,
+    UserMetadata,
 };
 
 /// GET bodies are streamed in chunks of this size, as a network body would arrive.
@@ -61,6 +62,7 @@ impl StoredObject {
 struct Upload {
     key: String,
     options: PutOptions,
+    initiated: SystemTime,
     /// Part number -> (ETag, MD5 digest, body).
     parts: BTreeMap<u32, (String, [u8; 16], Bytes)>,
 }
@@ -127,13 +129,64 @@ impl MemoryStore {
 
     /// The pending multipart uploads as `(key, upload id)`, sorted, for ListMultipartUploads.
     pub fn pending_upload_ids(&self) -> Vec<(String, String)> {
-        let mut ids: Vec<(String, String)> = self
+        self.pending()
+            .into_iter()
+            .map(|u| (u.key, u.upload_id))
+            .collect()
+    }
+
+    /// The pending multipart uploads with their start times, sorted by key then id.
+    pub fn pending(&self) -> Vec<PendingUpload> {
+        let mut pending: Vec<PendingUpload> = self
             .uploads()
             .iter()
-            .map(|(id, upload)| (upload.key.clone(), id.clone()))
+            .map(|(id, upload)| PendingUpload {
+                key: upload.key.clone(),
+                upload_id: id.clone(),
+                initiated: upload.initiated,
+            })
             .collect();
-        ids.sort();
-        ids
+        pending.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        pending
+    }
+
+    /// What a pending upload was started with, for persisting it: key, options, start time.
+    pub fn upload_header(&self, upload_id: &str) -> Option<(String, PutOptions, SystemTime)> {
+        self.uploads()
+            .get(upload_id)
+            .map(|u| (u.key.clone(), u.options.clone(), u.initiated))
+    }
+
+    /// Brings back a pending upload as persisted (e.g. by the dev server across a restart), with
+    /// its parts; later upload ids never repeat a restored one.
+    pub fn restore_upload(
+        &self,
+        upload_id: &str,
+        key: &str,
+        options: PutOptions,
+        initiated: SystemTime,
+        parts: Vec<(u32, Bytes)>,
+    ) {
+        let parts = parts
+            .into_iter()
+            .map(|(number, body)| {
+                let digest: [u8; 16] = Md5::digest(&body).into();
+                (number, (format!("\"{}\"", hex(&digest)), digest, body))
+            })
+            .collect();
+        if let Some(n) = upload_id
+            .strip_prefix("upload-")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            self.next_upload.fetch_max(n + 1, Ordering::Relaxed);
+        }
+        let upload = Upload {
+            key: key.to_string(),
+            options,
+            initiated,
+            parts,
+        };
+        self.uploads().insert(upload_id.to_string(), upload);
     }
 }
 
@@ -206,6 +259,7 @@ impl ObjectStore for MemoryStore {
         let upload = Upload {
             key: key.to_string(),
             options,
+            initiated: SystemTime::now(),
             parts: BTreeMap::new(),
         };
         self.uploads().insert(upload_id.clone(), upload);
@@ -359,5 +413,11 @@ impl ObjectStore for MemoryStore {
 
     async fn head_bucket(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        let mut pending = self.pending();
+        pending.retain(|u| u.key.starts_with(prefix));
+        Ok(pending)
     }
 }

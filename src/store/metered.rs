@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use super::{
     CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest, ObjectMeta,
-    ObjectStore, PutOptions, PutOutput, StoreError, StoreResult,
+    ObjectStore, PendingUpload, PutOptions, PutOutput, StoreError, StoreResult,
 };
 use crate::metrics::registry;
 
@@ -168,5 +168,9 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
 
     async fn head_bucket(&self) -> StoreResult<()> {
         timed("HeadBucket", self.inner.head_bucket()).await
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        timed("ListMultipartUploads", self.inner.list_uploads(prefix)).await
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! Nothing here knows about FUSE or inodes: keys are plain S3 keys.
 
+pub mod checksum;
 pub mod config;
 pub mod error;
 pub mod faulty;
@@ -145,6 +146,15 @@ pub enum CopyMetadata {
     },
 }
 
+/// A multipart upload that was started and neither completed nor aborted: its parts are
+/// invisible but cost storage until someone aborts it (ListMultipartUploads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: SystemTime,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompletedPart {
     /// 1-based, as S3 numbers parts.
@@ -189,6 +199,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list(&self, request: ListRequest) -> StoreResult<ListPage>;
     /// HeadBucket: does the bucket exist and may we use it.
     async fn head_bucket(&self) -> StoreResult<()>;
+    /// Every pending multipart upload of a key starting with `prefix` (all pages), ordered by
+    /// key, then upload id.
+    async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>>;
 }
 
 /// Reads a whole object (or a range of it) into memory.

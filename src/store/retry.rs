@@ -24,7 +24,7 @@ use md5::{Digest, Md5};
 use super::config::S3Config;
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
-    ObjectMeta, ObjectStore, PutOptions, PutOutput, StoreError, StoreResult,
+    ObjectMeta, ObjectStore, PendingUpload, PutOptions, PutOutput, StoreError, StoreResult,
 };
 
 /// Backoff never grows beyond this, however many retries are allowed.
@@ -302,6 +302,13 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
     async fn head_bucket(&self) -> StoreResult<()> {
         self.run("HeadBucket", "", || self.inner.head_bucket())
             .await
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        self.run("ListMultipartUploads", prefix, || {
+            self.inner.list_uploads(prefix)
+        })
+        .await
     }
 }
 

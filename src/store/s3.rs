@@ -8,6 +8,8 @@
 //!   therefore on the wire at once, so hyper never needs more than `pool_size` connections.
 //! - **Timeouts.** `timeout_secs` bounds connecting and each attempt up to the response headers;
 //!   a body that stalls mid-way is caught by the SDK's stalled-stream protection (kept on).
+//! - **Integrity.** PutObject and UploadPart carry Content-MD5: a server refuses (BadDigest,
+//!   retried) a body damaged on the way instead of storing it.
 //! - **Errors** are classified in `errors` from typed SDK facts, never from display strings.
 //! - **Small requests are fast.** The SDK's default hyper client sets `TCP_NODELAY` (smithy
 //!   http-client 1.5 does so by default), so a small GET is not held back by Nagle's algorithm.
@@ -34,13 +36,17 @@ use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::encoding::{decode_listing_value, encode_copy_source};
-use self::errors::{CallContext, HasStatus, from_sdk_error};
+use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
+use super::checksum::content_md5;
 use super::config::S3Config;
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
-    ObjectMeta, ObjectStore, ObjectSummary, PutOptions, PutOutput, StoreError, StoreResult,
-    UserMetadata,
+    ObjectMeta, ObjectStore, ObjectSummary, PendingUpload, PutOptions, PutOutput, StoreError,
+    StoreResult, UserMetadata,
 };
+
+/// At most this many parents of a key are checked when a write may have hit a key conflict.
+const MAX_CONFLICT_PROBES: usize = 16;
 
 pub struct S3Store {
     client: aws_sdk_s3::Client,
@@ -156,6 +162,81 @@ impl S3Store {
         R: std::fmt::Debug + HasStatus,
     {
         from_sdk_error(err, &self.context(op, key))
+    }
+
+    /// The ETag of a successful write. Some servers (file-backed ones, for `dir/` markers) answer
+    /// 2xx without one: the write still succeeded, so ask a HEAD; if even that cannot say, the
+    /// write is reported with an empty ETag rather than as a failure.
+    async fn etag_or_head(
+        &self,
+        op: &'static str,
+        key: &str,
+        etag: Option<&str>,
+    ) -> StoreResult<PutOutput> {
+        if let Some(etag) = etag.filter(|e| !e.is_empty()) {
+            return Ok(PutOutput {
+                etag: etag.to_string(),
+            });
+        }
+        let etag = match self.head(key).await {
+            Ok(meta) => meta.etag,
+            Err(error) => {
+                tracing::debug!(op, key, %error, "answer without an ETag, and no HEAD either");
+                String::new()
+            }
+        };
+        Ok(PutOutput { etag })
+    }
+
+    /// A write of `key` answered with a bare 500 (no message: what file-backed servers such as
+    /// s3s-fs send when the file system refuses) may have failed because the key cannot live
+    /// beside another (`a` and `a/b`). If such a key is there, that is the error, and it is not
+    /// retryable; otherwise the 500 stands. AWS and MinIO explain their 500s, so they are never
+    /// probed.
+    async fn write_error(&self, key: &str, error: StoreError, bare: bool) -> StoreError {
+        if !bare {
+            return error;
+        }
+        match self.conflicting_key(key).await {
+            Some(other) => {
+                tracing::warn!(
+                    key,
+                    other,
+                    "the server cannot store this key beside another one"
+                );
+                StoreError::KeyConflict(key.to_string(), other)
+            }
+            None => error,
+        }
+    }
+
+    /// An object that is a parent directory of `key`, or (for a file key) a key below `key/`.
+    async fn conflicting_key(&self, key: &str) -> Option<String> {
+        let trimmed = key.trim_end_matches('/');
+        let mut parents: Vec<&str> = trimmed
+            .match_indices('/')
+            .map(|(i, _)| &trimmed[..i])
+            .collect();
+        if key.ends_with('/') {
+            parents.push(trimmed);
+        }
+        // Nearest parents first; a very deep key is not probed all the way up.
+        for parent in parents.into_iter().rev().take(MAX_CONFLICT_PROBES) {
+            if !parent.is_empty() && self.head(parent).await.is_ok() {
+                return Some(parent.to_string());
+            }
+        }
+        if key.ends_with('/') {
+            return None;
+        }
+        let below = ListRequest {
+            prefix: format!("{key}/"),
+            max_keys: Some(1),
+            ..Default::default()
+        };
+        let page = self.list(below).await.ok()?;
+        let child = page.objects.first().map(|o| o.key.clone());
+        child.or_else(|| page.common_prefixes.first().cloned())
     }
 
     fn missing(&self, op: &'static str, key: &str, what: &str) -> StoreError {
@@ -306,18 +387,19 @@ impl ObjectStore for S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .content_md5(content_md5(&body))
             .body(SdkByteStream::from(body))
             .set_metadata(sdk_metadata(options.metadata))
             .set_content_type(options.content_type)
             .send()
             .await
-            .map_err(|e| self.error("PUT", key, e))?;
-        let etag = output
-            .e_tag()
-            .ok_or_else(|| self.missing("PUT", key, "ETag"))?;
-        Ok(PutOutput {
-            etag: etag.to_string(),
-        })
+            .map_err(|e| (is_bare_server_error(&e), self.error("PUT", key, e)));
+        let output = match output {
+            Ok(output) => output,
+            Err((bare, error)) => return Err(self.write_error(key, error, bare).await),
+        };
+        drop(_permit);
+        self.etag_or_head("PUT", key, output.e_tag()).await
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
@@ -331,7 +413,16 @@ impl ObjectStore for S3Store {
             .set_content_type(options.content_type)
             .send()
             .await
-            .map_err(|e| self.error("CreateMultipartUpload", key, e))?;
+            .map_err(|e| {
+                (
+                    is_bare_server_error(&e),
+                    self.error("CreateMultipartUpload", key, e),
+                )
+            });
+        let output = match output {
+            Ok(output) => output,
+            Err((bare, error)) => return Err(self.write_error(key, error, bare).await),
+        };
         let upload_id = output
             .upload_id()
             .ok_or_else(|| self.missing("CreateMultipartUpload", key, "upload id"))?;
@@ -355,6 +446,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
+            .content_md5(content_md5(&body))
             .body(SdkByteStream::from(body))
             .send()
             .await
@@ -399,7 +491,16 @@ impl ObjectStore for S3Store {
             .multipart_upload(upload)
             .send()
             .await
-            .map_err(|e| self.error("CompleteMultipartUpload", key, e))?;
+            .map_err(|e| {
+                (
+                    is_bare_server_error(&e),
+                    self.error("CompleteMultipartUpload", key, e),
+                )
+            });
+        let output = match output {
+            Ok(output) => output,
+            Err((bare, error)) => return Err(self.write_error(key, error, bare).await),
+        };
         let etag = output
             .e_tag()
             .ok_or_else(|| self.missing("CompleteMultipartUpload", key, "ETag"))?;
@@ -468,17 +569,21 @@ impl ObjectStore for S3Store {
                 .set_copy_source_if_match(source_etag);
         }
         let _permit = self.permit().await?;
-        let output = request
-            .send()
-            .await
-            .map_err(|e| self.error("CopyObject", source_key, e))?;
+        let output = request.send().await.map_err(|e| {
+            (
+                is_bare_server_error(&e),
+                self.error("CopyObject", source_key, e),
+            )
+        });
+        let output = match output {
+            Ok(output) => output,
+            Err((bare, error)) => return Err(self.write_error(dest_key, error, bare).await),
+        };
+        drop(_permit);
         let etag = output
             .copy_object_result()
-            .and_then(|result| result.e_tag())
-            .ok_or_else(|| self.missing("CopyObject", dest_key, "ETag"))?;
-        Ok(PutOutput {
-            etag: etag.to_string(),
-        })
+            .and_then(|result| result.e_tag());
+        self.etag_or_head("CopyObject", dest_key, etag).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
@@ -551,6 +656,59 @@ impl ObjectStore for S3Store {
             common_prefixes,
             next_continuation_token,
         })
+    }
+
+    async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
+        let mut uploads = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut id_marker: Option<String> = None;
+        loop {
+            let output = {
+                let _permit = self.permit().await?;
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone())
+                    .encoding_type(EncodingType::Url)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("ListMultipartUploads", prefix, e))?
+            };
+            let encoded = output.encoding_type() == Some(&EncodingType::Url);
+            let decode = |value: &str| -> StoreResult<String> {
+                if !encoded {
+                    return Ok(value.to_string());
+                }
+                decode_listing_value(value).ok_or_else(|| {
+                    StoreError::Storage(format!(
+                        "ListMultipartUploads {prefix:?} on bucket {:?}: key {value:?} is not valid URL-encoded UTF-8",
+                        self.bucket
+                    ))
+                })
+            };
+            for upload in output.uploads() {
+                let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                uploads.push(PendingUpload {
+                    key: decode(key)?,
+                    upload_id: upload_id.to_string(),
+                    initiated: system_time(upload.initiated()),
+                });
+            }
+            let next_key = output.next_key_marker().filter(|m| !m.is_empty());
+            match (output.is_truncated(), next_key) {
+                (Some(true), Some(next)) => {
+                    key_marker = Some(decode(next)?);
+                    id_marker = output.next_upload_id_marker().map(str::to_string);
+                }
+                _ => break,
+            }
+        }
+        uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+        Ok(uploads)
     }
 
     async fn head_bucket(&self) -> StoreResult<()> {

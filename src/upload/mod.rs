@@ -18,8 +18,9 @@
 //!   caller as EIO instead of vanishing in release.
 //! - **A failed multipart upload is aborted, never leaked.** Its parts are invisible but billed.
 //!   On any failure the parts in flight are cancelled and awaited, then AbortMultipartUpload is
-//!   called; if that fails too it is logged and counted ([`abort_failures`]) and the error
-//!   returned still names the original cause. An upload dropped unfinished (its handle dropped,
+//!   called; if that fails too it is logged and counted ([`abort_failures`]), retried in the
+//!   background with capped backoff until it succeeds or the process ends ([`pending_aborts`]),
+//!   and the error returned still names the original cause. An upload dropped unfinished (its handle dropped,
 //!   or the future finishing it cancelled) spawns the same abort from `Drop`, on the runtime that
 //!   created the upload, because `drop` cannot await.
 //! - **Memory is bounded.** An upload holds the part being filled plus at most
@@ -45,6 +46,7 @@
 //!   [`UploadConfig::new`] refuses a smaller part size; tests on `MemoryStore::with_min_part_size`
 //!   use a test-only constructor.
 
+mod abort_retry;
 mod config;
 mod error;
 pub mod part_size;
@@ -52,6 +54,7 @@ mod session;
 mod staged;
 mod streaming;
 
+pub use abort_retry::{pending_aborts, settle_pending_aborts};
 pub use config::UploadConfig;
 pub use error::{StoreFailure, StoreOperation, UploadError};
 pub use part_size::part_size_for;

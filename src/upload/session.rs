@@ -188,7 +188,7 @@ impl MultipartSession {
         let Some(upload_id) = self.created.as_ref().map(|c| c.upload_id.clone()) else {
             return;
         };
-        abort_multipart(self.store.as_ref(), &self.key, &upload_id).await;
+        abort_multipart(&self.store, &self.key, &upload_id).await;
         self.created = None;
     }
 
@@ -283,7 +283,7 @@ async fn abort_upload(
     mut tasks: JoinSet<StoreResult<CompletedPart>>,
 ) {
     stop_parts(&mut tasks).await;
-    abort_multipart(store.as_ref(), &key, &upload_id).await;
+    abort_multipart(&store, &key, &upload_id).await;
 }
 
 /// Cancels part tasks and waits until they are gone: a part still uploading could land after
@@ -293,17 +293,23 @@ async fn stop_parts(tasks: &mut JoinSet<StoreResult<CompletedPart>>) {
     while tasks.join_next().await.is_some() {}
 }
 
-async fn abort_multipart(store: &dyn ObjectStore, key: &str, upload_id: &str) {
+/// Aborts the upload; if that fails (after the store's own retries), the abort goes on in the
+/// background ([`super::abort_retry`]) until it succeeds or the process ends.
+async fn abort_multipart(store: &Arc<dyn ObjectStore>, key: &str, upload_id: &str) {
     match store.abort_multipart(key, upload_id).await {
         Ok(()) => tracing::debug!(key, upload_id, "aborted multipart upload"),
+        Err(error) if error.is_not_found() => {
+            tracing::debug!(key, upload_id, "multipart upload already gone")
+        }
         Err(error) => {
             ABORT_FAILURES.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 key,
                 upload_id,
                 %error,
-                "AbortMultipartUpload failed: its parts stay on S3 until a lifecycle rule removes them"
+                "AbortMultipartUpload failed: retrying in the background"
             );
+            super::abort_retry::retry_in_background(Arc::clone(store), key, upload_id);
         }
     }
 }

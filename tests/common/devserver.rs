@@ -55,6 +55,11 @@ impl Server {
         self.server().set_fail_rate(rate)
     }
 
+    /// Fraction of uploaded bodies that arrive with a flipped byte.
+    pub fn set_corrupt_rate(&self, rate: f64) {
+        self.server().set_corrupt_rate(rate)
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.server().set_latency(latency)
     }

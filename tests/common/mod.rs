@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod devserver;
+pub mod fs_server;
 pub mod moto;
 pub mod mount;
+pub mod proc_server;
 pub mod tiny_server;

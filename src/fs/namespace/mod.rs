@@ -43,6 +43,13 @@ pub enum Answer {
     Unknown,
 }
 
+/// Some stores answer a write without an ETag (and a HEAD could not find it either): the
+/// version is then unknown, and the next open learns it from its first GET, pinning nothing
+/// to an empty ETag.
+fn known_etag(etag: String) -> Option<String> {
+    (!etag.is_empty()).then_some(etag)
+}
+
 /// A file after another in its directory, as cross-file prefetch sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sibling {
@@ -449,7 +456,7 @@ impl Namespace {
     /// Content-Type (we never send one).
     pub fn uploaded(&mut self, ino: Ino, etag: String, size: u64, metadata: UserMetadata) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.attrs.etag = Some(etag);
+            node.attrs.etag = known_etag(etag);
             node.attrs.size = size;
             node.attrs.metadata = metadata;
             node.attrs.content_type = ContentType::Known(None);
@@ -525,7 +532,7 @@ impl Namespace {
     /// The object's metadata change landed (by a CopyObject onto itself), as `etag`.
     pub fn metadata_persisted(&mut self, ino: Ino, etag: String, content_type: ContentType) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.attrs.etag = Some(etag);
+            node.attrs.etag = known_etag(etag);
             node.attrs.content_type = content_type;
             node.validated = Some(Instant::now());
         }
@@ -576,7 +583,7 @@ impl Namespace {
         node.name = new_name.to_string();
         node.page_cache_etag = None;
         if let Some(etag) = etag {
-            node.attrs.etag = Some(etag);
+            node.attrs.etag = known_etag(etag);
             node.validated = Some(Instant::now());
         }
         if kind == Kind::Directory {

@@ -91,6 +91,22 @@ where
     }
 }
 
+/// A 500 that says nothing (no message in the error body): file-backed servers answer so when
+/// their file system refuses an operation, unlike AWS and MinIO, which always explain a 500.
+pub(super) fn is_bare_server_error<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+    R: HasStatus,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            service.raw().status_code() == 500
+                && service.err().message().is_none_or(|m| m.trim().is_empty())
+        }
+        _ => false,
+    }
+}
+
 /// The error and its causes by their `Display`, joined with ": ".
 fn causes(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -132,6 +148,13 @@ pub(super) fn classify(
             return StoreError::NotFound(format!("multipart upload of {}", context.key));
         }
         Some("NoSuchBucket") => return StoreError::NoSuchBucket(context.bucket.into()),
+        // MinIO's answers for a key that is both an object and a prefix of others.
+        Some("XMinioParentIsObject") => {
+            return StoreError::KeyConflict(context.key.into(), "a parent of it".into());
+        }
+        Some("XMinioObjectExistsAsDirectory") => {
+            return StoreError::KeyConflict(context.key.into(), format!("{}/", context.key));
+        }
         Some("PreconditionFailed") => return StoreError::PreconditionFailed(context.key.into()),
         Some(
             "SlowDown"
@@ -143,6 +166,8 @@ pub(super) fn classify(
         ) => return StoreError::Throttled(with_code),
         // S3 closes uploads whose body stops arriving (HTTP 400): sending again may work.
         Some("RequestTimeout") => return StoreError::Connection(with_code),
+        // The body was damaged on the way (its Content-MD5 does not match): send it again.
+        Some("BadDigest") => return StoreError::Connection(with_code),
         // CompleteMultipartUpload and CopyObject can fail inside a 200 answer.
         Some("InternalError") if status < 500 => {
             return StoreError::Server {
@@ -261,6 +286,7 @@ mod tests {
             (503, Some("SlowDown")),
             (429, None),
             (400, Some("RequestTimeout")),
+            (400, Some("BadDigest")),
         ] {
             assert!(kind(status, code).is_retryable(), "{status} {code:?}");
         }
