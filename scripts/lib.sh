@@ -4,11 +4,15 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Debian packages scribefs needs to mount (fuse3) and its tests use (rsync, tar, xxd...).
+# Debian packages scribefs needs to mount (fuse3) and its tests use (rsync, tar, s3fs for the
+# interoperability test, setpriv and unshare from util-linux, pgrep from procps...).
 ensure_packages() {
     local missing=()
     command -v fusermount3 >/dev/null || missing+=(fuse3)
     command -v rsync >/dev/null || missing+=(rsync)
+    command -v s3fs >/dev/null || missing+=(s3fs)
+    command -v setpriv >/dev/null || missing+=(util-linux)
+    command -v pgrep >/dev/null || missing+=(procps)
     command -v curl >/dev/null || missing+=(curl)
     command -v python3 >/dev/null || missing+=(python3 python3-pip)
     if [ "${#missing[@]}" -gt 0 ]; then
