@@ -106,7 +106,7 @@ impl Fs {
             Err(FsError::NotFound) => {}
             Err(e) => return Err(e),
         }
-        let marker = self.ns().child_key(parent, name, Kind::Directory)?;
+        let marker = self.ns().new_child_key(parent, name, Kind::Directory)?;
         let metadata = owned_metadata(Kind::Directory, mode, caller.uid, caller.gid, &self.config);
         let options = PutOptions {
             metadata: metadata.clone(),
@@ -241,7 +241,7 @@ impl Fs {
                 }
             }
         }
-        let dest_key = self.ns().child_key(new_parent, new_name, kind)?;
+        let dest_key = self.ns().new_child_key(new_parent, new_name, kind)?;
         let etag = match kind {
             Kind::File => Some(self.rename_file(ino, &source_key, &dest_key).await?),
             Kind::Directory => {

@@ -243,7 +243,7 @@ impl Fs {
             Err(FsError::NotFound) => {}
             Err(e) => return Err(e),
         }
-        let key = self.ns().child_key(parent, name, Kind::File)?;
+        let key = self.ns().new_child_key(parent, name, Kind::File)?;
         let metadata = owned_metadata(Kind::File, mode, caller.uid, caller.gid, &self.config);
         let upload = self.streaming(&key, &metadata)?;
         let (ino, attr) = {

@@ -7,6 +7,8 @@
 //! - **Detection**: a read from the start of the file that follows (in the directory's order, at most a few
 //!   names on) the one opened before in the same directory extends that directory's streak;
 //!   anything else resets it. A streak of one already prefetches.
+//! - **Selection**: a reader that passes over names (`sha256sum *.bin` between sidecars) gets
+//!   only names with the extension it is reading fetched ahead.
 //! - **Window**: 2^streak files ahead, at most [`MAX_FILES_AHEAD`], and at most a quarter of
 //!   the cache budget in bytes, only files up to [`MAX_OBJECT`] (larger files have their own
 //!   sequential prefetch once opened), only versions confirmed within the TTL.
@@ -38,6 +40,9 @@ pub(super) struct Streams {
 struct Stream {
     last: String,
     streak: u32,
+    /// The last step passed over names it did not read (`cat *.bin` between sidecars): only
+    /// names like the ones read are fetched ahead then.
+    skipping: bool,
 }
 
 impl Fs {
@@ -57,13 +62,14 @@ impl Fs {
             if streams.by_dir.get(&dir).is_some_and(|s| s.last == name) {
                 return;
             }
-            let follows = streams.by_dir.get(&dir).is_some_and(|stream| {
-                stream.last < name
-                    && self
-                        .ns()
-                        .siblings_after(dir, &stream.last, MAX_GAP)
-                        .iter()
-                        .any(|s| s.name == name)
+            let step = streams.by_dir.get(&dir).and_then(|stream| {
+                if stream.last >= name {
+                    return None;
+                }
+                self.ns()
+                    .siblings_after(dir, &stream.last, MAX_GAP)
+                    .iter()
+                    .position(|s| s.name == name)
             });
             if streams.by_dir.len() >= MAX_STREAMS && !streams.by_dir.contains_key(&dir) {
                 streams.by_dir.clear();
@@ -71,19 +77,27 @@ impl Fs {
             let stream = streams.by_dir.entry(dir).or_insert(Stream {
                 last: String::new(),
                 streak: 0,
+                skipping: false,
             });
-            stream.streak = if follows { stream.streak + 1 } else { 0 };
+            stream.streak = if step.is_some() { stream.streak + 1 } else { 0 };
+            stream.skipping = step.is_some_and(|skipped| skipped > 0);
             stream.last = name.clone();
-            stream.streak
+            (stream.streak, stream.skipping)
         };
+        let (streak, skipping) = streak;
         if streak == 0 {
             return;
         }
+        let extension = |name: &str| name.rsplit_once('.').map(|(_, ext)| ext.to_string());
+        let wanted_extension = extension(&name);
         let want = (1usize << streak.min(6)).min(MAX_FILES_AHEAD);
         let byte_budget = self.config.cache_bytes / 4;
         let mut bytes = 0;
         for sibling in self.ns().siblings_after(dir, &name, want) {
             if !sibling.fresh || sibling.size == 0 || sibling.size > MAX_OBJECT {
+                continue;
+            }
+            if skipping && extension(&sibling.name) != wanted_extension {
                 continue;
             }
             bytes += sibling.size;

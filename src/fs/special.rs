@@ -80,7 +80,7 @@ impl Fs {
             Err(FsError::NotFound) => {}
             Err(e) => return Err(e),
         }
-        let key = self.ns().child_key(parent, name, Kind::File)?;
+        let key = self.ns().new_child_key(parent, name, Kind::File)?;
         let size = body.len() as u64;
         let options = PutOptions {
             metadata: metadata.clone(),

@@ -132,10 +132,15 @@ impl Namespace {
     /// The key (file) or prefix (directory) a child of `parent` named `name` has.
     pub fn child_key(&self, parent: Ino, name: &str, kind: Kind) -> FsResult<String> {
         let parent = self.directory(parent)?;
-        let key = match kind {
+        Ok(match kind {
             Kind::File => format!("{}{name}", parent.key),
             Kind::Directory => format!("{}{name}/", parent.key),
-        };
+        })
+    }
+
+    /// The key a new child would get: ENAMETOOLONG past S3's 1,024 bytes.
+    pub fn new_child_key(&self, parent: Ino, name: &str, kind: Kind) -> FsResult<String> {
+        let key = self.child_key(parent, name, kind)?;
         if key.len() > crate::store::limits::S3_MAX_KEY_LEN {
             return Err(FsError::NameTooLong);
         }
@@ -301,8 +306,9 @@ impl Namespace {
         found: Option<(Kind, Attrs)>,
         at: Instant,
     ) -> Option<Ino> {
+        self.prune_if_large();
         match found {
-            Some((kind, attrs)) => Some(self.upsert_remote(parent, name, kind, attrs, at, false)),
+            Some((kind, attrs)) => self.upsert_remote(parent, name, kind, attrs, at, false),
             None => {
                 let stale = self
                     .child(parent, name)
@@ -385,7 +391,7 @@ impl Namespace {
 
     /// A file created here: it exists only here until its upload succeeds.
     pub fn created(&mut self, parent: Ino, name: &str, attrs: Attrs) -> FsResult<Ino> {
-        let key = self.child_key(parent, name, Kind::File)?;
+        let key = self.new_child_key(parent, name, Kind::File)?;
         let ino = self.insert_fresh(parent, name, Kind::File, key);
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.attrs = attrs;
@@ -399,7 +405,7 @@ impl Namespace {
     /// A directory made here (its marker uploaded, or refused and kept locally). It is known
     /// to be empty, so lookups in it need no request until the TTL runs out.
     pub fn made_directory(&mut self, parent: Ino, name: &str, origin: Origin) -> FsResult<Ino> {
-        let key = self.child_key(parent, name, Kind::Directory)?;
+        let key = self.new_child_key(parent, name, Kind::Directory)?;
         let ino = self.insert_fresh(parent, name, Kind::Directory, key);
         let now = Instant::now();
         if let Some(node) = self.nodes.get_mut(&ino) {
@@ -415,8 +421,10 @@ impl Namespace {
     /// An object this mount stored whole (a symlink, a special file): it exists in S3 now.
     /// Takes a kernel reference, as the reply is an entry.
     pub fn stored(&mut self, parent: Ino, name: &str, attrs: Attrs) -> FsResult<Ino> {
-        self.child_key(parent, name, Kind::File)?;
-        let ino = self.upsert_remote(parent, name, Kind::File, attrs, Instant::now(), false);
+        self.new_child_key(parent, name, Kind::File)?;
+        let ino = self
+            .upsert_remote(parent, name, Kind::File, attrs, Instant::now(), false)
+            .ok_or(FsError::NotFound)?;
         self.remembered(ino);
         Ok(ino)
     }
@@ -568,7 +576,7 @@ impl Namespace {
     ) -> FsResult<()> {
         let ino = self.child(parent, name).ok_or(FsError::NotFound)?.ino;
         let kind = self.node(ino)?.kind;
-        let new_key = self.child_key(new_parent, new_name, kind)?;
+        let new_key = self.new_child_key(new_parent, new_name, kind)?;
         self.unlink(new_parent, new_name);
         if let Some(names) = self.children.get_mut(&parent) {
             names.remove(name);
@@ -648,7 +656,7 @@ impl Namespace {
         mut attrs: Attrs,
         at: Instant,
         from_listing: bool,
-    ) -> Ino {
+    ) -> Option<Ino> {
         if let Some(node) = self.child(parent, name)
             && node.kind == kind
         {
@@ -659,7 +667,7 @@ impl Namespace {
             let same_version = node.attrs.etag == attrs.etag;
             if let Some(node) = self.nodes.get_mut(&ino) {
                 if keep_local {
-                    return ino;
+                    return Some(ino);
                 }
                 if from_listing && same_version {
                     attrs.metadata = std::mem::take(&mut node.attrs.metadata);
@@ -676,16 +684,17 @@ impl Namespace {
                 node.origin = Origin::Remote;
                 node.validated = Some(at);
             }
-            return ino;
+            return Some(ino);
         }
-        let key = self.child_key(parent, name, kind).unwrap_or_default();
+        // No parent directory any more: nothing to attach the name to.
+        let key = self.child_key(parent, name, kind).ok()?;
         let ino = self.insert_fresh(parent, name, kind, key);
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.attrs = attrs;
             node.validated = Some(at);
         }
         self.misses.remove(&(parent, name.to_string()));
-        ino
+        Some(ino)
     }
 
     /// A new node at `parent/name`, replacing (unlinking) whatever was there.
