@@ -103,8 +103,8 @@ async fn get(store: Arc<S3Store>, key: &str, options: &Options) -> Result<(), St
 
 async fn put(store: Arc<S3Store>, key: &str, file: &str, options: &Options) -> Result<(), String> {
     let start = Instant::now();
-    let config = UploadConfig::new(options.chunk_mib * MIB, options.parallel)
-        .map_err(|e| e.to_string())?;
+    let config =
+        UploadConfig::new(options.chunk_mib * MIB, options.parallel).map_err(|e| e.to_string())?;
     let mut upload = StreamingUpload::new(store, key.to_string(), PutOptions::default(), config);
     let mut input = tokio::fs::File::open(file)
         .await
@@ -132,11 +132,7 @@ async fn put(store: Arc<S3Store>, key: &str, file: &str, options: &Options) -> R
 
 async fn run(args: Vec<String>) -> Result<(), String> {
     let options = parse(&args)?;
-    let store = Arc::new(
-        S3Store::new(&config()?)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    let store = Arc::new(S3Store::new(&config()?).await.map_err(|e| e.to_string())?);
     match options.positional.as_slice() {
         [verb, key] if verb == "get" => get(store, key, &options).await,
         [verb, key, file] if verb == "put" => put(store, key, file, &options).await,
