@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
 done
 # --quick only shrinks what was not given explicitly.
 if [ "$QUICK" = 1 ]; then
-    SIZE_MIB=${SIZE_MIB:-32} FILES=${FILES:-300} SMALL_FILES=${SMALL_FILES:-30} FIO_SECONDS=${FIO_SECONDS:-2}
+    SIZE_MIB=${SIZE_MIB:-16} FILES=${FILES:-200} SMALL_FILES=${SMALL_FILES:-10} FIO_SECONDS=${FIO_SECONDS:-2}
 else
     SIZE_MIB=${SIZE_MIB:-1024} FILES=${FILES:-10000} SMALL_FILES=${SMALL_FILES:-1000} FIO_SECONDS=${FIO_SECONDS:-20}
 fi
@@ -76,7 +76,7 @@ TRANSFER_TIMEOUT=$((120 + SIZE_MIB))
 LISTING_TIMEOUT=$((120 + FILES / 10))
 SMALL_TIMEOUT=$((120 + SMALL_FILES))
 
-log() { echo "bench: $*" >&2; }
+log() { echo "bench: [$((SECONDS - ${START:-0}))s] $*" >&2; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 per_second() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print "-" }'; }
@@ -233,11 +233,18 @@ wait_object() { # wait_object KEY SIZE TIMEOUT
         sleep 0.05
     done
 }
+# Gives up early when no new object arrived for STALL_SECONDS: a client that lost uploads
+# (rclone's rsync -a) must not hold the run for the whole timeout.
+STALL_SECONDS=$((QUICK ? 5 : 15))
 wait_objects() { # wait_objects PREFIX COUNT TIMEOUT
-    local deadline=$((SECONDS + $3)) pattern
+    local deadline=$((SECONDS + $3)) pattern count last=-1 since=$SECONDS
     pattern="$(hex "$1")*.obj"
-    until [ "$(find "$ROOT/$BUCKET" -maxdepth 1 -name "$pattern" | wc -l)" -ge "$2" ]; do
-        [ "$SECONDS" -lt "$deadline" ] || { log "objects under $1 never all reached the bucket"; return 1; }
+    while count=$(find "$ROOT/$BUCKET" -maxdepth 1 -name "$pattern" | wc -l) && [ "$count" -lt "$2" ]; do
+        if [ "$count" != "$last" ]; then last=$count since=$SECONDS; fi
+        if [ "$SECONDS" -ge "$deadline" ] || [ $((SECONDS - since)) -ge "$STALL_SECONDS" ]; then
+            log "only $count of $2 objects under $1 reached the bucket"
+            return 1
+        fi
         sleep 0.05
     done
 }
@@ -382,7 +389,9 @@ copy_small_in() { # copy_small_in TOOL: cp of the small files, done when all are
 }
 
 rsync_small_in() { # rsync_small_in TOOL
-    timeout "$SMALL_TIMEOUT" rsync -a "$WORK/small/" "$MNT/rsync-$1/" || return 1
+    # Some clients refuse rsync's temporary files or times: one line here, the rest in a log.
+    timeout "$SMALL_TIMEOUT" rsync -a "$WORK/small/" "$MNT/rsync-$1/" 2>"$WORK/rsync-in-$P-$1.log" ||
+        { log "$1: $(grep -m1 -v '^rsync error' "$WORK/rsync-in-$P-$1.log")"; return 1; }
     wait_objects "rsync-$1/f" "$SMALL_FILES" "$SMALL_TIMEOUT"
 }
 
