@@ -6,7 +6,7 @@
 # Prints one Markdown table per profile and draws a PNG chart; docs/BENCHMARKS.md explains them.
 #
 #   scripts/bench.sh [--quick] [--profiles raw,s3] [--tools scribefs,mount-s3,s3fs,rclone]
-#                    [--size-mib N] [--files N] [--small-files N] [--fio-seconds N]
+#                    [--size-mib N] [--files N] [--small-files N] [--fio-seconds N] [--rand-mib N]
 #                    [--latency-ms MS] [--bandwidth-mbps MBPS] [--cache-size-mib N]
 #                    [--out FILE] [--chart FILE.png (default: FILE's name with .png, or target/bench.png)]
 #
@@ -20,7 +20,7 @@ usage() {
     exit "${1:-0}"
 }
 
-SIZE_MIB='' FILES='' SMALL_FILES='' FIO_SECONDS='' LATENCY_MS=20 BANDWIDTH_MBPS=800
+SIZE_MIB='' FILES='' SMALL_FILES='' FIO_SECONDS='' RAND_MIB='' LATENCY_MS=20 BANDWIDTH_MBPS=800
 CACHE_MIB=256 PROFILES=raw,s3 TOOLS='' QUICK=0 OUT='' CHART=''
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -28,6 +28,7 @@ while [ $# -gt 0 ]; do
     --files) FILES=$2; shift 2 ;;
     --small-files) SMALL_FILES=$2; shift 2 ;;
     --fio-seconds) FIO_SECONDS=$2; shift 2 ;;
+    --rand-mib) RAND_MIB=$2; shift 2 ;;
     --latency-ms) LATENCY_MS=$2; shift 2 ;;
     --bandwidth-mbps) BANDWIDTH_MBPS=$2; shift 2 ;;
     --cache-size-mib) CACHE_MIB=$2; shift 2 ;;
@@ -42,11 +43,11 @@ while [ $# -gt 0 ]; do
 done
 # --quick only shrinks what was not given explicitly.
 if [ "$QUICK" = 1 ]; then
-    SIZE_MIB=${SIZE_MIB:-16} FILES=${FILES:-200} SMALL_FILES=${SMALL_FILES:-10} FIO_SECONDS=${FIO_SECONDS:-2}
+    SIZE_MIB=${SIZE_MIB:-16} FILES=${FILES:-200} SMALL_FILES=${SMALL_FILES:-10} FIO_SECONDS=${FIO_SECONDS:-2} RAND_MIB=${RAND_MIB:-128}
 else
-    SIZE_MIB=${SIZE_MIB:-1024} FILES=${FILES:-10000} SMALL_FILES=${SMALL_FILES:-1000} FIO_SECONDS=${FIO_SECONDS:-20}
+    SIZE_MIB=${SIZE_MIB:-1024} FILES=${FILES:-10000} SMALL_FILES=${SMALL_FILES:-1000} FIO_SECONDS=${FIO_SECONDS:-20} RAND_MIB=${RAND_MIB:-2048}
 fi
-for number in "$SIZE_MIB" "$FILES" "$SMALL_FILES" "$FIO_SECONDS" "$LATENCY_MS" "$BANDWIDTH_MBPS" "$CACHE_MIB"; do
+for number in "$SIZE_MIB" "$RAND_MIB" "$FILES" "$SMALL_FILES" "$FIO_SECONDS" "$LATENCY_MS" "$BANDWIDTH_MBPS" "$CACHE_MIB"; do
     case "$number" in
     '' | *[!0-9]*) echo "bench: $number is not a whole number" >&2; exit 2 ;;
     esac
@@ -350,6 +351,9 @@ log "generating $SIZE_MIB MiB of random bytes and $SMALL_FILES files of $SMALL_K
 head -c "$SIZE_BYTES" /dev/urandom >"$WORK/source.bin"
 SOURCE_SHA=$(sha256sum "$WORK/source.bin" | cut -d' ' -f1)
 head -c $((QUARTER_MIB * 1024 * 1024)) "$WORK/source.bin" >"$WORK/quarter.bin"
+# Random reads need a file much larger than what a client fetches around each read, or they
+# measure its cache: its content does not matter, so it is sparse here.
+truncate -s "${RAND_MIB}M" "$WORK/rand.bin"
 mkdir -p "$WORK/small"
 for i in $(seq -f '%05g' 1 "$SMALL_FILES"); do
     head -c $((SMALL_KIB * 1024)) /dev/urandom >"$WORK/small/f$i.dat"
@@ -407,7 +411,7 @@ four_readers() {
 
 random_reads() { # random_reads TOOL: fio 4 KiB random reads, one at a time, on a file not read before
     timeout $((FIO_SECONDS + 120)) fio --name=rand --filename="$MNT/rand.bin" --readonly \
-        --rw=randread --bs=4k --size="$SIZE_BYTES" --ioengine=psync --iodepth=1 --numjobs=1 \
+        --rw=randread --bs=4k --size=$((RAND_MIB * 1024 * 1024)) --ioengine=psync --iodepth=1 --numjobs=1 \
         --time_based --runtime="$FIO_SECONDS" --output-format=json >"$WORK/fio-$P-$1.json" || return 1
     R[$P,iops,$1]=$(python3 -c 'import json, sys; print("%.1f" % json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"])' "$WORK/fio-$P-$1.json")
 }
@@ -514,13 +518,13 @@ timed_ls() {
 }
 
 limit_get_checked() {
-    limit get big.bin 2>>"$WORK/limit.log" | sha256sum | grep -q "^$SOURCE_SHA "
+    limit get big.bin --range-mib "$LIMIT_RANGE_MIB" 2>>"$WORK/limit.log" | sha256sum | grep -q "^$SOURCE_SHA "
 }
 
 limit_four() {
     local i pids=() ok=0
     for i in 1 2 3 4; do
-        limit get "reader-$i.bin" 2>>"$WORK/limit.log" >/dev/null &
+        limit get "reader-$i.bin" --range-mib "$LIMIT_RANGE_MIB" 2>>"$WORK/limit.log" >/dev/null &
         pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i" || ok=1; done
@@ -528,6 +532,8 @@ limit_four() {
 }
 
 LIST_FILES=$(((FILES + 1) / 2 * 2)) # each demo segment is a .bin and a .meta.json
+# 8 MiB ranges, or smaller for small files so that 8 can still be in flight.
+LIMIT_RANGE_MIB=$(((SIZE_MIB / 8) < 8 ? ((SIZE_MIB / 8) > 0 ? SIZE_MIB / 8 : 1) : 8))
 QUARTER_SHA=$(sha256sum "$WORK/quarter.bin" | cut -d' ' -f1)
 
 for P in "${PROFILE_LIST[@]}"; do
@@ -537,7 +543,7 @@ for P in "${PROFILE_LIST[@]}"; do
     cat "$WORK/source.bin" >/dev/null # every writer reads the source from the page cache
     timed_rate "$P,write,limit" "$SIZE_MIB" limit put big.bin "$WORK/source.bin" 2>>"$WORK/limit.log" ||
         { log "the limit put failed"; exit 1; }
-    limit put rand.bin "$WORK/source.bin" 2>>"$WORK/limit.log"
+    limit put rand.bin "$WORK/rand.bin" 2>>"$WORK/limit.log"
     for i in 1 2 3 4; do limit put "reader-$i.bin" "$WORK/quarter.bin" 2>>"$WORK/limit.log"; done
     drop_caches
     timed_rate "$P,read_cold,limit" "$SIZE_MIB" limit_get_checked || { log "the limit get failed"; exit 1; }
@@ -556,7 +562,7 @@ ROWS=(
     "read_second|second pass over it, same mount|MiB/s|hi"
     "readers4|4 readers of different files, $QUARTER_MIB MiB each, together|MiB/s|hi"
     "write|sequential write to durable (dd conv=fsync, until in the bucket)|MiB/s|hi"
-    "iops|4 KiB random reads, one at a time (fio, ${FIO_SECONDS} s)|IOPS|hi"
+    "iops|4 KiB random reads of a $RAND_MIB MiB file, one at a time (fio, ${FIO_SECONDS} s)|IOPS|hi"
     "create|$SMALL_FILES × $SMALL_KIB KiB files created with cp|files/s|hi"
     "rsync_in|the same files, rsync -a into the mount|files/s|hi"
     "cat|read back with cat, fresh mount|files/s|hi"
