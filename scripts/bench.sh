@@ -651,7 +651,7 @@ chart() {
     command -v gnuplot >/dev/null || { log "no gnuplot: no chart"; return 0; }
     for P in "${PROFILE_LIST[@]}"; do
         {
-            printf 'workload'
+            printf '# workload'
             for t in "${TOOL_LIST[@]}"; do printf '\t%s' "$t"; done
             printf '\n'
             for entry in "${ROWS[@]}"; do
@@ -680,13 +680,13 @@ chart() {
         n=$((n + 1))
     done
     {
-        echo "set terminal pngcairo size 1400,$((420 * n)) font ',10'"
+        echo "set terminal pngcairo noenhanced size 1400,$((420 * n)) font ',10'"
         echo "set output '$png'"
         echo "set multiplot layout $n,1"
         echo "set style data histogram; set style histogram clustered gap 1"
         echo "set style fill solid 0.85 border -1; set boxwidth 0.9"
         echo "set yrange [0:1.15]; set grid ytics; set key top right horizontal"
-        echo "set xtics rotate by -25 left; set ylabel 'relative to the best client (1 = best)'"
+        echo "set xtics nomirror rotate by -25 left; set ylabel 'relative to the best client (1 = best)'"
         for P in "${PROFILE_LIST[@]}"; do
             if [ "$P" = raw ]; then echo "set title 'raw profile (loopback)'"; else
                 echo "set title 'S3-like profile ($LATENCY_MS ms, $BANDWIDTH_MBPS Mbit/s per connection)'"; fi
