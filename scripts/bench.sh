@@ -473,6 +473,8 @@ measure_tool() {
     s=$(take_stats)
     R[$P,read_requests,$tool]=$(stat_field "$s" get)
     step read_second "$tool" timed_rate "$P,read_second,$tool" "$SIZE_MIB" read_checked "$MNT/big.bin" "$SOURCE_SHA"
+    s=$(take_stats)
+    R[$P,read_second_requests,$tool]=$(stat_field "$s" get)
     step readers4 "$tool" timed_rate "$P,readers4,$tool" "$SIZE_MIB" four_readers
     step iops "$tool" random_reads "$tool"
     note_rss "$tool"
@@ -575,6 +577,7 @@ ROWS=(
 INFO_ROWS=(
     "durable_at_fsync|object in the bucket when fsync returns"
     "read_requests|GETs for the cold read"
+    "read_second_requests|GETs for the second pass"
     "create_requests|requests per file created"
     "cat_requests|requests per file read back"
     "ls_requests|requests for ls -l"
