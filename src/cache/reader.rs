@@ -44,7 +44,7 @@ impl Default for ReaderConfig {
         ReaderConfig {
             block_size: MIB,
             max_window_bytes: 64 * MIB,
-            max_parallel_gets: 8,
+            max_parallel_gets: 16,
         }
     }
 }
