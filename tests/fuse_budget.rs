@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::mount::Mount;
+use common::mount::{Mount, scrape};
 use scribefs::devserver::RequestStats;
 use scribefs::store::PutOptions;
 use scribefs::store::memory::StoredObject;
@@ -330,29 +330,56 @@ fn rsync_of_small_files_into_a_new_directory_is_put_copy_delete_each() {
     }
 }
 
-/// `ls -l` of `n` seeded entries after a fresh mount: the listing's pages, no HEAD.
-fn ls_l(n: usize, ttl: &str) -> RequestStats {
-    let mount = Mount::new(&["--metadata-ttl", ttl]);
+/// FUSE lookups the mount at `addr` has served so far, from its metrics.
+fn fuse_lookups(addr: &str) -> f64 {
+    scrape(addr)
+        .iter()
+        .filter(|(k, _)| k.starts_with("scribefs_fuse_operations_total{operation=\"lookup\""))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `ls -l` of `n` seeded entries after a fresh mount: its requests, and the FUSE lookups the
+/// kernel sent (readdirplus hands it every entry's attributes with its name).
+fn ls_l(n: usize, ttl: &str) -> (RequestStats, f64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mount = Mount::new(&["--metadata-ttl", ttl, "--metrics-addr", &addr]);
     seed(&mount, (0..n).map(|i| format!("big/file-{i:06}")));
     assert!(std::fs::metadata(mount.path("big")).unwrap().is_dir());
-    measure(&mount, || {
+    let lookups = fuse_lookups(&addr);
+    let stats = measure(&mount, || {
         let out = mount.sh_ok("LC_ALL=C ls -l big | wc -l");
         assert_eq!(
             out.trim().parse::<usize>().unwrap(),
             n + 1,
             "total line + entries"
         );
-    })
+    });
+    (stats, fuse_lookups(&addr) - lookups)
 }
 
 #[test]
-fn ls_l_of_100000_entries_is_a_hundred_lists_and_no_head() {
-    let stats = ls_l(100_000, "60");
+fn ls_l_of_100000_entries_is_a_hundred_lists_no_head_and_no_lookup() {
+    let (stats, lookups) = ls_l(100_000, "60");
     assert_eq!(stats, only(|s| s.list = 100));
+    assert_eq!(lookups, 0.0, "readdirplus answered every entry");
     // At the default TTL the listing may expire while ls stats: windows of 1000 names, no HEAD.
-    let stats = ls_l(100_000, "1");
+    let (stats, _) = ls_l(100_000, "1");
     assert_eq!(stats.head, 0, "{stats:?}");
     assert!(stats.list <= 200, "{stats:?}");
+}
+
+#[test]
+fn ls_l_of_2500_entries_at_the_default_ttl_makes_no_lookup() {
+    let (stats, lookups) = ls_l(2500, "1");
+    assert_eq!(stats.head, 0, "{stats:?}");
+    assert!(stats.list <= 6, "{stats:?}");
+    assert_eq!(lookups, 0.0, "readdirplus answered every entry");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::devserver::{ACCESS_KEY, SECRET_KEY, Server};
-use common::mount::{BUCKET, Mount, is_mounted, put_directly, scribefs};
+use common::mount::{BUCKET, Mount, is_mounted, put_directly, scrape, scribefs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scribefs");
 
@@ -376,25 +376,6 @@ fn mount_options_layer_flags_over_environment_over_file() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cache_sise_mib"));
-}
-
-fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: scribefs\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let body = response.split("\r\n\r\n").nth(1).unwrap();
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap();
-            (name.to_string(), value.parse().unwrap())
-        })
-        .collect()
 }
 
 fn s3(metrics: &std::collections::HashMap<String, f64>, operation: &str) -> f64 {
