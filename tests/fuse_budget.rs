@@ -330,13 +330,18 @@ fn rsync_of_small_files_into_a_new_directory_is_put_copy_delete_each() {
     }
 }
 
-/// FUSE lookups the mount at `addr` has served so far, from its metrics.
-fn fuse_lookups(addr: &str) -> f64 {
+/// FUSE operations `op` the mount at `addr` has served so far, from its metrics.
+fn fuse_ops(addr: &str, op: &str) -> f64 {
+    let prefix = format!("scribefs_fuse_operations_total{{operation=\"{op}\"");
     scrape(addr)
         .iter()
-        .filter(|(k, _)| k.starts_with("scribefs_fuse_operations_total{operation=\"lookup\""))
+        .filter(|(k, _)| k.starts_with(&prefix))
         .map(|(_, v)| v)
         .sum()
+}
+
+fn fuse_lookups(addr: &str) -> f64 {
+    fuse_ops(addr, "lookup")
 }
 
 /// `ls -l` of `n` seeded entries after a fresh mount: its requests, and the FUSE lookups the
@@ -360,6 +365,10 @@ fn ls_l(n: usize, ttl: &str) -> (RequestStats, f64) {
             "total line + entries"
         );
     });
+    // ls -l asks for each file's ACL and security label: the first ENOSYS stops the kernel
+    // from asking again, instead of two FUSE round trips per file.
+    let xattrs = fuse_ops(&addr, "getxattr") + fuse_ops(&addr, "listxattr");
+    assert!(xattrs <= 2.0, "{xattrs} xattr requests");
     (stats, fuse_lookups(&addr) - lookups)
 }
 

@@ -32,6 +32,10 @@ pub enum FsError {
     BadHandle,
     #[error("no such attribute")]
     NoAttribute,
+    /// The mount keeps no extended attributes at all: ENOSYS, after which the kernel stops
+    /// asking (`ls -l` would otherwise cost two requests per file).
+    #[error("no extended attributes on this mount")]
+    NoXattrs,
     #[error("too many entries: {0}")]
     TooMany(String),
     #[error(transparent)]
@@ -59,6 +63,7 @@ impl FsError {
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::Unsupported(_) => libc::ENOTSUP,
             FsError::BadHandle => libc::EBADF,
+            FsError::NoXattrs => libc::ENOSYS,
             FsError::NoAttribute => libc::ENODATA,
             // EXDEV makes `mv` fall back to copying, which is what a too-large rename wants.
             FsError::TooMany(_) => libc::EXDEV,

@@ -666,6 +666,9 @@ impl Fs {
     }
 
     pub fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
+        if self.config.layout.kind == LayoutKind::Keys {
+            return Err(FsError::NoXattrs);
+        }
         let ns = self.ns();
         let node = ns.node(ino)?;
         match self.config.layout.segment_id(node.name()) {
@@ -677,6 +680,9 @@ impl Fs {
     }
 
     pub fn listxattr(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        if self.config.layout.kind == LayoutKind::Keys {
+            return Err(FsError::NoXattrs);
+        }
         let ns = self.ns();
         let node = ns.node(ino)?;
         let mut names = Vec::new();
