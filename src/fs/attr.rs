@@ -93,8 +93,7 @@ impl SetAttr {
     pub fn apply_to(&self, kind: Kind, metadata: &UserMetadata) -> UserMetadata {
         let mut metadata = metadata.clone();
         if let Some(mode) = self.mode {
-            let type_bits = stored_type(kind, &metadata).mode_bits();
-            metadata.insert(META_MODE.into(), (type_bits | (mode & 0o7777)).to_string());
+            set_mode(&mut metadata, kind, mode);
         }
         if let Some(uid) = self.uid {
             metadata.insert(META_UID.into(), uid.to_string());
@@ -145,6 +144,12 @@ pub fn data_changed(metadata: &mut UserMetadata) {
     metadata.remove(META_CTIME);
 }
 
+/// Stores permission bits `mode` with the type bits the node already has (or its kind's).
+fn set_mode(metadata: &mut UserMetadata, kind: Kind, mode: u32) {
+    let type_bits = stored_type(kind, metadata).mode_bits();
+    metadata.insert(META_MODE.into(), (type_bits | (mode & 0o7777)).to_string());
+}
+
 /// The metadata a new file or directory needs: mode, owner only where they differ from what
 /// the mount shows by default, so the common case stores no headers at all.
 pub fn owned_metadata(
@@ -160,8 +165,7 @@ pub fn owned_metadata(
     };
     let mut metadata = UserMetadata::new();
     if mode & 0o7777 != u32::from(default_mode) {
-        let type_bits = stored_type(kind, &metadata).mode_bits();
-        metadata.insert(META_MODE.into(), (type_bits | (mode & 0o7777)).to_string());
+        set_mode(&mut metadata, kind, mode);
     }
     if uid != config.uid {
         metadata.insert(META_UID.into(), uid.to_string());

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::attr::{Attr, SetAttr, attr_of, data_changed, owned_metadata};
 use super::error::{FsError, FsResult};
 use super::lookup::meta_attrs;
-use super::namespace::{Answer, Attrs, Ino, Kind, Origin};
+use super::namespace::{Attrs, Ino, Kind, Origin};
 use super::process::thread_group;
 use super::{Caller, Fs, LayoutKind, lock};
 use crate::cache::ObjectVersion;
@@ -185,8 +185,7 @@ impl Fs {
         let (key, known) = {
             let ns = self.ns();
             let node = ns.node(ino)?;
-            let trusted = !node.linked()
-                || ns.answer(node.parent(), node.name()).ok() == Some(Answer::Found(ino));
+            let trusted = ns.is_current(ino);
             let known = node
                 .attrs()
                 .etag

@@ -78,10 +78,7 @@ impl Fs {
         let (parent, name) = {
             let ns = self.ns();
             let node = ns.node(ino)?;
-            let trusted = ino == ROOT_INO
-                || node.kind() == Kind::Directory
-                || !node.linked()
-                || matches!(ns.answer(node.parent(), node.name()), Ok(Answer::Found(found)) if found == ino);
+            let trusted = ino == ROOT_INO || node.kind() == Kind::Directory || ns.is_current(ino);
             if trusted {
                 return Ok(attr_of(node, &self.config));
             }

@@ -183,6 +183,14 @@ impl Namespace {
         Ok(Answer::Unknown)
     }
 
+    /// Whether `ino` is what its name resolves to within the TTL, with no request: its
+    /// attributes may be trusted. Unlinked nodes (open files) are their own truth.
+    pub fn is_current(&self, ino: Ino) -> bool {
+        self.get(ino).is_some_and(|node| {
+            !node.linked || self.answer(node.parent, &node.name).ok() == Some(Answer::Found(ino))
+        })
+    }
+
     /// Whether the whole directory was listed within the TTL.
     pub fn listed_completely(&self, dir: Ino) -> bool {
         self.get(dir)
