@@ -176,6 +176,10 @@ pub struct MountArgs {
     /// Let writers replace existing segments (segments layout)
     #[arg(long, help_heading = "Namespace")]
     pub allow_overwrite: bool,
+    /// List the decoded `entries/` directory in the root (segments layout); it is reachable by
+    /// name either way, and unlisted by default so `cp -a`/`rsync -a` of the mount copy only segments
+    #[arg(long, help_heading = "Namespace")]
+    pub list_entries: bool,
     /// Directories with more entries are not renamed (EXDEV, so mv copies instead)
     #[arg(
         long,

@@ -316,6 +316,7 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.block_size = args.block_size;
     config.part_size = args.part_size;
     config.allow_overwrite = args.allow_overwrite;
+    config.list_entries = args.list_entries;
     config.rename_dir_limit = args.rename_dir_limit;
     // Segments carry no POSIX metadata; with other users on the mount, modes must be right.
     config.posix_metadata = match args.posix_metadata {

@@ -485,7 +485,11 @@ impl Filesystem for FuseAdapter {
             Ok(entries) => {
                 for entry in entries.iter().skip(offset as usize) {
                     let attr = file_attr(&entry.attr);
-                    let ttl = &self.ttl;
+                    let ttl = if entry.attr_known {
+                        &self.ttl
+                    } else {
+                        &Duration::ZERO
+                    };
                     if reply.add(
                         INodeNo(entry.ino),
                         entry.next_offset,
