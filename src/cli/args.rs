@@ -45,7 +45,7 @@ pub struct ConnectionArgs {
     /// Timeout of one request attempt, in seconds [default: 30]
     #[arg(long, global = true, value_name = "SECS")]
     pub timeout_secs: Option<u64>,
-    /// Most connections (and requests) open to S3 at once [default: 10]
+    /// Most connections (and requests) open to S3 at once [default: 128]
     #[arg(long, global = true, value_name = "N")]
     pub pool_size: Option<usize>,
     /// Named profile of ~/.aws/config and ~/.aws/credentials [env: AWS_PROFILE]
