@@ -7,10 +7,11 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 /// The `Content-MD5` header value of `body`.
 pub fn content_md5(body: &[u8]) -> String {
-    base64(&Md5::digest(body))
+    base64_of(&Md5::digest(body))
 }
 
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding, as Content-MD5 carries a digest.
+pub fn base64_of(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
