@@ -85,6 +85,8 @@ pub fn store_errno(error: &StoreError) -> libc::c_int {
         // A file-backed server cannot keep `a` beside `a/b`: the name is taken, in its way.
         StoreError::KeyConflict(..) => libc::EEXIST,
         StoreError::InvalidRequest(_) => libc::EIO,
+        // A download damaged on the way, twice: the bytes are not the object's.
+        StoreError::ChecksumMismatch { .. } => libc::EIO,
         StoreError::Throttled(_) => libc::EIO,
         StoreError::Server { .. } => libc::EIO,
         StoreError::Timeout(_) => libc::ETIMEDOUT,

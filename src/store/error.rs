@@ -22,6 +22,17 @@ pub enum StoreError {
         "{0:?} cannot be stored beside {1:?} on this server (a key that is both a file and a directory prefix)"
     )]
     KeyConflict(String, String),
+    /// A downloaded body differs from the digest the server stored for it (the MD5 ETag of a
+    /// single-part object): damaged on the way. The bytes are never returned; `Retrying` sends
+    /// the GET once more, then gives up with this.
+    #[error(
+        "GET {key:?}: the bytes received do not match the object's MD5 ETag {expected} (got {actual}): damaged on the way"
+    )]
+    ChecksumMismatch {
+        key: String,
+        expected: String,
+        actual: String,
+    },
     /// HTTP 400 and other answers that retrying cannot fix.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -72,6 +83,10 @@ impl StoreError {
             StoreError::RetriesExhausted { source, .. } => source.root(),
             other => other,
         }
+    }
+
+    pub fn is_checksum_mismatch(&self) -> bool {
+        matches!(self.root(), StoreError::ChecksumMismatch { .. })
     }
 
     pub fn is_not_found(&self) -> bool {

@@ -9,7 +9,9 @@
 //! - **Timeouts.** `timeout_secs` bounds connecting and each attempt up to the response headers;
 //!   a body that stalls mid-way is caught by the SDK's stalled-stream protection (kept on).
 //! - **Integrity.** PutObject and UploadPart carry Content-MD5: a server refuses (BadDigest,
-//!   retried) a body damaged on the way instead of storing it.
+//!   retried) a body damaged on the way instead of storing it. A GET whose answer covers a whole
+//!   object of at most [`MAX_VERIFIED_BODY`] bytes with a plain MD5 ETag (single-part, not
+//!   SSE-KMS/SSE-C) is read in full and checked before it is returned (`ChecksumMismatch`).
 //! - **Errors** are classified in `errors` from typed SDK facts, never from display strings.
 //! - **Small requests are fast.** The SDK's default hyper client sets `TCP_NODELAY` (smithy
 //!   http-client 1.5 does so by default), so a small GET is not held back by Nagle's algorithm.
@@ -37,13 +39,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
-use super::checksum::content_md5;
+use super::checksum::{content_md5, etag_md5, md5_hex};
 use super::config::S3Config;
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
     ObjectMeta, ObjectStore, ObjectSummary, PendingUpload, PutOptions, PutOutput, StoreError,
     StoreResult, UserMetadata,
 };
+
+/// A GET answer covering a whole object up to this size is read in full and checked against
+/// the object's MD5 ETag before the caller sees a byte; larger bodies stream unchecked (the
+/// block cache reads large objects in ranges, which no stored digest covers).
+pub const MAX_VERIFIED_BODY: u64 = 16 << 20;
 
 /// At most this many parents of a key are checked when a write may have hit a key conflict.
 const MAX_CONFLICT_PROBES: usize = 16;
@@ -288,6 +295,17 @@ fn length(value: Option<i64>) -> u64 {
     value.map_or(0, |v| v.max(0) as u64)
 }
 
+/// Whether a GET answer's ETag is the MD5 of its bytes: not so for objects encrypted with
+/// SSE-KMS or SSE-C (S3's documented exceptions; SSE-S3 keeps the MD5).
+fn etag_is_content_md5(output: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> bool {
+    use aws_sdk_s3::types::ServerSideEncryption;
+    let kms = matches!(
+        output.server_side_encryption(),
+        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+    );
+    !kms && output.sse_customer_algorithm().is_none()
+}
+
 /// Adapts the SDK body into ours, holding the connection permit until the body ends, fails or
 /// is dropped.
 fn permit_holding_body(
@@ -376,7 +394,38 @@ impl ObjectStore for S3Store {
             content_type: output.content_type().map(str::to_string),
         };
         let what = format!("GET {key:?} from {}", self.endpoint);
-        let body = permit_holding_body(output.body, permit, what);
+        let digest = (range == (0..size) && size <= MAX_VERIFIED_BODY)
+            .then(|| etag_md5(&meta.etag))
+            .flatten()
+            .filter(|_| etag_is_content_md5(&output));
+        let Some(expected) = digest else {
+            let body = permit_holding_body(output.body, permit, what);
+            return Ok(GetObjectOutput { meta, range, body });
+        };
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Connection(format!("{what}: body broke: {e}")))?
+            .into_bytes();
+        drop(permit);
+        if body.len() as u64 != size {
+            return Err(StoreError::Connection(format!(
+                "{what}: body ended at byte {} of {size}",
+                body.len()
+            )));
+        }
+        let actual = md5_hex(&body);
+        if actual != expected {
+            return Err(StoreError::ChecksumMismatch {
+                key: key.to_string(),
+                expected: meta.etag,
+                actual,
+            });
+        }
+        let body: ByteStream = Box::pin(futures::stream::iter(
+            (!body.is_empty()).then_some(Ok(body)),
+        ));
         Ok(GetObjectOutput { meta, range, body })
     }
 
