@@ -432,6 +432,10 @@ pub(crate) fn duplicate_error(error: &StoreError) -> StoreError {
             expected: expected.clone(),
             actual: actual.clone(),
         },
+        StoreError::UntrustedCertificate { endpoint, reason } => StoreError::UntrustedCertificate {
+            endpoint: endpoint.clone(),
+            reason: reason.clone(),
+        },
         StoreError::Throttled(m) => StoreError::Throttled(m.clone()),
         StoreError::Server { status, message } => StoreError::Server {
             status: *status,

@@ -33,6 +33,12 @@ pub enum StoreError {
         expected: String,
         actual: String,
     },
+    /// The TLS handshake failed because the server's certificate is not trusted (unknown
+    /// issuer, expired, wrong name): retrying cannot fix it, trusting its CA can.
+    #[error(
+        "the TLS certificate of {endpoint} is not trusted ({reason}): set AWS_CA_BUNDLE (or SSL_CERT_FILE) to a PEM file holding its CA"
+    )]
+    UntrustedCertificate { endpoint: String, reason: String },
     /// HTTP 400 and other answers that retrying cannot fix.
     #[error("invalid request: {0}")]
     InvalidRequest(String),

@@ -18,6 +18,7 @@
 
 mod encoding;
 mod errors;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -84,6 +85,9 @@ impl S3Store {
         let timeout = Duration::from_secs(config.timeout_secs);
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()));
+        if let Some(client) = tls::client_from_env()? {
+            loader = loader.http_client(client);
+        }
         if let Some(profile) = &config.profile {
             loader = loader.profile_name(profile);
         }
