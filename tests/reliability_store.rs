@@ -13,7 +13,19 @@ use common::mount::BUCKET;
 use scribefs::devserver::{DevServer, DevServerConfig};
 use scribefs::store::config::S3Config;
 use scribefs::store::limits::S3_MIN_PART_SIZE;
+use scribefs::store::s3::S3Store;
 use scribefs::store::{ObjectStore, PutOptions, StoreError, get_bytes};
+
+/// A dev server and the bare S3 store on it, without retries: one attempt per call.
+async fn server_and_bare_store() -> (DevServer, S3Store) {
+    let server = DevServer::start(DevServerConfig::for_tests(&[DEV_BUCKET]))
+        .await
+        .unwrap();
+    let s3 = S3Store::new(&dev_config(&server, DEV_BUCKET))
+        .await
+        .unwrap();
+    (server, s3)
+}
 
 fn part(byte: u8, len: u64) -> Bytes {
     Bytes::from(vec![byte; len as usize])
@@ -196,13 +208,7 @@ fn a_file_backed_server_without_etags_and_with_key_conflicts() {
 
 #[tokio::test]
 async fn a_body_damaged_on_the_way_is_refused_by_content_md5_never_stored() {
-    let server = DevServer::start(DevServerConfig::for_tests(&[DEV_BUCKET]))
-        .await
-        .unwrap();
-    // The bare S3 store, without retries: one attempt per call.
-    let s3 = scribefs::store::s3::S3Store::new(&dev_config(&server, DEV_BUCKET))
-        .await
-        .unwrap();
+    let (server, s3) = server_and_bare_store().await;
     server.set_corrupt_rate(1.0);
     let error = s3
         .put(
@@ -242,11 +248,8 @@ async fn a_body_damaged_on_the_way_is_refused_by_content_md5_never_stored() {
 /// returned. A range of the object has no stored digest and is not checked.
 #[tokio::test]
 async fn a_download_damaged_on_the_way_is_detected_fetched_once_more_never_returned() {
-    let server = DevServer::start(DevServerConfig::for_tests(&[DEV_BUCKET]))
-        .await
-        .unwrap();
+    let (server, s3) = server_and_bare_store().await;
     let config = dev_config(&server, DEV_BUCKET);
-    let s3 = scribefs::store::s3::S3Store::new(&config).await.unwrap();
     let data: Bytes = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
     s3.put("small", data.clone(), PutOptions::default())
         .await
@@ -292,12 +295,7 @@ async fn a_download_damaged_on_the_way_is_detected_fetched_once_more_never_retur
 /// download of it is not mistaken for a damaged one.
 #[tokio::test]
 async fn multipart_objects_are_read_unchecked_and_never_refused() {
-    let server = DevServer::start(DevServerConfig::for_tests(&[DEV_BUCKET]))
-        .await
-        .unwrap();
-    let s3 = scribefs::store::s3::S3Store::new(&dev_config(&server, DEV_BUCKET))
-        .await
-        .unwrap();
+    let (_server, s3) = server_and_bare_store().await;
     let id = s3
         .create_multipart("multi", PutOptions::default())
         .await

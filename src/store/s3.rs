@@ -34,13 +34,14 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
 use aws_sdk_s3::types::{CompletedMultipartUpload, EncodingType, MetadataDirective};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use md5::{Digest, Md5};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
-use super::checksum::{content_md5, etag_md5, md5_hex};
+use super::checksum::{content_md5, etag_md5, hex};
 use super::config::S3Config;
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
@@ -406,12 +407,17 @@ impl ObjectStore for S3Store {
             let body = permit_holding_body(output.body, permit, what);
             return Ok(GetObjectOutput { meta, range, body });
         };
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Connection(format!("{what}: body broke: {e}")))?
-            .into_bytes();
+        // Hashed as it arrives, so the check adds little to the transfer.
+        let mut sdk_body = output.body;
+        let mut body = BytesMut::with_capacity(size as usize);
+        let mut digest = Md5::new();
+        while let Some(chunk) = sdk_body.next().await {
+            let chunk = chunk.map_err(|e| {
+                StoreError::Connection(format!("{what}: body broke: {}", DisplayErrorContext(&e)))
+            })?;
+            digest.update(&chunk);
+            body.extend_from_slice(&chunk);
+        }
         drop(permit);
         if body.len() as u64 != size {
             return Err(StoreError::Connection(format!(
@@ -419,7 +425,8 @@ impl ObjectStore for S3Store {
                 body.len()
             )));
         }
-        let actual = md5_hex(&body);
+        let body = body.freeze();
+        let actual = hex(&digest.finalize());
         if actual != expected {
             return Err(StoreError::ChecksumMismatch {
                 key: key.to_string(),
