@@ -282,6 +282,19 @@ async fn a_download_damaged_on_the_way_is_detected_fetched_once_more_never_retur
     let part = get_bytes(&s3, "small", Some(1000..2000)).await.unwrap();
     assert_ne!(part, data.slice(1000..2000));
 
+    // --no-etag-check (for stores whose ETags are no MD5s) turns the check off.
+    let unchecked = S3Store::new(&S3Config {
+        check_etag_md5: false,
+        ..config.clone()
+    })
+    .await
+    .unwrap();
+    server.reset_stats();
+    let damaged = get_bytes(&unchecked, "small", None).await.unwrap();
+    assert_eq!(damaged.len(), data.len());
+    assert_ne!(damaged, data);
+    assert_eq!(server.stats().get, 1);
+
     server.set_corrupt_get_rate(0.0);
     server.reset_stats();
     assert_eq!(

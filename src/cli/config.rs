@@ -54,6 +54,7 @@ pub fn resolve(
     }
     config.profile = args.profile.clone();
     config.no_sign_request = args.no_sign_request;
+    config.check_etag_md5 = !args.no_etag_check;
     config
         .validate()
         .map_err(|e| CliError::Config(e.to_string()))?;

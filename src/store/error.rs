@@ -26,7 +26,7 @@ pub enum StoreError {
     /// single-part object): damaged on the way. The bytes are never returned; `Retrying` sends
     /// the GET once more, then gives up with this.
     #[error(
-        "GET {key:?}: the bytes received do not match the object's MD5 ETag {expected} (got {actual}): damaged on the way"
+        "GET {key:?}: the bytes received do not match the object's MD5 ETag {expected} (got {actual}): damaged on the way, or a store whose ETags are no MD5s (--no-etag-check)"
     )]
     ChecksumMismatch {
         key: String,

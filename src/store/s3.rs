@@ -65,6 +65,7 @@ pub struct S3Store {
     region: String,
     timeout: Duration,
     permits: Arc<Semaphore>,
+    check_etag_md5: bool,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -133,6 +134,7 @@ impl S3Store {
             region: config.region.clone(),
             timeout,
             permits: Arc::new(Semaphore::new(config.pool_size)),
+            check_etag_md5: config.check_etag_md5,
         })
     }
 
@@ -399,7 +401,8 @@ impl ObjectStore for S3Store {
             content_type: output.content_type().map(str::to_string),
         };
         let what = format!("GET {key:?} from {}", self.endpoint);
-        let digest = (range == (0..size) && size <= MAX_VERIFIED_BODY)
+        let whole = range == (0..size) && size <= MAX_VERIFIED_BODY;
+        let digest = (self.check_etag_md5 && whole)
             .then(|| etag_md5(&meta.etag))
             .flatten()
             .filter(|_| etag_is_content_md5(&output));
