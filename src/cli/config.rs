@@ -227,6 +227,21 @@ mod tests {
     }
 
     #[test]
+    fn the_etag_check_is_on_unless_no_etag_check_is_given() {
+        let env = env_of(&[("S3_BUCKET", "b")]);
+        assert!(
+            resolve(&ConnectionArgs::default(), &env)
+                .unwrap()
+                .check_etag_md5
+        );
+        let args = ConnectionArgs {
+            no_etag_check: true,
+            ..Default::default()
+        };
+        assert!(!resolve(&args, &env).unwrap().check_etag_md5);
+    }
+
+    #[test]
     fn empty_bucket_is_an_error_naming_bucket() {
         let err = resolve(&ConnectionArgs::default(), &env_of(&[])).unwrap_err();
         assert!(err.to_string().contains("bucket"), "{err}");
