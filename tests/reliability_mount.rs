@@ -479,6 +479,17 @@ fn downloads_damaged_on_the_way_are_never_returned_by_cat() {
     // 4 GETs: the kernel asks twice (its read-ahead, then the page itself after that failed),
     // and each ask is a GET plus the one fresh GET after the mismatch.
     assert_eq!(mount.server.stats().get, 4, "{:?}", mount.server.stats());
+    // Appending reads the object into a staging file first: never the damaged bytes, so
+    // they are never written back.
+    mount.server.reset_stats();
+    assert_fails_with(&mount, "echo more >> f1", "Input/output error");
+    let stats = mount.server.stats();
+    assert_eq!(
+        (stats.get, stats.put, stats.multipart),
+        (2, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(object(&mount.server, "f1").as_ref(), Some(&files[1].1));
 
     // 70% of the bodies damaged: right bytes or EIO, file by file.
     mount.server.set_corrupt_get_rate(0.7);
