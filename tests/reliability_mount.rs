@@ -463,7 +463,7 @@ fn tools_work_on_a_file_backed_server() {
 /// `cat` of small files whose GET bodies the server damages: each gives the file's own bytes
 /// (the damage caught, the GET sent once more) or fails with EIO, never other bytes.
 #[test]
-fn downloads_damaged_on_the_way_are_never_returned_by_cat() {
+fn downloads_damaged_on_the_way_are_never_returned_nor_written_back() {
     let mut mount = Mount::new(&[]);
     let files: Vec<(String, Vec<u8>)> = (0..40)
         .map(|i| (format!("f{i}"), pattern(3000 + i * 1001, i as u8)))
