@@ -313,6 +313,43 @@ fn etag_is_content_md5(output: &aws_sdk_s3::operation::get_object::GetObjectOutp
     !kms && output.sse_customer_algorithm().is_none()
 }
 
+/// Why a checked body was refused.
+enum Mismatch {
+    /// It broke or ended short: a connection fault, retryable.
+    Body(StoreError),
+    /// It arrived whole with this (hex) MD5, not the expected one.
+    Digest(String),
+}
+
+/// Reads a body of `size` bytes, hashing it as it arrives (so the check adds little to the
+/// transfer), and returns it only if its MD5 is `expected` (lower-case hex).
+async fn collect_checked(
+    mut sdk_body: SdkByteStream,
+    size: u64,
+    expected: &str,
+    what: &str,
+) -> Result<Bytes, Mismatch> {
+    let mut body = BytesMut::with_capacity(size as usize);
+    let mut digest = Md5::new();
+    while let Some(chunk) = sdk_body.next().await {
+        let chunk = chunk.map_err(|e| {
+            let message = format!("{what}: body broke: {}", DisplayErrorContext(&e));
+            Mismatch::Body(StoreError::Connection(message))
+        })?;
+        digest.update(&chunk);
+        body.extend_from_slice(&chunk);
+    }
+    if body.len() as u64 != size {
+        let message = format!("{what}: body ended at byte {} of {size}", body.len());
+        return Err(Mismatch::Body(StoreError::Connection(message)));
+    }
+    let actual = hex(&digest.finalize());
+    if actual != expected {
+        return Err(Mismatch::Digest(actual));
+    }
+    Ok(body.freeze())
+}
+
 /// Adapts the SDK body into ours, holding the connection permit until the body ends, fails or
 /// is dropped.
 fn permit_holding_body(
@@ -410,33 +447,16 @@ impl ObjectStore for S3Store {
             let body = permit_holding_body(output.body, permit, what);
             return Ok(GetObjectOutput { meta, range, body });
         };
-        // Hashed as it arrives, so the check adds little to the transfer.
-        let mut sdk_body = output.body;
-        let mut body = BytesMut::with_capacity(size as usize);
-        let mut digest = Md5::new();
-        while let Some(chunk) = sdk_body.next().await {
-            let chunk = chunk.map_err(|e| {
-                StoreError::Connection(format!("{what}: body broke: {}", DisplayErrorContext(&e)))
-            })?;
-            digest.update(&chunk);
-            body.extend_from_slice(&chunk);
-        }
+        let body = collect_checked(output.body, size, &expected, &what).await;
         drop(permit);
-        if body.len() as u64 != size {
-            return Err(StoreError::Connection(format!(
-                "{what}: body ended at byte {} of {size}",
-                body.len()
-            )));
-        }
-        let body = body.freeze();
-        let actual = hex(&digest.finalize());
-        if actual != expected {
-            return Err(StoreError::ChecksumMismatch {
+        let body = body.map_err(|mismatch| match mismatch {
+            Mismatch::Body(error) => error,
+            Mismatch::Digest(actual) => StoreError::ChecksumMismatch {
                 key: key.to_string(),
-                expected: meta.etag,
+                expected: meta.etag.clone(),
                 actual,
-            });
-        }
+            },
+        })?;
         let body: ByteStream = Box::pin(futures::stream::iter(
             (!body.is_empty()).then_some(Ok(body)),
         ));
