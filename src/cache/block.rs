@@ -192,6 +192,13 @@ impl BlockCache {
         outcome
     }
 
+    /// Stores bytes derived from an object (not the object's own, such as a decoded segment)
+    /// within the memory budget only: the disk tier holds what S3 sent and nothing else.
+    pub fn insert_in_memory(&self, id: BlockId, block: Bytes) {
+        let mut state = self.state();
+        self.store_block(&mut state, id, block);
+    }
+
     /// Looks a block up for a reader that needs it now: a hit, a fetch to join, or a claim.
     pub fn lookup_or_claim(&self, id: BlockId) -> Lookup {
         let mut state = self.state();

@@ -28,6 +28,9 @@ use crate::store::{GetRequest, ObjectMeta, ObjectStore, StoreError, StoreResult}
 
 const MIB: u64 = 1024 * 1024;
 
+/// Jumping reads up to this fraction of a block are fetched exactly (see `is_exact_read`).
+const EXACT_READ_FRACTION: u64 = 8;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderConfig {
     /// Unit of caching and of GET ranges. Objects up to this size are one block.
@@ -67,6 +70,8 @@ pub struct ReadStats {
     pub prefetch_gets: u64,
     /// Prefetches not issued because all prefetch permits were taken.
     pub prefetch_skipped: u64,
+    /// Random reads fetched as exactly their range, uncached.
+    pub exact_gets: u64,
 }
 
 #[derive(Default)]
@@ -80,6 +85,7 @@ struct ReadCounters {
     demand_gets: AtomicU64,
     prefetch_gets: AtomicU64,
     prefetch_skipped: AtomicU64,
+    exact_gets: AtomicU64,
 }
 
 struct PathShared {
@@ -248,6 +254,7 @@ impl ReadPath {
             demand_gets: c.demand_gets.load(Ordering::Relaxed),
             prefetch_gets: c.prefetch_gets.load(Ordering::Relaxed),
             prefetch_skipped: c.prefetch_skipped.load(Ordering::Relaxed),
+            exact_gets: c.exact_gets.load(Ordering::Relaxed),
         }
     }
 }
@@ -288,9 +295,18 @@ impl ObjectReader {
         let end = offset.saturating_add(u64::from(len)).min(size);
         shared.counters.reads.fetch_add(1, Ordering::Relaxed);
 
-        let (window_blocks, prefetch_range) = self.observe(offset, end);
+        let (access, window_blocks, prefetch_range) = self.observe(offset, end);
         let first = offset / block_size;
         let last = (end - 1) / block_size;
+        if access == Access::Jump && self.is_exact_read(first, last, end - offset) {
+            shared.counters.exact_gets.fetch_add(1, Ordering::Relaxed);
+            let bytes = fetch_range(shared.store.as_ref(), &self.object, offset..end).await?;
+            shared
+                .counters
+                .read_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            return Ok(bytes);
+        }
         let slots = self.claim_needed(first, last);
         if window_blocks > 0 {
             let reached = self.prefetch(prefetch_range, window_blocks);
@@ -331,11 +347,23 @@ impl ObjectReader {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Feeds the access pattern; returns the prefetch window and the blocks left to prefetch.
-    fn observe(&self, offset: u64, end: u64) -> (u64, std::ops::Range<u64>) {
+    /// A small read that jumped away from the stream, of blocks nobody holds or fetches, is
+    /// fetched as exactly its range and not cached: a random reader pays one round trip per
+    /// read, not one plus a whole block's transfer (1 MiB is 10 ms at 100 MB/s, half again
+    /// the 20 ms round trip). Should it turn sequential, the next read starts the window.
+    fn is_exact_read(&self, first: u64, last: u64, len: u64) -> bool {
+        let cache = &self.path.shared.cache;
+        len <= self.path.shared.config.block_size / EXACT_READ_FRACTION
+            && (first..=last).all(|index| !cache.is_cached_or_pending(&self.block_id(index)))
+    }
+
+    /// Feeds the access pattern; returns how the read relates to the stream, the prefetch
+    /// window and the blocks left to prefetch.
+    fn observe(&self, offset: u64, end: u64) -> (Access, u64, std::ops::Range<u64>) {
         let counters = &self.path.shared.counters;
         let mut pattern = self.pattern();
-        if pattern.observe(offset, end) == Access::Jump {
+        let access = pattern.observe(offset, end);
+        if access == Access::Jump {
             counters.window_resets.fetch_add(1, Ordering::Relaxed);
         }
         let window = pattern.window_blocks();
@@ -343,7 +371,7 @@ impl ObjectReader {
         counters
             .peak_window_bytes
             .fetch_max(window_bytes, Ordering::Relaxed);
-        (window, pattern.prefetch_range())
+        (access, window, pattern.prefetch_range())
     }
 
     fn block_id(&self, index: u64) -> BlockId {

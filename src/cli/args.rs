@@ -45,7 +45,7 @@ pub struct ConnectionArgs {
     /// Timeout of one request attempt, in seconds [default: 30]
     #[arg(long, global = true, value_name = "SECS")]
     pub timeout_secs: Option<u64>,
-    /// Most connections (and requests) open to S3 at once [default: 10]
+    /// Most connections (and requests) open to S3 at once [default: 128]
     #[arg(long, global = true, value_name = "N")]
     pub pool_size: Option<usize>,
     /// Named profile of ~/.aws/config and ~/.aws/credentials [env: AWS_PROFILE]
@@ -180,6 +180,10 @@ pub struct MountArgs {
     /// Let writers replace existing segments (segments layout)
     #[arg(long, help_heading = "Namespace")]
     pub allow_overwrite: bool,
+    /// List the decoded `entries/` directory in the root (segments layout); it is reachable by
+    /// name either way, and unlisted by default so `cp -a`/`rsync -a` of the mount copy only segments
+    #[arg(long, help_heading = "Namespace")]
+    pub list_entries: bool,
     /// Directories with more entries are not renamed (EXDEV, so mv copies instead)
     #[arg(
         long,

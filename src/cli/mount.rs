@@ -118,6 +118,7 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         options = ?args,
         "mounted"
     );
+    raise_readahead(&args.dir);
     ready.report("ok");
     super::notify::notify("READY=1");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -214,17 +215,20 @@ pub fn is_background_child() -> bool {
 
 /// Whether `dir` is a mount point, from /proc/self/mountinfo (a stat could block on it).
 fn is_mount_point(dir: &Path) -> bool {
+    mount_device(dir).is_some()
+}
+
+/// The device (`major:minor`) of the newest mount at `dir`, from /proc/self/mountinfo.
+fn mount_device(dir: &Path) -> Option<String> {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
-        return false;
+        return None;
     };
     let parent = if parent.as_os_str().is_empty() {
         Path::new(".")
     } else {
         parent
     };
-    let Ok(parent) = parent.canonicalize() else {
-        return false;
-    };
+    let parent = parent.canonicalize().ok()?;
     // mountinfo escapes space, tab, newline and backslash as octal.
     let wanted = parent
         .join(name)
@@ -233,10 +237,28 @@ fn is_mount_point(dir: &Path) -> bool {
         .replace(' ', "\\040")
         .replace('\t', "\\011")
         .replace('\n', "\\012");
-    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|info| {
-        info.lines()
-            .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
-    })
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+        .filter_map(|line| line.split(' ').nth(2))
+        .next_back()
+        .map(str::to_string)
+}
+
+/// Lets the kernel read ahead as far as the mount asked for. The kernel caps a FUSE mount's
+/// readahead at its device default (128 KiB) whatever `max_readahead` says, so sequential
+/// reads arrive in 128 KiB requests, a FUSE round trip each; at 1 MiB a cold read on loopback
+/// went from 228 to 420 MiB/s. Only root may write the setting: others keep 128 KiB.
+fn raise_readahead(dir: &Path) {
+    let Some(device) = mount_device(dir) else {
+        return;
+    };
+    let setting = format!("/sys/class/bdi/{device}/read_ahead_kb");
+    let kib = crate::fs::fuse::MAX_READAHEAD / 1024;
+    match std::fs::write(&setting, kib.to_string()) {
+        Ok(()) => tracing::debug!(setting, kib, "raised the mount's readahead"),
+        Err(e) => tracing::debug!(setting, error = %e, "readahead stays at the kernel's default"),
+    }
 }
 
 /// Lazy unmount: umount2(MNT_DETACH) as root, `fusermount3 -uz` otherwise.
@@ -317,6 +339,7 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.block_size = args.block_size;
     config.part_size = args.part_size;
     config.allow_overwrite = args.allow_overwrite;
+    config.list_entries = args.list_entries;
     config.rename_dir_limit = args.rename_dir_limit;
     // Segments carry no POSIX metadata; with other users on the mount, modes must be right.
     config.posix_metadata = match args.posix_metadata {

@@ -13,9 +13,10 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use super::buckets::{Bucket, Buckets, Removal};
 use super::conditions::{self, etag_dto, stored_etag};
 use super::listing;
-use crate::store::checksum::content_md5;
+use crate::store::checksum::base64_of;
 use crate::store::memory::StoredObject;
 use crate::store::{CompletedPart as StoreCompletedPart, ObjectStore, PutOptions, StoreError};
+use md5::{Digest, Md5};
 
 /// S3's largest single PUT; bodies are collected in memory, so this bounds the buffer.
 use crate::store::limits::S3_MAX_PUT_SIZE as MAX_PUT_SIZE;
@@ -287,7 +288,7 @@ impl S3 for DevS3 {
         let input = req.input;
         let bucket = self.bucket(&input.bucket)?;
         let data = self.maybe_corrupt(collect_body(input.body, input.content_length).await?);
-        check_content_md5(&data, input.content_md5.as_deref())?;
+        let digest = checked_digest(&data, input.content_md5.as_deref())?;
         // Conditional writes (If-None-Match: *, If-Match) are checked, not made atomic: enough
         // for a dev server with one writer per key.
         let current = bucket.store.object(&input.key);
@@ -301,8 +302,9 @@ impl S3 for DevS3 {
             content_type: input.content_type,
         };
         let size = data.len() as i64;
-        let put = bucket.store.put(&input.key, data, options).await;
-        let put = put.map_err(|e| S3Error::with_source(S3ErrorCode::InternalError, Box::new(e)))?;
+        let put = bucket
+            .store
+            .put_with_digest(&input.key, data, digest, options);
         bucket.persist(&input.key).await.map_err(persist_error)?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag_dto(&put.etag)),
@@ -481,11 +483,10 @@ impl S3 for DevS3 {
         let bucket = self.bucket(&input.bucket)?;
         let number = part_number(input.part_number)?;
         let data = self.maybe_corrupt(collect_body(input.body, input.content_length).await?);
-        check_content_md5(&data, input.content_md5.as_deref())?;
+        let digest = checked_digest(&data, input.content_md5.as_deref())?;
         let part = bucket
             .store
-            .upload_part(&input.key, &input.upload_id, number, data.clone())
-            .await
+            .upload_part_with_digest(&input.key, &input.upload_id, number, data.clone(), digest)
             .map_err(upload_error)?;
         bucket
             .persist_part(&input.upload_id, number, &data)
@@ -572,14 +573,16 @@ impl S3 for DevS3 {
     }
 }
 
-/// As S3: a body whose Content-MD5 does not match what arrived is refused, never stored.
-fn check_content_md5(data: &[u8], expected: Option<&str>) -> S3Result<()> {
+/// The body's MD5 (its ETag), hashed once. As S3: a body whose Content-MD5 does not match
+/// what arrived is refused, never stored.
+fn checked_digest(data: &[u8], expected: Option<&str>) -> S3Result<[u8; 16]> {
+    let digest: [u8; 16] = Md5::digest(data).into();
     match expected {
-        Some(expected) if expected.trim() != content_md5(data) => Err(s3_error!(
+        Some(expected) if expected.trim() != base64_of(&digest) => Err(s3_error!(
             BadDigest,
             "The Content-MD5 you specified did not match what we received."
         )),
-        _ => Ok(()),
+        _ => Ok(digest),
     }
 }
 

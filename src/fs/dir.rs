@@ -24,6 +24,9 @@ pub struct DirEntry {
     pub next_offset: u64,
     /// Attributes as of opendir, for readdirplus.
     pub attr: Attr,
+    /// Whether `attr` may be cached by the kernel; when not, readdirplus gives it with a zero
+    /// TTL, so a `stat` comes back as a lookup (the `entries/` view's unrendered sizes).
+    pub attr_known: bool,
 }
 
 /// RENAME_NOREPLACE and RENAME_EXCHANGE, as renameat2 defines them.
@@ -34,6 +37,12 @@ impl Fs {
     /// Lists the directory (or reuses a fresh listing) and returns a handle for readdir. The
     /// entries are a snapshot: names, inodes and attributes as of now, local ones included.
     pub async fn opendir(&self, dir: Ino) -> FsResult<u64> {
+        if self.in_view(dir) {
+            let entries = self.view_opendir(dir).await?;
+            let handle = self.new_handle();
+            lock(&self.dirs).insert(handle, Arc::new(entries));
+            return Ok(handle);
+        }
         self.list_directory(dir).await?;
         if self.config.posix_metadata {
             self.fetch_directory_metadata(dir).await;
@@ -46,6 +55,7 @@ impl Fs {
             kind: Kind::Directory,
             name: name.into(),
             next_offset,
+            attr_known: true,
             attr: attr_of(node, &self.config),
         };
         let mut children: Vec<DirEntry> = ns
@@ -55,9 +65,13 @@ impl Fs {
                 kind: child.kind(),
                 name: child.name().to_string(),
                 next_offset: 0,
+                attr_known: true,
                 attr: attr_of(child, &self.config),
             })
             .collect();
+        if let Some(view) = self.view_entry_in(dir) {
+            children.push(view);
+        }
         let layout = &self.config.layout;
         children.sort_by_cached_key(|entry| layout.sort_key(&entry.name));
         let mut entries = vec![dot(".", node, 1), dot("..", parent, 2)];
@@ -99,6 +113,7 @@ impl Fs {
         mode: u32,
         caller: Caller,
     ) -> FsResult<Attr> {
+        self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         self.config.layout.check_new_name(name, true)?;
         match self.resolve(parent, name).await {
@@ -132,6 +147,7 @@ impl Fs {
     }
 
     pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+        self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
         let (kind, origin, key) = {
@@ -151,6 +167,7 @@ impl Fs {
     }
 
     pub async fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+        self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
         let prefix = {
@@ -186,6 +203,8 @@ impl Fs {
         new_name: &str,
         flags: u32,
     ) -> FsResult<()> {
+        self.refuse_in_view(parent, name)?;
+        self.refuse_in_view(new_parent, new_name)?;
         self.check_writable()?;
         if flags & RENAME_EXCHANGE != 0 {
             return Err(FsError::Unsupported("RENAME_EXCHANGE"));

@@ -44,6 +44,9 @@ pub enum FsError {
     Upload(#[from] UploadError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A segment in `entries/` that does not decode or match its sidecar.
+    #[error(transparent)]
+    Entries(#[from] crate::segment::entries::EntriesError),
 }
 
 pub type FsResult<T> = Result<T, FsError>;
@@ -70,6 +73,7 @@ impl FsError {
             FsError::Store(e) => store_errno(e),
             FsError::Upload(e) => upload_errno(e),
             FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            FsError::Entries(_) => libc::EIO,
         }
     }
 }

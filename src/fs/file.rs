@@ -107,6 +107,13 @@ impl Fs {
     /// Opens `ino`; `pid` is the calling thread (FUSE names threads), whose process decides
     /// which closes upload.
     pub async fn open(&self, ino: Ino, flags: i32, caller: Caller) -> FsResult<Opened> {
+        if self.in_view(ino) {
+            let handle = self.view_open(ino, flags).await?;
+            return Ok(Opened {
+                handle,
+                keep_cache: false,
+            });
+        }
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let (kind, origin) = {
             let ns = self.ns();
@@ -181,7 +188,7 @@ impl Fs {
 
     /// A read handle pinned to the object version known within the TTL, or, once that expired,
     /// to the version the first GET (which the read needs anyway) finds: no HEAD either way.
-    async fn open_for_reading(&self, ino: Ino) -> FsResult<Opened> {
+    pub(super) async fn open_for_reading(&self, ino: Ino) -> FsResult<Opened> {
         let (key, known) = {
             let ns = self.ns();
             let node = ns.node(ino)?;
@@ -235,6 +242,7 @@ impl Fs {
         mode: u32,
         caller: Caller,
     ) -> FsResult<(Attr, Opened)> {
+        self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         self.config.layout.check_new_name(name, false)?;
         match self.resolve(parent, name).await {
@@ -275,6 +283,9 @@ impl Fs {
     }
 
     pub async fn read(&self, handle: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        if let Some(data) = self.view_read(handle, offset, size) {
+            return Ok(data);
+        }
         let reader = lock(&self.readers).get(&handle).cloned();
         if let Some((ino, reader)) = reader {
             // A file read from its start: the next files of its directory may follow.
@@ -386,6 +397,7 @@ impl Fs {
 
     pub async fn release(&self, handle: u64) -> FsResult<()> {
         lock(&self.readers).remove(&handle);
+        self.view_release(handle);
         // The handle stays findable until its last upload is done, so a concurrent chmod or
         // truncate by path waits for it instead of racing it.
         let writer = lock(&self.writers).get(&handle).map(|(_, w)| w.clone());
@@ -536,6 +548,9 @@ impl Fs {
     }
 
     pub async fn setattr(&self, ino: Ino, handle: Option<u64>, change: SetAttr) -> FsResult<Attr> {
+        if self.in_view(ino) {
+            return Err(FsError::ReadOnly);
+        }
         if change.size.is_some() || change.changes_metadata() {
             self.check_writable()?;
         }
@@ -668,6 +683,12 @@ impl Fs {
         if self.config.layout.kind == LayoutKind::Keys {
             return Err(FsError::NoXattrs);
         }
+        if self.in_view(ino) {
+            return match self.view_segment_id(ino) {
+                Some(id) if name == SEGMENT_ID_XATTR => Ok(id.to_string().into_bytes()),
+                _ => Err(FsError::NoAttribute),
+            };
+        }
         let ns = self.ns();
         let node = ns.node(ino)?;
         match self.config.layout.segment_id(node.name()) {
@@ -681,6 +702,12 @@ impl Fs {
     pub fn listxattr(&self, ino: Ino) -> FsResult<Vec<u8>> {
         if self.config.layout.kind == LayoutKind::Keys {
             return Err(FsError::NoXattrs);
+        }
+        if self.in_view(ino) {
+            return Ok(match self.view_segment_id(ino) {
+                Some(_) => [SEGMENT_ID_XATTR.as_bytes(), &[0]].concat(),
+                None => Vec::new(),
+            });
         }
         let ns = self.ns();
         let node = ns.node(ino)?;

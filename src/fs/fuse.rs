@@ -23,6 +23,9 @@ use super::attr::{Attr, FileType as NodeType, SetAttr};
 use super::error::FsError;
 use super::namespace::Kind;
 
+/// The largest read the kernel sends ahead of a sequential reader, and the largest write.
+pub const MAX_READAHEAD: u32 = 1 << 20;
+
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     runtime: tokio::runtime::Handle,
@@ -156,8 +159,8 @@ impl Filesystem for FuseAdapter {
         ] {
             let _ = config.add_capabilities(wanted);
         }
-        let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(MAX_READAHEAD);
+        let _ = config.set_max_readahead(MAX_READAHEAD);
         Ok(())
     }
 
@@ -485,7 +488,11 @@ impl Filesystem for FuseAdapter {
             Ok(entries) => {
                 for entry in entries.iter().skip(offset as usize) {
                     let attr = file_attr(&entry.attr);
-                    let ttl = &self.ttl;
+                    let ttl = if entry.attr_known {
+                        &self.ttl
+                    } else {
+                        &Duration::ZERO
+                    };
                     if reply.add(
                         INodeNo(entry.ino),
                         entry.next_offset,

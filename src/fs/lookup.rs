@@ -62,6 +62,9 @@ enum From<'a> {
 impl Fs {
     /// Resolves `name` in `parent` and takes a kernel reference on the result.
     pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        if let Some(found) = self.view_lookup(parent, name).await {
+            return found;
+        }
         let ino = self.resolve_with_metadata(parent, name).await?;
         let mut ns = self.ns();
         ns.remembered(ino);
@@ -75,6 +78,9 @@ impl Fs {
     /// Attributes of `ino`: from the namespace while fresh, else revalidated through its
     /// directory like a lookup (a directory's own attributes never need a request).
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        if self.in_view(ino) {
+            return self.view_getattr(ino).await;
+        }
         let (parent, name) = {
             let ns = self.ns();
             let node = ns.node(ino)?;

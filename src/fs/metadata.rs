@@ -23,7 +23,7 @@ use crate::store::{CopyMetadata, PutOutput, StoreError, UserMetadata};
 /// How long a metadata change of a closed file may wait for a rename to carry it.
 pub const METADATA_DELAY: Duration = Duration::from_secs(1);
 /// HEADs in flight when fetching a listed directory's metadata (`--posix-metadata`).
-const METADATA_HEADS_IN_FLIGHT: usize = 64;
+const METADATA_HEADS_IN_FLIGHT: usize = 128;
 
 impl Fs {
     /// Persists `ino`'s pending metadata change after [`METADATA_DELAY`], unless something

@@ -17,6 +17,8 @@
 //! | unlink | 1 DELETE |
 //! | mkdir | 1 PUT (the `dir/` marker) |
 //! | rmdir | 1 LIST + 1 DELETE |
+//! | `ls entries/` (segments layout) | what `ls` of the root costs |
+//! | `cat entries/segment-<id>.jsonl` | 1 GET of the `.bin` + 1 GET of the sidecar (1 MiB blocks for larger ones); 0 when its rendering is cached |
 //! | rename of a file | 1 COPY + 1 DELETE (the COPY carries pending metadata changes) |
 //! | chmod/chown/utimens of a closed file | 0 at once; 1 COPY within [`METADATA_DELAY`] unless a rename or fsync carries it first (+1 HEAD if the Content-Type is unknown) |
 
@@ -26,6 +28,7 @@ pub mod namespace;
 
 mod attr;
 mod dir;
+mod entries;
 mod file;
 pub mod fuse;
 mod gates;
@@ -72,6 +75,9 @@ pub struct FsConfig {
     pub staging_dir: PathBuf,
     /// Let writers replace existing segments (segments layout only).
     pub allow_overwrite: bool,
+    /// Show the decoded `entries/` directory in the root's listing (segments layout); it is
+    /// reachable by name either way.
+    pub list_entries: bool,
     /// Directories with more entries than this are not renamed (EXDEV, so `mv` copies instead).
     pub rename_dir_limit: usize,
     /// Fetch every listed file's s3fs metadata (mode, owner, type, times) before readdir
@@ -99,6 +105,7 @@ impl FsConfig {
             max_parts_in_flight: 4,
             staging_dir: std::env::temp_dir(),
             allow_overwrite: false,
+            list_entries: false,
             rename_dir_limit: 1000,
             posix_metadata: false,
             disk_cache: None,
@@ -127,6 +134,8 @@ pub struct Fs {
     readers: Mutex<HashMap<u64, (Ino, Arc<crate::cache::ObjectReader>)>>,
     writers: Mutex<HashMap<u64, file::OpenWriter>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// The segments layout's decoded `entries/` directory.
+    view: Mutex<entries::EntriesView>,
     /// Per directory, the order its files are being opened in, for cross-file prefetch.
     streams: Mutex<readahead::Streams>,
     next_handle: AtomicU64,
@@ -158,6 +167,7 @@ impl Fs {
             readers: Mutex::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            view: Mutex::new(entries::EntriesView::default()),
             streams: Mutex::new(readahead::Streams::default()),
             next_handle: AtomicU64::new(1),
             this: this.clone(),

@@ -8,7 +8,7 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 /// The `Content-MD5` header value of `body`.
 pub fn content_md5(body: &[u8]) -> String {
-    base64(&Md5::digest(body))
+    base64_of(&Md5::digest(body))
 }
 
 /// The MD5 (lower-case hex) an ETag names, if it is a plain 32-hex digest. Multipart ETags
@@ -24,7 +24,8 @@ pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding, as Content-MD5 carries a digest.
+pub fn base64_of(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -50,11 +51,11 @@ mod tests {
 
     #[test]
     fn matches_the_rfc_examples_and_s3s_known_digest() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_of(b""), "");
+        assert_eq!(base64_of(b"f"), "Zg==");
+        assert_eq!(base64_of(b"fo"), "Zm8=");
+        assert_eq!(base64_of(b"foo"), "Zm9v");
+        assert_eq!(base64_of(b"foobar"), "Zm9vYmFy");
         // `echo -n hello | openssl md5 -binary | base64`
         assert_eq!(content_md5(b"hello"), "XUFAKrxLKna5cZ2REBfFkg==");
     }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::StoreError;
 
 pub const DEFAULT_REGION: &str = "us-east-1";
-pub const DEFAULT_POOL_SIZE: usize = 64;
+pub const DEFAULT_POOL_SIZE: usize = 128;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 

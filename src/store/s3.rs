@@ -463,6 +463,9 @@ impl ObjectStore for S3Store {
         Ok(GetObjectOutput { meta, range, body })
     }
 
+    /// Bodies are sent with UNSIGNED-PAYLOAD: the signed Content-MD5 header already binds the
+    /// body (the server checks it), and hashing it again for SigV4 cost a fifth of the CPU of
+    /// a write (SHA-256 beside MD5, profiled with perf on a 512 MiB dd).
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
         let _permit = self.permit().await?;
         let output = self
@@ -474,6 +477,8 @@ impl ObjectStore for S3Store {
             .body(SdkByteStream::from(body))
             .set_metadata(sdk_metadata(options.metadata))
             .set_content_type(options.content_type)
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| (is_bare_server_error(&e), self.error("PUT", key, e)));
@@ -531,6 +536,8 @@ impl ObjectStore for S3Store {
             .part_number(number)
             .content_md5(content_md5(&body))
             .body(SdkByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| self.error("UploadPart", key, e))?;

@@ -1,0 +1,404 @@
+//! The segments layout's read-only `entries/` directory: for every segment `segment-<id>.bin`
+//! in the mount's root, `entries/segment-<id>.jsonl` holds its entries decoded as JSON Lines
+//! (`segment::entries` defines the format), so `grep`, `jq`, `wc -l` and `head` work on the
+//! ledger's contents while `segment-<id>.bin` stays the stored bytes that backups copy.
+//!
+//! The root lists `entries` only with `--list-entries`; by default it is reachable by name
+//! alone, so `cp -a` and `rsync -a` of the mount copy the stored segments and nothing else.
+//!
+//! # How it is served
+//!
+//! The view lives beside the namespace, not in it: no S3 key backs these names, so they get
+//! inode numbers above any the namespace hands out ([`VIEW_INO_BASE`]) and every `Fs`
+//! operation asks [`Fs::in_view`] first. The segment list is the root's own listing (no
+//! extra LIST). A file's size is its rendered length, which only decoding tells, so:
+//!
+//! - `ls entries/` costs what `ls` of the root costs; `readdirplus` hands out the entries
+//!   whose rendering is not cached with a zero TTL, so a `stat` comes back as a lookup;
+//! - a lookup (or `stat`) renders the segment: its `.bin` and `.meta.json` are read through the
+//!   block cache (1 GET each for a small segment, none when cached), decoded, checked against
+//!   the sidecar, and the JSON Lines kept in the block cache's memory budget, keyed by both
+//!   objects' ETags, so a replaced segment is decoded again and never served stale;
+//! - open and read then cost no request: an open handle holds the rendered bytes until
+//!   release (each at most [`segment::entries::MAX_DECODED_BYTES`] decoded).
+//!
+//! A segment that does not decode, or does not match its sidecar, gives EIO on lookup and
+//! one log line naming it; `scribefs segments verify` says why in full.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+
+use super::attr::{Attr, FileType, attr_of};
+use super::dir::DirEntry;
+use super::error::{FsError, FsResult};
+use super::namespace::{Ino, Kind, ROOT_INO};
+use super::{Fs, LayoutKind, lock};
+use crate::cache::BlockId;
+use crate::segment::entries::{jsonl_file_name, parse_jsonl_file_name, render_jsonl};
+use crate::segment::{self, SegmentFile};
+
+/// The directory's name in the mount's root (no segment file can have it).
+pub const ENTRIES_DIR: &str = "entries";
+
+/// Inodes of the view start here, far above the namespace's (which count up from 2).
+const VIEW_INO_BASE: Ino = 1 << 62;
+const ENTRIES_DIR_INO: Ino = VIEW_INO_BASE;
+
+/// Whole objects are read in pieces of this size (the reader prefetches ahead of them).
+const READ_PIECE: u32 = 8 << 20;
+
+/// The view's inodes and open handles.
+#[derive(Default)]
+pub(super) struct EntriesView {
+    ino_of: HashMap<u64, Ino>,
+    segment_of: HashMap<Ino, u64>,
+    open: HashMap<u64, Bytes>,
+}
+
+impl EntriesView {
+    fn ino(&mut self, segment_id: u64) -> Ino {
+        let next = ENTRIES_DIR_INO + 1 + self.ino_of.len() as u64;
+        let ino = *self.ino_of.entry(segment_id).or_insert(next);
+        self.segment_of.insert(ino, segment_id);
+        ino
+    }
+}
+
+/// A rendered segment and the `.bin` node it came from.
+struct Rendered {
+    jsonl: Bytes,
+    bin: Ino,
+}
+
+impl Fs {
+    /// Whether the view exists on this mount.
+    fn has_entries_view(&self) -> bool {
+        self.config.layout.kind == LayoutKind::Segments
+    }
+
+    /// Whether `ino` belongs to the view (the directory or one of its files).
+    pub(super) fn in_view(&self, ino: Ino) -> bool {
+        ino >= VIEW_INO_BASE && self.has_entries_view()
+    }
+
+    /// Whether `parent/name` is the view or inside it: changes there are refused (EROFS).
+    pub(super) fn refuse_in_view(&self, parent: Ino, name: &str) -> FsResult<()> {
+        let is_view_dir = parent == ROOT_INO && name == ENTRIES_DIR && self.has_entries_view();
+        if self.in_view(parent) || is_view_dir {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// `lookup` for the view; `None` when `parent/name` is not the view's business.
+    pub(super) async fn view_lookup(&self, parent: Ino, name: &str) -> Option<FsResult<Attr>> {
+        if parent == ROOT_INO && name == ENTRIES_DIR && self.has_entries_view() {
+            return Some(Ok(self.view_dir_attr()));
+        }
+        if !self.in_view(parent) {
+            return None;
+        }
+        if parent != ENTRIES_DIR_INO {
+            return Some(Err(FsError::NotDirectory));
+        }
+        let id = match parse_jsonl_file_name(name) {
+            Some(id) if jsonl_file_name(id) == name => id,
+            _ => return Some(Err(FsError::NotFound)),
+        };
+        Some(self.view_file_attr(id).await)
+    }
+
+    /// `getattr` of a view inode.
+    pub(super) async fn view_getattr(&self, ino: Ino) -> FsResult<Attr> {
+        if ino == ENTRIES_DIR_INO {
+            return Ok(self.view_dir_attr());
+        }
+        self.view_file_attr(self.view_segment(ino)?).await
+    }
+
+    /// Opens a view file for reading: the rendering is taken once, here.
+    pub(super) async fn view_open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
+        if ino == ENTRIES_DIR_INO {
+            return Err(FsError::IsDirectory);
+        }
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return Err(FsError::ReadOnly);
+        }
+        let rendered = self.render(self.view_segment(ino)?).await?;
+        let handle = self.new_handle();
+        lock(&self.view).open.insert(handle, rendered.jsonl);
+        Ok(handle)
+    }
+
+    /// Bytes of an open view file; `None` when the handle is not the view's.
+    pub(super) fn view_read(&self, handle: u64, offset: u64, size: u32) -> Option<Bytes> {
+        let view = lock(&self.view);
+        let jsonl = view.open.get(&handle)?;
+        let start = (offset.min(jsonl.len() as u64)) as usize;
+        let end = start.saturating_add(size as usize).min(jsonl.len());
+        Some(jsonl.slice(start..end))
+    }
+
+    pub(super) fn view_release(&self, handle: u64) {
+        lock(&self.view).open.remove(&handle);
+    }
+
+    /// The directory's entries: one per segment the root's listing holds.
+    pub(super) async fn view_opendir(&self, ino: Ino) -> FsResult<Vec<DirEntry>> {
+        if ino != ENTRIES_DIR_INO {
+            return Err(FsError::NotDirectory);
+        }
+        self.list_directory(ROOT_INO).await?;
+        let dir = self.view_dir_attr();
+        let root = attr_of(self.ns().node(ROOT_INO)?, &self.config);
+        let mut segments: Vec<(u64, Attr)> = {
+            let ns = self.ns();
+            ns.children(ROOT_INO)
+                .filter(|node| node.kind() == Kind::File)
+                .filter_map(|node| match segment::parse_file_name(node.name()) {
+                    Some((id, SegmentFile::Data)) => Some((id, attr_of(node, &self.config))),
+                    _ => None,
+                })
+                .collect()
+        };
+        segments.sort_by_key(|(id, _)| *id);
+        segments.dedup_by_key(|(id, _)| *id);
+        let mut entries = vec![dot_entry(".", dir.clone(), 1), dot_entry("..", root, 2)];
+        let mut view = lock(&self.view);
+        for (id, bin) in segments {
+            let ino = view.ino(id);
+            let cached = self.cached_rendering(id);
+            let attr = file_attr(ino, &bin, cached.as_ref().map(|c| c.len() as u64));
+            entries.push(DirEntry {
+                ino,
+                kind: Kind::File,
+                name: jsonl_file_name(id),
+                next_offset: entries.len() as u64 + 1,
+                attr_known: cached.is_some(),
+                attr,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// The view's entry in the root's listing, when `dir` is the root of a segments mount that
+    /// lists it (`--list-entries`).
+    pub(super) fn view_entry_in(&self, dir: Ino) -> Option<DirEntry> {
+        (dir == ROOT_INO && self.has_entries_view() && self.config.list_entries).then(|| DirEntry {
+            ino: ENTRIES_DIR_INO,
+            kind: Kind::Directory,
+            name: ENTRIES_DIR.into(),
+            next_offset: 0,
+            attr_known: true,
+            attr: self.view_dir_attr(),
+        })
+    }
+
+    /// The segment id xattr, which the view's files carry like the segments they decode.
+    pub(super) fn view_segment_id(&self, ino: Ino) -> Option<u64> {
+        lock(&self.view).segment_of.get(&ino).copied()
+    }
+
+    fn view_segment(&self, ino: Ino) -> FsResult<u64> {
+        self.view_segment_id(ino).ok_or(FsError::NotFound)
+    }
+
+    fn view_dir_attr(&self) -> Attr {
+        Attr {
+            ino: ENTRIES_DIR_INO,
+            kind: Kind::Directory,
+            file_type: FileType::Directory,
+            size: 0,
+            mtime: SystemTime::UNIX_EPOCH,
+            ctime: SystemTime::UNIX_EPOCH,
+            perm: 0o555,
+            uid: self.config.uid,
+            gid: self.config.gid,
+            rdev: 0,
+        }
+    }
+
+    async fn view_file_attr(&self, id: u64) -> FsResult<Attr> {
+        let rendered = self.render(id).await?;
+        let bin = attr_of(self.ns().node(rendered.bin)?, &self.config);
+        let ino = lock(&self.view).ino(id);
+        Ok(file_attr(ino, &bin, Some(rendered.jsonl.len() as u64)))
+    }
+
+    /// The segment's JSON Lines: from the cache when both objects are unchanged, else read,
+    /// decoded, checked and cached.
+    async fn render(&self, id: u64) -> FsResult<Rendered> {
+        let bin = self.resolve_segment_file(id, SegmentFile::Data).await?;
+        let meta = match self.resolve_segment_file(id, SegmentFile::Meta).await {
+            Ok(ino) => Some(ino),
+            Err(FsError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let (bin_handle, bin_reader) = self.open_reader(bin).await?;
+        let meta_reader = match meta {
+            Some(ino) => match self.open_reader(ino).await {
+                Ok(opened) => Some(opened),
+                Err(e) => {
+                    self.release_reader(bin_handle);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let cache_id = BlockId {
+            key: cache_key(&bin_reader.object().key),
+            etag: format!(
+                "{}\n{}",
+                bin_reader.object().etag,
+                meta_reader
+                    .as_ref()
+                    .map_or("", |(_, reader)| reader.object().etag.as_str())
+            ),
+            index: 0,
+        };
+        let result = match self.reads.cache().get(&cache_id) {
+            Some(jsonl) => Ok(jsonl),
+            None => {
+                self.decode(
+                    id,
+                    &bin_reader,
+                    meta_reader.as_ref().map(|(_, r)| r.as_ref()),
+                    cache_id,
+                )
+                .await
+            }
+        };
+        self.release_reader(bin_handle);
+        if let Some((handle, _)) = meta_reader {
+            self.release_reader(handle);
+        }
+        Ok(Rendered {
+            jsonl: result?,
+            bin,
+        })
+    }
+
+    async fn decode(
+        &self,
+        id: u64,
+        bin: &crate::cache::ObjectReader,
+        meta: Option<&crate::cache::ObjectReader>,
+        cache_id: BlockId,
+    ) -> FsResult<Bytes> {
+        let stored = read_whole(bin).await?;
+        let sidecar = match meta {
+            Some(reader) => Some(read_whole(reader).await?),
+            None => None,
+        };
+        // Decoding a large segment takes a while of CPU: off the async workers.
+        let rendered =
+            tokio::task::spawn_blocking(move || render_jsonl(id, &stored, sidecar.as_deref()))
+                .await
+                .map_err(|e| FsError::Io(std::io::Error::other(e)))?;
+        let jsonl = rendered.inspect_err(|e| {
+            tracing::warn!(segment = %format!("{id:016x}"), error = %e,
+                "segment does not decode; entries/ answers EIO for it");
+        })?;
+        self.reads.cache().insert_in_memory(cache_id, jsonl.clone());
+        Ok(jsonl)
+    }
+
+    /// The rendering of segment `id` if the cache holds one for the versions the namespace
+    /// trusts now (no request).
+    fn cached_rendering(&self, id: u64) -> Option<Bytes> {
+        let (key, bin_etag, meta_etag) = {
+            let ns = self.ns();
+            let current = |file| {
+                let node = ns.child(ROOT_INO, &segment::file_name(id, file))?;
+                ns.is_current(node.ino()).then_some(())?;
+                Some((node.key().to_string(), node.attrs().etag.clone()?))
+            };
+            let (key, bin_etag) = current(SegmentFile::Data)?;
+            let meta_etag = current(SegmentFile::Meta).map_or(String::new(), |(_, etag)| etag);
+            (key, bin_etag, meta_etag)
+        };
+        self.reads.cache().get(&BlockId {
+            key: cache_key(&key),
+            etag: format!("{bin_etag}\n{meta_etag}"),
+            index: 0,
+        })
+    }
+
+    /// The root's file for segment `id`: its canonical name, else any name with that id
+    /// (segment names may use fewer digits or upper case).
+    async fn resolve_segment_file(&self, id: u64, file: SegmentFile) -> FsResult<Ino> {
+        match self.resolve(ROOT_INO, &segment::file_name(id, file)).await {
+            Err(FsError::NotFound) => {}
+            other => return other,
+        }
+        let ns = self.ns();
+        ns.children(ROOT_INO)
+            .find(|node| {
+                node.kind() == Kind::File
+                    && segment::parse_file_name(node.name()) == Some((id, file))
+            })
+            .map(|node| node.ino())
+            .ok_or(FsError::NotFound)
+    }
+
+    /// A reader pinned to the file's current version, as `open` would make it.
+    async fn open_reader(
+        &self,
+        ino: Ino,
+    ) -> FsResult<(u64, std::sync::Arc<crate::cache::ObjectReader>)> {
+        let opened = self.open_for_reading(ino).await?;
+        let reader = lock(&self.readers)
+            .get(&opened.handle)
+            .map(|(_, reader)| reader.clone())
+            .ok_or(FsError::BadHandle)?;
+        Ok((opened.handle, reader))
+    }
+
+    fn release_reader(&self, handle: u64) {
+        lock(&self.readers).remove(&handle);
+    }
+}
+
+/// Cache keys of renderings: a NUL can be in no key this mount shows, so no object's blocks
+/// share them.
+fn cache_key(bin_key: &str) -> String {
+    format!("\0entries\0{bin_key}")
+}
+
+async fn read_whole(reader: &crate::cache::ObjectReader) -> FsResult<Bytes> {
+    let size = reader.object().size;
+    let mut whole = BytesMut::with_capacity(size as usize);
+    while (whole.len() as u64) < size {
+        let piece = reader.read(whole.len() as u64, READ_PIECE).await?;
+        if piece.is_empty() {
+            break;
+        }
+        whole.extend_from_slice(&piece);
+    }
+    Ok(whole.freeze())
+}
+
+fn file_attr(ino: Ino, bin: &Attr, size: Option<u64>) -> Attr {
+    Attr {
+        ino,
+        kind: Kind::File,
+        file_type: FileType::Regular,
+        size: size.unwrap_or(0),
+        perm: 0o444,
+        rdev: 0,
+        ..bin.clone()
+    }
+}
+
+fn dot_entry(name: &str, attr: Attr, next_offset: u64) -> DirEntry {
+    DirEntry {
+        ino: attr.ino,
+        kind: Kind::Directory,
+        name: name.into(),
+        next_offset,
+        attr_known: true,
+        attr,
+    }
+}
