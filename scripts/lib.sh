@@ -14,6 +14,7 @@ ensure_packages() {
     command -v setpriv >/dev/null || missing+=(util-linux)
     command -v pgrep >/dev/null || missing+=(procps)
     command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
     command -v python3 >/dev/null || missing+=(python3 python3-pip)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "scribefs: installing ${missing[*]}" >&2

@@ -13,7 +13,19 @@ use common::mount::BUCKET;
 use scribefs::devserver::{DevServer, DevServerConfig};
 use scribefs::store::config::S3Config;
 use scribefs::store::limits::S3_MIN_PART_SIZE;
+use scribefs::store::s3::S3Store;
 use scribefs::store::{ObjectStore, PutOptions, StoreError, get_bytes};
+
+/// A dev server and the bare S3 store on it, without retries: one attempt per call.
+async fn server_and_bare_store() -> (DevServer, S3Store) {
+    let server = DevServer::start(DevServerConfig::for_tests(&[DEV_BUCKET]))
+        .await
+        .unwrap();
+    let s3 = S3Store::new(&dev_config(&server, DEV_BUCKET))
+        .await
+        .unwrap();
+    (server, s3)
+}
 
 fn part(byte: u8, len: u64) -> Bytes {
     Bytes::from(vec![byte; len as usize])
@@ -196,13 +208,7 @@ fn a_file_backed_server_without_etags_and_with_key_conflicts() {
 
 #[tokio::test]
 async fn a_body_damaged_on_the_way_is_refused_by_content_md5_never_stored() {
-    let server = DevServer::start(DevServerConfig::for_tests(&[DEV_BUCKET]))
-        .await
-        .unwrap();
-    // The bare S3 store, without retries: one attempt per call.
-    let s3 = scribefs::store::s3::S3Store::new(&dev_config(&server, DEV_BUCKET))
-        .await
-        .unwrap();
+    let (server, s3) = server_and_bare_store().await;
     server.set_corrupt_rate(1.0);
     let error = s3
         .put(
@@ -235,4 +241,89 @@ async fn a_body_damaged_on_the_way_is_refused_by_content_md5_never_stored() {
     .unwrap();
     let stored = server.bucket(DEV_BUCKET).unwrap().object("k").unwrap();
     assert_eq!(&stored.data[..], b"precious bytes");
+}
+
+/// Every GET answer that covers a whole single-part object is checked against its MD5 ETag
+/// before a byte is returned: a body damaged on the way is an error, fetched once more, never
+/// returned. A range of the object has no stored digest and is not checked.
+#[tokio::test]
+async fn a_download_damaged_on_the_way_is_detected_fetched_once_more_never_returned() {
+    let (server, s3) = server_and_bare_store().await;
+    let config = dev_config(&server, DEV_BUCKET);
+    let data: Bytes = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+    s3.put("small", data.clone(), PutOptions::default())
+        .await
+        .unwrap();
+    server.set_corrupt_get_rate(1.0);
+
+    // The bare store: one GET, an error naming the mismatch. Asking for more than the object
+    // (as the block cache does for a small file) is still the whole object.
+    for range in [None, Some(0..1 << 20), Some(0..5000)] {
+        server.reset_stats();
+        let error = get_bytes(&s3, "small", range.clone()).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::ChecksumMismatch { .. }),
+            "{range:?}: {error:?}"
+        );
+        assert!(!error.is_retryable());
+        assert!(error.to_string().contains("MD5"), "{error}");
+        assert_eq!(server.stats().get, 1, "{range:?}");
+    }
+
+    // With retries: exactly one more GET, whatever the retry budget, then the same error.
+    let store = scribefs::cli::connect(&config).await.unwrap();
+    server.reset_stats();
+    let error = get_bytes(store.as_ref(), "small", None).await.unwrap_err();
+    assert!(error.is_checksum_mismatch(), "{error:?}");
+    assert_eq!(server.stats().get, 2);
+
+    // A range inside the object has no digest to check against: its bytes come back damaged
+    // (the limit docs/RELIABILITY.md states).
+    let part = get_bytes(&s3, "small", Some(1000..2000)).await.unwrap();
+    assert_ne!(part, data.slice(1000..2000));
+
+    // --no-etag-check (for stores whose ETags are no MD5s) turns the check off.
+    let unchecked = S3Store::new(&S3Config {
+        check_etag_md5: false,
+        ..config.clone()
+    })
+    .await
+    .unwrap();
+    server.reset_stats();
+    let damaged = get_bytes(&unchecked, "small", None).await.unwrap();
+    assert_eq!(damaged.len(), data.len());
+    assert_ne!(damaged, data);
+    assert_eq!(server.stats().get, 1);
+
+    server.set_corrupt_get_rate(0.0);
+    server.reset_stats();
+    assert_eq!(
+        get_bytes(store.as_ref(), "small", None).await.unwrap(),
+        data
+    );
+    assert_eq!(server.stats().get, 1);
+}
+
+/// A multipart object's ETag is no MD5 of its bytes: its GETs are not checked, and a correct
+/// download of it is not mistaken for a damaged one.
+#[tokio::test]
+async fn multipart_objects_are_read_unchecked_and_never_refused() {
+    let (_server, s3) = server_and_bare_store().await;
+    let id = s3
+        .create_multipart("multi", PutOptions::default())
+        .await
+        .unwrap();
+    let parts = vec![
+        s3.upload_part("multi", &id, 1, part(b'a', S3_MIN_PART_SIZE))
+            .await
+            .unwrap(),
+        s3.upload_part("multi", &id, 2, part(b'b', 10))
+            .await
+            .unwrap(),
+    ];
+    let done = s3.complete_multipart("multi", &id, parts).await.unwrap();
+    assert!(done.etag.contains('-'), "{}", done.etag);
+    let whole = get_bytes(&s3, "multi", None).await.unwrap();
+    assert_eq!(whole.len() as u64, S3_MIN_PART_SIZE + 10);
+    assert!(whole.ends_with(b"bbbbbbbbbb"));
 }

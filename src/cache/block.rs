@@ -430,6 +430,19 @@ pub(crate) fn duplicate_error(error: &StoreError) -> StoreError {
         StoreError::PreconditionFailed(m) => StoreError::PreconditionFailed(m.clone()),
         StoreError::KeyConflict(k, o) => StoreError::KeyConflict(k.clone(), o.clone()),
         StoreError::InvalidRequest(m) => StoreError::InvalidRequest(m.clone()),
+        StoreError::ChecksumMismatch {
+            key,
+            expected,
+            actual,
+        } => StoreError::ChecksumMismatch {
+            key: key.clone(),
+            expected: expected.clone(),
+            actual: actual.clone(),
+        },
+        StoreError::UntrustedCertificate { endpoint, reason } => StoreError::UntrustedCertificate {
+            endpoint: endpoint.clone(),
+            reason: reason.clone(),
+        },
         StoreError::Throttled(m) => StoreError::Throttled(m.clone()),
         StoreError::Server { status, message } => StoreError::Server {
             status: *status,

@@ -54,6 +54,10 @@ pub struct ConnectionArgs {
     /// Send unsigned requests, for public buckets (no credentials looked up)
     #[arg(long, global = true)]
     pub no_sign_request: bool,
+    /// Do not check downloads of whole objects against their MD5 ETag (for a store whose
+    /// ETags are not MD5s of the data)
+    #[arg(long, global = true)]
+    pub no_etag_check: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -54,6 +54,7 @@ pub fn resolve(
     }
     config.profile = args.profile.clone();
     config.no_sign_request = args.no_sign_request;
+    config.check_etag_md5 = !args.no_etag_check;
     config
         .validate()
         .map_err(|e| CliError::Config(e.to_string()))?;
@@ -223,6 +224,21 @@ mod tests {
         assert!(config.path_style);
         let bad = env_of(&[("S3_BUCKET", "b"), ("S3_PATH_STYLE", "maybe")]);
         assert!(resolve(&ConnectionArgs::default(), &bad).is_err());
+    }
+
+    #[test]
+    fn the_etag_check_is_on_unless_no_etag_check_is_given() {
+        let env = env_of(&[("S3_BUCKET", "b")]);
+        assert!(
+            resolve(&ConnectionArgs::default(), &env)
+                .unwrap()
+                .check_etag_md5
+        );
+        let args = ConnectionArgs {
+            no_etag_check: true,
+            ..Default::default()
+        };
+        assert!(!resolve(&args, &env).unwrap().check_etag_md5);
     }
 
     #[test]

@@ -305,6 +305,7 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
                 config.bucket
             )
         }
+        StoreError::UntrustedCertificate { .. } => error.root().to_string(),
         StoreError::Connection(_) | StoreError::Timeout(_) => {
             format!("cannot reach the S3 endpoint {endpoint}: {error}")
         }

@@ -88,6 +88,7 @@ pub struct DevServer {
     shared: Arc<Shared>,
     buckets: Arc<Buckets>,
     corrupt_rate: Arc<AtomicU64>,
+    corrupt_get_rate: Arc<AtomicU64>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -115,8 +116,12 @@ impl DevServer {
         }
 
         let corrupt_rate = Arc::new(AtomicU64::new(0));
-        let mut builder =
-            S3ServiceBuilder::new(s3::DevS3::new(buckets.clone(), corrupt_rate.clone()));
+        let corrupt_get_rate = Arc::new(AtomicU64::new(0));
+        let mut builder = S3ServiceBuilder::new(s3::DevS3::new(
+            buckets.clone(),
+            corrupt_rate.clone(),
+            corrupt_get_rate.clone(),
+        ));
         builder.set_auth(SimpleAuth::from_single(
             config.access_key.clone(),
             config.secret_key.clone(),
@@ -140,6 +145,7 @@ impl DevServer {
             shared,
             buckets,
             corrupt_rate,
+            corrupt_get_rate,
             shutdown,
             task,
         })
@@ -170,13 +176,13 @@ impl DevServer {
     /// Fraction of uploaded bodies (PutObject, UploadPart) that arrive with one byte flipped,
     /// as a faulty network or NIC would deliver them. Clamped to [0, 1].
     pub fn set_corrupt_rate(&self, rate: f64) {
-        let rate = if rate.is_nan() {
-            0.0
-        } else {
-            rate.clamp(0.0, 1.0)
-        };
-        self.corrupt_rate
-            .store(rate.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        store_rate(&self.corrupt_rate, rate);
+    }
+
+    /// Fraction of GET bodies sent with one byte flipped (the middle byte of the range), as a
+    /// faulty network would deliver them. Clamped to [0, 1].
+    pub fn set_corrupt_get_rate(&self, rate: f64) {
+        store_rate(&self.corrupt_get_rate, rate);
     }
 
     pub fn set_latency(&self, latency: Duration) {
@@ -213,4 +219,14 @@ impl DevServer {
             tracing::warn!(%error, "dev server task failed");
         }
     }
+}
+
+/// Stores `rate`, clamped to [0, 1] (NaN counts as 0), as f64 bits.
+fn store_rate(target: &AtomicU64, rate: f64) {
+    let rate = if rate.is_nan() {
+        0.0
+    } else {
+        rate.clamp(0.0, 1.0)
+    };
+    target.store(rate.to_bits(), std::sync::atomic::Ordering::Relaxed);
 }

@@ -27,27 +27,27 @@ pub(crate) struct DevS3 {
     buckets: Arc<Buckets>,
     /// Fraction (f64 bits) of uploaded bodies that arrive with one byte flipped.
     corrupt_rate: Arc<AtomicU64>,
+    /// Fraction (f64 bits) of GET bodies sent with one byte flipped.
+    corrupt_get_rate: Arc<AtomicU64>,
 }
 
 impl DevS3 {
-    pub fn new(buckets: Arc<Buckets>, corrupt_rate: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        buckets: Arc<Buckets>,
+        corrupt_rate: Arc<AtomicU64>,
+        corrupt_get_rate: Arc<AtomicU64>,
+    ) -> Self {
         DevS3 {
             buckets,
             corrupt_rate,
+            corrupt_get_rate,
         }
     }
 
     /// Emulates a body damaged on the way (a faulty NIC or proxy): flips one byte of `data`
     /// as often as the corruption rate says, before the server checks or stores it.
     fn maybe_corrupt(&self, data: Bytes) -> Bytes {
-        let rate = f64::from_bits(self.corrupt_rate.load(Ordering::Relaxed));
-        if data.is_empty() || rate <= 0.0 || fastrand::f64() >= rate {
-            return data;
-        }
-        let mut damaged = data.to_vec();
-        let middle = damaged.len() / 2;
-        damaged[middle] ^= 0x20;
-        Bytes::from(damaged)
+        flip_a_byte(data, &self.corrupt_rate)
     }
 
     fn bucket(&self, name: &str) -> S3Result<Arc<Bucket>> {
@@ -55,6 +55,18 @@ impl DevS3 {
             .get(name)
             .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist"))
     }
+}
+
+/// Flips one byte of `data` (the middle one) as often as `rate` (f64 bits) says.
+fn flip_a_byte(data: Bytes, rate: &AtomicU64) -> Bytes {
+    let rate = f64::from_bits(rate.load(Ordering::Relaxed));
+    if data.is_empty() || rate <= 0.0 || fastrand::f64() >= rate {
+        return data;
+    }
+    let mut damaged = data.to_vec();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x20;
+    Bytes::from(damaged)
 }
 
 fn no_such_key() -> S3Error {
@@ -248,9 +260,14 @@ impl S3 for DevS3 {
             input.if_unmodified_since.as_ref(),
         )?;
         let range = conditions::resolve_range(input.range.as_ref(), object.data.len() as u64)?;
-        let body = object
-            .data
-            .slice(range.bytes.start as usize..range.bytes.end as usize);
+        // A GET body damaged on the way (after the server read it intact), as often as the
+        // GET corruption rate says: what a client's download check must catch.
+        let body = flip_a_byte(
+            object
+                .data
+                .slice(range.bytes.start as usize..range.bytes.end as usize),
+            &self.corrupt_get_rate,
+        );
         Ok(S3Response::new(GetObjectOutput {
             accept_ranges: Some("bytes".into()),
             content_length: Some(body.len() as i64),

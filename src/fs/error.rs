@@ -89,6 +89,9 @@ pub fn store_errno(error: &StoreError) -> libc::c_int {
         // A file-backed server cannot keep `a` beside `a/b`: the name is taken, in its way.
         StoreError::KeyConflict(..) => libc::EEXIST,
         StoreError::InvalidRequest(_) => libc::EIO,
+        // A download damaged on the way, twice: the bytes are not the object's.
+        StoreError::ChecksumMismatch { .. } => libc::EIO,
+        StoreError::UntrustedCertificate { .. } => libc::EIO,
         StoreError::Throttled(_) => libc::EIO,
         StoreError::Server { .. } => libc::EIO,
         StoreError::Timeout(_) => libc::ETIMEDOUT,

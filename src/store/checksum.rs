@@ -1,5 +1,6 @@
 //! Content-MD5: the base64 MD5 of a body, sent with every PutObject and UploadPart so that the
-//! server refuses (BadDigest) bytes damaged on the way instead of storing them.
+//! server refuses (BadDigest) bytes damaged on the way instead of storing them; and the MD5 an
+//! ETag names, against which a downloaded whole object is checked.
 
 use md5::{Digest, Md5};
 
@@ -8,6 +9,19 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// The `Content-MD5` header value of `body`.
 pub fn content_md5(body: &[u8]) -> String {
     base64_of(&Md5::digest(body))
+}
+
+/// The MD5 (lower-case hex) an ETag names, if it is a plain 32-hex digest. Multipart ETags
+/// (`"hex-N"`) and anything else name no digest of the bytes.
+pub fn etag_md5(etag: &str) -> Option<String> {
+    let hex = etag.trim_matches('"');
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
+/// A digest in lower-case hex, as an ETag spells an MD5.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Standard base64 with padding, as Content-MD5 carries a digest.
@@ -44,5 +58,20 @@ mod tests {
         assert_eq!(base64_of(b"foobar"), "Zm9vYmFy");
         // `echo -n hello | openssl md5 -binary | base64`
         assert_eq!(content_md5(b"hello"), "XUFAKrxLKna5cZ2REBfFkg==");
+    }
+
+    #[test]
+    fn only_plain_md5_etags_name_a_digest() {
+        assert_eq!(
+            hex(&Md5::digest(b"hello")),
+            "5d41402abc4b2a76b9719d911017c592"
+        );
+        assert_eq!(
+            etag_md5("\"5D41402ABC4B2A76B9719D911017C592\"").as_deref(),
+            Some("5d41402abc4b2a76b9719d911017c592")
+        );
+        assert_eq!(etag_md5("\"5d41402abc4b2a76b9719d911017c592-2\""), None);
+        assert_eq!(etag_md5("\"5d41402abc4b2a76b9719d911017c59z\""), None);
+        assert_eq!(etag_md5(""), None);
     }
 }

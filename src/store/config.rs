@@ -35,6 +35,10 @@ pub struct S3Config {
     /// Unsigned requests, for public buckets: no credentials at all.
     #[serde(skip)]
     pub no_sign_request: bool,
+    /// Check each download of a whole single-part object against its MD5 ETag; off for a
+    /// store whose ETags are not MD5s of the data.
+    #[serde(skip)]
+    pub check_etag_md5: bool,
 }
 
 impl Default for S3Config {
@@ -51,6 +55,7 @@ impl Default for S3Config {
             max_retries: DEFAULT_MAX_RETRIES,
             profile: None,
             no_sign_request: false,
+            check_etag_md5: true,
         }
     }
 }

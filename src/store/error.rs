@@ -22,6 +22,23 @@ pub enum StoreError {
         "{0:?} cannot be stored beside {1:?} on this server (a key that is both a file and a directory prefix)"
     )]
     KeyConflict(String, String),
+    /// A downloaded body differs from the digest the server stored for it (the MD5 ETag of a
+    /// single-part object): damaged on the way. The bytes are never returned; `Retrying` sends
+    /// the GET once more, then gives up with this.
+    #[error(
+        "GET {key:?}: the bytes received do not match the object's MD5 ETag {expected} (got {actual}): damaged on the way, or a store whose ETags are no MD5s (--no-etag-check)"
+    )]
+    ChecksumMismatch {
+        key: String,
+        expected: String,
+        actual: String,
+    },
+    /// The TLS handshake failed because the server's certificate is not trusted (unknown
+    /// issuer, expired, wrong name): retrying cannot fix it, trusting its CA can.
+    #[error(
+        "the TLS certificate of {endpoint} is not trusted ({reason}): set AWS_CA_BUNDLE (or SSL_CERT_FILE) to a PEM file holding its CA"
+    )]
+    UntrustedCertificate { endpoint: String, reason: String },
     /// HTTP 400 and other answers that retrying cannot fix.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -72,6 +89,10 @@ impl StoreError {
             StoreError::RetriesExhausted { source, .. } => source.root(),
             other => other,
         }
+    }
+
+    pub fn is_checksum_mismatch(&self) -> bool {
+        matches!(self.root(), StoreError::ChecksumMismatch { .. })
     }
 
     pub fn is_not_found(&self) -> bool {

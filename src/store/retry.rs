@@ -187,10 +187,20 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
     }
 
     async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
-        let (output, attempts) = retry_loop(&self.policy, 0, "GET", &request.key, || {
-            self.inner.get(request.clone())
-        })
-        .await?;
+        let open = || {
+            retry_loop(&self.policy, 0, "GET", &request.key, || {
+                self.inner.get(request.clone())
+            })
+        };
+        // Bytes damaged on the way are fetched once more with a fresh GET; damaged again, the
+        // object itself (or something in the path) is bad, and more attempts would not help.
+        let (output, attempts) = match open().await {
+            Err(err) if err.is_checksum_mismatch() => {
+                tracing::warn!(key = %request.key, error = %err, "GET failed its checksum; fetching it once more");
+                open().await?
+            }
+            other => other?,
+        };
         let resume = Resume {
             store: Arc::clone(&self.inner),
             policy: self.policy.clone(),

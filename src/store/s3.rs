@@ -9,13 +9,16 @@
 //! - **Timeouts.** `timeout_secs` bounds connecting and each attempt up to the response headers;
 //!   a body that stalls mid-way is caught by the SDK's stalled-stream protection (kept on).
 //! - **Integrity.** PutObject and UploadPart carry Content-MD5: a server refuses (BadDigest,
-//!   retried) a body damaged on the way instead of storing it.
+//!   retried) a body damaged on the way instead of storing it. A GET whose answer covers a whole
+//!   object of at most [`MAX_VERIFIED_BODY`] bytes with a plain MD5 ETag (single-part, not
+//!   SSE-KMS/SSE-C) is read in full and checked before it is returned (`ChecksumMismatch`).
 //! - **Errors** are classified in `errors` from typed SDK facts, never from display strings.
 //! - **Small requests are fast.** The SDK's default hyper client sets `TCP_NODELAY` (smithy
 //!   http-client 1.5 does so by default), so a small GET is not held back by Nagle's algorithm.
 
 mod encoding;
 mod errors;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -31,19 +34,25 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
 use aws_sdk_s3::types::{CompletedMultipartUpload, EncodingType, MetadataDirective};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use md5::{Digest, Md5};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
-use super::checksum::content_md5;
+use super::checksum::{content_md5, etag_md5, hex};
 use super::config::S3Config;
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
     ObjectMeta, ObjectStore, ObjectSummary, PendingUpload, PutOptions, PutOutput, StoreError,
     StoreResult, UserMetadata,
 };
+
+/// A GET answer covering a whole object up to this size is read in full and checked against
+/// the object's MD5 ETag before the caller sees a byte; larger bodies stream unchecked (the
+/// block cache reads large objects in ranges, which no stored digest covers).
+pub const MAX_VERIFIED_BODY: u64 = 16 << 20;
 
 /// At most this many parents of a key are checked when a write may have hit a key conflict.
 const MAX_CONFLICT_PROBES: usize = 16;
@@ -56,6 +65,7 @@ pub struct S3Store {
     region: String,
     timeout: Duration,
     permits: Arc<Semaphore>,
+    check_etag_md5: bool,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -77,6 +87,9 @@ impl S3Store {
         let timeout = Duration::from_secs(config.timeout_secs);
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()));
+        if let Some(client) = tls::client_from_env()? {
+            loader = loader.http_client(client);
+        }
         if let Some(profile) = &config.profile {
             loader = loader.profile_name(profile);
         }
@@ -121,6 +134,7 @@ impl S3Store {
             region: config.region.clone(),
             timeout,
             permits: Arc::new(Semaphore::new(config.pool_size)),
+            check_etag_md5: config.check_etag_md5,
         })
     }
 
@@ -288,6 +302,54 @@ fn length(value: Option<i64>) -> u64 {
     value.map_or(0, |v| v.max(0) as u64)
 }
 
+/// Whether a GET answer's ETag is the MD5 of its bytes: not so for objects encrypted with
+/// SSE-KMS or SSE-C (S3's documented exceptions; SSE-S3 keeps the MD5).
+fn etag_is_content_md5(output: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> bool {
+    use aws_sdk_s3::types::ServerSideEncryption;
+    let kms = matches!(
+        output.server_side_encryption(),
+        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+    );
+    !kms && output.sse_customer_algorithm().is_none()
+}
+
+/// Why a checked body was refused.
+enum Mismatch {
+    /// It broke or ended short: a connection fault, retryable.
+    Body(StoreError),
+    /// It arrived whole with this (hex) MD5, not the expected one.
+    Digest(String),
+}
+
+/// Reads a body of `size` bytes, hashing it as it arrives (so the check adds little to the
+/// transfer), and returns it only if its MD5 is `expected` (lower-case hex).
+async fn collect_checked(
+    mut sdk_body: SdkByteStream,
+    size: u64,
+    expected: &str,
+    what: &str,
+) -> Result<Bytes, Mismatch> {
+    let mut body = BytesMut::with_capacity(size as usize);
+    let mut digest = Md5::new();
+    while let Some(chunk) = sdk_body.next().await {
+        let chunk = chunk.map_err(|e| {
+            let message = format!("{what}: body broke: {}", DisplayErrorContext(&e));
+            Mismatch::Body(StoreError::Connection(message))
+        })?;
+        digest.update(&chunk);
+        body.extend_from_slice(&chunk);
+    }
+    if body.len() as u64 != size {
+        let message = format!("{what}: body ended at byte {} of {size}", body.len());
+        return Err(Mismatch::Body(StoreError::Connection(message)));
+    }
+    let actual = hex(&digest.finalize());
+    if actual != expected {
+        return Err(Mismatch::Digest(actual));
+    }
+    Ok(body.freeze())
+}
+
 /// Adapts the SDK body into ours, holding the connection permit until the body ends, fails or
 /// is dropped.
 fn permit_holding_body(
@@ -376,7 +438,28 @@ impl ObjectStore for S3Store {
             content_type: output.content_type().map(str::to_string),
         };
         let what = format!("GET {key:?} from {}", self.endpoint);
-        let body = permit_holding_body(output.body, permit, what);
+        let whole = range == (0..size) && size <= MAX_VERIFIED_BODY;
+        let digest = (self.check_etag_md5 && whole)
+            .then(|| etag_md5(&meta.etag))
+            .flatten()
+            .filter(|_| etag_is_content_md5(&output));
+        let Some(expected) = digest else {
+            let body = permit_holding_body(output.body, permit, what);
+            return Ok(GetObjectOutput { meta, range, body });
+        };
+        let body = collect_checked(output.body, size, &expected, &what).await;
+        drop(permit);
+        let body = body.map_err(|mismatch| match mismatch {
+            Mismatch::Body(error) => error,
+            Mismatch::Digest(actual) => StoreError::ChecksumMismatch {
+                key: key.to_string(),
+                expected: meta.etag.clone(),
+                actual,
+            },
+        })?;
+        let body: ByteStream = Box::pin(futures::stream::iter(
+            (!body.is_empty()).then_some(Ok(body)),
+        ));
         Ok(GetObjectOutput { meta, range, body })
     }
 

@@ -60,6 +60,11 @@ impl Server {
         self.server().set_corrupt_rate(rate)
     }
 
+    /// Fraction of GET bodies sent with a flipped byte.
+    pub fn set_corrupt_get_rate(&self, rate: f64) {
+        self.server().set_corrupt_get_rate(rate)
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         self.server().set_latency(latency)
     }

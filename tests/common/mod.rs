@@ -8,3 +8,4 @@ pub mod moto;
 pub mod mount;
 pub mod proc_server;
 pub mod tiny_server;
+pub mod tls;

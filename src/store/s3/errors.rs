@@ -46,6 +46,15 @@ where
     // The SDK's full context (with the Debug form of the raw response) goes to the debug log
     // only: in a message a user reads it would bury the one line that matters.
     tracing::debug!(call = %context.what(), error = %DisplayErrorContext(&err), "S3 call failed");
+    if let SdkError::DispatchFailure(failure) = &err
+        && let Some(connector) = failure.as_connector_error()
+        && let Some(reason) = super::tls::refused_certificate(connector)
+    {
+        return StoreError::UntrustedCertificate {
+            endpoint: context.endpoint.to_string(),
+            reason,
+        };
+    }
     let detail = causes(&err);
     match &err {
         SdkError::ConstructionFailure(_) => StoreError::InvalidRequest(format!(
