@@ -168,12 +168,13 @@ impl Namespace {
             return Ok(Answer::Found(node.ino));
         }
         if self.fresh(dir.coverage.covering(name)) {
-            // A fresh listing covered the name and the node is not fresh: it is not there.
+            // A fresh listing covered the name. `listed` unlinks every covered child it did not
+            // see unless the child changed here after the listing started, so a child still
+            // linked exists, even one whose own validation (a GET or an upload made while the
+            // listing ran) is older than the listing's.
             return Ok(match self.child(parent, name) {
-                Some(node) if node.validated >= dir.coverage.covering(name) => {
-                    Answer::Found(node.ino)
-                }
-                _ => Answer::Missing,
+                Some(node) => Answer::Found(node.ino),
+                None => Answer::Missing,
             });
         }
         let missed = self.misses.get(&(parent, name.to_string())).copied();
