@@ -144,6 +144,23 @@ pub fn data_changed(metadata: &mut UserMetadata) {
     metadata.remove(META_CTIME);
 }
 
+/// The metadata a renamed file's copy carries: its mtime kept (the copy gets a new
+/// LastModified) and ctime now, as POSIX says for rename.
+pub fn renamed_metadata(metadata: &UserMetadata, mtime: SystemTime) -> UserMetadata {
+    let mut metadata = metadata.clone();
+    keep_mtime(&mut metadata, mtime);
+    metadata.insert(META_CTIME.into(), seconds(SystemTime::now()));
+    metadata
+}
+
+/// Stores `mtime` (the upload's time, shown while no header holds one) before a CopyObject
+/// that replaces the metadata: the copy's new LastModified must not become the mtime.
+pub fn keep_mtime(metadata: &mut UserMetadata, mtime: SystemTime) {
+    metadata
+        .entry(META_MTIME.into())
+        .or_insert_with(|| seconds(mtime));
+}
+
 /// Stores permission bits `mode` with the type bits the node already has (or its kind's).
 fn set_mode(metadata: &mut UserMetadata, kind: Kind, mode: u32) {
     let type_bits = stored_type(kind, metadata).mode_bits();

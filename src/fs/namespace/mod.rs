@@ -677,7 +677,9 @@ impl Namespace {
                 if keep_local {
                     return Some(ino);
                 }
-                if from_listing && same_version {
+                // A listing, or a lookup of a directory (whose marker it did not HEAD), says
+                // nothing of the metadata: keep what we know of an unchanged version.
+                if (from_listing || kind == Kind::Directory) && same_version {
                     attrs.metadata = std::mem::take(&mut node.attrs.metadata);
                     attrs.content_type =
                         std::mem::replace(&mut node.attrs.content_type, ContentType::Unknown);
