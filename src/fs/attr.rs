@@ -84,8 +84,14 @@ pub struct SetAttr {
 }
 
 impl SetAttr {
+    /// Whether the request changes what the object's headers hold. A request with no field
+    /// we keep is a `chown(-1, -1)` or a utimens of atime only: POSIX still sets the ctime.
     pub fn changes_metadata(&self) -> bool {
-        self.mode.is_some() || self.uid.is_some() || self.gid.is_some() || self.mtime.is_some()
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.mtime.is_some()
+            || self.size.is_none()
     }
 
     /// The node's metadata with this request's changes applied. The type bits stay those the

@@ -122,6 +122,7 @@ impl Fs {
             Err(e) => return Err(e),
         }
         let marker = self.ns().new_child_key(parent, name, Kind::Directory)?;
+        let (caller, mode) = self.inherit_group(parent, caller, mode, true);
         let metadata = owned_metadata(Kind::Directory, mode, caller.uid, caller.gid, &self.config);
         let options = PutOptions {
             metadata: metadata.clone(),

@@ -263,6 +263,7 @@ impl Fs {
             Err(e) => return Err(e),
         }
         let key = self.ns().new_child_key(parent, name, Kind::File)?;
+        let (caller, mode) = self.inherit_group(parent, caller, mode, false);
         let metadata = owned_metadata(Kind::File, mode, caller.uid, caller.gid, &self.config);
         let upload = self.streaming(&key, &metadata)?;
         let (ino, attr) = {
