@@ -14,7 +14,8 @@
 //! - link counts and hard links (an object has one key; `link` is `EPERM`, tested in
 //!   tests/fuse_posix.rs), and the size of a directory;
 //! - a directory's own mtime and ctime when entries are added or removed (that would be a
-//!   PUT of its marker per change);
+//!   PUT of its marker per change), and the times of the files below a renamed directory
+//!   (each key is copied as it is, and S3 gives the copy a new LastModified);
 //! - files held open across calls.
 
 mod common;
@@ -435,9 +436,8 @@ fn check_times(
         }
         let local_before = before(local.0, path);
         let mount_before = before(mounted.0, path);
-        let fields: [(&str, fn(&Times) -> SystemTime); 2] =
-            [("mtime", |t| t.mtime), ("ctime", |t| t.ctime)];
-        for (field, get) in fields {
+        for field in ["mtime", "ctime"] {
+            let get = |t: &Times| if field == "mtime" { t.mtime } else { t.ctime };
             let (now_local, now_mount) = (get(after), get(mount_after));
             let was_local = local_before.as_ref().map(get);
             let was_mount = mount_before.as_ref().map(get);
@@ -588,10 +588,9 @@ fn become_nobody() {
     }
 }
 
-/// The runner's seed: `DIFFERENTIAL_SEED=<u64>` replays one sequence of cases (the failure
-/// message names the ops, so a failing case can be rerun with the same seed); otherwise it
-/// is random.
-fn runner(cases: u32) -> TestRunner {
+/// A runner seeded from `DIFFERENTIAL_SEED=<u64>` when set, else from the clock; the seed is
+/// returned so a failure names it and the same cases can be replayed.
+fn runner(cases: u32) -> (TestRunner, u64) {
     let config = Config {
         // PROPTEST_CASES=1000 for a longer hunt.
         cases: std::env::var("PROPTEST_CASES")
@@ -602,17 +601,17 @@ fn runner(cases: u32) -> TestRunner {
         failure_persistence: None,
         ..Config::default()
     };
-    match std::env::var("DIFFERENTIAL_SEED")
+    let seed = std::env::var("DIFFERENTIAL_SEED")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-    {
-        Some(seed) => {
-            let mut bytes = [0u8; 32];
-            bytes[..8].copy_from_slice(&seed.to_le_bytes());
-            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
-        }
-        None => TestRunner::new(config),
-    }
+        .unwrap_or_else(|| {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            now.as_secs() ^ u64::from(now.subsec_nanos())
+        });
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    (TestRunner::new_with_rng(config, rng), seed)
 }
 
 fn differential(args: &[&str], phase: Phase) {
@@ -622,7 +621,8 @@ fn differential(args: &[&str], phase: Phase) {
         // nobody must reach the case directories on both sides (the mount's root is 0755).
         std::fs::set_permissions(local.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let mut runner = runner(16);
+    // 24 cases of each phase keep the run well under two minutes.
+    let (mut runner, seed) = runner(24);
     let case = std::sync::atomic::AtomicUsize::new(0);
     let result = runner.run(&prop::collection::vec(op_strategy(), 1..30), |ops| {
         // Each case (and each shrinking attempt) starts in a fresh directory on both sides.
@@ -646,7 +646,7 @@ fn differential(args: &[&str], phase: Phase) {
         }
     });
     if let Err(failure) = result {
-        panic!("{failure}");
+        panic!("{failure}\nreplay with DIFFERENTIAL_SEED={seed}");
     }
 }
 
