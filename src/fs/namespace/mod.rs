@@ -474,6 +474,8 @@ impl Namespace {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.attrs.etag = known_etag(etag);
             node.attrs.size = size;
+            // The object's LastModified, which a later HEAD or listing shows, is about now.
+            node.attrs.mtime = SystemTime::now();
             node.attrs.metadata = metadata;
             node.attrs.content_type = ContentType::Known(None);
             node.origin = Origin::Remote;
