@@ -588,6 +588,14 @@ fn the_posix_edge_cases_match_a_local_directory() {
         (Op::Utimens(s("b/a"), Time::Omit, Time::Now, false), None),
         (Op::TruncatePath(s("a"), 2), None),
         (Op::Rename(s("a"), s("a-/b")), None),
+        // Names of 255 bytes are fine; longer ones are ENAMETOOLONG, also where none exists.
+        (Op::Create("n".repeat(255), b"long".to_vec()), None),
+        (Op::Stat("n".repeat(256)), Some(libc::ENAMETOOLONG)),
+        (Op::Chmod("n".repeat(256), 0o600), Some(libc::ENAMETOOLONG)),
+        (
+            Op::Create("n".repeat(256), Vec::new()),
+            Some(libc::ENAMETOOLONG),
+        ),
     ];
     let mount = Mount::new(&["--default-permissions"]);
     let local = tempfile::tempdir().unwrap();
