@@ -596,6 +596,14 @@ fn the_posix_edge_cases_match_a_local_directory() {
             Op::Create("n".repeat(256), Vec::new()),
             Some(libc::ENAMETOOLONG),
         ),
+        (
+            Op::Rename(s("b/a"), "n".repeat(256)),
+            Some(libc::ENAMETOOLONG),
+        ),
+        (
+            Op::Rename(s("b"), "n".repeat(256)),
+            Some(libc::ENAMETOOLONG),
+        ),
     ];
     let mount = Mount::new(&["--default-permissions"]);
     let local = tempfile::tempdir().unwrap();

@@ -214,8 +214,10 @@ impl Fs {
             .layout
             .check_new_name(new_name, false)
             .or_else(|e| {
-                // Directories may take any valid name in the keys layout.
-                if self.config.layout.kind == super::LayoutKind::Keys {
+                // Directories may take any valid name in the keys layout, but none too long.
+                if self.config.layout.kind == super::LayoutKind::Keys
+                    && !matches!(e, FsError::NameTooLong)
+                {
                     Ok(())
                 } else {
                     Err(e)
