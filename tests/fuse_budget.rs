@@ -172,6 +172,29 @@ fn past_metadata_delay() {
     std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(700));
 }
 
+/// POSIX: rename sets the moved file's ctime and keeps its mtime. Its COPY carries both, so
+/// it stays one COPY and one DELETE, and S3's new LastModified does not become the mtime.
+#[test]
+fn rename_of_a_file_written_here_carries_its_times_in_the_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let mount = mounted();
+    ls(&mount, "");
+    std::fs::write(mount.path("f"), b"data").unwrap();
+    let before = std::fs::metadata(mount.path("f")).unwrap();
+    // Times are kept to the second: let one pass.
+    std::thread::sleep(Duration::from_millis(1100));
+    let stats = measure(&mount, || {
+        std::fs::rename(mount.path("f"), mount.path("g")).unwrap()
+    });
+    assert_eq!(stats, only(|s| (s.copy, s.delete) = (1, 1)));
+    let after = std::fs::metadata(mount.path("g")).unwrap();
+    assert!(after.ctime() > before.ctime(), "rename set the ctime");
+    assert_eq!(after.mtime(), before.mtime(), "rename kept the mtime");
+    let object = mount.server.bucket("test").object("g").unwrap();
+    assert_eq!(object.metadata["mtime"], before.mtime().to_string());
+    assert_eq!(object.metadata["ctime"], after.ctime().to_string());
+}
+
 #[test]
 fn chmod_of_a_listed_file_is_one_head_and_one_copy_within_the_delay() {
     use std::os::unix::fs::PermissionsExt;

@@ -84,8 +84,14 @@ pub struct SetAttr {
 }
 
 impl SetAttr {
+    /// Whether the request changes what the object's headers hold. A request with no field
+    /// we keep is a `chown(-1, -1)` or a utimens of atime only: POSIX still sets the ctime.
     pub fn changes_metadata(&self) -> bool {
-        self.mode.is_some() || self.uid.is_some() || self.gid.is_some() || self.mtime.is_some()
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.mtime.is_some()
+            || self.size.is_none()
     }
 
     /// The node's metadata with this request's changes applied. The type bits stay those the
@@ -142,6 +148,23 @@ pub fn new_node_metadata(
 pub fn data_changed(metadata: &mut UserMetadata) {
     metadata.remove(META_MTIME);
     metadata.remove(META_CTIME);
+}
+
+/// The metadata a renamed file's copy carries: its mtime kept (the copy gets a new
+/// LastModified) and ctime now, as POSIX says for rename.
+pub fn renamed_metadata(metadata: &UserMetadata, mtime: SystemTime) -> UserMetadata {
+    let mut metadata = metadata.clone();
+    keep_mtime(&mut metadata, mtime);
+    metadata.insert(META_CTIME.into(), seconds(SystemTime::now()));
+    metadata
+}
+
+/// Stores `mtime` (the upload's time, shown while no header holds one) before a CopyObject
+/// that replaces the metadata: the copy's new LastModified must not become the mtime.
+pub fn keep_mtime(metadata: &mut UserMetadata, mtime: SystemTime) {
+    metadata
+        .entry(META_MTIME.into())
+        .or_insert_with(|| seconds(mtime));
 }
 
 /// Stores permission bits `mode` with the type bits the node already has (or its kind's).

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use super::attr::{Attr, attr_of, owned_metadata};
+use super::attr::{Attr, attr_of, owned_metadata, renamed_metadata};
 use super::error::{FsError, FsResult};
-use super::namespace::{Ino, Kind, Origin};
+use super::namespace::{ContentType, Ino, Kind, Origin};
 use super::{Caller, Fs, lock};
 use crate::store::{CopyMetadata, ListRequest, PutOptions, StoreError};
 use bytes::Bytes;
@@ -122,6 +122,7 @@ impl Fs {
             Err(e) => return Err(e),
         }
         let marker = self.ns().new_child_key(parent, name, Kind::Directory)?;
+        let (caller, mode) = self.inherit_group(parent, caller, mode, true);
         let metadata = owned_metadata(Kind::Directory, mode, caller.uid, caller.gid, &self.config);
         let options = PutOptions {
             metadata: metadata.clone(),
@@ -213,24 +214,26 @@ impl Fs {
             .layout
             .check_new_name(new_name, false)
             .or_else(|e| {
-                // Directories may take any valid name in the keys layout.
-                if self.config.layout.kind == super::LayoutKind::Keys {
+                // Directories may take any valid name in the keys layout, but none too long.
+                if self.config.layout.kind == super::LayoutKind::Keys
+                    && !matches!(e, FsError::NameTooLong)
+                {
                     Ok(())
                 } else {
                     Err(e)
                 }
             })?;
         let ino = self.resolve(parent, name).await?;
-        let (kind, origin, source_key) = {
-            let ns = self.ns();
-            let node = ns.node(ino)?;
-            (node.kind(), node.origin(), node.key().to_string())
-        };
-        if origin == Origin::Writing {
+        if self.settled_origin(ino).await? == Origin::Writing {
             return Err(FsError::NotPermitted(
                 "rename of a file still being written; close it first".into(),
             ));
         }
+        let (kind, source_key) = {
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            (node.kind(), node.key().to_string())
+        };
         let target = match self.resolve(new_parent, new_name).await {
             Ok(target) => Some(target),
             Err(FsError::NotFound) => None,
@@ -272,34 +275,69 @@ impl Fs {
     }
 
     /// CopyObject + DeleteObject. The copy carries a metadata change not yet persisted (rsync's
-    /// chmod and utimens before its rename), so it costs nothing extra. Returns the new ETag (a
-    /// multipart source becomes a single-part copy).
+    /// chmod and utimens before its rename), and the ctime the rename sets with the mtime the
+    /// file had (S3 gives a copy a new LastModified), so it costs nothing extra. A file known
+    /// only from a listing has metadata we have not seen: it is copied as it is, since
+    /// replacing its headers would need a HEAD. Returns the new ETag (a multipart source
+    /// becomes a single-part copy).
     async fn rename_file(&self, ino: Ino, source_key: &str, dest_key: &str) -> FsResult<String> {
         let _gate = self.metadata_gates.enter(ino).await;
         let pending = self.ns().take_dirty_metadata(ino);
-        let copied = match pending {
-            Some((_, metadata, content_type, etag)) => {
-                match self
-                    .copy_with_metadata(source_key, dest_key, metadata, content_type, etag)
-                    .await
-                {
-                    Ok((output, content_type)) => {
-                        self.ns()
-                            .metadata_persisted(ino, output.etag.clone(), content_type);
-                        output
-                    }
-                    Err(e) => {
-                        self.ns().metadata_still_dirty(ino);
-                        return Err(e);
-                    }
-                }
-            }
-            None => {
-                self.store
-                    .copy(source_key, dest_key, CopyMetadata::Keep)
-                    .await?
-            }
+        let dirty = pending.is_some();
+        let (metadata, content_type, etag, mtime) = {
+            let ns = self.ns();
+            let node = ns.node(ino)?;
+            let (metadata, content_type, etag) = match pending {
+                Some((_, metadata, content_type, etag)) => (metadata, content_type, etag),
+                None => (
+                    node.attrs().metadata.clone(),
+                    node.attrs().content_type.clone(),
+                    node.attrs().etag.clone(),
+                ),
+            };
+            (
+                metadata,
+                content_type,
+                etag,
+                attr_of(node, &self.config).mtime,
+            )
         };
+        if !dirty && content_type == ContentType::Unknown {
+            return self.copy_as_is(source_key, dest_key).await;
+        }
+        let metadata = renamed_metadata(&metadata, mtime);
+        match self
+            .copy_with_metadata(source_key, dest_key, metadata.clone(), content_type, etag)
+            .await
+        {
+            Ok((output, content_type)) => {
+                {
+                    let mut ns = self.ns();
+                    ns.attrs_changed(ino, metadata, None, false);
+                    ns.metadata_persisted(ino, output.etag.clone(), content_type);
+                }
+                self.store.delete(source_key).await?;
+                Ok(output.etag)
+            }
+            // Another client replaced the object since we knew it: it wins, as it is.
+            Err(FsError::Store(StoreError::PreconditionFailed(_))) if !dirty => {
+                self.copy_as_is(source_key, dest_key).await
+            }
+            Err(e) => {
+                if dirty {
+                    self.ns().metadata_still_dirty(ino);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// CopyObject keeping the source's metadata, + DeleteObject.
+    async fn copy_as_is(&self, source_key: &str, dest_key: &str) -> FsResult<String> {
+        let copied = self
+            .store
+            .copy(source_key, dest_key, CopyMetadata::Keep)
+            .await?;
         self.store.delete(source_key).await?;
         Ok(copied.etag)
     }

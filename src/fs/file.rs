@@ -6,11 +6,11 @@
 //! object, uploaded on close. A file created here exists only while it is being written: if its
 //! upload fails, close returns the error and the name disappears; nothing partial is ever in S3.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::attr::{Attr, SetAttr, attr_of, data_changed, owned_metadata};
+use super::attr::{Attr, SetAttr, attr_of, data_changed, keep_mtime, owned_metadata};
 use super::error::{FsError, FsResult};
 use super::lookup::meta_attrs;
 use super::namespace::{Attrs, Ino, Kind, Origin};
@@ -32,6 +32,8 @@ async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
 
 /// The segment id xattr the segments layout puts on every file.
 pub const SEGMENT_ID_XATTR: &str = "user.scribe.segment_id";
+/// How long an open or rename waits for the release of a file whose last close returned.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// An open write handle with its inode, which can be matched without locking the handle.
 pub(super) type OpenWriter = (Ino, std::sync::Arc<tokio::sync::Mutex<WriteHandle>>);
@@ -115,15 +117,11 @@ impl Fs {
             });
         }
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let (kind, origin) = {
-            let ns = self.ns();
-            let node = ns.node(ino)?;
-            (node.kind(), node.origin())
-        };
+        let kind = self.ns().node(ino)?.kind();
         if kind == Kind::Directory {
             return Err(FsError::IsDirectory);
         }
-        if origin == Origin::Writing {
+        if self.settled_origin(ino).await? == Origin::Writing {
             return Err(FsError::NotPermitted(
                 "the file is still being written through another handle".into(),
             ));
@@ -184,6 +182,20 @@ impl Fs {
             handle,
             keep_cache: false,
         })
+    }
+
+    /// The node's origin once a release in flight is done: the kernel sends release after
+    /// close(2) returned, so a program that closes and at once reopens or renames the file
+    /// would otherwise find it still being written. A file really held open stays `Writing`.
+    pub(super) async fn settled_origin(&self, ino: Ino) -> FsResult<Origin> {
+        let deadline = Instant::now() + RELEASE_WAIT;
+        loop {
+            let origin = self.ns().node(ino)?.origin();
+            if origin != Origin::Writing || Instant::now() >= deadline {
+                return Ok(origin);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// A read handle pinned to the object version known within the TTL, or, once that expired,
@@ -251,6 +263,7 @@ impl Fs {
             Err(e) => return Err(e),
         }
         let key = self.ns().new_child_key(parent, name, Kind::File)?;
+        let (caller, mode) = self.inherit_group(parent, caller, mode, false);
         let metadata = owned_metadata(Kind::File, mode, caller.uid, caller.gid, &self.config);
         let upload = self.streaming(&key, &metadata)?;
         let (ino, attr) = {
@@ -432,14 +445,12 @@ impl Fs {
         let result = match state {
             WriteState::Clean if writer.metadata == writer.uploaded_metadata => return Ok(()),
             WriteState::Clean => {
+                let mut metadata = writer.metadata.clone();
+                if let Ok(node) = self.ns().node(writer.ino) {
+                    keep_mtime(&mut metadata, attr_of(node, &self.config).mtime);
+                }
                 let (output, content_type) = self
-                    .copy_with_metadata(
-                        &writer.key,
-                        &writer.key,
-                        writer.metadata.clone(),
-                        content_type,
-                        etag,
-                    )
+                    .copy_with_metadata(&writer.key, &writer.key, metadata, content_type, etag)
                     .await?;
                 writer.uploaded_metadata = writer.metadata.clone();
                 self.ns()

@@ -62,6 +62,10 @@ enum From<'a> {
 impl Fs {
     /// Resolves `name` in `parent` and takes a kernel reference on the result.
     pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        // A name no directory can hold is ENAMETOOLONG, as locally, not ENOENT.
+        if let Err(FsError::NameTooLong) = self.config.layout.check_new_name(name, false) {
+            return Err(FsError::NameTooLong);
+        }
         if let Some(found) = self.view_lookup(parent, name).await {
             return found;
         }

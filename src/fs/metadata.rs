@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::Fs;
+use super::attr::{attr_of, keep_mtime};
 use super::error::{FsError, FsResult};
 use super::lookup::meta_attrs;
 use super::namespace::{ContentType, Ino, Origin};
@@ -46,9 +47,13 @@ impl Fs {
     /// Copies `ino`'s pending metadata change onto its object now, if it has one.
     pub(super) async fn persist_metadata(&self, ino: Ino) -> FsResult<()> {
         let _gate = self.metadata_gates.enter(ino).await;
-        let Some((key, metadata, content_type, etag)) = self.ns().take_dirty_metadata(ino) else {
+        let Some((key, mut metadata, content_type, etag)) = self.ns().take_dirty_metadata(ino)
+        else {
             return Ok(());
         };
+        if let Ok(node) = self.ns().node(ino) {
+            keep_mtime(&mut metadata, attr_of(node, &self.config).mtime);
+        }
         match self
             .copy_with_metadata(&key, &key, metadata, content_type, etag)
             .await

@@ -25,6 +25,32 @@ pub struct Caller {
 }
 
 impl Fs {
+    /// The owner and mode of a new node in `parent`: in a setgid directory it takes the
+    /// directory's group, and a new directory keeps the setgid bit (as local file systems do).
+    pub(super) fn inherit_group(
+        &self,
+        parent: Ino,
+        mut caller: Caller,
+        mode: u32,
+        directory: bool,
+    ) -> (Caller, u32) {
+        let ns = self.ns();
+        let Ok(parent) = ns.node(parent) else {
+            return (caller, mode);
+        };
+        let parent = attr_of(parent, &self.config);
+        if u32::from(parent.perm) & libc::S_ISGID == 0 {
+            return (caller, mode);
+        }
+        caller.gid = parent.gid;
+        let mode = if directory {
+            mode | libc::S_ISGID
+        } else {
+            mode
+        };
+        (caller, mode)
+    }
+
     pub async fn symlink(
         &self,
         parent: Ino,
@@ -37,6 +63,7 @@ impl Fs {
                 "a symlink target has 1 to {MAX_TARGET} bytes"
             )));
         }
+        let (caller, _) = self.inherit_group(parent, caller, 0o777, false);
         let metadata = new_node_metadata(FileType::Symlink, 0o777, 0, caller.uid, caller.gid);
         self.store_node(parent, name, Bytes::from(target.to_string()), metadata)
             .await
@@ -58,6 +85,7 @@ impl Fs {
             FileType::CharDevice | FileType::BlockDevice => rdev,
             _ => 0,
         };
+        let (caller, mode) = self.inherit_group(parent, caller, mode, false);
         let metadata = new_node_metadata(file_type, mode, rdev, caller.uid, caller.gid);
         self.store_node(parent, name, Bytes::new(), metadata).await
     }

@@ -475,6 +475,8 @@ impl Namespace {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.attrs.etag = known_etag(etag);
             node.attrs.size = size;
+            // The object's LastModified, which a later HEAD or listing shows, is about now.
+            node.attrs.mtime = SystemTime::now();
             node.attrs.metadata = metadata;
             node.attrs.content_type = ContentType::Known(None);
             node.origin = Origin::Remote;
@@ -678,7 +680,9 @@ impl Namespace {
                 if keep_local {
                     return Some(ino);
                 }
-                if from_listing && same_version {
+                // A listing, or a lookup of a directory (whose marker it did not HEAD), says
+                // nothing of the metadata: keep what we know of an unchanged version.
+                if (from_listing || kind == Kind::Directory) && same_version {
                     attrs.metadata = std::mem::take(&mut node.attrs.metadata);
                     attrs.content_type =
                         std::mem::replace(&mut node.attrs.content_type, ContentType::Unknown);
