@@ -247,17 +247,13 @@ impl Fs {
             },
             None => None,
         };
-        let cache_id = BlockId {
-            key: cache_key(&bin_reader.object().key),
-            etag: format!(
-                "{}\n{}",
-                bin_reader.object().etag,
-                meta_reader
-                    .as_ref()
-                    .map_or("", |(_, reader)| reader.object().etag.as_str())
-            ),
-            index: 0,
-        };
+        let cache_id = rendering_id(
+            &bin_reader.object().key,
+            &bin_reader.object().etag,
+            meta_reader
+                .as_ref()
+                .map_or("", |(_, reader)| reader.object().etag.as_str()),
+        );
         let result = match self.reads.cache().get(&cache_id) {
             Some(jsonl) => Ok(jsonl),
             None => {
@@ -319,11 +315,9 @@ impl Fs {
             let meta_etag = current(SegmentFile::Meta).map_or(String::new(), |(_, etag)| etag);
             (key, bin_etag, meta_etag)
         };
-        self.reads.cache().get(&BlockId {
-            key: cache_key(&key),
-            etag: format!("{bin_etag}\n{meta_etag}"),
-            index: 0,
-        })
+        self.reads
+            .cache()
+            .get(&rendering_id(&key, &bin_etag, &meta_etag))
     }
 
     /// The root's file for segment `id`: its canonical name, else any name with that id
@@ -361,10 +355,15 @@ impl Fs {
     }
 }
 
-/// Cache keys of renderings: a NUL can be in no key this mount shows, so no object's blocks
-/// share them.
-fn cache_key(bin_key: &str) -> String {
-    format!("\0entries\0{bin_key}")
+/// Where a rendering is cached: under both objects' versions (`meta_etag` is empty without a
+/// sidecar), and under a key with a NUL, which no key this mount shows has, so no object's
+/// blocks share it.
+fn rendering_id(bin_key: &str, bin_etag: &str, meta_etag: &str) -> BlockId {
+    BlockId {
+        key: format!("\0entries\0{bin_key}"),
+        etag: format!("{bin_etag}\n{meta_etag}"),
+        index: 0,
+    }
 }
 
 async fn read_whole(reader: &crate::cache::ObjectReader) -> FsResult<Bytes> {
