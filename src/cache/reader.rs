@@ -68,7 +68,8 @@ pub struct ReadStats {
     /// GETs issued for blocks a reader was waiting for.
     pub demand_gets: u64,
     pub prefetch_gets: u64,
-    /// Prefetches not issued because all prefetch permits were taken.
+    /// Prefetches not issued because all prefetch permits were taken, or because unread
+    /// prefetched bytes already fill half the cache.
     pub prefetch_skipped: u64,
     /// Random reads fetched as exactly their range, uncached.
     pub exact_gets: u64,
@@ -208,8 +209,22 @@ impl ReadPath {
             etag: object.etag.clone(),
             index,
         };
+        if !shared.cache.may_prefetch(object.size) {
+            drop(permit);
+            shared
+                .counters
+                .prefetch_skipped
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let block_size = shared.config.block_size;
         let tickets: Vec<FetchTicket> = (0..blocks)
-            .map_while(|index| shared.cache.claim_for_prefetch(id(index)))
+            .map_while(|index| {
+                let range = object.block_range(block_size, index);
+                shared
+                    .cache
+                    .claim_for_prefetch(id(index), range.end - range.start)
+            })
             .collect();
         if tickets.is_empty() {
             return None;
@@ -458,7 +473,13 @@ impl ObjectReader {
                 // A short piece at the window's edge: let it grow into a full-sized GET.
                 return index;
             }
-            let Ok(permit) = Arc::clone(&shared.prefetch_permits).try_acquire_owned() else {
+            let block_size = shared.config.block_size;
+            let piece_bytes = (piece_end - index) * block_size;
+            let permit = Arc::clone(&shared.prefetch_permits)
+                .try_acquire_owned()
+                .ok()
+                .filter(|_| cache.may_prefetch(piece_bytes));
+            let Some(permit) = permit else {
                 shared
                     .counters
                     .prefetch_skipped
@@ -468,7 +489,10 @@ impl ObjectReader {
             // Another reader may have claimed some of the piece since the check above: stop the
             // run at the first block already taken so the GET stays one contiguous range.
             let tickets: Vec<FetchTicket> = (index..piece_end)
-                .map_while(|i| cache.claim_for_prefetch(self.block_id(i)))
+                .map_while(|i| {
+                    let range = self.object.block_range(block_size, i);
+                    cache.claim_for_prefetch(self.block_id(i), range.end - range.start)
+                })
                 .collect();
             index += (tickets.len() as u64).max(1);
             if !tickets.is_empty() {

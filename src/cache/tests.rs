@@ -525,3 +525,28 @@ async fn the_disk_tier_serves_what_it_holds_and_each_gap_is_one_get() {
     assert_eq!(store.calls(Op::Get), 2);
     disk.close();
 }
+
+/// Yields until every spawned prefetch has landed (the in-memory store answers at once).
+async fn settle() {
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_sequential_read_leaves_no_prefetched_block_unread() {
+    let bs = 4 * KIB;
+    let f = Fixture::with_block_size(bs);
+    let size = 64 * bs;
+    let reader = f.path.open(f.put("obj", content(size, 3)).await);
+    let mut offset = 0;
+    while offset < size {
+        let got = reader.read(offset, bs as u32).await.unwrap();
+        offset += got.len() as u64;
+        settle().await;
+    }
+    let stats = f.path.cache().stats();
+    assert!(stats.prefetches > 0, "the reader prefetched");
+    assert_eq!(stats.unread_prefetch_bytes, 0, "{stats:?}");
+    assert_eq!(stats.prefetch_wasted, 0);
+}

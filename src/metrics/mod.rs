@@ -238,6 +238,8 @@ fn read_path_totals() -> (
         cache.prefetches += c.prefetches;
         cache.prefetch_bytes += c.prefetch_bytes;
         cache.evictions += c.evictions;
+        cache.prefetch_wasted += c.prefetch_wasted;
+        cache.unread_prefetch_bytes += c.unread_prefetch_bytes;
         cache.bytes_held += c.bytes_held;
         cache.blocks_held += c.blocks_held;
         reads.reads += r.reads;
@@ -245,6 +247,7 @@ fn read_path_totals() -> (
         reads.demand_gets += r.demand_gets;
         reads.prefetch_gets += r.prefetch_gets;
         reads.window_resets += r.window_resets;
+        reads.prefetch_skipped += r.prefetch_skipped;
         reads.peak_window_bytes = reads.peak_window_bytes.max(r.peak_window_bytes);
     }
     (cache, reads)
@@ -288,6 +291,18 @@ fn render_read_paths(out: &mut String) {
         "Blocks evicted to stay within the budget",
         c.evictions,
     );
+    counter(
+        out,
+        "scribefs_cache_prefetch_wasted_total",
+        "Prefetched blocks evicted before anyone read them",
+        c.prefetch_wasted,
+    );
+    gauge(
+        out,
+        "scribefs_cache_unread_prefetch_bytes",
+        "Prefetched bytes held that nobody has read yet",
+        c.unread_prefetch_bytes,
+    );
     gauge(
         out,
         "scribefs_cache_bytes",
@@ -323,6 +338,12 @@ fn render_read_paths(out: &mut String) {
         "scribefs_read_prefetch_gets_total",
         "GETs issued ahead of readers",
         r.prefetch_gets,
+    );
+    counter(
+        out,
+        "scribefs_read_prefetch_skipped_total",
+        "Prefetches not issued: no permit free, or unread prefetched bytes at half the cache",
+        r.prefetch_skipped,
     );
     counter(
         out,
