@@ -13,10 +13,11 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 
 use super::block::{FetchTicket, duplicate_error};
+use super::block_buf::BlockBuf;
 use super::disk::DiskCache;
 use crate::store::{GetRequest, ObjectStore, StoreError, StoreResult};
 
@@ -162,7 +163,7 @@ async fn stream_blocks(
             object.key, range.start, range.end, output.range.start, output.range.end
         )));
     }
-    let mut buffer = BytesMut::new();
+    let mut buffer = BlockBuf::with_capacity(0);
     while let Some(chunk) = output.body.next().await {
         let mut chunk: Bytes = chunk?;
         while !chunk.is_empty() {
@@ -176,15 +177,15 @@ async fn stream_blocks(
             let block = object.block_range(block_size, ticket.id().index);
             let want = (block.end - block.start) as usize;
             if buffer.is_empty() {
-                // Each block gets its own exactly sized allocation.
-                buffer = BytesMut::with_capacity(want);
+                // Each block gets its own exactly sized allocation (a mapping of its own, see block_buf).
+                buffer = BlockBuf::with_capacity(want);
             }
             let take = (want - buffer.len()).min(chunk.len());
             buffer.extend_from_slice(&chunk.split_to(take));
             if buffer.len() == want
                 && let Some(ticket) = pending.pop_front()
             {
-                let block = std::mem::take(&mut buffer).freeze();
+                let block = std::mem::replace(&mut buffer, BlockBuf::with_capacity(0)).freeze();
                 if let Some(disk) = ticket.cache().disk() {
                     disk.put(ticket.id(), block.clone());
                 }

@@ -45,6 +45,7 @@
 //! not evicted before the reader reaches them.
 
 pub mod block;
+mod block_buf;
 pub mod disk;
 pub mod fetch;
 mod pattern;
