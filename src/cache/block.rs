@@ -290,7 +290,7 @@ impl BlockCache {
 
     /// Whether `bytes` more may be prefetched: unread and in-flight prefetched bytes stay within
     /// half the budget, so speculation never crowds out what readers need now. At the bound,
-    /// blocks unread for [`UNREAD_PATIENCE`] are given up first (moved where eviction finds
+    /// blocks unread for `UNREAD_PATIENCE` are given up first (moved where eviction finds
     /// them), so an abandoned stream cannot hold the room for ever.
     pub fn may_prefetch(&self, bytes: u64) -> bool {
         let limit = self.shared.budget_bytes / 2;

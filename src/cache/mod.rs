@@ -35,14 +35,16 @@
 //!
 //! # Memory bound
 //!
-//! At most `cache budget + max_window_bytes + demand reads in flight` bytes of object data:
-//! blocks held by the cache never exceed the budget (a block larger than the budget is handed to
-//! its readers but not kept); prefetch GETs in flight across a whole [`reader::ReadPath`] are at
-//! most `max_parallel_gets`, each of `window / max_parallel_gets` blocks, so at most about
-//! `max_window_bytes` are being downloaded ahead at any time; and demand GETs cover the blocks
-//! of reads the kernel has in flight (each at most its read length plus one block on either
-//! side). The window is further capped at half the cache budget, so that prefetched blocks are
-//! not evicted before the reader reaches them.
+//! At most `cache budget + one block per GET in flight + demand reads in flight` bytes of object
+//! data: blocks held by the cache never exceed the budget (a block larger than the budget is
+//! handed to its readers but not kept); a GET fills one block at a time and hands each over as
+//! it completes, so a prefetch GET in flight holds at most one partial block; and demand GETs
+//! cover the blocks of reads the kernel has in flight (each at most its read length plus one
+//! block on either side). Speculation is bounded across all readers: prefetch claims stop while
+//! unread and in-flight prefetched bytes reach half the budget, and unread prefetched blocks are
+//! evicted only after every block that was read, so they are not evicted before their reader
+//! reaches them. Each block is its own mapping (`block_buf`), returned to the system on
+//! eviction, so the process's resident memory follows the budget instead of the heap's history.
 
 pub mod block;
 mod block_buf;
