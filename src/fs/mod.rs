@@ -102,7 +102,7 @@ impl FsConfig {
             cache_bytes: 256 << 20,
             block_size: 1 << 20,
             part_size: 8 << 20,
-            max_parts_in_flight: 4,
+            max_parts_in_flight: crate::upload::UploadConfig::DEFAULT_MAX_PARTS_IN_FLIGHT,
             staging_dir: std::env::temp_dir(),
             allow_overwrite: false,
             list_entries: false,
