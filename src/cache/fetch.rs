@@ -44,6 +44,12 @@ impl ObjectVersion {
         start..start.saturating_add(block_size).min(self.size)
     }
 
+    /// Bytes in block `index` (the last block may be short).
+    pub fn block_len(&self, block_size: u64, index: u64) -> u64 {
+        let range = self.block_range(block_size, index);
+        range.end - range.start
+    }
+
     pub fn block_count(&self, block_size: u64) -> u64 {
         self.size.div_ceil(block_size)
     }
@@ -174,8 +180,7 @@ async fn stream_blocks(
                     range.end - range.start
                 )));
             };
-            let block = object.block_range(block_size, ticket.id().index);
-            let want = (block.end - block.start) as usize;
+            let want = object.block_len(block_size, ticket.id().index) as usize;
             if buffer.is_empty() {
                 // Each block gets its own exactly sized allocation (a mapping of its own, see block_buf).
                 buffer = BlockBuf::with_capacity(want);

@@ -197,33 +197,17 @@ impl ReadPath {
         if blocks == 0 {
             return None;
         }
-        let Ok(permit) = Arc::clone(&shared.prefetch_permits).try_acquire_owned() else {
-            shared
-                .counters
-                .prefetch_skipped
-                .fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
+        let permit = self.prefetch_permit(object.size)?;
         let id = |index| BlockId {
             key: object.key.clone(),
             etag: object.etag.clone(),
             index,
         };
-        if !shared.cache.may_prefetch(object.size) {
-            drop(permit);
-            shared
-                .counters
-                .prefetch_skipped
-                .fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
         let block_size = shared.config.block_size;
         let tickets: Vec<FetchTicket> = (0..blocks)
             .map_while(|index| {
-                let range = object.block_range(block_size, index);
-                shared
-                    .cache
-                    .claim_for_prefetch(id(index), range.end - range.start)
+                let len = object.block_len(block_size, index);
+                shared.cache.claim_for_prefetch(id(index), len)
             })
             .collect();
         if tickets.is_empty() {
@@ -242,6 +226,23 @@ impl ReadPath {
             drop(permit);
             shared.cache.is_cached_or_pending(&first)
         }))
+    }
+
+    /// A prefetch permit for `bytes` more, if one is free and speculation is below its bound
+    /// ([`BlockCache::may_prefetch`]); a refusal is counted as a skipped prefetch.
+    fn prefetch_permit(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let shared = &self.shared;
+        let permit = Arc::clone(&shared.prefetch_permits)
+            .try_acquire_owned()
+            .ok()
+            .filter(|_| shared.cache.may_prefetch(bytes));
+        if permit.is_none() {
+            shared
+                .counters
+                .prefetch_skipped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        permit
     }
 
     /// Whether every prefetch permit is taken (further prefetches would be skipped).
@@ -475,23 +476,15 @@ impl ObjectReader {
             }
             let block_size = shared.config.block_size;
             let piece_bytes = (piece_end - index) * block_size;
-            let permit = Arc::clone(&shared.prefetch_permits)
-                .try_acquire_owned()
-                .ok()
-                .filter(|_| cache.may_prefetch(piece_bytes));
-            let Some(permit) = permit else {
-                shared
-                    .counters
-                    .prefetch_skipped
-                    .fetch_add(1, Ordering::Relaxed);
+            let Some(permit) = self.path.prefetch_permit(piece_bytes) else {
                 return index;
             };
             // Another reader may have claimed some of the piece since the check above: stop the
             // run at the first block already taken so the GET stays one contiguous range.
             let tickets: Vec<FetchTicket> = (index..piece_end)
                 .map_while(|i| {
-                    let range = self.object.block_range(block_size, i);
-                    cache.claim_for_prefetch(self.block_id(i), range.end - range.start)
+                    let len = self.object.block_len(block_size, i);
+                    cache.claim_for_prefetch(self.block_id(i), len)
                 })
                 .collect();
             index += (tickets.len() as u64).max(1);

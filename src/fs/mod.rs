@@ -101,7 +101,7 @@ impl FsConfig {
             metadata_ttl: Some(Duration::from_secs(1)),
             cache_bytes: 256 << 20,
             block_size: 1 << 20,
-            part_size: 8 << 20,
+            part_size: crate::upload::UploadConfig::DEFAULT_PART_SIZE,
             max_parts_in_flight: crate::upload::UploadConfig::DEFAULT_MAX_PARTS_IN_FLIGHT,
             staging_dir: std::env::temp_dir(),
             allow_overwrite: false,
