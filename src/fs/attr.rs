@@ -262,7 +262,7 @@ mod tests {
     use crate::fs::{Layout, LayoutKind};
 
     fn attr_with(metadata: UserMetadata, config: &FsConfig) -> Attr {
-        let mut ns = Namespace::new("", None);
+        let mut ns = Namespace::new("", None, Default::default());
         let attrs = Attrs {
             size: 3,
             mtime: UNIX_EPOCH,

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use super::attr::{Attr, attr_of, owned_metadata, renamed_metadata};
 use super::error::{FsError, FsResult};
-use super::namespace::{ContentType, Ino, Kind, Origin};
-use super::{Caller, Fs, lock};
+use super::handles::Handle;
+use super::namespace::{ContentType, DeferredDelete, Ino, Kind, Origin};
+use super::{Caller, Fs};
 use crate::store::{CopyMetadata, ListRequest, PutOptions, StoreError};
 use bytes::Bytes;
 
@@ -39,9 +40,7 @@ impl Fs {
     pub async fn opendir(&self, dir: Ino) -> FsResult<u64> {
         if self.in_view(dir) {
             let entries = self.view_opendir(dir).await?;
-            let handle = self.new_handle();
-            lock(&self.dirs).insert(handle, Arc::new(entries));
-            return Ok(handle);
+            return Ok(self.handles().insert(Handle::Directory(Arc::new(entries))));
         }
         self.list_directory(dir).await?;
         if self.config.posix_metadata {
@@ -80,9 +79,7 @@ impl Fs {
             entries.push(entry);
         }
         drop(ns);
-        let handle = self.new_handle();
-        lock(&self.dirs).insert(handle, Arc::new(entries));
-        Ok(handle)
+        Ok(self.handles().insert(Handle::Directory(Arc::new(entries))))
     }
 
     /// The kernel took a reference to an entry readdirplus returned.
@@ -92,10 +89,7 @@ impl Fs {
 
     /// Entries from `offset` on (0 is the start; each entry carries the offset after it).
     pub fn readdir(&self, handle: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
-        let entries = lock(&self.dirs)
-            .get(&handle)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
+        let entries = self.handles().directory(handle).ok_or(FsError::BadHandle)?;
         if offset as usize > entries.len() {
             return Ok(Arc::new(Vec::new()));
         }
@@ -103,7 +97,7 @@ impl Fs {
     }
 
     pub fn releasedir(&self, handle: u64) {
-        lock(&self.dirs).remove(&handle);
+        self.handles().remove(handle);
     }
 
     pub async fn mkdir(
@@ -151,17 +145,23 @@ impl Fs {
         self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
-        let (kind, origin, key) = {
+        let (kind, origin, key, etag) = {
             let ns = self.ns();
             let node = ns.node(ino)?;
-            (node.kind(), node.origin(), node.key().to_string())
+            let etag = node.attrs().etag.clone();
+            (node.kind(), node.origin(), node.key().to_string(), etag)
         };
         if kind == Kind::Directory {
             return Err(FsError::IsDirectory);
         }
-        // A file still being written has no object yet; its upload is dropped at close.
-        if origin == Origin::Remote {
-            self.store.delete(&key).await?;
+        // A file still being written has no object yet; its upload is dropped at close. One
+        // open here keeps its object until its last close, for its readers and writers.
+        let delete_now = match origin {
+            Origin::Remote => self.ns().delete_at_close(ino, key, etag),
+            _ => None,
+        };
+        if let Some(delete) = delete_now {
+            self.store.delete(&delete.key).await?;
         }
         self.ns().removed(parent, name);
         Ok(())
@@ -224,15 +224,12 @@ impl Fs {
                 }
             })?;
         let ino = self.resolve(parent, name).await?;
-        if self.settled_origin(ino).await? == Origin::Writing {
-            return Err(FsError::NotPermitted(
-                "rename of a file still being written; close it first".into(),
-            ));
-        }
-        let (kind, source_key) = {
+        // A release in flight may be uploading the file: let it land first.
+        self.wait_for_releases(ino).await;
+        let (kind, source_key, origin) = {
             let ns = self.ns();
             let node = ns.node(ino)?;
-            (node.kind(), node.key().to_string())
+            (node.kind(), node.key().to_string(), node.origin())
         };
         let target = match self.resolve(new_parent, new_name).await {
             Ok(target) => Some(target),
@@ -264,23 +261,65 @@ impl Fs {
             }
         }
         let dest_key = self.ns().new_child_key(new_parent, new_name, kind)?;
-        let etag = match kind {
-            Kind::File => Some(self.rename_file(ino, &source_key, &dest_key).await?),
-            Kind::Directory => {
-                self.rename_prefix(&source_key, &dest_key).await?;
-                None
+        let (etag, deferred) = match (kind, origin) {
+            // Not in S3 yet: its upload goes to the new name. What it replaces goes now.
+            (Kind::File, Origin::Writing) => {
+                if let Some(target) = target {
+                    self.delete_replaced(target).await?;
+                }
+                (None, Vec::new())
             }
+            (Kind::File, _) => {
+                let (etag, old) = self.rename_file(ino, &source_key, &dest_key).await?;
+                (Some(etag), vec![(ino, old)])
+            }
+            (Kind::Directory, _) => (None, self.rename_prefix(&source_key, &dest_key).await?),
         };
+        // The old objects go now, except those of files open here: their last close does it.
+        let now: Vec<DeferredDelete> = {
+            let mut ns = self.ns();
+            deferred
+                .into_iter()
+                .filter_map(|(open, delete)| ns.delete_at_close(open, delete.key, delete.etag))
+                .collect()
+        };
+        for delete in now {
+            self.store.delete(&delete.key).await?;
+        }
         self.ns().renamed(parent, name, new_parent, new_name, etag)
     }
 
-    /// CopyObject + DeleteObject. The copy carries a metadata change not yet persisted (rsync's
-    /// chmod and utimens before its rename), and the ctime the rename sets with the mtime the
-    /// file had (S3 gives a copy a new LastModified), so it costs nothing extra. A file known
-    /// only from a listing has metadata we have not seen: it is copied as it is, since
-    /// replacing its headers would need a HEAD. Returns the new ETag (a multipart source
-    /// becomes a single-part copy).
-    async fn rename_file(&self, ino: Ino, source_key: &str, dest_key: &str) -> FsResult<String> {
+    /// Deletes the object of a file a rename replaces without copying onto it (the source is
+    /// not in S3 yet); one open here is kept for its last close, like an unlinked file.
+    async fn delete_replaced(&self, target: Ino) -> FsResult<()> {
+        let delete = {
+            let mut ns = self.ns();
+            let node = ns.node(target)?;
+            if node.origin() != Origin::Remote {
+                return Ok(());
+            }
+            let (key, etag) = (node.key().to_string(), node.attrs().etag.clone());
+            ns.delete_at_close(target, key, etag)
+        };
+        if let Some(delete) = delete {
+            self.store.delete(&delete.key).await?;
+        }
+        Ok(())
+    }
+
+    /// CopyObject (the caller deletes the source, now or at the file's last close). The copy
+    /// carries a metadata change not yet persisted (rsync's chmod and utimens before its
+    /// rename), and the ctime the rename sets with the mtime the file had (S3 gives a copy a
+    /// new LastModified), so it costs nothing extra. A file known only from a listing has
+    /// metadata we have not seen: it is copied as it is, since replacing its headers would need
+    /// a HEAD. Returns the new ETag (a multipart source becomes a single-part copy) and the
+    /// source object to delete.
+    async fn rename_file(
+        &self,
+        ino: Ino,
+        source_key: &str,
+        dest_key: &str,
+    ) -> FsResult<(String, DeferredDelete)> {
         let _gate = self.metadata_gates.enter(ino).await;
         let pending = self.ns().take_dirty_metadata(ino);
         let dirty = pending.is_some();
@@ -302,8 +341,13 @@ impl Fs {
                 attr_of(node, &self.config).mtime,
             )
         };
+        let source = DeferredDelete {
+            key: source_key.to_string(),
+            etag: etag.clone(),
+        };
         if !dirty && content_type == ContentType::Unknown {
-            return self.copy_as_is(source_key, dest_key).await;
+            let copied = self.copy_as_is(source_key, dest_key).await?;
+            return Ok((copied, source));
         }
         let metadata = renamed_metadata(&metadata, mtime);
         match self
@@ -311,17 +355,19 @@ impl Fs {
             .await
         {
             Ok((output, content_type)) => {
-                {
-                    let mut ns = self.ns();
-                    ns.attrs_changed(ino, metadata, None, false);
-                    ns.metadata_persisted(ino, output.etag.clone(), content_type);
-                }
-                self.store.delete(source_key).await?;
-                Ok(output.etag)
+                let mut ns = self.ns();
+                ns.attrs_changed(ino, metadata, None, false);
+                ns.metadata_persisted(ino, output.etag.clone(), content_type);
+                Ok((output.etag, source))
             }
             // Another client replaced the object since we knew it: it wins, as it is.
             Err(FsError::Store(StoreError::PreconditionFailed(_))) if !dirty => {
-                self.copy_as_is(source_key, dest_key).await
+                let copied = self.copy_as_is(source_key, dest_key).await?;
+                let source = DeferredDelete {
+                    key: source_key.to_string(),
+                    etag: None,
+                };
+                Ok((copied, source))
             }
             Err(e) => {
                 if dirty {
@@ -332,19 +378,19 @@ impl Fs {
         }
     }
 
-    /// CopyObject keeping the source's metadata, + DeleteObject.
+    /// CopyObject keeping the source's metadata.
     async fn copy_as_is(&self, source_key: &str, dest_key: &str) -> FsResult<String> {
         let copied = self
             .store
             .copy(source_key, dest_key, CopyMetadata::Keep)
             .await?;
-        self.store.delete(source_key).await?;
         Ok(copied.etag)
     }
 
-    /// Copies every key below `from` to `to`, then deletes the originals. Refused (EXDEV, so
-    /// `mv` falls back to copying) above the configured entry limit.
-    async fn rename_prefix(&self, from: &str, to: &str) -> FsResult<()> {
+    /// Copies every key below `from` to `to`, then deletes the originals, except those of
+    /// files open here, which are returned (with their inodes) for their last close. Refused
+    /// (EXDEV, so `mv` falls back to copying) above the configured entry limit.
+    async fn rename_prefix(&self, from: &str, to: &str) -> FsResult<Vec<(Ino, DeferredDelete)>> {
         if to.starts_with(from) {
             return Err(FsError::InvalidArgument(
                 "cannot move a directory into itself".into(),
@@ -364,10 +410,21 @@ impl Fs {
                 .copy(&object.key, &dest, CopyMetadata::Keep)
                 .await?;
         }
+        let open = self.ns().open_files_below(from);
+        let mut deferred = Vec::new();
         for object in &keys {
-            self.store.delete(&object.key).await?;
+            match open.iter().find(|(_, key, _)| *key == object.key) {
+                Some((ino, key, etag)) => deferred.push((
+                    *ino,
+                    DeferredDelete {
+                        key: key.clone(),
+                        etag: etag.clone(),
+                    },
+                )),
+                None => self.store.delete(&object.key).await?,
+            }
         }
-        Ok(())
+        Ok(deferred)
     }
 
     /// Large constant counts so `df` and `cp`'s space checks pass: S3 has no fixed capacity.

@@ -33,6 +33,7 @@ use bytes::{Bytes, BytesMut};
 use super::attr::{Attr, FileType, attr_of};
 use super::dir::DirEntry;
 use super::error::{FsError, FsResult};
+use super::handles::Handle;
 use super::namespace::{Ino, Kind, ROOT_INO};
 use super::{Fs, LayoutKind, lock};
 use crate::cache::BlockId;
@@ -343,15 +344,27 @@ impl Fs {
         ino: Ino,
     ) -> FsResult<(u64, std::sync::Arc<crate::cache::ObjectReader>)> {
         let opened = self.open_for_reading(ino).await?;
-        let reader = lock(&self.readers)
-            .get(&opened.handle)
-            .map(|(_, reader)| reader.clone())
+        let reader = self
+            .handles()
+            .reader(opened.handle)
+            .map(|(_, reader)| reader)
             .ok_or(FsError::BadHandle)?;
         Ok((opened.handle, reader))
     }
 
+    /// Closes a reader the view opened for decoding, like a release.
     fn release_reader(&self, handle: u64) {
-        lock(&self.readers).remove(&handle);
+        let Some(Handle::Reader { ino, .. }) = self.handles().remove(handle) else {
+            return;
+        };
+        let deletes = self.ns().reader_closed(ino);
+        if let (false, Some(fs), Ok(runtime)) = (
+            deletes.is_empty(),
+            self.this.upgrade(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            runtime.spawn(async move { fs.run_deferred_deletes(deletes).await });
+        }
     }
 }
 

@@ -30,6 +30,10 @@ pub enum FsError {
     Unsupported(&'static str),
     #[error("bad file handle")]
     BadHandle,
+    /// The open file's object was replaced or removed by a rename onto its name or by another
+    /// client: what the descriptor was reading is gone.
+    #[error("stale file handle: the open file was replaced")]
+    Stale,
     #[error("no such attribute")]
     NoAttribute,
     /// The mount keeps no extended attributes at all: ENOSYS, after which the kernel stops
@@ -66,6 +70,7 @@ impl FsError {
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::Unsupported(_) => libc::ENOTSUP,
             FsError::BadHandle => libc::EBADF,
+            FsError::Stale => libc::ESTALE,
             FsError::NoXattrs => libc::ENOSYS,
             FsError::NoAttribute => libc::ENODATA,
             // EXDEV makes `mv` fall back to copying, which is what a too-large rename wants.

@@ -6,19 +6,25 @@
 //! object, uploaded on close. A file created here exists only while it is being written: if its
 //! upload fails, close returns the error and the name disappears; nothing partial is ever in S3.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::attr::{Attr, SetAttr, attr_of, data_changed, keep_mtime, owned_metadata};
+use super::attr::{Attr, SetAttr, attr_of, data_changed, owned_metadata};
 use super::error::{FsError, FsResult};
+use super::handles::Handle;
 use super::lookup::meta_attrs;
-use super::namespace::{Attrs, Ino, Kind, Origin};
+use super::namespace::{Attrs, DeferredDelete, Ino, Kind, Origin};
 use super::process::thread_group;
-use super::{Caller, Fs, LayoutKind, lock};
+use super::{Caller, Fs, LayoutKind};
 use crate::cache::ObjectVersion;
 use crate::store::{PutOptions, StoreError, UserMetadata};
-use crate::upload::{StagedFile, StreamingUpload, UploadConfig};
+use crate::upload::{StagedFile, StreamingUpload, UploadConfig, UploadError};
+
+/// Whether an upload (or the staging it seeds from) failed because its object is gone.
+fn upload_not_found(error: &UploadError) -> bool {
+    matches!(error, UploadError::Store(failure) if failure.source.is_not_found())
+}
 
 /// Streams zeros until the upload holds `end` bytes.
 async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
@@ -32,25 +38,26 @@ async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
 
 /// The segment id xattr the segments layout puts on every file.
 pub const SEGMENT_ID_XATTR: &str = "user.scribe.segment_id";
-/// How long an open or rename waits for the release of a file whose last close returned.
+/// How long an open, rename or chmod waits for the release of a file whose last close
+/// returned (the kernel sends release after close(2)); a file held open stays being written.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
-/// An open write handle with its inode, which can be matched without locking the handle.
-pub(super) type OpenWriter = (Ino, std::sync::Arc<tokio::sync::Mutex<WriteHandle>>);
+/// The object version a write handle's writes apply to: staging is seeded from it. It names a
+/// version, not where the next upload goes - the node's key at upload time decides that, so a
+/// rename while the file is open moves the upload with it.
+#[derive(Debug, Clone)]
+struct BaseVersion {
+    key: String,
+    etag: String,
+    size: u64,
+}
 
+/// The part of an open file that is the handle's own: the data not yet in S3, the version it
+/// applies to, and who opened it. Everything else (key, metadata, linked) is the node's.
 pub(super) struct WriteHandle {
-    pub ino: Ino,
-    pub key: String,
+    ino: Ino,
     state: WriteState,
-    /// The metadata the object must end up with (chmod/chown/utimens while open land here).
-    metadata: UserMetadata,
-    /// The metadata S3 holds (or the running upload was started with).
-    uploaded_metadata: UserMetadata,
-    /// The object version writes apply to, when staging needs to be seeded from it.
-    base: Option<(String, u64)>,
-    /// Set once release (or unmount) has run the handle's last upload: later changes must go
-    /// to S3 directly, as nothing will upload this handle again.
-    released: bool,
+    base: Option<BaseVersion>,
     /// The process (thread group) that opened the handle. A FLUSH from another process is the
     /// close of a descriptor it inherited (fork, then exec closes it): uploading then would
     /// put half a file in S3 in the middle of the opener's writes, so only the opener's closes
@@ -67,6 +74,17 @@ impl WriteHandle {
                 WriteState::Streaming(upload) => upload.bytes_written() == 0,
                 WriteState::Staged(_) => false,
             }
+    }
+
+    /// Whether a write at `offset` can go on streaming (or start to).
+    fn is_sequential(&self, offset: u64) -> bool {
+        match &self.state {
+            // A forward jump (cp writing a sparse file) streams zeros: S3 has no holes.
+            WriteState::Streaming(upload) => upload.bytes_written() <= offset,
+            // A clean handle on an empty object can stream from the start.
+            WriteState::Clean => offset == 0 && self.base.as_ref().is_none_or(|b| b.size == 0),
+            WriteState::Staged(_) => false,
+        }
     }
 }
 
@@ -121,7 +139,8 @@ impl Fs {
         if kind == Kind::Directory {
             return Err(FsError::IsDirectory);
         }
-        if self.settled_origin(ino).await? == Origin::Writing {
+        self.wait_for_releases(ino).await;
+        if self.ns().node(ino)?.origin() == Origin::Writing {
             return Err(FsError::NotPermitted(
                 "the file is still being written through another handle".into(),
             ));
@@ -140,24 +159,25 @@ impl Fs {
             // Staging is seeded from the object version known here: make sure it is current.
             self.getattr(ino).await?;
         }
-        let (key, base, mut metadata) = {
+        let (key, base, metadata) = {
             let mut ns = self.ns();
             ns.writer_opened(ino);
-            if truncating {
-                ns.truncated(ino, 0);
-            }
             let node = ns.node(ino)?;
-            let base = node
-                .attrs()
-                .etag
-                .clone()
-                .map(|etag| (etag, node.attrs().size));
-            (node.key().to_string(), base, node.attrs().metadata.clone())
+            let base = node.attrs().etag.clone().map(|etag| BaseVersion {
+                key: node.key().to_string(),
+                etag,
+                size: node.attrs().size,
+            });
+            let mut metadata = node.attrs().metadata.clone();
+            let key = node.key().to_string();
+            if truncating {
+                // The new object's times are its upload's, so the upload starts without old ones.
+                data_changed(&mut metadata);
+                ns.truncated(ino, 0);
+                ns.data_written(ino, 0, metadata.clone());
+            }
+            (key, base, metadata)
         };
-        if truncating {
-            // The new object's times are its upload's, so the upload starts without old ones.
-            data_changed(&mut metadata);
-        }
         let state = if truncating {
             WriteState::Streaming(self.streaming(&key, &metadata)?)
         } else {
@@ -165,36 +185,38 @@ impl Fs {
         };
         let writer = WriteHandle {
             ino,
-            key,
             state,
-            uploaded_metadata: metadata.clone(),
-            metadata,
             base,
-            released: false,
             opener: thread_group(caller.pid),
         };
-        let handle = self.new_handle();
-        lock(&self.writers).insert(
-            handle,
-            (ino, std::sync::Arc::new(tokio::sync::Mutex::new(writer))),
-        );
+        let handle = self.handles().insert(Handle::Writer {
+            ino,
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(writer)),
+        });
         Ok(Opened {
             handle,
             keep_cache: false,
         })
     }
 
-    /// The node's origin once a release in flight is done: the kernel sends release after
-    /// close(2) returned, so a program that closes and at once reopens or renames the file
-    /// would otherwise find it still being written. A file really held open stays `Writing`.
-    pub(super) async fn settled_origin(&self, ino: Ino) -> FsResult<Origin> {
-        let deadline = Instant::now() + RELEASE_WAIT;
+    /// Waits (for at most [`RELEASE_WAIT`]) until no release of `ino` is in flight: the node
+    /// counts a writer until its release is done, the handle table only until it starts.
+    pub(super) async fn wait_for_releases(&self, ino: Ino) {
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         loop {
-            let origin = self.ns().node(ino)?.origin();
-            if origin != Origin::Writing || Instant::now() >= deadline {
-                return Ok(origin);
+            let released = self.released.notified();
+            let in_flight = {
+                let handles = self.handles().writers_of(ino).len() as u32;
+                self.ns()
+                    .get(ino)
+                    .is_some_and(|node| node.writers() > handles)
+            };
+            if !in_flight {
+                return;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -217,17 +239,23 @@ impl Fs {
             Some(version) => version,
             None => self.learn_current_version(ino, &key).await?,
         };
-        let keep_cache = self.ns().opened_for_reading(ino, &etag);
-        let handle = self.new_handle();
+        let keep_cache = {
+            let mut ns = self.ns();
+            ns.reader_opened(ino);
+            ns.opened_for_reading(ino, &etag)
+        };
         let reader = self.reads.open(ObjectVersion::new(key, etag, size));
-        lock(&self.readers).insert(handle, (ino, std::sync::Arc::new(reader)));
+        let handle = self.handles().insert(Handle::Reader {
+            ino,
+            reader: std::sync::Arc::new(reader),
+        });
         Ok(Opened { handle, keep_cache })
     }
 
     /// GETs the object's first block without If-Match (it lands in the block cache) and
     /// records the version it came from: (ETag, size).
     async fn learn_current_version(&self, ino: Ino, key: &str) -> FsResult<(String, u64)> {
-        let at = Instant::now();
+        let at = self.config.clock.now();
         let meta = match self.reads.fetch_current(key).await {
             // An empty object has no first block to fetch (416): ask for its metadata.
             Err(StoreError::InvalidRequest(_)) => self.store.head(key).await,
@@ -268,24 +296,19 @@ impl Fs {
         let upload = self.streaming(&key, &metadata)?;
         let (ino, attr) = {
             let mut ns = self.ns();
-            let ino = ns.created(parent, name, Attrs::new_file(metadata.clone()))?;
+            let ino = ns.created(parent, name, Attrs::new_file(metadata))?;
             (ino, attr_of(ns.node(ino)?, &self.config))
         };
         let writer = WriteHandle {
             ino,
-            key,
             state: WriteState::Streaming(upload),
-            uploaded_metadata: metadata.clone(),
-            metadata,
             base: None,
-            released: false,
             opener: thread_group(caller.pid),
         };
-        let handle = self.new_handle();
-        lock(&self.writers).insert(
-            handle,
-            (ino, std::sync::Arc::new(tokio::sync::Mutex::new(writer))),
-        );
+        let handle = self.handles().insert(Handle::Writer {
+            ino,
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(writer)),
+        });
         Ok((
             attr,
             Opened {
@@ -295,48 +318,45 @@ impl Fs {
         ))
     }
 
+    /// Reads through a handle. A reader whose file was replaced (a rename onto its name, or
+    /// another client's write or delete) gets ESTALE, never ENOENT: the descriptor is open.
     pub async fn read(&self, handle: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         if let Some(data) = self.view_read(handle, offset, size) {
             return Ok(data);
         }
-        let reader = lock(&self.readers).get(&handle).cloned();
+        let reader = self.handles().reader(handle);
         if let Some((ino, reader)) = reader {
+            if self.ns().get(ino).is_some_and(|node| node.replaced()) {
+                return Err(FsError::Stale);
+            }
             // A file read from its start: the next files of its directory may follow.
             if offset == 0 {
                 self.read_ahead_of(ino);
             }
-            return Ok(reader.read(offset, size).await?);
+            return match reader.read(offset, size).await {
+                Err(e) if e.is_not_found() => Err(FsError::Stale),
+                other => Ok(other?),
+            };
         }
-        let writer = lock(&self.writers)
-            .get(&handle)
-            .map(|(_, w)| w.clone())
-            .ok_or(FsError::BadHandle)?;
+        let writer = self.handles().writer(handle).ok_or(FsError::BadHandle)?;
         let mut writer = writer.lock().await;
         let staged = self.staged(&mut writer).await?;
         Ok(staged.read_at(offset, size as usize).await?)
     }
 
     pub async fn write(&self, handle: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let writer = lock(&self.writers)
-            .get(&handle)
-            .map(|(_, w)| w.clone())
-            .ok_or(FsError::BadHandle)?;
+        let writer = self.handles().writer(handle).ok_or(FsError::BadHandle)?;
         let mut writer = writer.lock().await;
-        data_changed(&mut writer.metadata);
-        let sequential = match &writer.state {
-            // A forward jump (cp writing a sparse file) streams zeros: S3 has no holes.
-            WriteState::Streaming(upload) => upload.bytes_written() <= offset,
-            // A clean handle on an empty object can stream from the start.
-            WriteState::Clean => {
-                offset == 0 && writer.base.as_ref().is_none_or(|(_, size)| *size == 0)
-            }
-            WriteState::Staged(_) => false,
+        let (key, metadata) = {
+            let ns = self.ns();
+            let node = ns.node(writer.ino)?;
+            let mut metadata = node.attrs().metadata.clone();
+            data_changed(&mut metadata);
+            (node.key().to_string(), metadata)
         };
-        if sequential {
+        if writer.is_sequential(offset) {
             if matches!(writer.state, WriteState::Clean) {
-                let upload = self.streaming(&writer.key, &writer.metadata)?;
-                writer.uploaded_metadata = writer.metadata.clone();
-                writer.state = WriteState::Streaming(upload);
+                writer.state = WriteState::Streaming(self.streaming(&key, &metadata)?);
             }
             if let WriteState::Streaming(upload) = &mut writer.state {
                 fill_zeros(upload, offset).await?;
@@ -348,12 +368,14 @@ impl Fs {
                 .write_at(offset, data)
                 .await?;
         }
-        self.ns().written(writer.ino, offset + data.len() as u64);
+        let end = offset + data.len() as u64;
+        self.ns().data_written(writer.ino, end, metadata);
         Ok(data.len() as u32)
     }
 
     /// The handle's staged copy, making it if needed: from the bytes a streaming upload has not
-    /// sent yet, or from the object the handle was opened on.
+    /// sent yet, or from the object version the handle was opened on (an unlinked or renamed
+    /// file's old object waits for its last close, so it is still there).
     async fn staged<'w>(&self, writer: &'w mut WriteHandle) -> FsResult<&'w mut StagedFile> {
         if !matches!(writer.state, WriteState::Staged(_)) {
             let staging = &self.config.staging_dir;
@@ -372,16 +394,19 @@ impl Fs {
                     }
                 },
                 WriteState::Clean => match &writer.base {
-                    Some((etag, size)) if *size > 0 => {
-                        StagedFile::from_object(
-                            self.store.as_ref(),
-                            &writer.key,
-                            etag,
-                            *size,
-                            staging,
-                        )
-                        .await?
-                    }
+                    Some(base) if base.size > 0 => StagedFile::from_object(
+                        self.store.as_ref(),
+                        &base.key,
+                        &base.etag,
+                        base.size,
+                        staging,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        // The version the handle applies to is gone (another client): stale.
+                        e if upload_not_found(&e) => FsError::Stale,
+                        e => FsError::from(e),
+                    })?,
                     _ => StagedFile::create_empty(staging).await?,
                 },
                 WriteState::Staged(staged) => staged,
@@ -398,7 +423,7 @@ impl Fs {
     /// and a new file with nothing written yet waits for the last close: a program that dup2s
     /// its output and closes the original (GNU dd) must not leave an empty object behind.
     pub async fn flush(&self, handle: u64, caller: Caller) -> FsResult<()> {
-        let Some(writer) = lock(&self.writers).get(&handle).map(|(_, w)| w.clone()) else {
+        let Some(writer) = self.handles().writer(handle) else {
             return Ok(());
         };
         let mut writer = writer.lock().await;
@@ -408,153 +433,191 @@ impl Fs {
         self.finish_write(&mut writer).await
     }
 
+    /// The last close of a handle: a writer's last upload, then the deletes that waited for
+    /// the file's last close here.
     pub async fn release(&self, handle: u64) -> FsResult<()> {
-        lock(&self.readers).remove(&handle);
         self.view_release(handle);
-        // The handle stays findable until its last upload is done, so a concurrent chmod or
-        // truncate by path waits for it instead of racing it.
-        let writer = lock(&self.writers).get(&handle).map(|(_, w)| w.clone());
-        let Some(writer) = writer else {
+        let Some(open) = self.handles().get(handle).cloned() else {
             return Ok(());
         };
-        let mut writer = writer.lock().await;
-        writer.released = true;
-        let result = self.finish_write(&mut writer).await;
-        if lock(&self.writers).remove(&handle).is_some() {
-            self.ns().writer_closed(writer.ino);
-        }
+        let (deletes, result) = match open {
+            Handle::Directory(_) => {
+                self.handles().remove(handle);
+                return Ok(());
+            }
+            Handle::Reader { ino, .. } => {
+                self.handles().remove(handle);
+                (self.ns().reader_closed(ino), Ok(()))
+            }
+            Handle::Writer { ino, writer } => {
+                // Locked first, so an operation in progress on the handle ends before it goes;
+                // once out of the table, a chmod or truncate by path waits for this release.
+                let mut writer = writer.lock().await;
+                self.handles().remove(handle);
+                let result = self.finish_write(&mut writer).await;
+                (self.ns().writer_closed(ino), result)
+            }
+        };
+        self.released.notify_waiters();
+        self.run_deferred_deletes(deletes).await;
         result
     }
 
-    /// Uploads whatever the handle holds that S3 does not, and returns only when S3 has it.
+    /// Deletes objects whose DELETE waited for a file's last close, each only if nothing here
+    /// holds its key again and it is still the version that was unlinked (one HEAD first), so
+    /// a newer object written meanwhile - by this mount or another client - is kept.
+    pub(super) async fn run_deferred_deletes(&self, deletes: Vec<DeferredDelete>) {
+        for delete in deletes {
+            if !self.ns().may_delete(&delete) {
+                continue;
+            }
+            if let Some(etag) = &delete.etag {
+                match self.store.head(&delete.key).await {
+                    Ok(meta) if meta.etag == *etag => {}
+                    Ok(_) => continue,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => {
+                        tracing::warn!(key = delete.key, error = %e, "unlinked file's object not deleted");
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = self.store.delete(&delete.key).await {
+                tracing::warn!(key = delete.key, error = %e, "unlinked file's object not deleted");
+            }
+        }
+    }
+
+    /// Uploads whatever the handle holds that S3 does not, to the key the node has now, and
+    /// returns only when S3 has it. An unlinked file uploads nothing.
     pub(super) async fn finish_write(&self, writer: &mut WriteHandle) -> FsResult<()> {
-        let (linked, content_type, etag) = {
+        let ino = writer.ino;
+        let (linked, key, metadata, size) = {
             let ns = self.ns();
-            let node = ns.node(writer.ino)?;
+            let node = ns.node(ino)?;
             (
                 node.linked(),
-                node.attrs().content_type.clone(),
-                node.attrs().etag.clone(),
+                node.key().to_string(),
+                node.attrs().metadata.clone(),
+                node.attrs().size,
             )
         };
         let state = std::mem::replace(&mut writer.state, WriteState::Clean);
-        let options = PutOptions {
-            metadata: writer.metadata.clone(),
-            ..Default::default()
-        };
-        let result = match state {
-            WriteState::Clean if writer.metadata == writer.uploaded_metadata => return Ok(()),
-            WriteState::Clean => {
-                let mut metadata = writer.metadata.clone();
-                if let Ok(node) = self.ns().node(writer.ino) {
-                    keep_mtime(&mut metadata, attr_of(node, &self.config).mtime);
-                }
-                let (output, content_type) = self
-                    .copy_with_metadata(&writer.key, &writer.key, metadata, content_type, etag)
-                    .await?;
-                writer.uploaded_metadata = writer.metadata.clone();
-                self.ns()
-                    .metadata_persisted(writer.ino, output.etag, content_type);
-                return Ok(());
-            }
+        let uploaded = match state {
             WriteState::Streaming(upload) if !linked => {
                 upload.abort().await;
                 return Ok(());
             }
-            WriteState::Streaming(upload) => upload.finish().await.map_err(FsError::from),
-            // Unlinked while open: the file is gone, so nothing is uploaded.
-            WriteState::Staged(_) if !linked => return Ok(()),
-            WriteState::Staged(staged)
-                if !staged.is_dirty() && writer.metadata == writer.uploaded_metadata =>
-            {
+            WriteState::Clean | WriteState::Staged(_) if !linked => return Ok(()),
+            WriteState::Clean => return self.persist_metadata(ino).await,
+            WriteState::Staged(staged) if !staged.is_dirty() => {
                 writer.state = WriteState::Staged(staged);
-                return Ok(());
+                return self.persist_metadata(ino).await;
             }
+            WriteState::Streaming(upload) => self.finish_streaming(upload, &key, &metadata).await,
             WriteState::Staged(mut staged) => {
+                let options = PutOptions {
+                    metadata: metadata.clone(),
+                    ..Default::default()
+                };
                 let config = self.upload_config()?;
                 let uploaded = staged
-                    .upload(self.store.clone(), &writer.key, options, config)
+                    .upload(self.store.clone(), &key, options, config)
                     .await;
                 if uploaded.is_ok() {
                     writer.state = WriteState::Staged(staged);
                 }
-                uploaded.map_err(FsError::from)
+                uploaded.map(|output| output.etag).map_err(FsError::from)
             }
         };
-        let output = match result {
-            Ok(output) => output,
+        let etag = match uploaded {
+            Ok(etag) => etag,
             Err(e) => {
-                tracing::error!(key = %writer.key, error = %e, "upload failed; the file is not in S3");
-                self.ns().upload_failed(writer.ino);
+                tracing::error!(key, error = %e, "upload failed; the file is not in S3");
+                self.ns().upload_failed(ino);
                 return Err(e);
             }
         };
-        // Metadata changed while a streaming upload ran: put it on the object in place.
-        let etag = if writer.metadata != writer.uploaded_metadata
-            && !matches!(writer.state, WriteState::Staged(_))
-        {
-            let copy = crate::store::CopyMetadata::ReplaceKnown {
-                metadata: writer.metadata.clone(),
-                content_type: None,
-                source_etag: Some(output.etag.clone()),
-            };
-            self.store.copy(&writer.key, &writer.key, copy).await?.etag
-        } else {
-            output.etag
-        };
-        writer.uploaded_metadata = writer.metadata.clone();
-        let mut ns = self.ns();
-        let size = ns.node(writer.ino)?.attrs().size;
-        ns.uploaded(writer.ino, etag.clone(), size, writer.metadata.clone());
-        writer.base = Some((etag, size));
+        self.ns().uploaded(ino, etag.clone(), size, metadata);
+        writer.base = Some(BaseVersion { key, etag, size });
         Ok(())
+    }
+
+    /// Completes a streaming upload at `key` with `metadata`. An upload that began under
+    /// another key (the file was renamed while open) moves there: before its first part left,
+    /// by retargeting; after, by completing it where it began, then COPY + DELETE. Metadata
+    /// changed since the upload began is put on by that COPY (or one in place). Returns the
+    /// object's ETag.
+    async fn finish_streaming(
+        &self,
+        mut upload: StreamingUpload,
+        key: &str,
+        metadata: &UserMetadata,
+    ) -> FsResult<String> {
+        let moved = upload.key() != key && !upload.retarget(key);
+        let began_as = upload.key().to_string();
+        let began_with = upload.metadata().clone();
+        let output = upload.finish().await?;
+        if !moved && began_with == *metadata {
+            return Ok(output.etag);
+        }
+        let copy = crate::store::CopyMetadata::ReplaceKnown {
+            metadata: metadata.clone(),
+            content_type: None,
+            source_etag: Some(output.etag.clone()),
+        };
+        let copied = self.store.copy(&began_as, key, copy).await?;
+        if moved
+            && self.ns().may_delete(&DeferredDelete {
+                key: began_as.clone(),
+                etag: None,
+            })
+        {
+            self.store.delete(&began_as).await?;
+        }
+        Ok(copied.etag)
     }
 
     /// fsync: the handle's data, and a metadata change of its file still waiting to be
     /// persisted, are in S3 when it returns.
     pub async fn fsync(&self, handle: u64) -> FsResult<()> {
-        let writer = lock(&self.writers).get(&handle).map(|(_, w)| w.clone());
-        let ino = match writer {
-            Some(writer) => {
+        let open = self.handles().get(handle).cloned();
+        let ino = match open {
+            Some(Handle::Writer { ino, writer }) => {
                 let mut writer = writer.lock().await;
                 self.finish_write(&mut writer).await?;
-                writer.ino
+                ino
             }
-            None => match lock(&self.readers).get(&handle) {
-                Some((ino, _)) => *ino,
-                None => return Ok(()),
-            },
+            Some(Handle::Reader { ino, .. }) => ino,
+            _ => return Ok(()),
         };
         self.persist_metadata(ino).await
     }
 
-    /// The open write handle of `ino` that will still upload, locked. Busy handles are waited
-    /// for, not skipped: a chmod that bypassed a handle in the middle of its release would be
-    /// overwritten by the older metadata that release uploads.
+    /// The open write handle of `ino` (`handle` first, if it is one), locked. A release in
+    /// flight is waited for, not skipped: a chmod that bypassed a handle in the middle of its
+    /// release would be overwritten by the older metadata that release uploads.
     async fn live_writer(
         &self,
         ino: Ino,
         handle: Option<u64>,
     ) -> Option<tokio::sync::OwnedMutexGuard<WriteHandle>> {
-        let candidates: Vec<_> = {
-            let writers = lock(&self.writers);
-            match handle.and_then(|h| writers.get(&h)) {
-                Some((_, writer)) => vec![writer.clone()],
+        let candidates = {
+            let handles = self.handles();
+            match handle.and_then(|h| Some((h, handles.writer(h)?))) {
+                Some(own) => vec![own],
                 // A change by path (or through a read handle) while the file is open for
                 // writing applies to that open file.
-                None => writers
-                    .values()
-                    .filter(|(open, _)| *open == ino)
-                    .map(|(_, w)| w.clone())
-                    .collect(),
+                None => handles.writers_of(ino),
             }
         };
-        for writer in candidates {
+        for (number, writer) in candidates {
             let writer = writer.lock_owned().await;
-            if writer.ino == ino && !writer.released {
+            if writer.ino == ino && self.handles().contains(number) {
                 return Some(writer);
             }
         }
+        self.wait_for_releases(ino).await;
         None
     }
 
@@ -581,7 +644,12 @@ impl Fs {
 
     async fn truncate(&self, ino: Ino, handle: Option<u64>, size: u64) -> FsResult<()> {
         if let Some(mut writer) = self.live_writer(ino, handle).await {
-            data_changed(&mut writer.metadata);
+            let (key, mut metadata) = {
+                let ns = self.ns();
+                let node = ns.node(ino)?;
+                (node.key().to_string(), node.attrs().metadata.clone())
+            };
+            data_changed(&mut metadata);
             let extends =
                 matches!(&writer.state, WriteState::Streaming(u) if u.bytes_written() <= size);
             if extends {
@@ -589,12 +657,13 @@ impl Fs {
                     fill_zeros(upload, size).await?;
                 }
             } else if size == 0 {
-                let upload = self.streaming(&writer.key, &writer.metadata)?;
-                writer.state = WriteState::Streaming(upload);
+                writer.state = WriteState::Streaming(self.streaming(&key, &metadata)?);
             } else {
                 self.staged(&mut writer).await?.set_len(size).await?;
             }
-            self.ns().truncated(ino, size);
+            let mut ns = self.ns();
+            ns.truncated(ino, size);
+            ns.data_written(ino, size, metadata);
             return Ok(());
         }
         if self.config.layout.kind == LayoutKind::Segments && !self.config.allow_overwrite {
@@ -635,9 +704,10 @@ impl Fs {
         Ok(())
     }
 
-    /// chmod/chown/utimens. An open file takes the change with its upload; a directory's
-    /// marker is rewritten at once; a closed file's object gets it within
-    /// [`super::METADATA_DELAY`] (see `metadata.rs`), or from a rename that comes first.
+    /// chmod/chown/utimens. The node takes the change at once; an open file's upload carries
+    /// it; a directory's marker is rewritten at once; a closed file's object gets it within
+    /// [`super::METADATA_DELAY`] (see `metadata.rs`), or from a rename that comes first. An
+    /// unlinked file (still open) keeps it here only: it has no object to carry it.
     async fn change_metadata(
         &self,
         ino: Ino,
@@ -650,30 +720,19 @@ impl Fs {
                 "the mount root's attributes are set by mount options".into(),
             ));
         }
+        // Held while the node changes, so an upload of the open file cannot run in between.
         let writer = self.live_writer(ino, handle).await;
-        // Waiting for a release may have uploaded the file meanwhile: read the node after it.
-        let (key, metadata, origin) = {
+        let (key, metadata, origin, linked) = {
             let ns = self.ns();
             let node = ns.node(ino)?;
             (
                 node.key().to_string(),
                 change.apply_to(kind, &node.attrs().metadata),
                 node.origin(),
+                node.linked(),
             )
         };
-        if let Some(mut writer) = writer {
-            writer.metadata = metadata.clone();
-            if matches!(writer.state, WriteState::Clean) && origin == Origin::Remote {
-                // Nothing pending (closed, release not yet run): S3 holds the file, so the
-                // change waits like any closed file's.
-                writer.uploaded_metadata = metadata.clone();
-                self.ns().attrs_changed(ino, metadata, None, true);
-                self.persist_metadata_later(ino);
-            } else {
-                // Applied when the open file is uploaded.
-                self.ns().attrs_changed(ino, metadata, None, false);
-            }
-        } else if kind == Kind::Directory {
+        if kind == Kind::Directory && linked {
             // Directory attributes live on its `dir/` marker object.
             let options = PutOptions {
                 metadata: metadata.clone(),
@@ -681,11 +740,17 @@ impl Fs {
             };
             self.store.put(&key, Bytes::new(), options).await?;
             self.ns().attrs_changed(ino, metadata, None, false);
-        } else if origin == Origin::Remote {
-            self.ns().attrs_changed(ino, metadata, None, true);
+            return Ok(());
+        }
+        let persist = linked && origin == Origin::Remote;
+        self.ns().attrs_changed(ino, metadata, None, persist);
+        // An open file with data pending carries the change in its upload; otherwise S3
+        // holds the file, and the change waits like any closed file's.
+        let carried = writer
+            .as_ref()
+            .is_some_and(|w| !matches!(w.state, WriteState::Clean));
+        if persist && !carried {
             self.persist_metadata_later(ino);
-        } else {
-            self.ns().attrs_changed(ino, metadata, None, false);
         }
         Ok(())
     }

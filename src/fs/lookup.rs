@@ -20,7 +20,6 @@
 //! instead of each sending their own.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use super::attr::{Attr, attr_of};
 use super::error::{FsError, FsResult};
@@ -124,7 +123,7 @@ impl Fs {
             }
             node.key().to_string()
         };
-        let at = Instant::now();
+        let at = self.config.clock.now();
         match self.store.head(&key).await {
             Ok(meta) => self.ns().metadata_seen(ino, meta_attrs(meta), at),
             Err(e) => tracing::debug!(key, error = %e, "no metadata for a listed file"),
@@ -195,7 +194,7 @@ impl Fs {
                 .await
                 .map(|page| !page.objects.is_empty() || !page.common_prefixes.is_empty())
         };
-        let at = Instant::now();
+        let at = self.config.clock.now();
         let (head, is_dir) = futures::join!(head, list);
         let is_dir = is_dir?;
         let file = match head {
@@ -248,7 +247,7 @@ impl Fs {
             start_after: after.as_ref().map(|a| format!("{prefix}{a}")),
             ..Default::default()
         };
-        let started = Instant::now();
+        let started = self.config.clock.now();
         let mut entries = BTreeMap::new();
         let mut skipped = 0usize;
         let mut through = None;
@@ -302,7 +301,7 @@ impl Fs {
         }
         let page = ListedPage {
             started: Some(started),
-            at: Some(Instant::now()),
+            at: Some(self.config.clock.now()),
             after,
             through,
             entries: entries

@@ -10,7 +10,7 @@
 //! S3's REPLACE also replaces the Content-Type, so it is carried over: known for objects this
 //! mount uploaded or read, fetched by one HEAD otherwise.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 
@@ -91,7 +91,7 @@ impl Fs {
             .collect();
         let heads = futures::stream::iter(unknown)
             .map(|(ino, key)| async move {
-                let at = Instant::now();
+                let at = self.config.clock.now();
                 (ino, at, self.store.head(&key).await)
             })
             .buffer_unordered(METADATA_HEADS_IN_FLIGHT);

@@ -27,25 +27,27 @@ pub mod layout;
 pub mod namespace;
 
 mod attr;
+pub mod clock;
 mod dir;
 mod entries;
 mod file;
 pub mod fuse;
 mod gates;
+mod handles;
 mod lookup;
 mod metadata;
 mod process;
 mod readahead;
 mod special;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use crate::cache::{BlockCache, ReadPath, ReaderConfig};
 use crate::store::ObjectStore;
+use clock::Clock;
+use handles::Handles;
 
 pub use attr::{Attr, FileType, SetAttr};
 pub use dir::DirEntry;
@@ -85,6 +87,8 @@ pub struct FsConfig {
     pub posix_metadata: bool,
     /// The disk tier below the block cache (`--cache-dir`), already opened and locked.
     pub disk_cache: Option<crate::cache::DiskCache>,
+    /// The clock TTLs are measured with; tests move it instead of sleeping.
+    pub clock: Clock,
 }
 
 impl FsConfig {
@@ -109,6 +113,7 @@ impl FsConfig {
             rename_dir_limit: 1000,
             posix_metadata: false,
             disk_cache: None,
+            clock: Clock::default(),
         }
     }
 
@@ -131,14 +136,15 @@ pub struct Fs {
     /// One metadata persist or rename of a node at a time.
     metadata_gates: Gates,
     reads: ReadPath,
-    readers: Mutex<HashMap<u64, (Ino, Arc<crate::cache::ObjectReader>)>>,
-    writers: Mutex<HashMap<u64, file::OpenWriter>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// Open file and directory handles, by number and by inode.
+    handles: Mutex<Handles>,
+    /// Signalled whenever a handle's release finishes: what waits for a file's last close
+    /// (an open, rename or chmod arriving right after close(2) returned) waits for this.
+    released: tokio::sync::Notify,
     /// The segments layout's decoded `entries/` directory.
     view: Mutex<entries::EntriesView>,
     /// Per directory, the order its files are being opened in, for cross-file prefetch.
     streams: Mutex<readahead::Streams>,
-    next_handle: AtomicU64,
     /// For the background tasks that persist delayed metadata changes.
     this: Weak<Fs>,
 }
@@ -158,18 +164,17 @@ impl Fs {
             namespace: Mutex::new(Namespace::new(
                 &config.layout.root_prefix,
                 config.metadata_ttl,
+                config.clock.clone(),
             )),
             listing_gates: Gates::default(),
             metadata_gates: Gates::default(),
             store,
             config,
             reads,
-            readers: Mutex::new(HashMap::new()),
-            writers: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
+            handles: Mutex::new(Handles::default()),
+            released: tokio::sync::Notify::new(),
             view: Mutex::new(entries::EntriesView::default()),
             streams: Mutex::new(readahead::Streams::default()),
-            next_handle: AtomicU64::new(1),
             this: this.clone(),
         })
     }
@@ -186,8 +191,12 @@ impl Fs {
         lock(&self.namespace)
     }
 
+    fn handles(&self) -> MutexGuard<'_, Handles> {
+        lock(&self.handles)
+    }
+
     fn new_handle(&self) -> u64 {
-        self.next_handle.fetch_add(1, Ordering::Relaxed)
+        self.handles().reserve()
     }
 
     fn check_writable(&self) -> FsResult<()> {
@@ -198,18 +207,21 @@ impl Fs {
         }
     }
 
-    /// Waits for every open writer to finish its upload and persists every pending metadata
-    /// change (used at unmount).
+    /// Waits for every open writer to finish its upload, persists every pending metadata
+    /// change and runs the deletes that waited for open files (used at unmount).
     pub async fn flush_all(&self) {
-        let writers: Vec<_> = lock(&self.writers).drain().collect();
-        for (_, (_, writer)) in writers {
+        let writers = self.handles().drain_writers();
+        for (ino, writer) in writers {
             let mut writer = writer.lock().await;
             if let Err(e) = self.finish_write(&mut writer).await {
-                tracing::error!(key = %writer.key, error = %e, "upload at unmount failed");
+                tracing::error!(ino, error = %e, "upload at unmount failed");
             }
-            self.ns().writer_closed(writer.ino);
+            let deletes = self.ns().writer_closed(ino);
+            self.run_deferred_deletes(deletes).await;
         }
         self.persist_all_metadata().await;
+        let deletes = self.ns().take_all_deferred_deletes();
+        self.run_deferred_deletes(deletes).await;
     }
 }
 

@@ -16,7 +16,6 @@
 //!   skipped, never queued, when none is free; a broken pattern simply stops issuing more.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use super::namespace::Ino;
 use super::{Fs, lock};
@@ -104,7 +103,7 @@ impl Fs {
             if bytes > byte_budget {
                 break;
             }
-            let (ino, etag, sent) = (sibling.ino, sibling.etag.clone(), Instant::now());
+            let (ino, etag, sent) = (sibling.ino, sibling.etag.clone(), self.config.clock.now());
             let object = ObjectVersion::new(sibling.key, sibling.etag, sibling.size);
             match self.reads.prefetch_object(object) {
                 // The GET pinned to this ETag succeeded: the version was current when it was

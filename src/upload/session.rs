@@ -96,6 +96,16 @@ impl MultipartSession {
         &self.options
     }
 
+    /// Points the session at another key, possible only before CreateMultipartUpload (which
+    /// names the key) was sent.
+    pub(super) fn retarget(&mut self, key: &str) -> bool {
+        if self.created.is_some() || self.parts_sent > 0 {
+            return false;
+        }
+        self.key = key.to_string();
+        true
+    }
+
     /// Whether any part has been handed to S3 (and so whether finishing means Complete or Put).
     pub(super) fn has_parts(&self) -> bool {
         self.parts_sent > 0

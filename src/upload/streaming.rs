@@ -50,6 +50,18 @@ impl StreamingUpload {
         self.session.key()
     }
 
+    /// The metadata the object will be created with.
+    pub fn metadata(&self) -> &crate::store::UserMetadata {
+        &self.session.options().metadata
+    }
+
+    /// Makes the upload's object `key` instead (a file renamed while being written). Only
+    /// before anything left for S3: returns false once the multipart upload exists, and the
+    /// caller moves the completed object instead.
+    pub fn retarget(&mut self, key: &str) -> bool {
+        self.session.retarget(key)
+    }
+
     /// Bytes accepted so far: the offset the next write must start at.
     pub fn bytes_written(&self) -> u64 {
         self.written

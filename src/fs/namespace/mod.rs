@@ -24,8 +24,9 @@ mod node;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use node::{Attrs, ContentType, Ino, Kind, Node, Origin, ROOT_INO};
+pub use node::{Attrs, ContentType, DeferredDelete, Ino, Kind, Node, Origin, ROOT_INO};
 
+use super::clock::Clock;
 use super::error::{FsError, FsResult};
 use crate::store::UserMetadata;
 
@@ -83,10 +84,11 @@ pub struct Namespace {
     misses: HashMap<(Ino, String), Instant>,
     next: Ino,
     ttl: Option<Duration>,
+    clock: Clock,
 }
 
 impl Namespace {
-    pub fn new(root_prefix: &str, ttl: Option<Duration>) -> Self {
+    pub fn new(root_prefix: &str, ttl: Option<Duration>, clock: Clock) -> Self {
         let mut root = Node::new(
             ROOT_INO,
             ROOT_INO,
@@ -101,6 +103,7 @@ impl Namespace {
             misses: HashMap::new(),
             next: ROOT_INO + 1,
             ttl,
+            clock,
         }
     }
 
@@ -109,7 +112,7 @@ impl Namespace {
         match (at, self.ttl) {
             (None, _) => false,
             (Some(_), None) => true,
-            (Some(at), Some(ttl)) => at.elapsed() < ttl,
+            (Some(at), Some(ttl)) => self.clock.since(at) < ttl,
         }
     }
 
@@ -392,7 +395,7 @@ impl Namespace {
         let (parent, name, linked) = (node.parent, node.name.clone(), node.linked);
         if linked && self.child(parent, &name).is_some_and(|n| n.ino == ino) {
             self.unlink(parent, &name);
-            self.remember_miss(parent, &name, Instant::now());
+            self.remember_miss(parent, &name, self.clock.now());
         }
     }
 
@@ -416,7 +419,7 @@ impl Namespace {
     pub fn made_directory(&mut self, parent: Ino, name: &str, origin: Origin) -> FsResult<Ino> {
         let key = self.new_child_key(parent, name, Kind::Directory)?;
         let ino = self.insert_fresh(parent, name, Kind::Directory, key);
-        let now = Instant::now();
+        let now = self.clock.now();
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.origin = origin;
             node.validated = Some(now);
@@ -432,7 +435,7 @@ impl Namespace {
     pub fn stored(&mut self, parent: Ino, name: &str, attrs: Attrs) -> FsResult<Ino> {
         self.new_child_key(parent, name, Kind::File)?;
         let ino = self
-            .upsert_remote(parent, name, Kind::File, attrs, Instant::now(), false)
+            .upsert_remote(parent, name, Kind::File, attrs, self.clock.now(), false)
             .ok_or(FsError::NotFound)?;
         self.remembered(ino);
         Ok(ino)
@@ -445,19 +448,109 @@ impl Namespace {
         }
     }
 
-    /// A write handle's last upload is done (or abandoned).
-    pub fn writer_closed(&mut self, ino: Ino) {
+    /// A read handle was opened.
+    pub fn reader_opened(&mut self, ino: Ino) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.readers += 1;
+        }
+    }
+
+    /// A write handle's last upload is done (or abandoned). Returns the deletes that waited
+    /// for the file's last close here.
+    pub fn writer_closed(&mut self, ino: Ino) -> Vec<DeferredDelete> {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.writers = node.writers.saturating_sub(1);
         }
-        self.free_if_unused(ino);
+        self.closed(ino)
     }
 
-    /// Bytes up to `end` were written through an open handle.
-    pub fn written(&mut self, ino: Ino, end: u64) {
+    /// A read handle was released. Returns the deletes that waited for the last close.
+    pub fn reader_closed(&mut self, ino: Ino) -> Vec<DeferredDelete> {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.readers = node.readers.saturating_sub(1);
+        }
+        self.closed(ino)
+    }
+
+    fn closed(&mut self, ino: Ino) -> Vec<DeferredDelete> {
+        let deletes = match self.nodes.get_mut(&ino) {
+            Some(node) if !node.is_open() => std::mem::take(&mut node.deletes_at_close),
+            _ => Vec::new(),
+        };
+        self.free_if_unused(ino);
+        deletes
+    }
+
+    /// `key` (at `etag`) is to be deleted once `ino` is no longer open here; a node that is
+    /// not open has it handed back to delete now.
+    pub fn delete_at_close(
+        &mut self,
+        ino: Ino,
+        key: String,
+        etag: Option<String>,
+    ) -> Option<DeferredDelete> {
+        let delete = DeferredDelete { key, etag };
+        match self.nodes.get_mut(&ino) {
+            Some(node) if node.is_open() => {
+                node.deletes_at_close.push(delete);
+                None
+            }
+            _ => Some(delete),
+        }
+    }
+
+    /// Whether a deferred delete may go now. Not when a linked name holds its key again: a file
+    /// in S3 there is newer (kept); one being written there takes the delete over, so it still
+    /// happens if that file is unlinked before its upload replaces the object.
+    pub fn may_delete(&mut self, delete: &DeferredDelete) -> bool {
+        let Some(holder) = self.linked_at_key(&delete.key) else {
+            return true;
+        };
+        if let Some(node) = self.nodes.get_mut(&holder)
+            && node.origin == Origin::Writing
+            && node.is_open()
+        {
+            node.deletes_at_close.push(delete.clone());
+        }
+        false
+    }
+
+    /// Every deferred delete of every node (unmount: nothing stays open).
+    pub fn take_all_deferred_deletes(&mut self) -> Vec<DeferredDelete> {
+        self.nodes
+            .values_mut()
+            .flat_map(|node| std::mem::take(&mut node.deletes_at_close))
+            .collect()
+    }
+
+    /// Open files below the directory prefix `prefix`: (inode, key, ETag).
+    pub fn open_files_below(&self, prefix: &str) -> Vec<(Ino, String, Option<String>)> {
+        self.nodes
+            .values()
+            .filter(|n| n.kind == Kind::File && n.linked && n.is_open())
+            .filter(|n| n.origin == Origin::Remote && n.key.starts_with(prefix))
+            .map(|n| (n.ino, n.key.clone(), n.attrs.etag.clone()))
+            .collect()
+    }
+
+    /// The linked file whose key is `key`, found by walking the names below the root.
+    fn linked_at_key(&self, key: &str) -> Option<Ino> {
+        let root = self.nodes.get(&ROOT_INO)?;
+        let relative = key.strip_prefix(root.key.as_str())?;
+        let mut ino = ROOT_INO;
+        for name in relative.split('/') {
+            ino = *self.children.get(&ino)?.get(name)?;
+        }
+        (self.nodes.get(&ino)?.kind == Kind::File).then_some(ino)
+    }
+
+    /// Data was written through an open handle: the size grows to `end`, and `metadata` (the
+    /// file's without stored times, which become the upload's) goes with the upload.
+    pub fn data_written(&mut self, ino: Ino, end: u64, metadata: UserMetadata) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.attrs.size = node.attrs.size.max(end);
             node.attrs.mtime = SystemTime::now();
+            node.attrs.metadata = metadata;
         }
     }
 
@@ -480,8 +573,11 @@ impl Namespace {
             node.attrs.metadata = metadata;
             node.attrs.content_type = ContentType::Known(None);
             node.origin = Origin::Remote;
-            node.validated = Some(Instant::now());
+            node.validated = Some(self.clock.now());
             node.metadata_dirty = None;
+            // The upload replaced the object a deferred delete of this key meant.
+            let key = node.key.clone();
+            node.deletes_at_close.retain(|d| d.key != key);
         }
     }
 
@@ -498,7 +594,7 @@ impl Namespace {
         let (parent, name, linked) = (node.parent, node.name.clone(), node.linked);
         if linked {
             self.unlink(parent, &name);
-            self.remember_miss(parent, &name, Instant::now());
+            self.remember_miss(parent, &name, self.clock.now());
         }
     }
 
@@ -515,11 +611,11 @@ impl Namespace {
             node.attrs.metadata = metadata;
             if let Some(etag) = etag {
                 node.attrs.etag = Some(etag);
-                node.validated = Some(Instant::now());
+                node.validated = Some(self.clock.now());
             }
             node.metadata_dirty = match (dirty, node.metadata_dirty) {
                 (true, Some(since)) => Some(since),
-                (true, None) => Some(Instant::now()),
+                (true, None) => Some(self.clock.now()),
                 (false, _) => None,
             };
         }
@@ -553,7 +649,7 @@ impl Namespace {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.attrs.etag = known_etag(etag);
             node.attrs.content_type = content_type;
-            node.validated = Some(Instant::now());
+            node.validated = Some(self.clock.now());
         }
         self.free_if_unused(ino);
     }
@@ -572,7 +668,7 @@ impl Namespace {
     /// `parent/name` was deleted here (unlink, rmdir).
     pub fn removed(&mut self, parent: Ino, name: &str) {
         self.unlink(parent, name);
-        self.remember_miss(parent, name, Instant::now());
+        self.remember_miss(parent, name, self.clock.now());
     }
 
     /// `parent/name` now lives at `new_parent/new_name` (replacing what was there). `etag` is a
@@ -588,11 +684,15 @@ impl Namespace {
         let ino = self.child(parent, name).ok_or(FsError::NotFound)?.ino;
         let kind = self.node(ino)?.kind;
         let new_key = self.new_child_key(new_parent, new_name, kind)?;
+        let target = self.child(new_parent, new_name).map(|n| n.ino);
+        if let Some(node) = target.and_then(|t| self.nodes.get_mut(&t)) {
+            node.replaced = true;
+        }
         self.unlink(new_parent, new_name);
         if let Some(names) = self.children.get_mut(&parent) {
             names.remove(name);
         }
-        self.remember_miss(parent, name, Instant::now());
+        self.remember_miss(parent, name, self.clock.now());
         self.misses.remove(&(new_parent, new_name.to_string()));
         let Some(node) = self.nodes.get_mut(&ino) else {
             return Ok(());
@@ -603,7 +703,7 @@ impl Namespace {
         node.page_cache_etag = None;
         if let Some(etag) = etag {
             node.attrs.etag = known_etag(etag);
-            node.validated = Some(Instant::now());
+            node.validated = Some(self.clock.now());
         }
         if kind == Kind::Directory {
             // Keys below changed: rewrite them, and let the moved tree be listed afresh.
@@ -746,7 +846,11 @@ impl Namespace {
 
     fn free_if_unused(&mut self, ino: Ino) {
         let unused = self.nodes.get(&ino).is_some_and(|n| {
-            !n.linked && n.lookups == 0 && n.writers == 0 && n.metadata_dirty.is_none()
+            !n.linked
+                && n.lookups == 0
+                && !n.is_open()
+                && n.metadata_dirty.is_none()
+                && n.deletes_at_close.is_empty()
         });
         if unused {
             self.nodes.remove(&ino);
@@ -773,7 +877,7 @@ impl Namespace {
             .filter(|n| {
                 n.ino != ROOT_INO
                     && n.lookups == 0
-                    && n.writers == 0
+                    && !n.is_open()
                     && n.origin == Origin::Remote
                     && n.metadata_dirty.is_none()
                     && self.children.get(&n.ino).is_none_or(|c| c.is_empty())

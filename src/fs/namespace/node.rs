@@ -72,6 +72,14 @@ pub enum Origin {
     LocalDirectory,
 }
 
+/// An object to delete once nothing of this mount has its file open, if it is still the
+/// version (`etag`) that was unlinked or renamed away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredDelete {
+    pub key: String,
+    pub etag: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Node {
     pub(super) ino: Ino,
@@ -90,8 +98,16 @@ pub struct Node {
     pub(super) page_cache_etag: Option<String>,
     /// Whether the node is still reachable by its name (false after unlink or replacement).
     pub(super) linked: bool,
-    /// Open write handles of this mount on the node: its size and data are newer than S3's.
+    /// Open write handles of this mount on the node (releases in flight included): its size
+    /// and data are newer than S3's.
     pub(super) writers: u32,
+    /// Open read handles of this mount on the node.
+    pub(super) readers: u32,
+    /// Objects whose DELETE waits for the node's last close here: an unlinked or renamed file
+    /// that is open keeps its bytes for its readers and as its writers' base.
+    pub(super) deletes_at_close: Vec<DeferredDelete>,
+    /// Replaced by a rename onto its name: its open readers get ESTALE.
+    pub(super) replaced: bool,
     /// Since when `attrs.metadata` holds a chmod/chown/utimens not yet copied onto the object.
     pub(super) metadata_dirty: Option<Instant>,
     /// For a directory: which of its names a listing confirmed, and when.
@@ -113,6 +129,9 @@ impl Node {
             page_cache_etag: None,
             linked: true,
             writers: 0,
+            readers: 0,
+            deletes_at_close: Vec::new(),
+            replaced: false,
             metadata_dirty: None,
             coverage: Coverage::default(),
         }
@@ -148,6 +167,16 @@ impl Node {
     }
     pub fn is_open_for_writing(&self) -> bool {
         self.writers > 0
+    }
+    /// Whether this mount has the file open (for reading or writing).
+    pub fn is_open(&self) -> bool {
+        self.writers > 0 || self.readers > 0
+    }
+    pub fn writers(&self) -> u32 {
+        self.writers
+    }
+    pub fn replaced(&self) -> bool {
+        self.replaced
     }
     pub fn metadata_dirty(&self) -> bool {
         self.metadata_dirty.is_some()

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
+use crate::fs::clock::Clock;
 
 fn file(size: u64, etag: &str) -> Attrs {
     Attrs {
@@ -39,7 +40,7 @@ fn ttl() -> Option<Duration> {
 
 #[test]
 fn a_complete_listing_answers_hits_and_misses() {
-    let mut ns = Namespace::new("p/", ttl());
+    let mut ns = Namespace::new("p/", ttl(), Clock::default());
     assert_eq!(ns.answer(ROOT_INO, "a").unwrap(), Answer::Unknown);
     ns.listed(ROOT_INO, page(&[("a", Kind::File), ("d", Kind::Directory)]));
     let a = match ns.answer(ROOT_INO, "a").unwrap() {
@@ -54,7 +55,7 @@ fn a_complete_listing_answers_hits_and_misses() {
 
 #[test]
 fn a_page_answers_only_its_range() {
-    let mut ns = Namespace::new("", ttl());
+    let mut ns = Namespace::new("", ttl(), Clock::default());
     let mut window = page(&[("m1", Kind::File), ("m2", Kind::File)]);
     window.after = Some("m".into());
     window.through = Some("m2".into());
@@ -70,7 +71,7 @@ fn a_page_answers_only_its_range() {
 
 #[test]
 fn a_relisting_drops_names_gone_from_s3_but_keeps_local_ones() {
-    let mut ns = Namespace::new("", ttl());
+    let mut ns = Namespace::new("", ttl(), Clock::default());
     ns.listed(
         ROOT_INO,
         page(&[("gone", Kind::File), ("kept", Kind::File)]),
@@ -89,7 +90,7 @@ fn a_relisting_drops_names_gone_from_s3_but_keeps_local_ones() {
 
 #[test]
 fn a_listing_keeps_the_metadata_of_the_same_version() {
-    let mut ns = Namespace::new("", ttl());
+    let mut ns = Namespace::new("", ttl(), Clock::default());
     let mut attrs = file(1, "\"v1\"");
     attrs.metadata.insert("mode".into(), "33152".into());
     let a = ns
@@ -107,7 +108,7 @@ fn a_listing_keeps_the_metadata_of_the_same_version() {
 
 #[test]
 fn a_directory_made_here_is_complete_and_empty() {
-    let mut ns = Namespace::new("", ttl());
+    let mut ns = Namespace::new("", ttl(), Clock::default());
     let d = ns.made_directory(ROOT_INO, "d", Origin::Remote).unwrap();
     assert_eq!(ns.answer(d, "x").unwrap(), Answer::Missing);
     let f = ns
@@ -122,7 +123,7 @@ fn a_directory_made_here_is_complete_and_empty() {
 
 #[test]
 fn kind_changes_get_new_numbers_and_numbers_are_otherwise_stable() {
-    let mut ns = Namespace::new("", ttl());
+    let mut ns = Namespace::new("", ttl(), Clock::default());
     let now = Instant::now();
     let a = ns
         .looked_up(ROOT_INO, "a", Some((Kind::File, file(1, "\"1\""))), now)
@@ -145,7 +146,7 @@ fn kind_changes_get_new_numbers_and_numbers_are_otherwise_stable() {
 
 #[test]
 fn unlinked_nodes_live_while_referenced_and_forget_frees_them() {
-    let mut ns = Namespace::new("", ttl());
+    let mut ns = Namespace::new("", ttl(), Clock::default());
     let a = ns
         .looked_up(
             ROOT_INO,
@@ -163,7 +164,7 @@ fn unlinked_nodes_live_while_referenced_and_forget_frees_them() {
 
 #[test]
 fn renaming_a_directory_rewrites_keys_below_it() {
-    let mut ns = Namespace::new("", ttl());
+    let mut ns = Namespace::new("", ttl(), Clock::default());
     let now = Instant::now();
     let d = ns
         .looked_up(
@@ -185,7 +186,7 @@ fn renaming_a_directory_rewrites_keys_below_it() {
 
 #[test]
 fn a_listing_that_ran_while_a_name_was_removed_does_not_bring_it_back() {
-    let mut ns = Namespace::new("", ttl());
+    let mut ns = Namespace::new("", ttl(), Clock::default());
     let mut old = page(&[("a", Kind::File)]);
     old.started = Some(Instant::now());
     ns.listed(ROOT_INO, page(&[("a", Kind::File)]));
@@ -197,7 +198,7 @@ fn a_listing_that_ran_while_a_name_was_removed_does_not_bring_it_back() {
 
 #[test]
 fn metadata_changes_wait_until_taken() {
-    let mut ns = Namespace::new("", ttl());
+    let mut ns = Namespace::new("", ttl(), Clock::default());
     let a = ns
         .looked_up(
             ROOT_INO,
@@ -220,7 +221,7 @@ fn metadata_changes_wait_until_taken() {
 
 #[test]
 fn memory_stays_bounded() {
-    let mut ns = Namespace::new("", None);
+    let mut ns = Namespace::new("", None, Clock::default());
     let entries: Vec<(String, Kind)> = (0..MAX_NODES + 10)
         .map(|i| (format!("f{i:07}"), Kind::File))
         .collect();
@@ -241,7 +242,7 @@ fn memory_stays_bounded() {
 #[test]
 fn a_file_refreshed_during_a_listing_stays_found_while_the_listing_is_fresh() {
     let ttl = Duration::from_millis(100);
-    let mut ns = Namespace::new("", Some(ttl));
+    let mut ns = Namespace::new("", Some(ttl), Clock::default());
     ns.listed(ROOT_INO, page(&[("f", Kind::File)]));
     let f = match ns.answer(ROOT_INO, "f").unwrap() {
         Answer::Found(ino) => ino,
@@ -264,18 +265,68 @@ fn a_file_refreshed_during_a_listing_stays_found_while_the_listing_is_fresh() {
 #[test]
 fn a_file_uploaded_during_a_listing_stays_found_while_the_listing_is_fresh() {
     let ttl = Duration::from_secs(1);
-    let mut ns = Namespace::new("", Some(ttl));
-    let started = Instant::now();
+    let clock = Clock::default();
+    let mut ns = Namespace::new("", Some(ttl), clock.clone());
+    let started = clock.now();
     let ino = ns
         .created(ROOT_INO, "new", Attrs::new_file(UserMetadata::new()))
         .unwrap();
     ns.uploaded(ino, "\"v1\"".into(), 3, UserMetadata::new());
-    ns.writer_closed(ino);
+    assert!(ns.writer_closed(ino).is_empty());
     let mut listing = page(&[("old", Kind::File)]);
     listing.started = Some(started);
-    listing.at = Some(Instant::now() + Duration::from_millis(900));
+    listing.at = Some(clock.now() + Duration::from_millis(900));
     ns.listed(ROOT_INO, listing);
-    std::thread::sleep(Duration::from_millis(1200));
+    clock.advance(Duration::from_millis(1200));
     assert_eq!(ns.answer(ROOT_INO, "new").unwrap(), Answer::Found(ino));
     assert_eq!(ns.answer(ROOT_INO, "other").unwrap(), Answer::Missing);
+}
+
+/// An unlinked file still open here keeps its node and its object until the last close, which
+/// hands back the delete; a name that holds the key again (a new file) stops it.
+#[test]
+fn deletes_of_open_files_wait_for_the_last_close() {
+    let mut ns = Namespace::new("", ttl(), Clock::default());
+    ns.listed(ROOT_INO, page(&[("f", Kind::File)]));
+    let Answer::Found(f) = ns.answer(ROOT_INO, "f").unwrap() else {
+        panic!("f is listed")
+    };
+    ns.reader_opened(f);
+    ns.reader_opened(f);
+    assert!(
+        ns.delete_at_close(f, "f".into(), Some("\"v1\"".into()))
+            .is_none()
+    );
+    ns.removed(ROOT_INO, "f");
+    assert!(ns.reader_closed(f).is_empty(), "one reader is left");
+    let deletes = ns.reader_closed(f);
+    assert_eq!(deletes.len(), 1);
+    assert!(
+        ns.get(f).is_none(),
+        "the last close frees the unlinked node"
+    );
+    assert!(ns.may_delete(&deletes[0]), "nothing holds the key");
+    let g = ns
+        .created(ROOT_INO, "f", Attrs::new_file(UserMetadata::new()))
+        .unwrap();
+    assert!(!ns.may_delete(&deletes[0]), "a new file holds the key");
+    ns.uploaded(g, "\"v2\"".into(), 1, UserMetadata::new());
+    assert!(
+        ns.writer_closed(g).is_empty(),
+        "its upload replaced what the delete meant"
+    );
+}
+
+/// A file replaced by a rename is marked, so its readers learn it (ESTALE).
+#[test]
+fn a_rename_over_a_file_marks_it_replaced() {
+    let mut ns = Namespace::new("", ttl(), Clock::default());
+    ns.listed(ROOT_INO, page(&[("a", Kind::File), ("b", Kind::File)]));
+    let Answer::Found(b) = ns.answer(ROOT_INO, "b").unwrap() else {
+        panic!("b is listed")
+    };
+    ns.reader_opened(b);
+    ns.renamed(ROOT_INO, "a", ROOT_INO, "b", None).unwrap();
+    assert!(ns.get(b).unwrap().replaced());
+    assert!(!ns.get(b).unwrap().linked());
 }
