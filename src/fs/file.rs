@@ -508,11 +508,13 @@ impl Fs {
                 upload.abort().await;
                 return Ok(());
             }
-            WriteState::Clean | WriteState::Staged(_) if !linked => return Ok(()),
-            WriteState::Clean => return self.persist_metadata(ino).await,
+            // Nothing pending: S3 holds the data, and a metadata change made meanwhile waits
+            // like any closed file's (persist_metadata_later was scheduled for it).
+            WriteState::Clean => return Ok(()),
+            WriteState::Staged(_) if !linked => return Ok(()),
             WriteState::Staged(staged) if !staged.is_dirty() => {
                 writer.state = WriteState::Staged(staged);
-                return self.persist_metadata(ino).await;
+                return Ok(());
             }
             WriteState::Streaming(upload) => self.finish_streaming(upload, &key, &metadata).await,
             WriteState::Staged(mut staged) => {
