@@ -20,6 +20,8 @@
 //! | `ls entries/` (segments layout) | what `ls` of the root costs |
 //! | `cat entries/segment-<id>.jsonl` | 1 GET of the `.bin` + 1 GET of the sidecar (1 MiB blocks for larger ones); 0 when its rendering is cached |
 //! | rename of a file | 1 COPY + 1 DELETE (the COPY carries pending metadata changes) |
+//! | rename of a file open here | 1 COPY now; 1 HEAD + 1 DELETE of the old object at its last close (+1 COPY + 1 DELETE if its multipart upload had started) |
+//! | unlink of a file open here | 0 now; 1 HEAD + 1 DELETE at its last close |
 //! | chmod/chown/utimens of a closed file | 0 at once; 1 COPY within [`METADATA_DELAY`] unless a rename or fsync carries it first (+1 HEAD if the Content-Type is unknown) |
 
 pub mod error;
