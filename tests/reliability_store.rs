@@ -84,7 +84,7 @@ async fn devserver_keeps_pending_uploads_and_parts_across_a_restart() {
     store.abort_multipart("data/fresh", &fresh).await.unwrap();
     // The restored parts complete into the object they were meant to make.
     store
-        .complete_multipart("data/kept", &kept, vec![first, second])
+        .complete_multipart("data/kept", &kept, vec![first, second], false)
         .await
         .unwrap();
     let data = get_bytes(store.as_ref(), "data/kept", None).await.unwrap();
@@ -321,7 +321,10 @@ async fn multipart_objects_are_read_unchecked_and_never_refused() {
             .await
             .unwrap(),
     ];
-    let done = s3.complete_multipart("multi", &id, parts).await.unwrap();
+    let done = s3
+        .complete_multipart("multi", &id, parts, false)
+        .await
+        .unwrap();
     assert!(done.etag.contains('-'), "{}", done.etag);
     let whole = get_bytes(&s3, "multi", None).await.unwrap();
     assert_eq!(whole.len() as u64, S3_MIN_PART_SIZE + 10);

@@ -195,6 +195,7 @@ async fn put_keeps_metadata_and_content_type() {
     let options = PutOptions {
         metadata: meta.clone(),
         content_type: Some("application/json".into()),
+        ..Default::default()
     };
     store
         .put("s.meta.json", Bytes::from_static(b"{}"), options)
@@ -221,6 +222,7 @@ async fn multipart_upload_completes() {
     let options = PutOptions {
         metadata: metadata(&[("kind", "segment")]),
         content_type: None,
+        ..Default::default()
     };
     let upload = store.create_multipart("big.bin", options).await.unwrap();
     let parts_data = [pattern(5 * MIB, 1), pattern(5 * MIB, 2), pattern(1000, 3)];
@@ -232,7 +234,7 @@ async fn multipart_upload_completes() {
         parts.push(part.unwrap());
     }
     let done = store
-        .complete_multipart("big.bin", &upload, parts)
+        .complete_multipart("big.bin", &upload, parts, false)
         .await
         .unwrap();
     assert!(done.etag.ends_with("-3\""), "{}", done.etag);
@@ -297,6 +299,7 @@ async fn copy_keeps_or_replaces_metadata() {
     let options = PutOptions {
         metadata: meta.clone(),
         content_type: Some("text/plain".into()),
+        ..Default::default()
     };
     let source = "dir/with space+plus é.txt";
     store

@@ -46,6 +46,7 @@ for_each_backend!(
     multipart_abort_leaves_no_pending_uploads,
     thousands_of_keys_span_pages,
     delimiter_listing_keeps_a_ab_and_dir_apart,
+    exclusive_creates_refuse_an_existing_key,
 );
 
 /// Bytes where a read from the wrong offset shows: a ramp of prime period.
@@ -347,6 +348,7 @@ mod cases {
         let options = PutOptions {
             metadata: meta.clone(),
             content_type: Some("application/octet-stream".into()),
+            ..Default::default()
         };
         store
             .put("with-meta", Bytes::from_static(b"payload"), options)
@@ -367,6 +369,7 @@ mod cases {
         let options = PutOptions {
             metadata: metadata(&[("a", "1")]),
             content_type: Some("text/plain".into()),
+            ..Default::default()
         };
         store.put("src", data.clone(), options).await.unwrap();
 
@@ -403,6 +406,60 @@ mod cases {
         assert!(store.head("dst/x").await.unwrap_err().is_not_found());
     }
 
+    /// `If-None-Match: *` on PutObject and CompleteMultipartUpload: the second create of a key
+    /// fails with PreconditionFailed and the first one's bytes stay.
+    pub async fn exclusive_creates_refuse_an_existing_key(backend: &Backend) {
+        let store = backend.store.as_ref();
+        let exclusive = PutOptions {
+            if_none_match: true,
+            ..Default::default()
+        };
+        store
+            .put(
+                "seg",
+                bytes::Bytes::from_static(b"first"),
+                exclusive.clone(),
+            )
+            .await
+            .unwrap();
+        let second = store
+            .put(
+                "seg",
+                bytes::Bytes::from_static(b"second"),
+                exclusive.clone(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(second, StoreError::PreconditionFailed(_)),
+            "{second:?}"
+        );
+        let upload = store.create_multipart("seg", exclusive).await.unwrap();
+        let part = store
+            .upload_part("seg", &upload, 1, random_bytes(1000, 9))
+            .await
+            .unwrap();
+        let completed = store
+            .complete_multipart("seg", &upload, vec![part], true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(completed, StoreError::PreconditionFailed(_)),
+            "{completed:?}"
+        );
+        let _ = store.abort_multipart("seg", &upload).await;
+        assert_eq!(get_bytes(store, "seg", None).await.unwrap(), &b"first"[..]);
+        // A key that does not exist is created as usual.
+        let fresh = PutOptions {
+            if_none_match: true,
+            ..Default::default()
+        };
+        store
+            .put("other", bytes::Bytes::from_static(b"x"), fresh)
+            .await
+            .unwrap();
+    }
+
     pub async fn multipart_five_mib_parts(backend: &Backend) {
         let store = backend.store.as_ref();
         let parts = [
@@ -413,6 +470,7 @@ mod cases {
         let options = PutOptions {
             metadata: metadata(&[("kind", "multipart")]),
             content_type: None,
+            ..Default::default()
         };
         let upload = store.create_multipart("big.bin", options).await.unwrap();
         // Parts may arrive in any order; the list handed to complete is ascending.
@@ -426,7 +484,7 @@ mod cases {
         // Until completed there is no object.
         assert!(store.head("big.bin").await.unwrap_err().is_not_found());
         let done = store
-            .complete_multipart("big.bin", &upload, completed)
+            .complete_multipart("big.bin", &upload, completed, false)
             .await
             .unwrap();
         assert!(done.etag.ends_with("-3\""), "{}", done.etag);

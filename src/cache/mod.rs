@@ -9,6 +9,8 @@
 //!   and checksummed per block, bounded in bytes, kept across remounts. A run of missing blocks
 //!   is first looked up there ([`fetch`]); only the blocks it lacks are fetched from S3, and
 //!   every block S3 sends is queued for it.
+//! - [`metadata_cache::MetadataCache`]: what HEADs told of object versions (s3fs metadata),
+//!   kept on disk across mounts so a listing of known versions needs no HEAD.
 //! - [`reader::ReadPath`]: what the readers of a mount share (store, cache, prefetch permits,
 //!   counters); `ReadPath::open` makes a reader.
 //!
@@ -50,6 +52,7 @@ pub mod block;
 mod block_buf;
 pub mod disk;
 pub mod fetch;
+pub mod metadata_cache;
 mod pattern;
 pub mod reader;
 
@@ -59,4 +62,5 @@ mod tests;
 pub use block::{BlockCache, BlockId, CacheStats, FetchTicket, Lookup, PendingBlock};
 pub use disk::{DiskCache, DiskError, DiskStats};
 pub use fetch::ObjectVersion;
+pub use metadata_cache::{MetadataCache, ObjectVersionId, StoredMetadata};
 pub use reader::{ObjectReader, ReadPath, ReadStats, ReaderConfig};

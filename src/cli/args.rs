@@ -213,8 +213,9 @@ pub struct MountArgs {
     /// Have the kernel enforce the stored modes and owners (on by default with --allow-other)
     #[arg(long, help_heading = "Permissions")]
     pub default_permissions: bool,
-    /// Fetch each listed file's s3fs metadata (mode, owner, type, times) with parallel HEADs
-    /// before `ls` shows it: auto = with --allow-other in the keys layout
+    /// Show every name with its stored s3fs metadata (type, mode, owner, times): names this
+    /// machine has not seen cost a HEAD once, remembered across mounts; auto = on in the keys
+    /// layout, off in the segments layout; off = names only listed show the mount's defaults
     #[arg(
         long,
         value_enum,

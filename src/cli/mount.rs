@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use fuser::{MountOption, SessionACL};
 
 use super::args::{LayoutArg, MountArgs, PosixMetadataArg};
 use super::{CliError, connect};
-use crate::cache::DiskCache;
+use crate::cache::{DiskCache, MetadataCache};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::{Fs, FsConfig, Layout, LayoutKind};
 use crate::store::StoreError;
@@ -91,6 +91,9 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         let disk = DiskCache::open(dir, args.cache_dir_size << 20, args.block_size)
             .map_err(|e| CliError::Usage(e.to_string()))?;
         fs_config.disk_cache = Some(disk);
+    }
+    if fs_config.posix_metadata {
+        fs_config.metadata_cache = open_metadata_cache(&args, &config);
     }
     let disk_cache = fs_config.disk_cache.clone();
     std::fs::create_dir_all(&fs_config.staging_dir).map_err(|e| {
@@ -317,6 +320,43 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
     CliError::Config(message)
 }
 
+/// Bytes the metadata cache keeps on disk (about 150 bytes an object: some 400,000 objects).
+const METADATA_CACHE_BYTES: u64 = 64 << 20;
+
+/// Where metadata is remembered across mounts: below `--cache-dir` when given, else the
+/// machine's cache folder (/var/cache/scribefs as root, $XDG_CACHE_HOME/scribefs or
+/// ~/.cache/scribefs otherwise). A cache that cannot be opened is logged and done without:
+/// every listed version then costs a HEAD, as on a first mount.
+fn open_metadata_cache(args: &MountArgs, s3: &S3Config) -> Option<Arc<MetadataCache>> {
+    let dir = match &args.cache_dir {
+        Some(dir) => dir.join("metadata"),
+        None => default_state_dir()?,
+    };
+    let scope = format!("{} {}", s3.endpoint.as_deref().unwrap_or("aws"), s3.bucket);
+    match MetadataCache::open(&dir, &scope, METADATA_CACHE_BYTES) {
+        Ok(cache) => {
+            tracing::info!(path = %cache.path().display(), entries = cache.len(), "metadata cache");
+            Some(Arc::new(cache))
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "no metadata cache: every listed file costs a HEAD");
+            None
+        }
+    }
+}
+
+fn default_state_dir() -> Option<PathBuf> {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return Some(PathBuf::from("/var/cache/scribefs"));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("scribefs"))
+}
+
 fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     let kind = match args.layout {
         LayoutArg::Keys => LayoutKind::Keys,
@@ -341,11 +381,12 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.allow_overwrite = args.allow_overwrite;
     config.list_entries = args.list_entries;
     config.rename_dir_limit = args.rename_dir_limit;
-    // Segments carry no POSIX metadata; with other users on the mount, modes must be right.
+    // A file is what it was (type, mode, owner, times) by default; segments carry no POSIX
+    // metadata, their modes are the mount's.
     config.posix_metadata = match args.posix_metadata {
         PosixMetadataArg::On => true,
         PosixMetadataArg::Off => false,
-        PosixMetadataArg::Auto => args.allow_other && kind == LayoutKind::Keys,
+        PosixMetadataArg::Auto => kind == LayoutKind::Keys,
     };
     config.staging_dir = args
         .staging_dir

@@ -149,6 +149,7 @@ impl BucketDir {
                 options: PutOptions {
                     metadata: header.metadata,
                     content_type: header.content_type,
+                    ..Default::default()
                 },
                 initiated: UNIX_EPOCH + Duration::from_nanos(header.initiated_nanos),
                 parts,

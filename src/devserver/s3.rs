@@ -300,6 +300,7 @@ impl S3 for DevS3 {
         let options = PutOptions {
             metadata: from_dto_metadata(input.metadata),
             content_type: input.content_type,
+            ..Default::default()
         };
         let size = data.len() as i64;
         let put = bucket
@@ -393,11 +394,13 @@ impl S3 for DevS3 {
             PutOptions {
                 metadata: from_dto_metadata(input.metadata),
                 content_type: input.content_type,
+                ..Default::default()
             }
         } else {
             PutOptions {
                 metadata: source.metadata.clone(),
                 content_type: source.content_type.clone(),
+                ..Default::default()
             }
         };
         let object = StoredObject::new(source.data, options);
@@ -457,6 +460,7 @@ impl S3 for DevS3 {
         let options = PutOptions {
             metadata: from_dto_metadata(input.metadata),
             content_type: input.content_type,
+            ..Default::default()
         };
         let upload_id = bucket
             .store
@@ -535,9 +539,12 @@ impl S3 for DevS3 {
                 etag,
             });
         }
+        let current = bucket.store.object(&input.key);
+        conditions::check_write(current.as_ref(), None, input.if_none_match.as_ref())?;
+        let exclusive = input.if_none_match.is_some();
         let put = bucket
             .store
-            .complete_multipart(&input.key, &input.upload_id, parts)
+            .complete_multipart(&input.key, &input.upload_id, parts, exclusive)
             .await
             .map_err(upload_error)?;
         bucket.persist(&input.key).await.map_err(persist_error)?;

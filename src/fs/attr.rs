@@ -269,6 +269,7 @@ mod tests {
             etag: Some("\"e\"".into()),
             metadata,
             content_type: ContentType::Unknown,
+            last_modified: None,
         };
         let now = std::time::Instant::now();
         let ino = ns

@@ -21,6 +21,17 @@ use crate::cache::ObjectVersion;
 use crate::store::{PutOptions, StoreError, UserMetadata};
 use crate::upload::{StagedFile, StreamingUpload, UploadConfig, UploadError};
 
+/// Whether a write failed its condition (a conditional create found the key taken).
+fn is_precondition_failed(error: &FsError) -> bool {
+    match error {
+        FsError::Store(StoreError::PreconditionFailed(_)) => true,
+        FsError::Upload(UploadError::Store(failure)) => {
+            matches!(*failure.source, StoreError::PreconditionFailed(_))
+        }
+        _ => false,
+    }
+}
+
 /// Whether an upload (or the staging it seeds from) failed because its object is gone.
 fn upload_not_found(error: &UploadError) -> bool {
     matches!(error, UploadError::Store(failure) if failure.source.is_not_found())
@@ -58,6 +69,9 @@ pub(super) struct WriteHandle {
     ino: Ino,
     state: WriteState,
     base: Option<BaseVersion>,
+    /// The file must not exist in S3 when this handle first uploads it (O_EXCL, a new segment):
+    /// the upload is conditional, and another client's object at the key makes it EEXIST.
+    create_only: bool,
     /// The process (thread group) that opened the handle. A FLUSH from another process is the
     /// close of a descriptor it inherited (fork, then exec closes it): uploading then would
     /// put half a file in S3 in the middle of the opener's writes, so only the opener's closes
@@ -111,9 +125,17 @@ impl Fs {
         )?)
     }
 
-    fn streaming(&self, key: &str, metadata: &UserMetadata) -> FsResult<StreamingUpload> {
+    /// A streaming upload to `key`; `create_only` makes its write conditional (the key must
+    /// not exist when it lands).
+    fn streaming(
+        &self,
+        key: &str,
+        metadata: &UserMetadata,
+        create_only: bool,
+    ) -> FsResult<StreamingUpload> {
         let options = PutOptions {
             metadata: metadata.clone(),
+            if_none_match: create_only,
             ..Default::default()
         };
         Ok(StreamingUpload::new(
@@ -179,7 +201,7 @@ impl Fs {
             (key, base, metadata)
         };
         let state = if truncating {
-            WriteState::Streaming(self.streaming(&key, &metadata)?)
+            WriteState::Streaming(self.streaming(&key, &metadata, false)?)
         } else {
             WriteState::Clean
         };
@@ -187,6 +209,7 @@ impl Fs {
             ino,
             state,
             base,
+            create_only: false,
             opener: thread_group(caller.pid),
         };
         let handle = self.handles().insert(Handle::Writer {
@@ -270,18 +293,25 @@ impl Fs {
             Err(e) => return Err(e.into()),
         };
         let version = (meta.etag.clone(), meta.size);
+        self.remember_metadata(&meta);
         self.ns().refreshed(ino, meta_attrs(meta), at);
         Ok(version)
     }
 
-    /// Creates a file that exists only here until its first successful flush uploads it.
+    /// Creates a file that exists only here until its first successful flush uploads it. With
+    /// O_EXCL, and for every new segment in the segments layout (segments are immutable), the
+    /// upload is a conditional create: if another client made the key meanwhile, close gives
+    /// EEXIST and its object stays.
     pub async fn create(
         &self,
         parent: Ino,
         name: &str,
         mode: u32,
+        flags: i32,
         caller: Caller,
     ) -> FsResult<(Attr, Opened)> {
+        let create_only = flags & libc::O_EXCL != 0
+            || (self.config.layout.kind == LayoutKind::Segments && !self.config.allow_overwrite);
         self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         self.config.layout.check_new_name(name, false)?;
@@ -293,7 +323,7 @@ impl Fs {
         let key = self.ns().new_child_key(parent, name, Kind::File)?;
         let (caller, mode) = self.inherit_group(parent, caller, mode, false);
         let metadata = owned_metadata(Kind::File, mode, caller.uid, caller.gid, &self.config);
-        let upload = self.streaming(&key, &metadata)?;
+        let upload = self.streaming(&key, &metadata, create_only)?;
         let (ino, attr) = {
             let mut ns = self.ns();
             let ino = ns.created(parent, name, Attrs::new_file(metadata))?;
@@ -303,6 +333,7 @@ impl Fs {
             ino,
             state: WriteState::Streaming(upload),
             base: None,
+            create_only,
             opener: thread_group(caller.pid),
         };
         let handle = self.handles().insert(Handle::Writer {
@@ -356,7 +387,8 @@ impl Fs {
         };
         if writer.is_sequential(offset) {
             if matches!(writer.state, WriteState::Clean) {
-                writer.state = WriteState::Streaming(self.streaming(&key, &metadata)?);
+                let upload = self.streaming(&key, &metadata, writer.create_only)?;
+                writer.state = WriteState::Streaming(upload);
             }
             if let WriteState::Streaming(upload) = &mut writer.state {
                 fill_zeros(upload, offset).await?;
@@ -520,6 +552,7 @@ impl Fs {
             WriteState::Staged(mut staged) => {
                 let options = PutOptions {
                     metadata: metadata.clone(),
+                    if_none_match: writer.create_only,
                     ..Default::default()
                 };
                 let config = self.upload_config()?;
@@ -534,12 +567,22 @@ impl Fs {
         };
         let etag = match uploaded {
             Ok(etag) => etag,
+            Err(e) if writer.create_only && is_precondition_failed(&e) => {
+                tracing::warn!(
+                    key,
+                    "another client created the file first; its object stays"
+                );
+                self.ns().upload_failed(ino);
+                return Err(FsError::Exists);
+            }
             Err(e) => {
                 tracing::error!(key, error = %e, "upload failed; the file is not in S3");
                 self.ns().upload_failed(ino);
                 return Err(e);
             }
         };
+        // From now on the object is this file's own: later uploads replace it.
+        writer.create_only = false;
         self.ns().uploaded(ino, etag.clone(), size, metadata);
         writer.base = Some(BaseVersion { key, etag, size });
         Ok(())
@@ -659,7 +702,8 @@ impl Fs {
                     fill_zeros(upload, size).await?;
                 }
             } else if size == 0 {
-                writer.state = WriteState::Streaming(self.streaming(&key, &metadata)?);
+                let upload = self.streaming(&key, &metadata, writer.create_only)?;
+                writer.state = WriteState::Streaming(upload);
             } else {
                 self.staged(&mut writer).await?.set_len(size).await?;
             }

@@ -325,7 +325,7 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let name = match utf8(name) {
@@ -334,7 +334,10 @@ impl Filesystem for FuseAdapter {
         };
         let caller = caller(req);
         self.spawn("create", parent.0, req, move |fs| async move {
-            match fs.create(parent.0, &name, mode & !umask, caller).await {
+            match fs
+                .create(parent.0, &name, mode & !umask, flags, caller)
+                .await
+            {
                 // A new file exists only if its upload succeeds at close: a zero TTL makes the
                 // kernel ask again (a local answer, no S3 request) instead of caching a name
                 // that may vanish.

@@ -37,6 +37,7 @@ pub(super) fn summary_attrs(object: &ObjectSummary) -> Attrs {
         etag: Some(object.etag.clone()),
         metadata: Default::default(),
         content_type: ContentType::Unknown,
+        last_modified: Some(object.last_modified),
     }
 }
 
@@ -47,6 +48,7 @@ pub(super) fn meta_attrs(meta: ObjectMeta) -> Attrs {
         etag: Some(meta.etag),
         metadata: meta.metadata,
         content_type: ContentType::Known(meta.content_type),
+        last_modified: Some(meta.last_modified),
     }
 }
 
@@ -94,6 +96,10 @@ impl Fs {
             (node.parent(), node.name().to_string())
         };
         let found = self.resolve(parent, &name).await?;
+        if self.config.posix_metadata && self.config.layout.kind == LayoutKind::Keys {
+            // Revalidated: another client's chmod moved its LastModified, so look again.
+            self.fetch_metadata_of(vec![found]).await;
+        }
         let ns = self.ns();
         if found != ino {
             // The name is another node now (its kind changed): this one is gone.
@@ -102,31 +108,22 @@ impl Fs {
         Ok(attr_of(ns.node(ino)?, &self.config))
     }
 
-    /// `resolve` for what the user will look at (lookup): a file met for the first time in the
-    /// keys layout is also HEADed once the listing found it, because listings carry no user
-    /// metadata and its mode, owner and mtime (s3fs headers) would otherwise show as the
-    /// defaults. Names a listing introduced before the lookup (`ls`, `cat *`, `cp -r`),
-    /// directories and misses cost no HEAD.
+    /// `resolve` for what the user will look at (lookup): the name comes with its stored
+    /// metadata (type, mode, owner, times), so a symlink is never answered as a regular file.
+    /// With `posix_metadata` (the default in the keys layout) every name whose metadata this
+    /// mount has not seen is fetched (the metadata cache, else one HEAD); without it, only a
+    /// file met for the first time by a lookup is HEADed (it costs nothing more than the
+    /// listing's ignorance), and names a listing introduced show the mount's defaults.
     async fn resolve_with_metadata(&self, parent: Ino, name: &str) -> FsResult<Ino> {
-        let first_contact = self.config.layout.kind == LayoutKind::Keys
-            && self.ns().child(parent, name).is_none()
-            && self.known(parent, name)?.is_none();
+        let keys = self.config.layout.kind == LayoutKind::Keys;
+        let first_contact =
+            keys && self.ns().child(parent, name).is_none() && self.known(parent, name)?.is_none();
         let ino = self.resolve(parent, name).await?;
-        let key = {
-            let ns = self.ns();
-            let node = ns.node(ino)?;
-            let unknown = node.kind() == Kind::File
-                && node.origin() == super::namespace::Origin::Remote
-                && node.attrs().content_type == ContentType::Unknown;
-            if !(first_contact && unknown) {
-                return Ok(ino);
-            }
-            node.key().to_string()
-        };
-        let at = self.config.clock.now();
-        match self.store.head(&key).await {
-            Ok(meta) => self.ns().metadata_seen(ino, meta_attrs(meta), at),
-            Err(e) => tracing::debug!(key, error = %e, "no metadata for a listed file"),
+        let wanted = keys
+            && (self.config.posix_metadata
+                || (first_contact && self.ns().node(ino)?.kind() == Kind::File));
+        if wanted {
+            self.fetch_metadata_of(vec![ino]).await;
         }
         Ok(ino)
     }
@@ -210,6 +207,7 @@ impl Fs {
                 Some((Kind::Directory, Attrs::directory()))
             }
             (false, Some(meta)) if self.config.layout.shows(name, false) => {
+                self.remember_metadata(&meta);
                 Some((Kind::File, meta_attrs(meta)))
             }
             _ => None,

@@ -18,8 +18,9 @@ use super::Fs;
 use super::attr::{attr_of, keep_mtime};
 use super::error::{FsError, FsResult};
 use super::lookup::meta_attrs;
-use super::namespace::{ContentType, Ino, Origin};
-use crate::store::{CopyMetadata, PutOutput, StoreError, UserMetadata};
+use super::namespace::{Attrs, ContentType, Ino, Origin};
+use crate::cache::{ObjectVersionId, StoredMetadata};
+use crate::store::{CopyMetadata, ObjectMeta, PutOutput, StoreError, UserMetadata};
 
 /// How long a metadata change of a closed file may wait for a rename to carry it.
 pub const METADATA_DELAY: Duration = Duration::from_secs(1);
@@ -77,19 +78,70 @@ impl Fs {
         }
     }
 
-    /// HEADs, bounded in parallel, the files (and directory markers) of `dir` whose metadata no
-    /// HEAD or GET brought yet, so `ls -l` shows their stored type, mode, owner and times. Known versions are not
-    /// fetched again: a relisting keeps the metadata of an unchanged ETag.
+    /// Fetches, bounded in parallel, the metadata of the files and directory markers of `dir`
+    /// that no HEAD or GET brought yet, so `ls -l` shows their stored type, mode, owner and
+    /// times: from the metadata cache when it knows the listed version, else by a HEAD (whose
+    /// answer the cache then keeps). Known versions are not fetched again: a relisting keeps
+    /// the metadata of an unchanged version, and the cache learns it with its LastModified.
     pub(super) async fn fetch_directory_metadata(&self, dir: Ino) {
-        let unknown: Vec<(Ino, String)> = self
-            .ns()
-            .children(dir)
-            .filter(|n| {
-                n.origin() == Origin::Remote && n.attrs().content_type == ContentType::Unknown
-            })
-            .map(|n| (n.ino(), n.key().to_string()))
-            .collect();
-        let heads = futures::stream::iter(unknown)
+        let children: Vec<Ino> = self.ns().children(dir).map(|n| n.ino()).collect();
+        self.fetch_metadata_of(children).await;
+    }
+
+    /// [`Self::fetch_directory_metadata`] for the given nodes.
+    pub(super) async fn fetch_metadata_of(&self, nodes: Vec<Ino>) {
+        let mut unknown = Vec::new();
+        {
+            let ns = self.ns();
+            for node in nodes.iter().filter_map(|ino| ns.get(*ino)) {
+                if node.origin() != Origin::Remote {
+                    continue;
+                }
+                let version = cache_version(node.attrs());
+                match (
+                    &node.attrs().content_type,
+                    &self.config.metadata_cache,
+                    version,
+                ) {
+                    (ContentType::Known(content_type), Some(cache), Some(version)) => {
+                        let stored = StoredMetadata {
+                            metadata: node.attrs().metadata.clone(),
+                            content_type: content_type.clone(),
+                        };
+                        cache.put(node.key(), &version, &stored);
+                    }
+                    (ContentType::Known(_), _, _) => {}
+                    (ContentType::Unknown, _, version) => {
+                        unknown.push((node.ino(), node.key().to_string(), version))
+                    }
+                }
+            }
+        }
+        let mut heads = Vec::new();
+        for (ino, key, version) in unknown {
+            let cached = self
+                .config
+                .metadata_cache
+                .as_ref()
+                .zip(version.as_ref())
+                .and_then(|(cache, version)| cache.get(&key, version));
+            match (cached, version) {
+                (Some(stored), Some(version)) => {
+                    let attrs = Attrs {
+                        size: version.size,
+                        mtime: version.last_modified,
+                        etag: Some(version.etag),
+                        metadata: stored.metadata,
+                        content_type: ContentType::Known(stored.content_type),
+                        last_modified: Some(version.last_modified),
+                    };
+                    let at = self.config.clock.now();
+                    self.ns().metadata_seen(ino, attrs, at);
+                }
+                _ => heads.push((ino, key)),
+            }
+        }
+        let heads = futures::stream::iter(heads)
             .map(|(ino, key)| async move {
                 let at = self.config.clock.now();
                 (ino, at, self.store.head(&key).await)
@@ -98,11 +150,30 @@ impl Fs {
         futures::pin_mut!(heads);
         while let Some((ino, at, head)) = heads.next().await {
             match head {
-                Ok(meta) => self.ns().metadata_seen(ino, meta_attrs(meta), at),
+                Ok(meta) => {
+                    self.remember_metadata(&meta);
+                    self.ns().metadata_seen(ino, meta_attrs(meta), at);
+                }
                 // A directory without a marker object has no metadata to find.
                 Err(e) if e.is_not_found() => self.ns().metadata_seen_none(ino),
                 Err(e) => tracing::debug!(ino, error = %e, "no metadata for a listed entry"),
             }
+        }
+    }
+
+    /// Keeps what a HEAD or GET told of an object version in the metadata cache.
+    pub(super) fn remember_metadata(&self, meta: &ObjectMeta) {
+        if let Some(cache) = &self.config.metadata_cache {
+            let version = ObjectVersionId {
+                etag: meta.etag.clone(),
+                last_modified: meta.last_modified,
+                size: meta.size,
+            };
+            let stored = StoredMetadata {
+                metadata: meta.metadata.clone(),
+                content_type: meta.content_type.clone(),
+            };
+            cache.put(&meta.key, &version, &stored);
         }
     }
 
@@ -144,4 +215,14 @@ impl Fs {
         let output = self.store.copy(source, dest, copy).await?;
         Ok((output, ContentType::Known(content_type)))
     }
+}
+
+/// The version a node's attributes name, if S3 told all of it (a listing or a HEAD; not an
+/// upload of this mount, whose LastModified the next listing tells).
+fn cache_version(attrs: &Attrs) -> Option<ObjectVersionId> {
+    Some(ObjectVersionId {
+        etag: attrs.etag.clone()?,
+        last_modified: attrs.last_modified?,
+        size: attrs.size,
+    })
 }

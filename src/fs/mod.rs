@@ -84,9 +84,12 @@ pub struct FsConfig {
     pub list_entries: bool,
     /// Directories with more entries than this are not renamed (EXDEV, so `mv` copies instead).
     pub rename_dir_limit: usize,
-    /// Fetch every listed file's s3fs metadata (mode, owner, type, times) before readdir
-    /// answers, with parallel HEADs: listings do not carry it.
+    /// Show every name with its stored s3fs metadata (mode, owner, type, times): lookups and
+    /// listings fetch what they lack (parallel HEADs; listings do not carry it). On by default
+    /// in the keys layout; off shows the mount's defaults for names only listed.
     pub posix_metadata: bool,
+    /// What HEADs told of object versions, kept across mounts: a known version needs no HEAD.
+    pub metadata_cache: Option<std::sync::Arc<crate::cache::MetadataCache>>,
     /// The disk tier below the block cache (`--cache-dir`), already opened and locked.
     pub disk_cache: Option<crate::cache::DiskCache>,
     /// The clock TTLs are measured with; tests move it instead of sleeping.
@@ -97,6 +100,7 @@ impl FsConfig {
     pub fn new(layout: Layout) -> Self {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let posix_metadata = layout.kind == LayoutKind::Keys;
         FsConfig {
             layout,
             read_only: false,
@@ -113,7 +117,8 @@ impl FsConfig {
             allow_overwrite: false,
             list_entries: false,
             rename_dir_limit: 1000,
-            posix_metadata: false,
+            posix_metadata,
+            metadata_cache: None,
             disk_cache: None,
             clock: Clock::default(),
         }

@@ -122,6 +122,7 @@ impl Fs {
             etag: Some(output.etag),
             metadata,
             content_type: ContentType::Known(None),
+            last_modified: None,
         };
         let mut ns = self.ns();
         let ino = ns.stored(parent, name, attrs)?;

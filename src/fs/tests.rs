@@ -69,7 +69,7 @@ async fn create_write_close_uploads_and_reads_back() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
     let (attr, opened) = fs
-        .create(ROOT_INO, "new.txt", 0o644, caller())
+        .create(ROOT_INO, "new.txt", 0o644, 0, caller())
         .await
         .unwrap();
     assert!(
@@ -121,7 +121,7 @@ async fn random_writes_and_truncate_are_staged() {
 async fn out_of_order_write_to_a_new_small_file_falls_back_to_staging() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
-    let (_, opened) = fs.create(ROOT_INO, "n", 0o644, caller()).await.unwrap();
+    let (_, opened) = fs.create(ROOT_INO, "n", 0o644, 0, caller()).await.unwrap();
     fs.write(opened.handle, 0, b"abc").await.unwrap();
     fs.write(opened.handle, 1, b"Z").await.unwrap();
     assert_eq!(fs.read(opened.handle, 0, 10).await.unwrap(), "aZc");
@@ -212,7 +212,10 @@ async fn fsync_persists_a_pending_metadata_change_at_once() {
 async fn a_rename_carries_a_pending_metadata_change_in_its_copy() {
     let store = Arc::new(MemoryStore::new());
     let fs = mount(&store, LayoutKind::Keys);
-    let (attr, opened) = fs.create(ROOT_INO, ".tmp", 0o644, caller()).await.unwrap();
+    let (attr, opened) = fs
+        .create(ROOT_INO, ".tmp", 0o644, 0, caller())
+        .await
+        .unwrap();
     fs.write(opened.handle, 0, b"data").await.unwrap();
     fs.release(opened.handle).await.unwrap();
     let change = SetAttr {
@@ -255,7 +258,7 @@ async fn segments_layout_filters_orders_and_guards() {
         ]
     );
     assert_eq!(
-        fs.create(ROOT_INO, "notes2.txt", 0o644, caller())
+        fs.create(ROOT_INO, "notes2.txt", 0o644, 0, caller())
             .await
             .unwrap_err()
             .errno(),
@@ -305,7 +308,7 @@ async fn read_only_mount_refuses_changes() {
         libc::EROFS
     );
     assert_eq!(
-        fs.create(ROOT_INO, "g", 0o644, caller())
+        fs.create(ROOT_INO, "g", 0o644, 0, caller())
             .await
             .unwrap_err()
             .errno(),

@@ -338,9 +338,12 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        if_none_match: bool,
     ) -> StoreResult<PutOutput> {
         let _call = self.enter(Op::CompleteMultipart, None).await?;
-        self.inner.complete_multipart(key, upload_id, parts).await
+        self.inner
+            .complete_multipart(key, upload_id, parts, if_none_match)
+            .await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {

@@ -113,6 +113,22 @@ impl MemoryStore {
         self.objects().insert(key.to_string(), object);
     }
 
+    /// Inserts under one lock with the existence check, so of two exclusive creates of one
+    /// key exactly one wins.
+    fn insert_unless_exists(
+        &self,
+        key: &str,
+        object: StoredObject,
+        exclusive: bool,
+    ) -> StoreResult<()> {
+        let mut objects = self.objects();
+        if exclusive && objects.contains_key(key) {
+            return Err(StoreError::PreconditionFailed(key.to_string()));
+        }
+        objects.insert(key.to_string(), object);
+        Ok(())
+    }
+
     /// The stored object, for callers that need more than HEAD returns.
     pub fn object(&self, key: &str) -> Option<StoredObject> {
         self.objects().get(key).cloned()
@@ -288,9 +304,10 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
+        let exclusive = options.if_none_match;
         let object = StoredObject::new(body, options);
         let etag = object.etag.clone();
-        self.insert(key, object);
+        self.insert_unless_exists(key, object, exclusive)?;
         Ok(PutOutput { etag })
     }
 
@@ -326,7 +343,11 @@ impl ObjectStore for MemoryStore {
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        if_none_match: bool,
     ) -> StoreResult<PutOutput> {
+        if if_none_match && self.object(key).is_some() {
+            return Err(StoreError::PreconditionFailed(key.to_string()));
+        }
         if parts.is_empty() {
             return Err(StoreError::InvalidRequest("complete with no parts".into()));
         }
@@ -403,10 +424,12 @@ impl ObjectStore for MemoryStore {
             CopyMetadata::Keep => PutOptions {
                 metadata: source.metadata,
                 content_type: source.content_type,
+                ..Default::default()
             },
             CopyMetadata::Replace(metadata) => PutOptions {
                 metadata,
                 content_type: source.content_type,
+                ..Default::default()
             },
             CopyMetadata::ReplaceKnown {
                 metadata,
@@ -419,6 +442,7 @@ impl ObjectStore for MemoryStore {
                 PutOptions {
                     metadata,
                     content_type,
+                    ..Default::default()
                 }
             }
         };

@@ -121,10 +121,12 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        if_none_match: bool,
     ) -> StoreResult<PutOutput> {
         let result = timed(
             "CompleteMultipartUpload",
-            self.inner.complete_multipart(key, upload_id, parts),
+            self.inner
+                .complete_multipart(key, upload_id, parts, if_none_match),
         )
         .await;
         if result.is_ok() {

@@ -122,6 +122,9 @@ impl GetObjectOutput {
 pub struct PutOptions {
     pub metadata: UserMetadata,
     pub content_type: Option<String>,
+    /// Create only: the write fails with PreconditionFailed if the key exists
+    /// (`If-None-Match: *` on PutObject and CompleteMultipartUpload).
+    pub if_none_match: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,12 +182,14 @@ pub trait ObjectStore: Send + Sync + 'static {
         part_number: u32,
         body: Bytes,
     ) -> StoreResult<CompletedPart>;
-    /// `parts` must be in ascending part number order.
+    /// `parts` must be in ascending part number order. `if_none_match`: create only, as
+    /// [`PutOptions::if_none_match`].
     async fn complete_multipart(
         &self,
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        if_none_match: bool,
     ) -> StoreResult<PutOutput>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()>;
     /// Server-side copy of a whole object (single CopyObject; callers split above 5 GiB).

@@ -100,6 +100,15 @@ impl<S: ObjectStore> Retrying<S> {
 
     /// Whether `key` now holds exactly the object completing `parts` would make: S3, MinIO
     /// and moto name a multipart object by the MD5 of its parts' MD5s and the part count.
+    /// The object a PUT of `body` made, if the key holds exactly those bytes (its MD5 ETag).
+    async fn put_earlier(&self, key: &str, body: &[u8]) -> Option<PutOutput> {
+        use md5::Digest;
+        let expected = super::checksum::hex(&md5::Md5::digest(body));
+        let head = self.inner.head(key).await.ok()?;
+        (super::checksum::etag_md5(&head.etag)? == expected)
+            .then_some(PutOutput { etag: head.etag })
+    }
+
     async fn completed_earlier(&self, key: &str, parts: &[CompletedPart]) -> Option<PutOutput> {
         let expected = multipart_etag(parts)?;
         let head = self.inner.head(key).await.ok()?;
@@ -219,8 +228,20 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
     }
 
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
+        let mut tried = false;
         self.run("PUT", key, || {
-            self.inner.put(key, body.clone(), options.clone())
+            let retry = std::mem::replace(&mut tried, true);
+            let (body, options) = (body.clone(), options.clone());
+            async move {
+                let exclusive = options.if_none_match;
+                match self.inner.put(key, body.clone(), options).await {
+                    // An exclusive create whose earlier answer was lost finds its own object.
+                    Err(err @ StoreError::PreconditionFailed(_)) if retry && exclusive => {
+                        self.put_earlier(key, &body).await.ok_or(err)
+                    }
+                    other => other,
+                }
+            }
         })
         .await
     }
@@ -251,6 +272,7 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        if_none_match: bool,
     ) -> StoreResult<PutOutput> {
         let mut tried = false;
         self.run("CompleteMultipartUpload", key, || {
@@ -259,11 +281,16 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
             async move {
                 match self
                     .inner
-                    .complete_multipart(key, upload_id, parts.clone())
+                    .complete_multipart(key, upload_id, parts.clone(), if_none_match)
                     .await
                 {
-                    // An earlier attempt whose answer was lost may have completed the upload.
-                    Err(err) if retry && err.is_not_found() => {
+                    // An earlier attempt whose answer was lost may have completed the upload
+                    // (then the upload is gone, or an exclusive create finds the key taken).
+                    Err(err)
+                        if retry
+                            && (err.is_not_found()
+                                || matches!(err, StoreError::PreconditionFailed(_))) =>
+                    {
                         self.completed_earlier(key, &parts).await.ok_or(err)
                     }
                     other => other,
@@ -652,20 +679,20 @@ mod tests {
         // The first attempt completes the upload but its answer is "lost".
         let done = faulty
             .inner()
-            .complete_multipart("k", &upload, parts.clone())
+            .complete_multipart("k", &upload, parts.clone(), false)
             .await
             .unwrap();
         faulty.fail_next(Op::CompleteMultipart, 1, connection_reset);
         let store = Retrying::new(faulty, fast(2));
         let again = store
-            .complete_multipart("k", &upload, parts.clone())
+            .complete_multipart("k", &upload, parts.clone(), false)
             .await
             .unwrap();
         assert_eq!(again, done);
         // Without a lost answer, a missing upload stays an error.
         assert!(
             store
-                .complete_multipart("k", &upload, parts)
+                .complete_multipart("k", &upload, parts, false)
                 .await
                 .unwrap_err()
                 .is_not_found()

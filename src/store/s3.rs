@@ -477,6 +477,7 @@ impl ObjectStore for S3Store {
             .body(SdkByteStream::from(body))
             .set_metadata(sdk_metadata(options.metadata))
             .set_content_type(options.content_type)
+            .set_if_none_match(options.if_none_match.then(|| "*".to_string()))
             .customize()
             .disable_payload_signing()
             .send()
@@ -555,6 +556,7 @@ impl ObjectStore for S3Store {
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
+        if_none_match: bool,
     ) -> StoreResult<PutOutput> {
         let mut sdk_parts = Vec::with_capacity(parts.len());
         for part in parts {
@@ -579,6 +581,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(upload)
+            .set_if_none_match(if_none_match.then(|| "*".to_string()))
             .send()
             .await
             .map_err(|e| {

@@ -175,7 +175,7 @@ impl MultipartSession {
         parts.sort_by_key(|part| part.part_number);
         let output = self
             .store
-            .complete_multipart(&self.key, &upload_id, parts)
+            .complete_multipart(&self.key, &upload_id, parts, self.options.if_none_match)
             .await
             .map_err(|e| {
                 self.fail(UploadError::store(

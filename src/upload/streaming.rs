@@ -228,6 +228,7 @@ mod tests {
         let options = PutOptions {
             metadata: metadata.clone(),
             content_type: Some("a/b".into()),
+            ..Default::default()
         };
         let config = UploadConfig::with_small_parts(PART, 4);
         let mut upload = StreamingUpload::new(store.clone(), "small".into(), options, config);

@@ -572,6 +572,7 @@ impl Namespace {
             node.attrs.mtime = SystemTime::now();
             node.attrs.metadata = metadata;
             node.attrs.content_type = ContentType::Known(None);
+            node.attrs.last_modified = None;
             node.origin = Origin::Remote;
             node.validated = Some(self.clock.now());
             node.metadata_dirty = None;
@@ -611,6 +612,7 @@ impl Namespace {
             node.attrs.metadata = metadata;
             if let Some(etag) = etag {
                 node.attrs.etag = Some(etag);
+                node.attrs.last_modified = None;
                 node.validated = Some(self.clock.now());
             }
             node.metadata_dirty = match (dirty, node.metadata_dirty) {
@@ -649,6 +651,8 @@ impl Namespace {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.attrs.etag = known_etag(etag);
             node.attrs.content_type = content_type;
+            // The copy moved LastModified: the next listing tells it.
+            node.attrs.last_modified = None;
             node.validated = Some(self.clock.now());
         }
         self.free_if_unused(ino);
@@ -703,6 +707,7 @@ impl Namespace {
         node.page_cache_etag = None;
         if let Some(etag) = etag {
             node.attrs.etag = known_etag(etag);
+            node.attrs.last_modified = None;
             node.validated = Some(self.clock.now());
         }
         if kind == Kind::Directory {
@@ -775,13 +780,15 @@ impl Namespace {
             let keep_local = node.origin == Origin::Writing
                 || node.is_open_for_writing()
                 || node.metadata_dirty();
-            let same_version = node.attrs.etag == attrs.etag;
+            let same_data = node.attrs.etag == attrs.etag;
+            let same_version = node.attrs.same_version(&attrs);
             if let Some(node) = self.nodes.get_mut(&ino) {
                 if keep_local {
                     return Some(ino);
                 }
                 // A listing, or a lookup of a directory (whose marker it did not HEAD), says
-                // nothing of the metadata: keep what we know of an unchanged version.
+                // nothing of the metadata: keep what we know of an unchanged version. A
+                // moved LastModified (another client's chmod) makes it unknown again.
                 if (from_listing || kind == Kind::Directory) && same_version {
                     attrs.metadata = std::mem::take(&mut node.attrs.metadata);
                     attrs.content_type =
@@ -790,7 +797,7 @@ impl Namespace {
                         attrs.mtime = node.attrs.mtime;
                     }
                 }
-                if !same_version {
+                if !same_data {
                     node.page_cache_etag = None;
                 }
                 node.attrs = attrs;

@@ -36,6 +36,30 @@ pub struct Attrs {
     /// Mode, owner and times persisted as s3fs-compatible `x-amz-meta-*` headers.
     pub metadata: UserMetadata,
     pub content_type: ContentType,
+    /// The object's LastModified as S3 reported it (a listing or a HEAD); `None` when this
+    /// mount wrote the object and has not been told yet. A metadata change by another client
+    /// (a CopyObject onto itself) keeps the ETag but moves it.
+    pub last_modified: Option<SystemTime>,
+}
+
+impl Attrs {
+    /// Whether `other` (what S3 says now) is the version these attributes describe: same
+    /// ETag and size, and the same LastModified to the second (HEAD's HTTP date has no
+    /// fractions), unless ours is not known yet.
+    pub fn same_version(&self, other: &Attrs) -> bool {
+        let seconds = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .ok()
+        };
+        self.etag == other.etag
+            && self.size == other.size
+            && match (self.last_modified, other.last_modified) {
+                (None, _) => true,
+                (Some(ours), Some(theirs)) => seconds(ours) == seconds(theirs),
+                (Some(_), None) => false,
+            }
+    }
 }
 
 impl Attrs {
@@ -46,6 +70,7 @@ impl Attrs {
             etag: None,
             metadata: UserMetadata::new(),
             content_type: ContentType::Unknown,
+            last_modified: None,
         }
     }
 
@@ -57,6 +82,7 @@ impl Attrs {
             etag: None,
             metadata,
             content_type: ContentType::Known(None),
+            last_modified: None,
         }
     }
 }

@@ -12,6 +12,7 @@ fn file(size: u64, etag: &str) -> Attrs {
         etag: Some(etag.into()),
         metadata: UserMetadata::new(),
         content_type: ContentType::Unknown,
+        last_modified: None,
     }
 }
 
