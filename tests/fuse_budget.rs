@@ -77,9 +77,11 @@ fn reading_a_small_file_in_a_listed_directory_is_one_get() {
     assert_eq!(stats, only(|s| s.get = 1), "open + read + close");
 }
 
+/// Without stored metadata (`--posix-metadata off`, the opt-out for speed) a listing is all
+/// `ls -l` costs.
 #[test]
-fn ls_l_of_2500_entries_is_three_lists_and_no_head() {
-    let mount = mounted();
+fn ls_l_of_2500_entries_without_posix_metadata_is_three_lists_and_no_head() {
+    let mount = Mount::new(&["--metadata-ttl", "60", "--posix-metadata", "off"]);
     seed(&mount, (0..2500).map(|i| format!("big/file-{i:05}")));
     // The directory itself is looked up before counting starts.
     assert!(std::fs::metadata(mount.path("big")).unwrap().is_dir());
@@ -97,6 +99,82 @@ fn ls_l_of_2500_entries_is_three_lists_and_no_head() {
         .sum();
     assert_eq!(sizes, expected_sizes, "sizes come from the listing");
     assert_eq!(stats, only(|s| s.list = 3), "2500 entries = 3 pages");
+}
+
+/// Seeds `n` files as scribefs or s3fs writes them: mode 0600 and an mtime in their headers.
+fn seed_with_metadata(mount: &Mount, n: usize) {
+    let bucket = mount.server.bucket("test");
+    for i in 0..n {
+        let key = format!("big/file-{i:05}");
+        let options = PutOptions {
+            metadata: [
+                ("mode".to_string(), (libc::S_IFREG | 0o600).to_string()),
+                ("mtime".to_string(), "1600000000".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        bucket.insert(&key, StoredObject::new(Bytes::from(key.clone()), options));
+    }
+}
+
+/// `ls -l` of the seeded files: (requests, lines showing mode 0600 and the stored mtime).
+fn ls_l_stored(mount: &Mount) -> (RequestStats, usize) {
+    assert!(std::fs::metadata(mount.path("big")).unwrap().is_dir());
+    let mut out = String::new();
+    let stats = measure(mount, || {
+        out = mount.sh_ok("LC_ALL=C TZ=UTC ls -l --time-style=+%s big");
+    });
+    let faithful = out
+        .lines()
+        .filter(|l| l.starts_with("-rw------- ") && l.contains(" 1600000000 "))
+        .count();
+    (stats, faithful)
+}
+
+/// By default every name shows its stored metadata. A machine that never saw the files pays
+/// one HEAD each, once: the metadata cache remembers each version, so the next mount's
+/// `ls -l` is its LIST pages only.
+#[test]
+fn ls_l_of_2500_stored_files_is_lists_and_a_head_each_cold_and_lists_only_warm() {
+    let mut mount = mounted();
+    seed_with_metadata(&mount, 2500);
+    let (stats, faithful) = ls_l_stored(&mount);
+    assert_eq!(faithful, 2500);
+    assert_eq!(stats, only(|s| (s.list, s.head) = (3, 2500)), "cold");
+    mount.unmount();
+    let server = std::mem::replace(&mut mount.server, common::devserver::Server::start(&[]));
+    let warm = Mount::on(server, "test", TTL);
+    let (stats, faithful) = ls_l_stored(&warm);
+    assert_eq!(faithful, 2500);
+    assert_eq!(stats, only(|s| s.list = 3), "warm: LIST pages only");
+}
+
+/// The sequence: `stat f` lists the directory (and HEADs f), then `readlink link`
+/// meets a name the listing introduced without its metadata: one HEAD, and it is a symlink.
+#[test]
+fn a_lookup_of_a_listed_name_whose_metadata_is_unknown_is_one_head() {
+    let mount = mounted();
+    seed(&mount, ["f".to_string()]);
+    let link = PutOptions {
+        metadata: [("mode".to_string(), (libc::S_IFLNK | 0o777).to_string())].into(),
+        ..Default::default()
+    };
+    let bucket = mount.server.bucket("test");
+    bucket.insert("link", StoredObject::new(Bytes::from_static(b"f"), link));
+    let stats = measure(&mount, || {
+        assert!(std::fs::metadata(mount.path("f")).unwrap().is_file());
+    });
+    assert_eq!(stats, only(|s| (s.list, s.head) = (1, 1)));
+    let stats = measure(&mount, || {
+        let meta = std::fs::symlink_metadata(mount.path("link")).unwrap();
+        assert!(meta.file_type().is_symlink());
+    });
+    assert_eq!(stats, only(|s| s.head = 1));
+    assert_eq!(
+        std::fs::read_link(mount.path("link")).unwrap(),
+        std::path::PathBuf::from("f")
+    );
 }
 
 #[test]
@@ -195,10 +273,29 @@ fn rename_of_a_file_written_here_carries_its_times_in_the_copy() {
     assert_eq!(object.metadata["ctime"], after.ctime().to_string());
 }
 
+/// With stored metadata the listing's HEAD told the Content-Type, so the chmod is one COPY.
+#[test]
+fn chmod_of_a_listed_file_is_one_copy_within_the_delay() {
+    use std::os::unix::fs::PermissionsExt;
+    let mount = mounted();
+    seed(&mount, ["d/a".to_string()]);
+    let stats = measure(&mount, || {
+        ls(&mount, "d");
+    });
+    // The root's page and `d`'s marker to find `d`, then `d`'s page and `a`'s metadata.
+    assert_eq!(stats, only(|s| (s.list, s.head) = (2, 2)));
+    let stats = measure(&mount, || {
+        std::fs::set_permissions(mount.path("d/a"), std::fs::Permissions::from_mode(0o600)).unwrap()
+    });
+    assert_eq!(stats, RequestStats::default(), "nothing at once");
+    let stats = measure(&mount, past_metadata_delay);
+    assert_eq!(stats, only(|s| s.copy = 1));
+}
+
 #[test]
 fn chmod_of_a_listed_file_is_one_head_and_one_copy_within_the_delay() {
     use std::os::unix::fs::PermissionsExt;
-    let mount = mounted();
+    let mount = Mount::new(&["--metadata-ttl", "60", "--posix-metadata", "off"]);
     seed(&mount, ["d/a".to_string()]);
     ls(&mount, "d");
     let stats = measure(&mount, || {
@@ -236,19 +333,21 @@ fn chmod_and_utimens_of_a_file_uploaded_here_are_one_copy() {
 
 #[test]
 fn first_lookups_in_a_directory_never_listed_are_its_one_list() {
-    let mount = mounted();
-    seed(
-        &mount,
-        ["d/a".to_string(), "f".to_string(), "g".to_string()],
-    );
-    let stats = measure(&mount, || {
-        assert_eq!(std::fs::metadata(mount.path("d")).unwrap().len(), 0);
-        assert!(std::fs::metadata(mount.path("missing")).is_err());
-        assert!(std::fs::metadata(mount.path("g")).unwrap().is_file());
-    });
-    // The root's one page answers all three; `g` was introduced by that page before it was
-    // looked up, so it costs no HEAD.
-    assert_eq!(stats, only(|s| s.list = 1));
+    for (args, heads) in [(&["--posix-metadata", "off"][..], 0), (&[][..], 2)] {
+        let mount = Mount::new(&[TTL, args].concat());
+        seed(
+            &mount,
+            ["d/a".to_string(), "f".to_string(), "g".to_string()],
+        );
+        let stats = measure(&mount, || {
+            assert_eq!(std::fs::metadata(mount.path("d")).unwrap().len(), 0);
+            assert!(std::fs::metadata(mount.path("missing")).is_err());
+            assert!(std::fs::metadata(mount.path("g")).unwrap().is_file());
+        });
+        // The root's one page answers all three. Without stored metadata, `g` (introduced by
+        // that page) costs nothing more; with it, `d`'s marker and `g` are HEADed once each.
+        assert_eq!(stats, only(|s| (s.list, s.head) = (1, heads)), "{args:?}");
+    }
 }
 
 #[test]
@@ -315,7 +414,10 @@ fn cat_of_small_files_after_a_fresh_mount_is_one_get_each() {
         });
         let elapsed = started.elapsed();
         assert_eq!(stats.get, FILES as u64, "{stats:?}");
-        assert_eq!((stats.head, stats.put, stats.copy), (0, 0, 0), "{stats:?}");
+        // Each file's stored metadata and `d`'s marker, once (a fresh machine: nothing
+        // remembered).
+        assert_eq!(stats.head, FILES as u64 + 1, "{stats:?}");
+        assert_eq!((stats.put, stats.copy), (0, 0), "{stats:?}");
         // The root's page (to find `d`) and `d`'s page, then one a TTL period.
         assert!(
             stats.list <= lists_allowed(2, 2, ttl, elapsed),
@@ -376,7 +478,14 @@ fn ls_l(n: usize, ttl: &str) -> (RequestStats, f64) {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mount = Mount::new(&["--metadata-ttl", ttl, "--metrics-addr", &addr]);
+    let mount = Mount::new(&[
+        "--metadata-ttl",
+        ttl,
+        "--metrics-addr",
+        &addr,
+        "--posix-metadata",
+        "off",
+    ]);
     seed(&mount, (0..n).map(|i| format!("big/file-{i:06}")));
     assert!(std::fs::metadata(mount.path("big")).unwrap().is_dir());
     let lookups = fuse_lookups(&addr);

@@ -324,8 +324,8 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
 const METADATA_CACHE_BYTES: u64 = 64 << 20;
 
 /// Where metadata is remembered across mounts: below `--cache-dir` when given, else the
-/// machine's cache folder (/var/cache/scribefs as root, $XDG_CACHE_HOME/scribefs or
-/// ~/.cache/scribefs otherwise). A cache that cannot be opened is logged and done without:
+/// machine's cache folder ($XDG_CACHE_HOME/scribefs when set, else /var/cache/scribefs as
+/// root and ~/.cache/scribefs otherwise). A cache that cannot be opened is logged and done without:
 /// every listed version then costs a HEAD, as on a first mount.
 fn open_metadata_cache(args: &MountArgs, s3: &S3Config) -> Option<Arc<MetadataCache>> {
     let dir = match &args.cache_dir {
@@ -346,15 +346,15 @@ fn open_metadata_cache(args: &MountArgs, s3: &S3Config) -> Option<Arc<MetadataCa
 }
 
 fn default_state_dir() -> Option<PathBuf> {
+    if let Some(base) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(base).join("scribefs"));
+    }
     // SAFETY: geteuid cannot fail and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
         return Some(PathBuf::from("/var/cache/scribefs"));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
-    Some(base.join("scribefs"))
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(".cache").join("scribefs"))
 }
 
 fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {

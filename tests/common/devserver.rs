@@ -13,6 +13,9 @@ pub const SECRET_KEY: &str = "devsecret";
 pub struct Server {
     server: Option<DevServer>,
     pub runtime: tokio::runtime::Runtime,
+    /// The "machine" mounts of this server share: its cache folder (XDG_CACHE_HOME), where
+    /// the metadata cache lives. Mounts of other servers never see it.
+    pub machine: tempfile::TempDir,
 }
 
 impl Server {
@@ -32,6 +35,7 @@ impl Server {
         Server {
             server: Some(server),
             runtime,
+            machine: tempfile::tempdir().expect("machine state dir"),
         }
     }
 

@@ -26,6 +26,7 @@ pub fn scribefs(server: &Server) -> Command {
         .env("S3_REGION", "us-east-1")
         .env("S3_ACCESS_KEY_ID", ACCESS_KEY)
         .env("S3_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("XDG_CACHE_HOME", server.machine.path())
         .env_remove("AWS_PROFILE");
     command
 }
