@@ -58,7 +58,7 @@ pub fn main() -> ExitCode {
     let parsed = Cli::command()
         .try_get_matches_from(&argv)
         .and_then(|matches| Cli::from_arg_matches(&matches));
-    let cli = match parsed {
+    let mut cli = match parsed {
         Ok(cli) => cli,
         // --help, --version: clap ignores a closed stdout (`scribefs --help | head -1`).
         Err(e) if !e.use_stderr() => e.exit(),
@@ -70,6 +70,11 @@ pub fn main() -> ExitCode {
     if let Err(line) = init_logging(&cli) {
         return usage_error(&line);
     }
+    // Before anything runs, as the flags were: a bad [storage.s3] value is a usage error too.
+    let config = match resolve_config(&mut cli) {
+        Ok(config) => config,
+        Err(e) => return usage_error(&e.to_string()),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,7 +86,7 @@ pub fn main() -> ExitCode {
             )));
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
@@ -169,11 +174,16 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(mut cli: Cli) -> Result<(), CliError> {
+/// The connection settings from flags, environment and `[storage.s3]`; a mount's BUCKET
+/// argument is its bucket.
+fn resolve_config(cli: &mut Cli) -> Result<S3Config, CliError> {
     if let Command::Mount(args) = &cli.command {
         cli.connection.bucket = Some(args.bucket.clone());
     }
-    let config = config::resolve(&cli.connection, &|name| std::env::var(name).ok())?;
+    config::resolve(&cli.connection, &|name| std::env::var(name).ok())
+}
+
+async fn run(cli: Cli, config: S3Config) -> Result<(), CliError> {
     match cli.command {
         Command::Segments(command) => segments::run(command, &config).await,
         Command::Uploads(command) => uploads::run(command, &config).await,
