@@ -133,9 +133,7 @@ impl Bound {
         match u64::from_str_radix(digits, 8) {
             Ok(mode) if mode <= self.max => Ok(mode),
             Ok(_) => Err(self.out_of_range()),
-            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
-                Err(self.out_of_range())
-            }
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err(self.out_of_range()),
             Err(_) => Err(self.malformed()),
         }
     }
@@ -231,7 +229,7 @@ fn split_age(text: &str) -> Option<(&str, u64)> {
 /// `5242880` as `5 MiB`: the largest binary unit the value is a whole multiple of.
 fn bytes(value: u64) -> String {
     for (unit, name) in [(TIB, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
-        if value >= unit && value % unit == 0 {
+        if value >= unit && value.is_multiple_of(unit) {
             return format!("{} {name}", value / unit);
         }
     }
@@ -240,7 +238,7 @@ fn bytes(value: u64) -> String {
 
 fn age(secs: u64) -> String {
     for (unit, name) in [(86_400, "d"), (3600, "h"), (60, "m")] {
-        if secs >= unit && secs % unit == 0 {
+        if secs >= unit && secs.is_multiple_of(unit) {
             return format!("{}{name}", secs / unit);
         }
     }
@@ -316,7 +314,9 @@ mod tests {
         assert_eq!(PART_SIZE.parse("5242880"), Ok(5 * MIB));
         assert_eq!(BLOCK_SIZE.parse("256K"), Ok(256 * KIB));
         assert_eq!(BLOCK_SIZE.parse("4096B"), Ok(4096));
-        for bad in ["lots", "", "M", "MiB", "iB", "8X", "1.5.M", "8 M B", "NaN", "nanM"] {
+        for bad in [
+            "lots", "", "M", "MiB", "iB", "8X", "1.5.M", "8 M B", "NaN", "nanM",
+        ] {
             assert!(malformed(PART_SIZE, bad), "{bad:?}");
         }
     }
@@ -388,16 +388,20 @@ mod tests {
     #[test]
     fn ttls_are_bounded_seconds_or_indefinite() {
         assert_eq!(parse_ttl("indefinite"), Ok(Ttl(None)));
-        assert_eq!(
-            parse_ttl("1.5"),
-            Ok(Ttl(Some(Duration::from_millis(1500))))
-        );
+        assert_eq!(parse_ttl("1.5"), Ok(Ttl(Some(Duration::from_millis(1500)))));
         assert_eq!(parse_ttl("0"), Ok(Ttl(Some(Duration::ZERO))));
         assert_eq!(
             parse_ttl("31536000"),
             Ok(Ttl(Some(Duration::from_secs(MAX_TTL_SECS))))
         );
-        for bad in ["1e20", "-1", "inf", "-0.5", "31536001", "99999999999999999999"] {
+        for bad in [
+            "1e20",
+            "-1",
+            "inf",
+            "-0.5",
+            "31536001",
+            "99999999999999999999",
+        ] {
             assert!(
                 matches!(parse_ttl(bad), Err(BoundError::OutOfRange { .. })),
                 "{bad}"

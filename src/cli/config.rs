@@ -68,8 +68,7 @@ where
         toml::Value::String(s) => s,
         _ => return Err(D::Error::custom(format!("{key} must be a number"))),
     };
-    bound
-        .parser::<T>()(&text)
+    bound.parser::<T>()(&text)
         .map(Some)
         .map_err(|e| D::Error::custom(bounds::describe(&format!("[storage.s3] {key}"), &text, &e)))
 }
@@ -107,10 +106,8 @@ fn readable_by_others(path: &Path) -> bool {
 fn read_file(path: &Path) -> Result<S3Table, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Config(format!("cannot read {}: {e}", path.display())))?;
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-        let message = e.message().to_string();
-        CliError::Config(format!("{}: {message}", path.display()))
-    })?;
+    let file: ConfigFile =
+        toml::from_str(&text).map_err(|e| CliError::Config(toml_error(path, &text, &e)))?;
     let table = file.storage.s3.unwrap_or_default();
     if table.secret_access_key.is_some() && readable_by_others(path) {
         tracing::warn!(
@@ -187,6 +184,29 @@ fn apply(config: &mut S3Config, layer: S3Table) {
     }
     if let Some(v) = layer.max_retries {
         config.max_retries = v;
+    }
+}
+
+/// A TOML error as one line, with the line and key it is about: some of toml's messages
+/// ("number too large to fit in target type") name neither. The line itself is not shown: it
+/// may hold a secret key.
+pub(crate) fn toml_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return format!("{}: {message}", path.display());
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let number = before.matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1).unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => {
+            format!(
+                "{} line {number} ({}): {message}",
+                path.display(),
+                key.trim()
+            )
+        }
+        _ => format!("{} line {number}: {message}", path.display()),
     }
 }
 
@@ -313,7 +333,10 @@ mod tests {
                 ..Default::default()
             };
             let err = resolve(&args, &env_of(&[])).unwrap_err().to_string();
-            assert!(err.contains(&format!("[storage.s3] {key} ")), "{line}: {err}");
+            assert!(
+                err.contains(&format!("[storage.s3] {key} ")),
+                "{line}: {err}"
+            );
             assert!(!err.contains('\n'), "{line}: {err}");
         }
         let file = file_with("[storage.s3]\nbucket = \"b\"\npool_size = 4096\nmax_retries = 0\n");

@@ -30,7 +30,11 @@ pub fn parse_filter(text: &str) -> Result<String, FilterError> {
     }
     for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let names_target = directive.contains(['=', '[', '{']) || directive.contains("::");
-        if !names_target && directive.parse::<tracing::level_filters::LevelFilter>().is_err() {
+        if !names_target
+            && directive
+                .parse::<tracing::level_filters::LevelFilter>()
+                .is_err()
+        {
             return Err(FilterError::NotALevel(directive.to_string()));
         }
     }
@@ -210,16 +214,27 @@ mod tests {
         ] {
             assert_eq!(parse_filter(good), Ok(good.to_string()), "{good}");
         }
-        for bad in ["", " ", "verbose", "warning", "debg,hyper=info", "scribefs=loud"] {
+        for bad in [
+            "",
+            " ",
+            "verbose",
+            "warning",
+            "debg,hyper=info",
+            "scribefs=loud",
+        ] {
             assert!(parse_filter(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn a_bad_rust_log_is_an_error_naming_it() {
-        let env = |value: &'static str| move |name: &str| (name == "RUST_LOG").then(|| value.into());
+        let env =
+            |value: &'static str| move |name: &str| (name == "RUST_LOG").then(|| value.into());
         let err = filter(None, "warn", &env("chatty")).unwrap_err();
-        assert!(err.starts_with("RUST_LOG=\"chatty\" is not a log filter"), "{err}");
+        assert!(
+            err.starts_with("RUST_LOG=\"chatty\" is not a log filter"),
+            "{err}"
+        );
         assert!(filter(None, "warn", &env("debug")).is_ok());
         assert!(filter(None, "warn", &env("")).is_ok());
         // --log-level beats RUST_LOG, which is then not looked at.
