@@ -199,7 +199,8 @@ pub(crate) fn toml_error(path: &Path, text: &str, error: &toml::de::Error) -> St
     let number = before.matches('\n').count() + 1;
     let line = text.lines().nth(number - 1).unwrap_or("");
     match line.split_once('=') {
-        Some((key, _)) if !key.trim().is_empty() => {
+        // Our own messages (the bounds of a number) name the key already.
+        Some((key, _)) if !key.trim().is_empty() && !message.contains(key.trim()) => {
             format!(
                 "{} line {number} ({}): {message}",
                 path.display(),
