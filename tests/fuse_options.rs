@@ -105,7 +105,7 @@ fn bad_option_values_are_refused_with_one_line() {
         vec!["--metadata-ttl", "soon"],
         vec!["--block-size", "lots"],
         vec!["--file-mode", "999"],
-        vec!["--layout", "tree"],
+        vec!["--part-size", "1M"],
     ] {
         let output = common::mount::scribefs(&server)
             .arg("mount")
@@ -120,4 +120,20 @@ fn bad_option_values_are_refused_with_one_line() {
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(!common::mount::is_mounted(dir.path()));
     }
+    // A value outside a list keeps clap's list of the valid ones, on a line of its own.
+    let output = common::mount::scribefs(&server)
+        .arg("mount")
+        .arg(BUCKET)
+        .arg(dir.path())
+        .args(["--layout", "tree"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("scribefs: error: "), "{stderr}");
+    assert!(
+        stderr.contains("[possible values: keys, segments]"),
+        "{stderr}"
+    );
+    assert!(!common::mount::is_mounted(dir.path()));
 }

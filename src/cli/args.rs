@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
+
+use super::bounds;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,7 +17,7 @@ pub struct Cli {
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// Log filter: a level (error, warn, info, debug, trace) or RUST_LOG directives [default: warn] [env: RUST_LOG]
-    #[arg(long, global = true, value_name = "FILTER")]
+    #[arg(long, global = true, value_name = "FILTER", value_parser = super::logging::parse_filter)]
     pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -39,14 +42,14 @@ pub struct ConnectionArgs {
     /// TOML file with a [storage.s3] table (bucket, region, endpoint, access_key_id, ...)
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Extra attempts for throttled, failed (5xx) or timed-out requests [default: 3]
-    #[arg(long, global = true, value_name = "N")]
+    /// Extra attempts for throttled, failed (5xx) or timed-out requests (0 to 100) [default: 3]
+    #[arg(long, global = true, value_name = "N", value_parser = bounds::MAX_RETRIES.parser::<u32>(), allow_hyphen_values = true)]
     pub max_retries: Option<u32>,
-    /// Timeout of one request attempt, in seconds [default: 30]
-    #[arg(long, global = true, value_name = "SECS")]
+    /// Timeout of one request attempt, in seconds (1 to 86400) [default: 30]
+    #[arg(long, global = true, value_name = "SECS", value_parser = bounds::TIMEOUT_SECS.parser::<u64>(), allow_hyphen_values = true)]
     pub timeout_secs: Option<u64>,
-    /// Most connections (and requests) open to S3 at once [default: 128]
-    #[arg(long, global = true, value_name = "N")]
+    /// Most connections (and requests) open to S3 at once (1 to 4096) [default: 128]
+    #[arg(long, global = true, value_name = "N", value_parser = bounds::POOL_SIZE.parser::<usize>(), allow_hyphen_values = true)]
     pub pool_size: Option<usize>,
     /// Named profile of ~/.aws/config and ~/.aws/credentials [env: AWS_PROFILE]
     #[arg(long, global = true, value_name = "NAME")]
@@ -86,7 +89,7 @@ pub struct UploadsFilter {
     #[arg(long)]
     pub prefix: Option<String>,
     /// Only uploads started longer ago than this (e.g. 90s, 30m, 24h, 7d)
-    #[arg(long, value_name = "AGE", value_parser = super::uploads::parse_age)]
+    #[arg(long, value_name = "AGE", value_parser = bounds::AGE.parser::<u64>().map(std::time::Duration::from_secs), allow_hyphen_values = true)]
     pub older_than: Option<std::time::Duration>,
 }
 
@@ -120,30 +123,30 @@ pub enum SegmentsCommand {
         /// KEY is base64 (for keys that are not UTF-8)
         #[arg(long)]
         base64: bool,
-        /// Segments fetched and decoded at once
-        #[arg(long, default_value_t = 8, value_name = "N")]
+        /// Segments fetched and decoded at once (1 to 1024)
+        #[arg(long, default_value = "8", value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
         parallel: usize,
     },
     /// Check that segments (all, or the IDs given) decompress, decode and match their sidecars;
     /// one line per bad segment, non-zero exit if any is bad
     Verify {
         ids: Vec<String>,
-        /// Segments fetched and decoded at once
-        #[arg(long, default_value_t = 8, value_name = "N")]
+        /// Segments fetched and decoded at once (1 to 1024)
+        #[arg(long, default_value = "8", value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
         parallel: usize,
     },
     /// Copy every segment and sidecar to DIR, skipping files already identical (resumable)
     Pull {
         dir: PathBuf,
-        /// Files copied at once [default: --pool-size]
-        #[arg(long, value_name = "N")]
+        /// Files copied at once (1 to 4096) [default: --pool-size]
+        #[arg(long, value_name = "N", value_parser = bounds::JOBS.parser::<usize>(), allow_hyphen_values = true)]
         jobs: Option<usize>,
     },
     /// Copy every segment file of DIR to the bucket, skipping objects already identical
     Push {
         dir: PathBuf,
-        /// Files copied at once [default: --pool-size]
-        #[arg(long, value_name = "N")]
+        /// Files copied at once (1 to 4096) [default: --pool-size]
+        #[arg(long, value_name = "N", value_parser = bounds::JOBS.parser::<usize>(), allow_hyphen_values = true)]
         jobs: Option<usize>,
     },
 }
@@ -184,25 +187,27 @@ pub struct MountArgs {
     /// name either way, and unlisted by default so `cp -a`/`rsync -a` of the mount copy only segments
     #[arg(long, help_heading = "Namespace")]
     pub list_entries: bool,
-    /// Directories with more entries are not renamed (EXDEV, so mv copies instead)
+    /// Directories with more entries are not renamed (EXDEV, so mv copies instead; 0 to 1000000)
     #[arg(
         long,
-        default_value_t = 1000,
+        default_value = "1000",
         value_name = "N",
+        value_parser = bounds::RENAME_DIR_LIMIT.parser::<usize>(),
+        allow_hyphen_values = true,
         help_heading = "Namespace"
     )]
     pub rename_dir_limit: usize,
     /// Owner shown for files without s3fs uid metadata [default: yours]
-    #[arg(long, help_heading = "Permissions")]
+    #[arg(long, value_parser = bounds::ID.parser::<u32>(), allow_hyphen_values = true, help_heading = "Permissions")]
     pub uid: Option<u32>,
     /// Group shown for files without s3fs gid metadata [default: yours]
-    #[arg(long, help_heading = "Permissions")]
+    #[arg(long, value_parser = bounds::ID.parser::<u32>(), allow_hyphen_values = true, help_heading = "Permissions")]
     pub gid: Option<u32>,
     /// Permission bits of directories (octal)
-    #[arg(long, default_value = "755", value_parser = super::mount::parse_mode, help_heading = "Permissions")]
+    #[arg(long, default_value = "755", value_parser = bounds::MODE.parser::<u16>(), allow_hyphen_values = true, help_heading = "Permissions")]
     pub dir_mode: u16,
     /// Permission bits of files without s3fs mode metadata (octal)
-    #[arg(long, default_value = "644", value_parser = super::mount::parse_mode, help_heading = "Permissions")]
+    #[arg(long, default_value = "644", value_parser = bounds::MODE.parser::<u16>(), allow_hyphen_values = true, help_heading = "Permissions")]
     pub file_mode: u16,
     /// Let other users use the mount (needs user_allow_other in /etc/fuse.conf unless root)
     #[arg(long, help_heading = "Permissions")]
@@ -224,12 +229,14 @@ pub struct MountArgs {
         help_heading = "Permissions"
     )]
     pub posix_metadata: PosixMetadataArg,
-    /// Memory block cache, in MiB (also accepted as --cache-size)
+    /// Memory block cache, in MiB, 1 to 1048576 (also accepted as --cache-size)
     #[arg(
         long,
         alias = "cache-size",
-        default_value_t = 256,
+        default_value = "256",
         value_name = "MIB",
+        value_parser = bounds::CACHE_SIZE_MIB.parser::<u64>(),
+        allow_hyphen_values = true,
         help_heading = "Caching"
     )]
     pub cache_size_mib: u64,
@@ -237,29 +244,33 @@ pub struct MountArgs {
     /// across remounts; one mount per directory)
     #[arg(long, value_name = "DIR", help_heading = "Caching")]
     pub cache_dir: Option<PathBuf>,
-    /// Most the --cache-dir may hold, in MiB (least recently used blocks are deleted first)
+    /// Most the --cache-dir may hold, in MiB, 1 to 67108864 (least recently used blocks are
+    /// deleted first)
     #[arg(
         long,
-        default_value_t = 4096,
+        default_value = "4096",
         value_name = "MIB",
+        value_parser = bounds::CACHE_DIR_SIZE.parser::<u64>(),
+        allow_hyphen_values = true,
         help_heading = "Caching"
     )]
     pub cache_dir_size: u64,
-    /// Size of a cached block and of a ranged GET's unit (e.g. 1M)
-    #[arg(long, default_value = "1M", value_parser = super::mount::parse_size, help_heading = "Caching")]
+    /// Size of a cached block and of a ranged GET's unit, 4K to 256M (e.g. 1M)
+    #[arg(long, default_value = "1M", value_parser = bounds::BLOCK_SIZE.parser::<u64>(), allow_hyphen_values = true, help_heading = "Caching")]
     pub block_size: u64,
-    /// Seconds metadata (attributes, listings, misses) is trusted, or "indefinite"
-    #[arg(long, default_value = "1", value_parser = super::mount::parse_ttl, help_heading = "Caching")]
-    pub metadata_ttl: super::mount::Ttl,
-    /// Multipart upload part size (at least 5M)
-    #[arg(long, default_value = "8M", value_parser = super::mount::parse_size, help_heading = "Writing")]
+    /// Seconds metadata (attributes, listings, misses) is trusted (0 to 31536000, fractions
+    /// allowed), or "indefinite"
+    #[arg(long, default_value = "1", value_parser = bounds::parse_ttl, allow_hyphen_values = true, help_heading = "Caching")]
+    pub metadata_ttl: bounds::Ttl,
+    /// Multipart upload part size, 5M to 5G (S3's limits)
+    #[arg(long, default_value = "8M", value_parser = bounds::PART_SIZE.parser::<u64>(), allow_hyphen_values = true, help_heading = "Writing")]
     pub part_size: u64,
     /// Where random writes and appends are staged before upload [default: $TMPDIR/scribefs-staging]
     #[arg(long, value_name = "DIR", help_heading = "Writing")]
     pub staging_dir: Option<PathBuf>,
     /// Give up the bucket check at mount time after this many seconds (a server that accepts
-    /// connections but never answers)
-    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// connections but never answers; 1 to 3600)
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = bounds::CONNECT_TIMEOUT_SECS.parser::<u64>(), allow_hyphen_values = true)]
     pub connect_timeout_secs: u64,
     /// Stay in the foreground (logs go to stderr)
     #[arg(short, long)]

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::CliError;
 use super::args::ConnectionArgs;
+use super::bounds;
 use crate::store::config::S3Config;
 
 /// The parts of a config file scribefs reads. Other top-level tables (a Scribe Ledger config
@@ -32,9 +33,44 @@ struct S3Table {
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
     path_style: Option<bool>,
+    #[serde(default, deserialize_with = "pool_size")]
     pool_size: Option<usize>,
+    #[serde(default, deserialize_with = "timeout_secs")]
     timeout_secs: Option<u64>,
+    #[serde(default, deserialize_with = "max_retries")]
     max_retries: Option<u32>,
+}
+
+// The numbers of `[storage.s3]` get the bounds of their flags (`--pool-size` ...), so that
+// `pool_size = 0` or `-1` is refused by name, as `--pool-size 0` is.
+fn pool_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    bounded(d, "pool_size", bounds::POOL_SIZE)
+}
+
+fn timeout_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    bounded(d, "timeout_secs", bounds::TIMEOUT_SECS)
+}
+
+fn max_retries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    bounded(d, "max_retries", bounds::MAX_RETRIES)
+}
+
+/// A number of the table, as a TOML integer (or a string, as `[mount]` allows), within `bound`.
+fn bounded<'de, D, T>(d: D, key: &str, bound: bounds::Bound) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    use serde::de::Error;
+    let text = match toml::Value::deserialize(d)? {
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::String(s) => s,
+        _ => return Err(D::Error::custom(format!("{key} must be a number"))),
+    };
+    bound.parser::<T>()(&text)
+        .map(Some)
+        .map_err(|e| D::Error::custom(bounds::describe(&format!("[storage.s3] {key}"), &text, &e)))
 }
 
 /// Resolves the configuration; `env` looks up an environment variable (injected for tests).
@@ -70,10 +106,8 @@ fn readable_by_others(path: &Path) -> bool {
 fn read_file(path: &Path) -> Result<S3Table, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Config(format!("cannot read {}: {e}", path.display())))?;
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-        let message = e.message().to_string();
-        CliError::Config(format!("{}: {message}", path.display()))
-    })?;
+    let file: ConfigFile =
+        toml::from_str(&text).map_err(|e| CliError::Config(toml_error(path, &text, &e)))?;
     let table = file.storage.s3.unwrap_or_default();
     if table.secret_access_key.is_some() && readable_by_others(path) {
         tracing::warn!(
@@ -150,6 +184,30 @@ fn apply(config: &mut S3Config, layer: S3Table) {
     }
     if let Some(v) = layer.max_retries {
         config.max_retries = v;
+    }
+}
+
+/// A TOML error as one line, with the line and key it is about: some of toml's messages
+/// ("number too large to fit in target type") name neither. The line itself is not shown: it
+/// may hold a secret key.
+pub(crate) fn toml_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return format!("{}: {message}", path.display());
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let number = before.matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1).unwrap_or("");
+    match line.split_once('=') {
+        // Our own messages (the bounds of a number) name the key already.
+        Some((key, _)) if !key.trim().is_empty() && !message.contains(key.trim()) => {
+            format!(
+                "{} line {number} ({}): {message}",
+                path.display(),
+                key.trim()
+            )
+        }
+        _ => format!("{} line {number}: {message}", path.display()),
     }
 }
 
@@ -256,6 +314,39 @@ mod tests {
                 .to_string()
                 .contains("bucket")
         );
+    }
+
+    #[test]
+    fn numbers_of_the_s3_table_have_the_flags_bounds() {
+        for (line, key) in [
+            ("pool_size = 0", "pool_size"),
+            ("pool_size = -1", "pool_size"),
+            ("timeout_secs = 0", "timeout_secs"),
+            ("timeout_secs = 99999999999", "timeout_secs"),
+            ("max_retries = -1", "max_retries"),
+            ("max_retries = 101", "max_retries"),
+            ("max_retries = nan", "max_retries"),
+            ("max_retries = \"many\"", "max_retries"),
+        ] {
+            let file = file_with(&format!("[storage.s3]\nbucket = \"b\"\n{line}\n"));
+            let args = ConnectionArgs {
+                config: Some(file.path().into()),
+                ..Default::default()
+            };
+            let err = resolve(&args, &env_of(&[])).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("[storage.s3] {key} ")),
+                "{line}: {err}"
+            );
+            assert!(!err.contains('\n'), "{line}: {err}");
+        }
+        let file = file_with("[storage.s3]\nbucket = \"b\"\npool_size = 4096\nmax_retries = 0\n");
+        let args = ConnectionArgs {
+            config: Some(file.path().into()),
+            ..Default::default()
+        };
+        let config = resolve(&args, &env_of(&[])).unwrap();
+        assert_eq!((config.pool_size, config.max_retries), (4096, 0));
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn read_table(path: &std::path::Path) -> Result<toml::Table, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut file: toml::Table =
-        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        toml::from_str(&text).map_err(|e| super::config::toml_error(path, &text, &e))?;
     match file.remove("mount") {
         None => Ok(toml::Table::new()),
         Some(toml::Value::Table(table)) => Ok(table),

@@ -18,13 +18,69 @@ pub enum Target {
     Syslog(PathBuf),
 }
 
-/// Installs the global subscriber. `directives` is `--log-level`, which beats `RUST_LOG`.
-pub fn init(directives: Option<&str>, default: &str, target: Target) {
-    let filter = match directives {
-        Some(text) => tracing_subscriber::EnvFilter::try_new(text).ok(),
-        None => tracing_subscriber::EnvFilter::try_from_default_env().ok(),
+/// Checks a log filter the way `--log-level` and `RUST_LOG` are read, so that a typo is refused
+/// instead of silently logging at the default level (or not at all).
+///
+/// EnvFilter alone takes a bare word for a target name: `verbose` or `warning` would enable
+/// "all events of the target `warning`", that is nothing. So a directive without `=`, `::` or a
+/// span filter must be a level; a whole crate is named as `hyper=debug`.
+pub fn parse_filter(text: &str) -> Result<String, FilterError> {
+    if text.trim().is_empty() {
+        return Err(FilterError::Empty);
     }
-    .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let names_target = directive.contains(['=', '[', '{']) || directive.contains("::");
+        if !names_target
+            && directive
+                .parse::<tracing::level_filters::LevelFilter>()
+                .is_err()
+        {
+            return Err(FilterError::NotALevel(directive.to_string()));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| FilterError::Syntax(e.to_string()))?;
+    Ok(text.to_string())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("is not a log filter: it is empty")]
+    Empty,
+    #[error(
+        "is not a log filter: {0:?} is not a level (error, warn, info, debug, trace, off); \
+         name a target as TARGET=LEVEL"
+    )]
+    NotALevel(String),
+    #[error("is not a log filter: {0}")]
+    Syntax(String),
+}
+
+/// The filter in force: `directives` (`--log-level`, already checked by [`parse_filter`]), else
+/// `RUST_LOG` when set, else `default`. A bad `RUST_LOG` is an error naming it.
+pub fn filter(
+    directives: Option<&str>,
+    default: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<tracing_subscriber::EnvFilter, String> {
+    let text = match directives {
+        Some(text) => text.to_string(),
+        None => match env("RUST_LOG").filter(|v| !v.trim().is_empty()) {
+            Some(text) => {
+                parse_filter(&text).map_err(|e| format!("RUST_LOG={text:?} {e}"))?;
+                text
+            }
+            None => default.to_string(),
+        },
+    };
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| format!("log filter {text:?}: {e}"))
+}
+
+/// Installs the global subscriber with `filter` (see [`filter`]).
+pub fn init(filter: tracing_subscriber::EnvFilter, target: Target) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let syslog = match target {
         Target::Syslog(path) => Syslog::connect(&path),
@@ -144,6 +200,46 @@ impl Syslog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_filters_are_levels_or_target_directives() {
+        for good in [
+            "warn",
+            "INFO",
+            "off",
+            "warn,scribefs::cache=debug",
+            "hyper=debug",
+            "scribefs::cli",
+            "info,[mount]=debug",
+        ] {
+            assert_eq!(parse_filter(good), Ok(good.to_string()), "{good}");
+        }
+        for bad in [
+            "",
+            " ",
+            "verbose",
+            "warning",
+            "debg,hyper=info",
+            "scribefs=loud",
+        ] {
+            assert!(parse_filter(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_bad_rust_log_is_an_error_naming_it() {
+        let env =
+            |value: &'static str| move |name: &str| (name == "RUST_LOG").then(|| value.into());
+        let err = filter(None, "warn", &env("chatty")).unwrap_err();
+        assert!(
+            err.starts_with("RUST_LOG=\"chatty\" is not a log filter"),
+            "{err}"
+        );
+        assert!(filter(None, "warn", &env("debug")).is_ok());
+        assert!(filter(None, "warn", &env("")).is_ok());
+        // --log-level beats RUST_LOG, which is then not looked at.
+        assert!(filter(Some("info"), "warn", &env("chatty")).is_ok());
+    }
 
     #[test]
     fn events_become_datagrams_with_their_severity() {

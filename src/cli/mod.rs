@@ -1,7 +1,10 @@
 //! `cli/` parses the command line, resolves the configuration and runs the chosen command.
-//! Every failure ends as one line on standard error and a non-zero exit status.
+//! Every failure ends as one line on standard error and a non-zero exit status: 2 for a command
+//! line, option value or log filter that is refused before anything runs, 1 after. The one
+//! exception is a clap error that needs its later lines (the valid values, the usage line).
 
 pub mod args;
+pub mod bounds;
 mod bulk;
 pub mod config;
 mod layers;
@@ -50,27 +53,28 @@ impl From<std::io::Error> for CliError {
 pub fn main() -> ExitCode {
     let argv = match command_line(std::env::args_os().collect()) {
         Ok(argv) => argv,
-        Err(line) => {
-            eprintln!("scribefs: {line}");
-            return ExitCode::from(2);
-        }
+        Err(line) => return usage_error(&line),
     };
     let parsed = Cli::command()
         .try_get_matches_from(&argv)
         .and_then(|matches| Cli::from_arg_matches(&matches));
-    let cli = match parsed {
+    let mut cli = match parsed {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        // --help, --version: clap ignores a closed stdout (`scribefs --help | head -1`).
+        Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // clap's first line names the problem; its usage hints would make scripts' logs
-            // multi-line, so they are left to --help.
-            let text = e.to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("scribefs: {line}");
+            eprint!("{}", parse_error_text(&e));
             return ExitCode::from(2);
         }
     };
-    init_logging(&cli);
+    if let Err(line) = init_logging(&cli) {
+        return usage_error(&line);
+    }
+    // Before anything runs, as the flags were: a bad [storage.s3] value is a usage error too.
+    let config = match resolve_config(&mut cli) {
+        Ok(config) => config,
+        Err(e) => return usage_error(&e.to_string()),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,10 +86,53 @@ pub fn main() -> ExitCode {
             )));
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+/// A command line refused before anything ran: one line, exit status 2 (as clap's own errors).
+fn usage_error(line: &str) -> ExitCode {
+    eprintln!("scribefs: error: {}", line.replace('\n', " "));
+    ExitCode::from(2)
+}
+
+/// What a parse error prints. A refused value is one line naming the option, the value and why
+/// (`--part-size 1M is out of range: 5 MiB to 5 GiB`); any other error keeps clap's text, whose
+/// later lines are what its reader needs (the valid values, the missing arguments, the usage
+/// line), with `scribefs: ` in front so that it starts `scribefs: error:` like every error.
+fn parse_error_text(error: &clap::Error) -> String {
+    match refused_value(error) {
+        Some(line) => format!("scribefs: error: {}\n", line.replace('\n', " ")),
+        None => format!("scribefs: {error}"),
+    }
+}
+
+/// `--option value reason` for a value a value parser refused, from clap's error context.
+fn refused_value(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::ValueValidation {
+        return None;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return None;
+    };
+    // clap names the argument as `--part-size <PART_SIZE>`.
+    let option = arg.split_whitespace().next().unwrap_or(arg.as_str());
+    let source = std::error::Error::source(error)?;
+    // Our parsers' reasons read on from the value ("is out of range: ..."); others' do not.
+    let reason = if let Some(bound) = source.downcast_ref::<bounds::BoundError>() {
+        bound.to_string()
+    } else if let Some(filter) = source.downcast_ref::<logging::FilterError>() {
+        filter.to_string()
+    } else {
+        format!("is refused: {source}")
+    };
+    Some(bounds::describe(option, value, &reason))
 }
 
 fn fail(error: &CliError) -> ExitCode {
@@ -101,7 +148,8 @@ fn command_line(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>
     layers::apply(argv, Cli::command(), &|name| std::env::var(name).ok())
 }
 
-fn init_logging(cli: &Cli) {
+/// Installs logging; a bad `RUST_LOG` is refused (`--log-level` was checked by clap).
+fn init_logging(cli: &Cli) -> Result<(), String> {
     // A segments command reports its failure itself, in one line; retry warnings on the same
     // stderr would make that several. A mount's log keeps them, and its mount/unmount lines.
     let (default, target) = match &cli.command {
@@ -119,14 +167,23 @@ fn init_logging(cli: &Cli) {
             ("warn,scribefs::cli=info", target)
         }
     };
-    logging::init(cli.log_level.as_deref(), default, target);
+    let filter = logging::filter(cli.log_level.as_deref(), default, &|name| {
+        std::env::var(name).ok()
+    })?;
+    logging::init(filter, target);
+    Ok(())
 }
 
-async fn run(mut cli: Cli) -> Result<(), CliError> {
+/// The connection settings from flags, environment and `[storage.s3]`; a mount's BUCKET
+/// argument is its bucket.
+fn resolve_config(cli: &mut Cli) -> Result<S3Config, CliError> {
     if let Command::Mount(args) = &cli.command {
         cli.connection.bucket = Some(args.bucket.clone());
     }
-    let config = config::resolve(&cli.connection, &|name| std::env::var(name).ok())?;
+    config::resolve(&cli.connection, &|name| std::env::var(name).ok())
+}
+
+async fn run(cli: Cli, config: S3Config) -> Result<(), CliError> {
     match cli.command {
         Command::Segments(command) => segments::run(command, &config).await,
         Command::Uploads(command) => uploads::run(command, &config).await,

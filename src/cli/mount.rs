@@ -88,7 +88,8 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
     }
     let mut fs_config = fs_config(&args)?;
     if let Some(dir) = &args.cache_dir {
-        let disk = DiskCache::open(dir, args.cache_dir_size << 20, args.block_size)
+        let budget = mib_bytes("--cache-dir-size", args.cache_dir_size)?;
+        let disk = DiskCache::open(dir, budget, args.block_size)
             .map_err(|e| CliError::Usage(e.to_string()))?;
         fs_config.disk_cache = Some(disk);
     }
@@ -375,7 +376,7 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.dir_mode = args.dir_mode;
     config.file_mode = args.file_mode;
     config.metadata_ttl = args.metadata_ttl.0;
-    config.cache_bytes = args.cache_size_mib << 20;
+    config.cache_bytes = mib_bytes("--cache-size-mib", args.cache_size_mib)?;
     config.block_size = args.block_size;
     config.part_size = args.part_size;
     config.allow_overwrite = args.allow_overwrite;
@@ -393,6 +394,13 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("scribefs-staging"));
     Ok(config)
+}
+
+/// A MiB option in bytes. Its bound keeps it far below u64::MAX; checked all the same, so that a
+/// wider bound could never make it wrap.
+fn mib_bytes(option: &str, mib: u64) -> Result<u64, CliError> {
+    super::bounds::mib_to_bytes(mib)
+        .ok_or_else(|| CliError::Usage(format!("{option} {mib} is too large to count in bytes")))
 }
 
 fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
@@ -536,68 +544,5 @@ impl ReadyPipe {
             let _ = writeln!(file, "{line}");
             let _ = file.flush();
         }
-    }
-}
-
-/// A metadata TTL; `None` is "indefinite".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ttl(pub Option<Duration>);
-
-pub fn parse_ttl(text: &str) -> Result<Ttl, String> {
-    if text == "indefinite" {
-        return Ok(Ttl(None));
-    }
-    let secs: f64 = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds or \"indefinite\""))?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{text:?} is not a valid TTL"));
-    }
-    Ok(Ttl(Some(Duration::from_secs_f64(secs))))
-}
-
-/// Sizes like 8388608, 512K, 8M, 1G (binary units).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let upper = text.trim().to_ascii_uppercase();
-    let trimmed = upper.trim_end_matches("IB").trim_end_matches('B');
-    let (digits, shift) = match trimmed.chars().last() {
-        Some('K') => (&trimmed[..trimmed.len() - 1], 10),
-        Some('M') => (&trimmed[..trimmed.len() - 1], 20),
-        Some('G') => (&trimmed[..trimmed.len() - 1], 30),
-        _ => (trimmed, 0),
-    };
-    let value: u64 = digits
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 1048576, 512K, 8M)"))?;
-    value
-        .checked_shl(shift)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{text:?} is out of range"))
-}
-
-pub fn parse_mode(text: &str) -> Result<u16, String> {
-    u16::from_str_radix(text.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("{text:?} is not an octal mode like 644"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_ttls_and_modes_parse() {
-        assert_eq!(parse_size("8M"), Ok(8 << 20));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("0").is_err());
-        assert_eq!(parse_ttl("indefinite"), Ok(Ttl(None)));
-        assert_eq!(parse_ttl("1.5"), Ok(Ttl(Some(Duration::from_millis(1500)))));
-        assert!(parse_ttl("-1").is_err());
-        assert_eq!(parse_mode("755"), Ok(0o755));
-        assert!(parse_mode("999").is_err());
     }
 }

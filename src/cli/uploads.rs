@@ -3,7 +3,7 @@
 //! filtered by key prefix and age.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::args::{UploadsCommand, UploadsFilter};
 use super::{CliError, connect};
@@ -69,43 +69,9 @@ fn line(upload: &PendingUpload) -> String {
     )
 }
 
-/// Ages like 90, 90s, 30m, 24h, 7d.
-pub fn parse_age(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().last() {
-        Some((at, c)) if c.is_ascii_alphabetic() => (&text[..at], c),
-        _ => (text, 's'),
-    };
-    let multiplier = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
-    };
-    digits
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is not an age like 90s, 30m, 24h or 7d"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ages_parse_with_units() {
-        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_age("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(604_800)));
-        assert!(parse_age("7w").is_err());
-        assert!(parse_age("soon").is_err());
-        assert!(parse_age("").is_err());
-    }
 
     #[test]
     fn one_upload_is_one_line() {
