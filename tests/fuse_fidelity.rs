@@ -1,0 +1,191 @@
+//! A file is what it was, with default options: a tree copied in with `cp -a` comes back after
+//! a remount with its symlinks, modes and times, so `diff -r` is equal and a second `rsync -a`
+//! sends nothing; a second mount of the bucket sees the first one's chmod once its TTL ran
+//! out; and of two exclusive creates of one name from two mounts, the second gets EEXIST and
+//! the first one's bytes stay.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::devserver::Server;
+use common::mount::{Mount, is_mounted, scribefs, unmount_by};
+
+/// Another mount of the same server's bucket (another machine, or another process here).
+struct SecondMount {
+    dir: tempfile::TempDir,
+}
+
+impl SecondMount {
+    fn new(server: &Server, args: &[&str]) -> SecondMount {
+        let dir = tempfile::tempdir().unwrap();
+        let output = scribefs(server)
+            .arg("mount")
+            .arg("test")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(is_mounted(dir.path()));
+        SecondMount { dir }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+}
+
+impl Drop for SecondMount {
+    fn drop(&mut self) {
+        unmount_by(self.dir.path(), Instant::now() + Duration::from_secs(20));
+    }
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "`{script}` failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The issue's tree: a symlink, a 0600 file, a 0750 directory, a file with mtime 2020-09-13,
+/// 40 log files and a 21 MB file.
+fn make_tree(root: &Path) {
+    sh(
+        root,
+        "mkdir -p src/private src/logs && cd src && \
+         echo secret > private/key && chmod 600 private/key && chmod 750 private && \
+         echo old > old.txt && touch -m -d @1600000000 old.txt && \
+         ln -s old.txt link && \
+         for i in $(seq 1 40); do echo line $i > logs/app-$i.log; done && \
+         head -c 21000000 /dev/urandom > big.bin",
+    );
+}
+
+/// Regular files rsync -a would send again (0 when every size and mtime is kept).
+fn rsync_would_send(work: &Path, dest: &Path) -> usize {
+    let out = sh(
+        work,
+        &format!(
+            "rsync -a --dry-run --itemize-changes src/ {}/",
+            dest.display()
+        ),
+    );
+    out.lines().filter(|l| l.starts_with(">f")).count()
+}
+
+#[test]
+fn a_tree_copied_in_with_cp_a_comes_back_whole_after_a_remount() {
+    let work = tempfile::tempdir().unwrap();
+    make_tree(work.path());
+    let mut mount = Mount::new(&[]);
+    let dest = mount.path("dst");
+    sh(work.path(), &format!("cp -a src {}", dest.display()));
+    sh(work.path(), &format!("diff -r src {}", dest.display()));
+    assert_eq!(rsync_would_send(work.path(), &dest), 0);
+    mount.unmount();
+    let server = std::mem::replace(&mut mount.server, Server::start(&[]));
+    let mount = Mount::on(server, "test", &[]);
+    let dest = mount.path("dst");
+    // Looked up by name before any listing: the symlink must be one (the issue's stat, then
+    // readlink sequence).
+    assert!(
+        std::fs::symlink_metadata(dest.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    sh(work.path(), &format!("diff -r src {}", dest.display()));
+    let stat = sh(
+        &dest,
+        "stat -c '%a %Y' private/key private old.txt && stat -c %F link",
+    );
+    let lines: Vec<&str> = stat.lines().collect();
+    assert!(lines[0].starts_with("600 "), "{stat}");
+    assert!(lines[1].starts_with("750 "), "{stat}");
+    assert_eq!(lines[2], "644 1600000000", "{stat}");
+    assert_eq!(lines[3], "symbolic link", "{stat}");
+    assert_eq!(
+        rsync_would_send(work.path(), &dest),
+        0,
+        "a second rsync -a sends nothing"
+    );
+}
+
+#[test]
+fn a_second_mount_sees_the_first_ones_chmod_after_the_ttl() {
+    let a = Mount::new(&[]);
+    sh(a.root(), "echo data > f");
+    let b = SecondMount::new(&a.server, &[]);
+    assert_eq!(sh(b.dir.path(), "stat -c %a f"), "644\n");
+    sh(a.root(), "chmod 600 f");
+    // Persisted within METADATA_DELAY, seen by B once its TTL (1 s) ran out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        seen = sh(b.dir.path(), "stat -c %a f");
+        if seen == "600\n" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(seen, "600\n", "B never saw A's chmod");
+    assert_eq!(std::fs::read_to_string(b.path("f")).unwrap(), "data\n");
+}
+
+/// Two mounts of a segment bucket: B listed the directory before A wrote segment 0x42, so B
+/// believes the name free for its TTL (10 s). B's exclusive create uploads conditionally and
+/// gets EEXIST; A's segment stays.
+#[test]
+fn the_second_of_two_exclusive_creates_gets_eexist_and_the_first_stays() {
+    let args = ["--layout", "segments", "--metadata-ttl", "10"];
+    let a = Mount::new(&args);
+    let b = SecondMount::new(&a.server, &args);
+    assert_eq!(sh(b.dir.path(), "ls | wc -l"), "0\n");
+    let name = "segment-0000000000000042.bin";
+    std::fs::write(a.path(name), b"written by A").unwrap();
+    let script = format!(
+        "import os\n\
+         fd = os.open('{name}', os.O_CREAT | os.O_EXCL | os.O_WRONLY)\n\
+         os.write(fd, b'written by B')\n\
+         try:\n    os.close(fd)\nexcept OSError as e:\n    print(e.errno)\n"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(b.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        libc::EEXIST.to_string(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = a
+        .server
+        .bucket("test")
+        .object(&format!("segments/{name}"))
+        .unwrap();
+    assert_eq!(stored.data.as_ref(), b"written by A");
+    assert_eq!(
+        std::fs::read(a.path(name)).unwrap(),
+        b"written by A".to_vec()
+    );
+}
