@@ -154,6 +154,8 @@ impl Fs {
         if kind == Kind::Directory {
             return Err(FsError::IsDirectory);
         }
+        // Its write handles keep its bytes even if a new file takes the name (and the object).
+        self.stage_open_writers(ino).await?;
         // A file still being written has no object yet; its upload is dropped at close. One
         // open here keeps its object until its last close, for its readers and writers.
         let delete_now = match origin {
@@ -182,13 +184,24 @@ impl Fs {
             }
             node.key().to_string()
         };
+        // Unlinked files still open here (their DELETE waits) do not count, so more keys may
+        // have to be looked at then.
+        let waiting = self.ns().delete_waiting_below(&prefix);
         let request = ListRequest {
             prefix: prefix.clone(),
-            max_keys: Some(2),
+            max_keys: Some(if waiting { 1000 } else { 2 }),
             ..Default::default()
         };
         let page = self.store.list(request).await?;
-        if page.objects.iter().any(|o| o.key != prefix) || !page.common_prefixes.is_empty() {
+        let occupied = {
+            let ns = self.ns();
+            page.objects
+                .iter()
+                .any(|o| o.key != prefix && !ns.delete_waiting(&o.key))
+                || !page.common_prefixes.is_empty()
+                || (waiting && page.next_continuation_token.is_some())
+        };
+        if occupied {
             return Err(FsError::NotEmpty);
         }
         self.store.delete(&prefix).await?;
@@ -231,6 +244,16 @@ impl Fs {
             let node = ns.node(ino)?;
             (node.kind(), node.key().to_string(), node.origin())
         };
+        // Into its own subtree is EINVAL before anything else is looked at (the kernel checks
+        // it too, but the core must not act on the target first).
+        if kind == Kind::Directory {
+            let dest = self.ns().new_child_key(new_parent, new_name, kind)?;
+            if dest != source_key && dest.starts_with(&source_key) {
+                return Err(FsError::InvalidArgument(
+                    "cannot move a directory into itself".into(),
+                ));
+            }
+        }
         let target = match self.resolve(new_parent, new_name).await {
             Ok(target) => Some(target),
             Err(FsError::NotFound) => None,
@@ -257,6 +280,7 @@ impl Fs {
                                 .into(),
                         ));
                     }
+                    self.stage_open_writers(target).await?;
                 }
             }
         }
@@ -396,7 +420,12 @@ impl Fs {
                 "cannot move a directory into itself".into(),
             ));
         }
-        let keys = crate::store::list_all(self.store.as_ref(), from).await?;
+        let mut keys = crate::store::list_all(self.store.as_ref(), from).await?;
+        // Unlinked files still open here are not in the directory any more.
+        {
+            let ns = self.ns();
+            keys.retain(|o| !ns.delete_waiting(&o.key));
+        }
         if keys.len() > self.config.rename_dir_limit {
             return Err(FsError::TooMany(format!(
                 "{} keys below {from}, more than --rename-dir-limit {}",

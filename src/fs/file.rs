@@ -69,9 +69,10 @@ pub(super) struct WriteHandle {
     ino: Ino,
     state: WriteState,
     base: Option<BaseVersion>,
-    /// The file must not exist in S3 when this handle first uploads it (O_EXCL, a new segment):
-    /// the upload is conditional, and another client's object at the key makes it EEXIST.
-    create_only: bool,
+    /// The key that must not exist in S3 when this handle first uploads there (O_EXCL, a new
+    /// segment): that upload is conditional, and another client's object at the key makes it
+    /// EEXIST. A rename moves the file elsewhere, where it replaces what is there, as rename does.
+    create_only: Option<String>,
     /// The process (thread group) that opened the handle. A FLUSH from another process is the
     /// close of a descriptor it inherited (fork, then exec closes it): uploading then would
     /// put half a file in S3 in the middle of the opener's writes, so only the opener's closes
@@ -209,7 +210,7 @@ impl Fs {
             ino,
             state,
             base,
-            create_only: false,
+            create_only: None,
             opener: thread_group(caller.pid),
         };
         let handle = self.handles().insert(Handle::Writer {
@@ -310,7 +311,7 @@ impl Fs {
         flags: i32,
         caller: Caller,
     ) -> FsResult<(Attr, Opened)> {
-        let create_only = flags & libc::O_EXCL != 0
+        let exclusive = flags & libc::O_EXCL != 0
             || (self.config.layout.kind == LayoutKind::Segments && !self.config.allow_overwrite);
         self.refuse_in_view(parent, name)?;
         self.check_writable()?;
@@ -321,6 +322,9 @@ impl Fs {
             Err(e) => return Err(e),
         }
         let key = self.ns().new_child_key(parent, name, Kind::File)?;
+        // An object this mount unlinked while open still sits at the key until its last close:
+        // it is ours to replace, so the condition could only fail against it.
+        let create_only = exclusive && !self.ns().delete_waiting(&key);
         let (caller, mode) = self.inherit_group(parent, caller, mode, false);
         let metadata = owned_metadata(Kind::File, mode, caller.uid, caller.gid, &self.config);
         let upload = self.streaming(&key, &metadata, create_only)?;
@@ -333,7 +337,7 @@ impl Fs {
             ino,
             state: WriteState::Streaming(upload),
             base: None,
-            create_only,
+            create_only: create_only.then_some(key),
             opener: thread_group(caller.pid),
         };
         let handle = self.handles().insert(Handle::Writer {
@@ -387,7 +391,8 @@ impl Fs {
         };
         if writer.is_sequential(offset) {
             if matches!(writer.state, WriteState::Clean) {
-                let upload = self.streaming(&key, &metadata, writer.create_only)?;
+                let create_only = writer.create_only.as_ref() == Some(&key);
+                let upload = self.streaming(&key, &metadata, create_only)?;
                 writer.state = WriteState::Streaming(upload);
             }
             if let WriteState::Streaming(upload) = &mut writer.state {
@@ -425,7 +430,7 @@ impl Fs {
                         ));
                     }
                 },
-                WriteState::Clean => match &writer.base {
+                WriteState::Clean => match self.seed_version(writer) {
                     Some(base) if base.size > 0 => StagedFile::from_object(
                         self.store.as_ref(),
                         &base.key,
@@ -451,6 +456,39 @@ impl Fs {
         }
     }
 
+    /// Copies the object each open write handle of `ino` applies to into its staging, for a
+    /// rename about to replace that object: the descriptors keep their file's bytes (one GET
+    /// each, only for handles with nothing staged yet).
+    pub(super) async fn stage_open_writers(&self, ino: Ino) -> FsResult<()> {
+        let writers = self.handles().writers_of(ino);
+        for (_, writer) in writers {
+            let mut writer = writer.lock().await;
+            let needs_base = matches!(writer.state, WriteState::Clean)
+                && writer.base.as_ref().is_some_and(|b| b.size > 0);
+            if needs_base {
+                self.staged(&mut writer).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The object version to seed a handle's staging from: the one it applies to, or, for a
+    /// file renamed since, the copy the rename made (same bytes, at the new key), so a new
+    /// object written under the old name meanwhile does not matter.
+    fn seed_version(&self, writer: &WriteHandle) -> Option<BaseVersion> {
+        let base = writer.base.clone()?;
+        let ns = self.ns();
+        let node = ns.get(writer.ino)?;
+        match &node.attrs().etag {
+            Some(etag) if node.linked() && node.key() != base.key => Some(BaseVersion {
+                key: node.key().to_string(),
+                etag: etag.clone(),
+                size: base.size,
+            }),
+            _ => Some(base),
+        }
+    }
+
     /// A close of a descriptor (`pid` is the closing thread). Only the opener's closes upload,
     /// and a new file with nothing written yet waits for the last close: a program that dup2s
     /// its output and closes the original (GNU dd) must not leave an empty object behind.
@@ -462,7 +500,7 @@ impl Fs {
         if writer.opener != thread_group(caller.pid) || writer.is_new_and_empty() {
             return Ok(());
         }
-        self.finish_write(&mut writer).await
+        self.finish_write(&mut writer, false).await
     }
 
     /// The last close of a handle: a writer's last upload, then the deletes that waited for
@@ -486,7 +524,7 @@ impl Fs {
                 // once out of the table, a chmod or truncate by path waits for this release.
                 let mut writer = writer.lock().await;
                 self.handles().remove(handle);
-                let result = self.finish_write(&mut writer).await;
+                let result = self.finish_write(&mut writer, true).await;
                 (self.ns().writer_closed(ino), result)
             }
         };
@@ -521,8 +559,10 @@ impl Fs {
     }
 
     /// Uploads whatever the handle holds that S3 does not, to the key the node has now, and
-    /// returns only when S3 has it. An unlinked file uploads nothing.
-    pub(super) async fn finish_write(&self, writer: &mut WriteHandle) -> FsResult<()> {
+    /// returns only when S3 has it. An unlinked file uploads nothing: its data stays with the
+    /// handle for its later reads and writes, and goes at the `last` close (a started
+    /// multipart upload is aborted then).
+    pub(super) async fn finish_write(&self, writer: &mut WriteHandle, last: bool) -> FsResult<()> {
         let ino = writer.ino;
         let (linked, key, metadata, size) = {
             let ns = self.ns();
@@ -534,6 +574,9 @@ impl Fs {
                 node.attrs().size,
             )
         };
+        if !linked && !last {
+            return Ok(());
+        }
         let state = std::mem::replace(&mut writer.state, WriteState::Clean);
         let uploaded = match state {
             WriteState::Streaming(upload) if !linked => {
@@ -552,7 +595,7 @@ impl Fs {
             WriteState::Staged(mut staged) => {
                 let options = PutOptions {
                     metadata: metadata.clone(),
-                    if_none_match: writer.create_only,
+                    if_none_match: writer.create_only.as_ref() == Some(&key),
                     ..Default::default()
                 };
                 let config = self.upload_config()?;
@@ -567,7 +610,7 @@ impl Fs {
         };
         let etag = match uploaded {
             Ok(etag) => etag,
-            Err(e) if writer.create_only && is_precondition_failed(&e) => {
+            Err(e) if writer.create_only.is_some() && is_precondition_failed(&e) => {
                 tracing::warn!(
                     key,
                     "another client created the file first; its object stays"
@@ -582,7 +625,7 @@ impl Fs {
             }
         };
         // From now on the object is this file's own: later uploads replace it.
-        writer.create_only = false;
+        writer.create_only = None;
         self.ns().uploaded(ino, etag.clone(), size, metadata);
         writer.base = Some(BaseVersion { key, etag, size });
         Ok(())
@@ -630,7 +673,7 @@ impl Fs {
         let ino = match open {
             Some(Handle::Writer { ino, writer }) => {
                 let mut writer = writer.lock().await;
-                self.finish_write(&mut writer).await?;
+                self.finish_write(&mut writer, false).await?;
                 ino
             }
             Some(Handle::Reader { ino, .. }) => ino,
@@ -702,7 +745,8 @@ impl Fs {
                     fill_zeros(upload, size).await?;
                 }
             } else if size == 0 {
-                let upload = self.streaming(&key, &metadata, writer.create_only)?;
+                let create_only = writer.create_only.as_ref() == Some(&key);
+                let upload = self.streaming(&key, &metadata, create_only)?;
                 writer.state = WriteState::Streaming(upload);
             } else {
                 self.staged(&mut writer).await?.set_len(size).await?;

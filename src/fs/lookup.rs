@@ -193,7 +193,10 @@ impl Fs {
         };
         let at = self.config.clock.now();
         let (head, is_dir) = futures::join!(head, list);
-        let is_dir = is_dir?;
+        let mut is_dir = is_dir?;
+        if is_dir && self.ns().delete_waiting_below(&dir_prefix) {
+            is_dir = self.has_live_keys_below(&dir_prefix).await?;
+        }
         let file = match head {
             Ok(meta) => Some(meta),
             Err(e) if e.is_not_found() => None,
@@ -215,6 +218,19 @@ impl Fs {
         self.ns()
             .looked_up(parent, name, found, at)
             .ok_or(FsError::NotFound)
+    }
+
+    /// Whether some key below `prefix` is not an unlinked file whose DELETE waits for its last
+    /// close here (one LIST; only asked when such a file lies below). Past one page, yes.
+    pub(super) async fn has_live_keys_below(&self, prefix: &str) -> FsResult<bool> {
+        let request = ListRequest {
+            prefix: prefix.to_string(),
+            ..Default::default()
+        };
+        let page = self.store.list(request).await?;
+        let ns = self.ns();
+        Ok(page.next_continuation_token.is_some()
+            || page.objects.iter().any(|o| !ns.delete_waiting(&o.key)))
     }
 
     /// Lists `dir` completely (every page) unless a fresh complete listing exists.
@@ -288,6 +304,25 @@ impl Fs {
                     request.start_after = None;
                 }
                 None => break,
+            }
+        }
+        // A subdirectory whose only keys are unlinked files still open here is gone.
+        let suspects: Vec<String> = {
+            let ns = self.ns();
+            entries
+                .iter()
+                .filter(|(name, (kind, _))| {
+                    *kind == Kind::Directory && ns.delete_waiting_below(&format!("{prefix}{name}/"))
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        for name in suspects {
+            if !self
+                .has_live_keys_below(&format!("{prefix}{name}/"))
+                .await?
+            {
+                entries.remove(&name);
             }
         }
         if skipped > 0 && self.config.layout.kind == LayoutKind::Keys {

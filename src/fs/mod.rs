@@ -220,7 +220,7 @@ impl Fs {
         let writers = self.handles().drain_writers();
         for (ino, writer) in writers {
             let mut writer = writer.lock().await;
-            if let Err(e) = self.finish_write(&mut writer).await {
+            if let Err(e) = self.finish_write(&mut writer, true).await {
                 tracing::error!(ino, error = %e, "upload at unmount failed");
             }
             let deletes = self.ns().writer_closed(ino);

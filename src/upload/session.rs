@@ -97,12 +97,14 @@ impl MultipartSession {
     }
 
     /// Points the session at another key, possible only before CreateMultipartUpload (which
-    /// names the key) was sent.
+    /// names the key) was sent. The write there is not conditional: like the rename that moved
+    /// it, it replaces what the new name holds.
     pub(super) fn retarget(&mut self, key: &str) -> bool {
         if self.created.is_some() || self.parts_sent > 0 {
             return false;
         }
         self.key = key.to_string();
+        self.options.if_none_match = false;
         true
     }
 

@@ -85,6 +85,9 @@ pub struct Namespace {
     next: Ino,
     ttl: Option<Duration>,
     clock: Clock,
+    /// Keys whose DELETE waits in some node's `deletes_at_close`, counted: their objects are
+    /// still in S3, but no listing or HEAD may bring their names back.
+    waiting_deletes: HashMap<String, u32>,
 }
 
 impl Namespace {
@@ -104,6 +107,7 @@ impl Namespace {
             next: ROOT_INO + 1,
             ttl,
             clock,
+            waiting_deletes: HashMap::new(),
         }
     }
 
@@ -263,6 +267,11 @@ impl Namespace {
         }
         let mut returned = Vec::with_capacity(page.entries.len());
         for (name, kind, attrs) in page.entries {
+            if kind == Kind::File && self.key_delete_waiting(dir, &name) {
+                // Unlinked here while open: its object waits for the last close, the name is
+                // gone.
+                continue;
+            }
             // Removed or changed here while the listing ran: this mount knows better.
             let removed_since = self
                 .misses
@@ -319,6 +328,8 @@ impl Namespace {
         at: Instant,
     ) -> Option<Ino> {
         self.prune_if_large();
+        let found = found
+            .filter(|(kind, _)| *kind == Kind::Directory || !self.key_delete_waiting(parent, name));
         match found {
             Some((kind, attrs)) => self.upsert_remote(parent, name, kind, attrs, at, false),
             None => {
@@ -433,7 +444,8 @@ impl Namespace {
     /// An object this mount stored whole (a symlink, a special file): it exists in S3 now.
     /// Takes a kernel reference, as the reply is an entry.
     pub fn stored(&mut self, parent: Ino, name: &str, attrs: Attrs) -> FsResult<Ino> {
-        self.new_child_key(parent, name, Kind::File)?;
+        let key = self.new_child_key(parent, name, Kind::File)?;
+        self.overwritten(&key);
         let ino = self
             .upsert_remote(parent, name, Kind::File, attrs, self.clock.now(), false)
             .ok_or(FsError::NotFound)?;
@@ -477,8 +489,47 @@ impl Namespace {
             Some(node) if !node.is_open() => std::mem::take(&mut node.deletes_at_close),
             _ => Vec::new(),
         };
+        for delete in &deletes {
+            self.stop_waiting(&delete.key);
+        }
         self.free_if_unused(ino);
         deletes
+    }
+
+    /// Whether the file `dir/name`'s object is one a deferred delete will remove.
+    fn key_delete_waiting(&self, dir: Ino, name: &str) -> bool {
+        !self.waiting_deletes.is_empty()
+            && self
+                .child_key(dir, name, Kind::File)
+                .is_ok_and(|key| self.delete_waiting(&key))
+    }
+
+    /// Whether a deferred delete waits for some key below the directory prefix `prefix`.
+    pub fn delete_waiting_below(&self, prefix: &str) -> bool {
+        self.waiting_deletes
+            .keys()
+            .any(|key| key.starts_with(prefix))
+    }
+
+    /// Whether `key`'s object is one a deferred delete will remove: gone for this mount.
+    pub fn delete_waiting(&self, key: &str) -> bool {
+        self.waiting_deletes.contains_key(key)
+    }
+
+    fn wait_for_close(&mut self, ino: Ino, delete: DeferredDelete) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            *self.waiting_deletes.entry(delete.key.clone()).or_default() += 1;
+            node.deletes_at_close.push(delete);
+        }
+    }
+
+    fn stop_waiting(&mut self, key: &str) {
+        if let Some(count) = self.waiting_deletes.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                self.waiting_deletes.remove(key);
+            }
+        }
     }
 
     /// `key` (at `etag`) is to be deleted once `ino` is no longer open here; a node that is
@@ -490,9 +541,9 @@ impl Namespace {
         etag: Option<String>,
     ) -> Option<DeferredDelete> {
         let delete = DeferredDelete { key, etag };
-        match self.nodes.get_mut(&ino) {
+        match self.nodes.get(&ino) {
             Some(node) if node.is_open() => {
-                node.deletes_at_close.push(delete);
+                self.wait_for_close(ino, delete);
                 None
             }
             _ => Some(delete),
@@ -506,17 +557,19 @@ impl Namespace {
         let Some(holder) = self.linked_at_key(&delete.key) else {
             return true;
         };
-        if let Some(node) = self.nodes.get_mut(&holder)
-            && node.origin == Origin::Writing
-            && node.is_open()
+        if self
+            .nodes
+            .get(&holder)
+            .is_some_and(|n| n.origin == Origin::Writing && n.is_open())
         {
-            node.deletes_at_close.push(delete.clone());
+            self.wait_for_close(holder, delete.clone());
         }
         false
     }
 
     /// Every deferred delete of every node (unmount: nothing stays open).
     pub fn take_all_deferred_deletes(&mut self) -> Vec<DeferredDelete> {
+        self.waiting_deletes.clear();
         self.nodes
             .values_mut()
             .flat_map(|node| std::mem::take(&mut node.deletes_at_close))
@@ -576,9 +629,19 @@ impl Namespace {
             node.origin = Origin::Remote;
             node.validated = Some(self.clock.now());
             node.metadata_dirty = None;
-            // The upload replaced the object a deferred delete of this key meant.
-            let key = node.key.clone();
-            node.deletes_at_close.retain(|d| d.key != key);
+        }
+        if let Some(key) = self.nodes.get(&ino).map(|n| n.key.clone()) {
+            self.overwritten(&key);
+        }
+    }
+
+    /// This mount wrote a new object at `key`: it replaced the object a deferred delete of the
+    /// key meant, whichever node's last close was to delete it.
+    fn overwritten(&mut self, key: &str) {
+        if self.waiting_deletes.remove(key).is_some() {
+            for node in self.nodes.values_mut() {
+                node.deletes_at_close.retain(|d| d.key != key);
+            }
         }
     }
 
@@ -688,6 +751,11 @@ impl Namespace {
         let ino = self.child(parent, name).ok_or(FsError::NotFound)?.ino;
         let kind = self.node(ino)?.kind;
         let new_key = self.new_child_key(new_parent, new_name, kind)?;
+        if kind == Kind::File && etag.is_some() {
+            // The rename's COPY is the object there now. (A file not uploaded yet replaces
+            // it only with its upload, or, if unlinked first, never: the delete still waits.)
+            self.overwritten(&new_key);
+        }
         let target = self.child(new_parent, new_name).map(|n| n.ino);
         if let Some(node) = target.and_then(|t| self.nodes.get_mut(&t)) {
             node.replaced = true;
