@@ -324,15 +324,16 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
 /// Bytes the metadata cache keeps on disk (about 150 bytes an object: some 400,000 objects).
 const METADATA_CACHE_BYTES: u64 = 64 << 20;
 
-/// Where metadata is remembered across mounts: below `--cache-dir` when given, else the
-/// machine's cache folder ($XDG_CACHE_HOME/scribefs when set, else /var/cache/scribefs as
-/// root and ~/.cache/scribefs otherwise). A cache that cannot be opened is logged and done without:
+/// Where metadata is remembered across mounts: `metadata/` below `--cache-dir` when given,
+/// else below the machine's cache folder ($XDG_CACHE_HOME/scribefs when set, else
+/// /var/cache/scribefs as root and ~/.cache/scribefs otherwise). A cache that cannot be opened is logged and done without:
 /// every listed version then costs a HEAD, as on a first mount.
 fn open_metadata_cache(args: &MountArgs, s3: &S3Config) -> Option<Arc<MetadataCache>> {
     let dir = match &args.cache_dir {
-        Some(dir) => dir.join("metadata"),
+        Some(dir) => dir.clone(),
         None => default_state_dir()?,
-    };
+    }
+    .join("metadata");
     let scope = format!("{} {}", s3.endpoint.as_deref().unwrap_or("aws"), s3.bucket);
     match MetadataCache::open(&dir, &scope, METADATA_CACHE_BYTES) {
         Ok(cache) => {
