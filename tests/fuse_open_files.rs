@@ -132,6 +132,7 @@ fn renaming_the_directory_of_an_open_file_moves_its_upload() {
 #[test]
 fn a_large_file_renamed_while_streaming_is_completed_and_moved() {
     let mount = mounted();
+    mount.server.reset_stats();
     mount.sh_ok(
         "exec 6>big.bin; head -c 20000000 /dev/urandom > /tmp/scribefs-big-$$; \
          head -c 12000000 /tmp/scribefs-big-$$ >&6; mv big.bin moved.bin; \
@@ -150,6 +151,13 @@ fn a_large_file_renamed_while_streaming_is_completed_and_moved() {
     );
     assert!(gone_from_bucket(&mount, "big.bin"));
     no_pending_uploads(&mount);
+    // Moving the completed upload: one COPY and one DELETE, nothing else.
+    let stats = mount.server.stats();
+    assert_eq!(
+        (stats.copy, stats.delete, stats.put),
+        (1, 1, 0),
+        "{stats:?}"
+    );
 }
 
 #[test]

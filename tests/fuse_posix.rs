@@ -185,13 +185,15 @@ fn a_tree_written_by_s3fs_shows_the_same_stat_in_scribefs_and_back() {
         panic!("s3fs is not installed: scripts/lib.sh installs it");
     }
     let work = tempfile::tempdir().unwrap();
-    // s3fs writes, scribefs reads (with --posix-metadata, as `ls -l` would need it).
+    // s3fs writes, scribefs reads with default options: by name first (stat), then after a
+    // listing.
     let server = Server::start(&[BUCKET]);
     let s3fs = S3fs::mount(&server, work.path());
     s3fs.sh(MAKE_TREE);
     let by_s3fs = s3fs.sh(STAT_TREE);
     drop(s3fs);
-    let scribefs = Mount::on(server, BUCKET, &["--posix-metadata", "on"]);
+    let scribefs = Mount::on(server, BUCKET, &[]);
+    assert_eq!(scribefs.sh_ok(STAT_TREE), by_s3fs);
     assert_eq!(
         scribefs.sh_ok(&format!("ls -l dir >/dev/null; {STAT_TREE}")),
         by_s3fs

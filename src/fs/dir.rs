@@ -145,6 +145,8 @@ impl Fs {
         self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
+        // A file just closed (its release on the way) is deleted now, not at its release.
+        self.wait_for_releases(ino).await;
         let (kind, origin, key, etag) = {
             let ns = self.ns();
             let node = ns.node(ino)?;

@@ -52,6 +52,10 @@ pub const SEGMENT_ID_XATTR: &str = "user.scribe.segment_id";
 /// How long an open, rename or chmod waits for the release of a file whose last close
 /// returned (the kernel sends release after close(2)); a file held open stays being written.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
+/// How long the same wait lasts when the release has not started but every descriptor saw a
+/// close: the kernel sends it within a millisecond or so, but a FLUSH is also what closing a
+/// duplicate (`exec 3>log; echo >&3`) sends, and that file stays open.
+const CLOSING_WAIT: Duration = Duration::from_millis(100);
 
 /// The object version a write handle's writes apply to: staging is seeded from it. It names a
 /// version, not where the next upload goes - the node's key at upload time decides that, so a
@@ -223,21 +227,28 @@ impl Fs {
         })
     }
 
-    /// Waits (for at most [`RELEASE_WAIT`]) until no release of `ino` is in flight: the node
-    /// counts a writer until its release is done, the handle table only until it starts.
+    /// Waits (for at most [`RELEASE_WAIT`]) until no release of `ino` is in flight: one that
+    /// started (the node counts a writer until its release is done, the handle table only
+    /// until it starts), or one the kernel is about to send (every open handle saw a close).
+    /// So `cat f; rm f` or `echo x > f; mv f g` act on a closed file, not an open one.
     pub(super) async fn wait_for_releases(&self, ino: Ino) {
-        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        let started = tokio::time::Instant::now();
         loop {
             let released = self.released.notified();
-            let in_flight = {
-                let handles = self.handles().writers_of(ino).len() as u32;
-                self.ns()
+            let (closing, releasing) = {
+                let handles = self.handles();
+                let table = handles.writers_of(ino).len() as u32;
+                let releasing = self
+                    .ns()
                     .get(ino)
-                    .is_some_and(|node| node.writers() > handles)
+                    .is_some_and(|node| node.writers() > table);
+                (handles.closing(ino), releasing)
             };
-            if !in_flight {
-                return;
-            }
+            let deadline = match (releasing, closing) {
+                (true, _) => started + RELEASE_WAIT,
+                (false, true) => started + CLOSING_WAIT,
+                (false, false) => return,
+            };
             if tokio::time::timeout_at(deadline, released).await.is_err() {
                 return;
             }
@@ -493,7 +504,12 @@ impl Fs {
     /// and a new file with nothing written yet waits for the last close: a program that dup2s
     /// its output and closes the original (GNU dd) must not leave an empty object behind.
     pub async fn flush(&self, handle: u64, caller: Caller) -> FsResult<()> {
-        let Some(writer) = self.handles().writer(handle) else {
+        let writer = {
+            let mut handles = self.handles();
+            handles.flushed(handle);
+            handles.writer(handle)
+        };
+        let Some(writer) = writer else {
             return Ok(());
         };
         let mut writer = writer.lock().await;

@@ -28,6 +28,8 @@ pub(super) struct Handles {
     open: HashMap<u64, Handle>,
     /// File handles of each inode (readers and writers; not directories).
     by_ino: HashMap<Ino, BTreeSet<u64>>,
+    /// Handles a close(2) was seen on (FLUSH): their release is likely on its way.
+    flushed: std::collections::HashSet<u64>,
 }
 
 impl Handles {
@@ -75,6 +77,21 @@ impl Handles {
         }
     }
 
+    /// A close(2) of a descriptor of this handle was seen.
+    pub fn flushed(&mut self, number: u64) {
+        if self.open.contains_key(&number) {
+            self.flushed.insert(number);
+        }
+    }
+
+    /// Whether `ino` has open handles and every one of them saw a close(2): the program closed
+    /// the file, and the kernel's releases are on their way.
+    pub fn closing(&self, ino: Ino) -> bool {
+        self.by_ino
+            .get(&ino)
+            .is_some_and(|numbers| numbers.iter().all(|n| self.flushed.contains(n)))
+    }
+
     /// The open write handles of `ino`, by number.
     pub fn writers_of(&self, ino: Ino) -> Vec<(u64, SharedWriter)> {
         self.by_ino
@@ -87,6 +104,7 @@ impl Handles {
 
     pub fn remove(&mut self, number: u64) -> Option<Handle> {
         let handle = self.open.remove(&number)?;
+        self.flushed.remove(&number);
         if let Handle::Reader { ino, .. } | Handle::Writer { ino, .. } = &handle
             && let Some(numbers) = self.by_ino.get_mut(ino)
         {
