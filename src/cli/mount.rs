@@ -337,7 +337,7 @@ fn open_metadata_cache(args: &MountArgs, s3: &S3Config) -> Option<Arc<MetadataCa
     let scope = format!("{} {}", s3.endpoint.as_deref().unwrap_or("aws"), s3.bucket);
     match MetadataCache::open(&dir, &scope, METADATA_CACHE_BYTES) {
         Ok(cache) => {
-            tracing::info!(path = %cache.path().display(), entries = cache.len(), "metadata cache");
+            tracing::debug!(path = %cache.path().display(), entries = cache.len(), "metadata cache");
             Some(Arc::new(cache))
         }
         Err(e) => {
