@@ -6,123 +6,75 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::devserver::Server;
-use common::mount::{Mount, is_mounted, scribefs, unmount_by};
+use common::mount::{Mount, scribefs};
+use common::proc_server::PlainMount;
 
-/// Another mount of the same server's bucket (another machine, or another process here).
-struct SecondMount {
-    dir: tempfile::TempDir,
-}
-
-impl SecondMount {
-    fn new(server: &Server, args: &[&str]) -> SecondMount {
-        let dir = tempfile::tempdir().unwrap();
-        let output = scribefs(server)
-            .arg("mount")
-            .arg("test")
-            .arg(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(is_mounted(dir.path()));
-        SecondMount { dir }
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
-    }
-}
-
-impl Drop for SecondMount {
-    fn drop(&mut self) {
-        unmount_by(self.dir.path(), Instant::now() + Duration::from_secs(20));
-    }
-}
-
-fn sh(dir: &Path, script: &str) -> String {
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "`{script}` failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+/// Another mount of the same server's bucket (another process on the same machine).
+fn second_mount(server: &Server, args: &[&str]) -> PlainMount {
+    PlainMount::with(scribefs(server), "test", args)
 }
 
 /// The issue's tree: a symlink, a 0600 file, a 0750 directory, a file with mtime 2020-09-13,
 /// 40 log files and a 21 MB file.
-fn make_tree(root: &Path) {
-    sh(
-        root,
-        "mkdir -p src/private src/logs && cd src && \
+fn make_tree(mount: &Mount, root: &Path) {
+    mount.sh_ok(&format!(
+        "cd {} && mkdir -p src/private src/logs && cd src && \
          echo secret > private/key && chmod 600 private/key && chmod 750 private && \
          echo old > old.txt && touch -m -d @1600000000 old.txt && \
          ln -s old.txt link && \
          for i in $(seq 1 40); do echo line $i > logs/app-$i.log; done && \
          head -c 21000000 /dev/urandom > big.bin",
-    );
+        root.display()
+    ));
 }
 
 /// Regular files rsync -a would send again (0 when every size and mtime is kept).
-fn rsync_would_send(work: &Path, dest: &Path) -> usize {
-    let out = sh(
-        work,
-        &format!(
-            "rsync -a --dry-run --itemize-changes src/ {}/",
-            dest.display()
-        ),
-    );
+fn rsync_would_send(mount: &Mount, work: &Path) -> usize {
+    let out = mount.sh_ok(&format!(
+        "rsync -a --dry-run --itemize-changes {}/src/ dst/",
+        work.display()
+    ));
     out.lines().filter(|l| l.starts_with(">f")).count()
 }
 
 #[test]
 fn a_tree_copied_in_with_cp_a_comes_back_whole_after_a_remount() {
     let work = tempfile::tempdir().unwrap();
-    make_tree(work.path());
     let mut mount = Mount::new(&[]);
-    let dest = mount.path("dst");
-    sh(work.path(), &format!("cp -a src {}", dest.display()));
-    sh(work.path(), &format!("diff -r src {}", dest.display()));
-    assert_eq!(rsync_would_send(work.path(), &dest), 0);
+    make_tree(&mount, work.path());
+    let src = work.path().join("src");
+    mount.sh_ok(&format!(
+        "cp -a {} dst && diff -r {} dst",
+        src.display(),
+        src.display()
+    ));
+    assert_eq!(rsync_would_send(&mount, work.path()), 0);
     mount.unmount();
     let server = std::mem::replace(&mut mount.server, Server::start(&[]));
     let mount = Mount::on(server, "test", &[]);
-    let dest = mount.path("dst");
     // Looked up by name before any listing: the symlink must be one (the issue's stat, then
     // readlink sequence).
     assert!(
-        std::fs::symlink_metadata(dest.join("link"))
+        std::fs::symlink_metadata(mount.path("dst/link"))
             .unwrap()
             .file_type()
             .is_symlink()
     );
-    sh(work.path(), &format!("diff -r src {}", dest.display()));
-    let stat = sh(
-        &dest,
-        "stat -c '%a %Y' private/key private old.txt && stat -c %F link",
-    );
+    mount.sh_ok(&format!("diff -r {} dst", src.display()));
+    let stat =
+        mount.sh_ok("cd dst && stat -c '%a %Y' private/key private old.txt && stat -c %F link");
     let lines: Vec<&str> = stat.lines().collect();
     assert!(lines[0].starts_with("600 "), "{stat}");
     assert!(lines[1].starts_with("750 "), "{stat}");
     assert_eq!(lines[2], "644 1600000000", "{stat}");
     assert_eq!(lines[3], "symbolic link", "{stat}");
     assert_eq!(
-        rsync_would_send(work.path(), &dest),
+        rsync_would_send(&mount, work.path()),
         0,
         "a second rsync -a sends nothing"
     );
@@ -131,15 +83,15 @@ fn a_tree_copied_in_with_cp_a_comes_back_whole_after_a_remount() {
 #[test]
 fn a_second_mount_sees_the_first_ones_chmod_after_the_ttl() {
     let a = Mount::new(&[]);
-    sh(a.root(), "echo data > f");
-    let b = SecondMount::new(&a.server, &[]);
-    assert_eq!(sh(b.dir.path(), "stat -c %a f"), "644\n");
-    sh(a.root(), "chmod 600 f");
+    a.sh_ok("echo data > f");
+    let b = second_mount(&a.server, &[]);
+    assert_eq!(b.sh_ok("stat -c %a f"), "644\n");
+    a.sh_ok("chmod 600 f");
     // Persisted within METADATA_DELAY, seen by B once its TTL (1 s) ran out.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = String::new();
     while Instant::now() < deadline {
-        seen = sh(b.dir.path(), "stat -c %a f");
+        seen = b.sh_ok("stat -c %a f");
         if seen == "600\n" {
             break;
         }
@@ -156,8 +108,8 @@ fn a_second_mount_sees_the_first_ones_chmod_after_the_ttl() {
 fn the_second_of_two_exclusive_creates_gets_eexist_and_the_first_stays() {
     let args = ["--layout", "segments", "--metadata-ttl", "10"];
     let a = Mount::new(&args);
-    let b = SecondMount::new(&a.server, &args);
-    assert_eq!(sh(b.dir.path(), "ls | wc -l"), "0\n");
+    let b = second_mount(&a.server, &args);
+    assert_eq!(b.sh_ok("ls | wc -l"), "0\n");
     let name = "segment-0000000000000042.bin";
     std::fs::write(a.path(name), b"written by A").unwrap();
     let script = format!(
@@ -169,7 +121,7 @@ fn the_second_of_two_exclusive_creates_gets_eexist_and_the_first_stays() {
     let out = Command::new("python3")
         .arg("-c")
         .arg(&script)
-        .current_dir(b.dir.path())
+        .current_dir(b.root())
         .output()
         .unwrap();
     assert_eq!(

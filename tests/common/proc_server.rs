@@ -133,8 +133,13 @@ pub struct PlainMount {
 
 impl PlainMount {
     pub fn new(endpoint: &str, bucket: &str, args: &[&str]) -> PlainMount {
+        PlainMount::with(scribefs_at(endpoint), bucket, args)
+    }
+
+    /// A mount by `scribefs`, a command already set up with its connection.
+    pub fn with(mut scribefs: Command, bucket: &str, args: &[&str]) -> PlainMount {
         let dir = tempfile::tempdir().unwrap();
-        let output = scribefs_at(endpoint)
+        let output = scribefs
             .arg("mount")
             .arg(bucket)
             .arg(dir.path())
