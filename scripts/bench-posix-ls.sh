@@ -4,7 +4,7 @@
 # scribefs --posix-metadata off (listing only), scribefs by default on a machine that never
 # saw the bucket (cold metadata cache: a HEAD per object) and again on the next mount (warm:
 # listing only), and s3fs.
-# Usage: scripts/bench-posix-ls.sh [N]   (default 10000). Talks to 127.0.0.1 only.
+# Usage: [SKIP_S3FS=1] scripts/bench-posix-ls.sh [N]   (default 10000). Talks to 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
@@ -56,7 +56,7 @@ for run in "off:--posix-metadata off" "default, cold metadata cache:" "default, 
     timed_ls "scribefs ${run%%:*}"
     fusermount3 -u "$WORK/mnt"; sleep 1
 done
-if command -v s3fs >/dev/null; then
+if [ -z "${SKIP_S3FS:-}" ] && command -v s3fs >/dev/null; then
     printf 'devkey:devsecret\n' >"$WORK/passwd"; chmod 600 "$WORK/passwd"
     s3fs bench "$WORK/mnt" -o url="http://127.0.0.1:$PORT" -o use_path_request_style \
         -o passwd_file="$WORK/passwd" -o endpoint=us-east-1
