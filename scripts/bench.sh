@@ -280,8 +280,9 @@ mount_tool() {
     mkdir -p "$MNT"
     case "$tool" in
     scribefs)
+        # Its own cache folder per run: the metadata cache starts cold, whatever ran before.
         env S3_PATH_STYLE=true S3_REGION=us-east-1 S3_ACCESS_KEY_ID=$ACCESS_KEY \
-            S3_SECRET_ACCESS_KEY=$SECRET_KEY \
+            S3_SECRET_ACCESS_KEY=$SECRET_KEY XDG_CACHE_HOME="$WORK/cache" \
             "$BIN/scribefs" --endpoint-url "http://$ADDR" mount "$BUCKET" "$MNT" --foreground \
             --cache-size-mib "$CACHE_MIB" >"$logfile" 2>&1 &
         ;;
