@@ -404,8 +404,11 @@ fn cp_of_small_files_into_a_directory_made_here_is_one_put_each() {
 
 #[test]
 fn cat_of_small_files_after_a_fresh_mount_is_one_get_each() {
-    for ttl in [60.0, 0.2] {
-        let mount = Mount::new(&["--metadata-ttl", &ttl.to_string()]);
+    // At 0.2 s the TTL runs out while `cat` works: stored metadata (its HEADs make the run
+    // longer) is left out there, so what is counted is the reads' own revalidation.
+    for (ttl, metadata) in [(60.0, "auto"), (0.2, "off")] {
+        let ttl_arg = ttl.to_string();
+        let mount = Mount::new(&["--metadata-ttl", &ttl_arg, "--posix-metadata", metadata]);
         seed(&mount, (0..FILES).map(|i| format!("d/f-{i:03}")));
         let started = std::time::Instant::now();
         let stats = measure(&mount, || {
@@ -416,7 +419,12 @@ fn cat_of_small_files_after_a_fresh_mount_is_one_get_each() {
         assert_eq!(stats.get, FILES as u64, "{stats:?}");
         // Each file's stored metadata and `d`'s marker, once (a fresh machine: nothing
         // remembered).
-        assert_eq!(stats.head, FILES as u64 + 1, "{stats:?}");
+        let heads = if metadata == "off" {
+            0
+        } else {
+            FILES as u64 + 1
+        };
+        assert_eq!(stats.head, heads, "{stats:?}");
         assert_eq!((stats.put, stats.copy), (0, 0), "{stats:?}");
         // The root's page (to find `d`) and `d`'s page, then one a TTL period.
         assert!(
