@@ -141,3 +141,15 @@ fn the_second_of_two_exclusive_creates_gets_eexist_and_the_first_stays() {
         b"written by A".to_vec()
     );
 }
+
+/// A directory rename copies each object; a copy of a multipart object has a new ETag, which
+/// the moved names must take, or reads pinned to the old one would be ESTALE until the TTL.
+#[test]
+fn a_large_file_reads_back_at_once_after_its_directory_is_renamed() {
+    let mount = Mount::new(&["--metadata-ttl", "60"]);
+    let out = mount.sh_ok(
+        "local=$(mktemp) && head -c 20000000 /dev/urandom > $local && mkdir d && \
+         cp $local d/big && mv d e && cmp $local e/big && rm $local && echo same",
+    );
+    assert_eq!(out, "same\n");
+}

@@ -30,6 +30,10 @@ pub struct DirEntry {
     pub attr_known: bool,
 }
 
+/// What a directory rename leaves: the deletes that wait for open files' last close, and each
+/// copy's (key, ETag).
+type MovedTree = (Vec<(Ino, DeferredDelete)>, Vec<(String, String)>);
+
 /// RENAME_NOREPLACE and RENAME_EXCHANGE, as renameat2 defines them.
 const RENAME_NOREPLACE: u32 = 1;
 const RENAME_EXCHANGE: u32 = 2;
@@ -287,6 +291,7 @@ impl Fs {
             }
         }
         let dest_key = self.ns().new_child_key(new_parent, new_name, kind)?;
+        let mut copied = Vec::new();
         let (etag, deferred) = match (kind, origin) {
             // Not in S3 yet: its upload goes to the new name. What it replaces goes now.
             (Kind::File, Origin::Writing) => {
@@ -299,7 +304,11 @@ impl Fs {
                 let (etag, old) = self.rename_file(ino, &source_key, &dest_key).await?;
                 (Some(etag), vec![(ino, old)])
             }
-            (Kind::Directory, _) => (None, self.rename_prefix(&source_key, &dest_key).await?),
+            (Kind::Directory, _) => {
+                let (deferred, copies) = self.rename_prefix(&source_key, &dest_key).await?;
+                copied = copies;
+                (None, deferred)
+            }
         };
         // The old objects go now, except those of files open here: their last close does it.
         let now: Vec<DeferredDelete> = {
@@ -312,7 +321,12 @@ impl Fs {
         for delete in now {
             self.store.delete(&delete.key).await?;
         }
-        self.ns().renamed(parent, name, new_parent, new_name, etag)
+        let mut ns = self.ns();
+        ns.renamed(parent, name, new_parent, new_name, etag)?;
+        for (key, etag) in copied {
+            ns.copied(&key, etag);
+        }
+        Ok(())
     }
 
     /// Deletes the object of a file a rename replaces without copying onto it (the source is
@@ -414,9 +428,10 @@ impl Fs {
     }
 
     /// Copies every key below `from` to `to`, then deletes the originals, except those of
-    /// files open here, which are returned (with their inodes) for their last close. Refused
+    /// files open here, which are returned (with their inodes) for their last close. Also
+    /// returns each copy's key and ETag (a copy of a multipart object has a new one). Refused
     /// (EXDEV, so `mv` falls back to copying) above the configured entry limit.
-    async fn rename_prefix(&self, from: &str, to: &str) -> FsResult<Vec<(Ino, DeferredDelete)>> {
+    async fn rename_prefix(&self, from: &str, to: &str) -> FsResult<MovedTree> {
         if to.starts_with(from) {
             return Err(FsError::InvalidArgument(
                 "cannot move a directory into itself".into(),
@@ -435,11 +450,14 @@ impl Fs {
                 self.config.rename_dir_limit
             )));
         }
+        let mut copies = Vec::with_capacity(keys.len());
         for object in &keys {
             let dest = format!("{to}{}", &object.key[from.len()..]);
-            self.store
+            let copy = self
+                .store
                 .copy(&object.key, &dest, CopyMetadata::Keep)
                 .await?;
+            copies.push((dest, copy.etag));
         }
         let open = self.ns().open_files_below(from);
         let mut deferred = Vec::new();
@@ -455,7 +473,7 @@ impl Fs {
                 None => self.store.delete(&object.key).await?,
             }
         }
-        Ok(deferred)
+        Ok((deferred, copies))
     }
 
     /// Large constant counts so `df` and `cp`'s space checks pass: S3 has no fixed capacity.

@@ -797,6 +797,22 @@ impl Namespace {
         Ok(())
     }
 
+    /// A directory rename copied the object now at `key` (the file's new key): the copy's
+    /// ETag (new for a multipart source) and a LastModified the next listing tells.
+    pub fn copied(&mut self, key: &str, etag: String) {
+        let Some(ino) = self.linked_at_key(key) else {
+            return;
+        };
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            let etag = known_etag(etag);
+            if node.attrs.etag != etag {
+                node.attrs.etag = etag;
+                node.page_cache_etag = None;
+            }
+            node.attrs.last_modified = None;
+        }
+    }
+
     /// The kernel took a reference (lookup, create, mkdir, readdirplus entry).
     pub fn remembered(&mut self, ino: Ino) {
         if let Some(node) = self.nodes.get_mut(&ino) {
