@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::block::{BlockCache, BlockId, FetchTicket, Lookup, PendingBlock};
 use super::fetch::{ObjectVersion, fetch_range, fetch_run};
 use super::pattern::{Access, AccessPattern};
+use crate::metrics::{ReadPathCounters, ReadPathSource};
 use crate::store::{GetRequest, ObjectMeta, ObjectStore, StoreError, StoreResult};
 
 const MIB: u64 = 1024 * 1024;
@@ -98,22 +99,6 @@ struct PathShared {
     counters: ReadCounters,
 }
 
-/// Every read path of the process, so that metrics can read their counters at scrape time.
-static LIVE_PATHS: Mutex<Vec<std::sync::Weak<PathShared>>> = Mutex::new(Vec::new());
-
-/// The read paths alive now (one per mounted file system).
-pub fn live_read_paths() -> Vec<ReadPath> {
-    LIVE_PATHS.lock().map_or_else(
-        |_| Vec::new(),
-        |live| {
-            live.iter()
-                .filter_map(|weak| weak.upgrade())
-                .map(|shared| ReadPath { shared })
-                .collect()
-        },
-    )
-}
-
 /// What the readers of one mount share: the store, the block cache, the prefetch permits and
 /// the counters. Cheap to clone.
 #[derive(Clone)]
@@ -142,10 +127,10 @@ impl ReadPath {
                 counters: ReadCounters::default(),
             }),
         };
-        if let Ok(mut live) = LIVE_PATHS.lock() {
-            live.retain(|weak| weak.strong_count() > 0);
-            live.push(Arc::downgrade(&path.shared));
-        }
+        // The metrics registry reads our counters when scraped; it holds the path weakly, so
+        // an unmounted file system's path goes away with it.
+        let source: Arc<dyn ReadPathSource> = path.shared.clone();
+        crate::metrics::register_read_path(Arc::downgrade(&source));
         path
     }
 
@@ -259,7 +244,13 @@ impl ReadPath {
     }
 
     pub fn stats(&self) -> ReadStats {
-        let c = &self.shared.counters;
+        self.shared.stats()
+    }
+}
+
+impl PathShared {
+    fn stats(&self) -> ReadStats {
+        let c = &self.counters;
         ReadStats {
             reads: c.reads.load(Ordering::Relaxed),
             read_bytes: c.read_bytes.load(Ordering::Relaxed),
@@ -271,6 +262,32 @@ impl ReadPath {
             prefetch_gets: c.prefetch_gets.load(Ordering::Relaxed),
             prefetch_skipped: c.prefetch_skipped.load(Ordering::Relaxed),
             exact_gets: c.exact_gets.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ReadPathSource for PathShared {
+    fn read_path_counters(&self) -> ReadPathCounters {
+        let cache = self.cache.stats();
+        let reads = self.stats();
+        ReadPathCounters {
+            cache_hits: cache.hits,
+            cache_hit_bytes: cache.hit_bytes,
+            cache_misses: cache.misses,
+            cache_miss_bytes: cache.miss_bytes,
+            cache_prefetch_bytes: cache.prefetch_bytes,
+            cache_evictions: cache.evictions,
+            cache_prefetch_wasted: cache.prefetch_wasted,
+            cache_unread_prefetch_bytes: cache.unread_prefetch_bytes,
+            cache_bytes: cache.bytes_held,
+            cache_blocks: cache.blocks_held,
+            reads: reads.reads,
+            read_bytes: reads.read_bytes,
+            demand_gets: reads.demand_gets,
+            prefetch_gets: reads.prefetch_gets,
+            prefetch_skipped: reads.prefetch_skipped,
+            window_resets: reads.window_resets,
+            peak_window_bytes: reads.peak_window_bytes,
         }
     }
 }

@@ -1,17 +1,22 @@
 //! Process-wide counters in Prometheus' text format, served by `--metrics-addr` ([`http`]).
 //!
 //! - S3 requests (one per HTTP attempt) by operation and outcome, with a latency histogram,
-//!   and the bytes they moved: recorded by [`crate::store::metered::Metered`].
+//!   and the bytes they moved: recorded by `store::metered::Metered`.
 //! - Uploads in flight: PUTs and multipart uploads begun and not yet completed or aborted.
 //! - FUSE operations by type and errno: [`fuse_op`], called by the FUSE adapter.
-//! - Block cache and read path: read at scrape time from the live read paths' own counters.
+//! - Block cache and read path: read at scrape time from the [`ReadPathSource`]s that the read
+//!   paths registered ([`register_read_path`]).
+//!
+//! A leaf: the modules that have something to count report into it (`store::metered`,
+//! `fs::fuse`, `cache::reader`) and it imports none of them, so the registry can be used (and
+//! tested) without a store, a cache or a mount.
 
 pub mod http;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 /// Upper bounds of the S3 latency histogram, in seconds.
@@ -40,6 +45,70 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
 /// The process' registry.
 pub fn registry() -> &'static Registry {
     &REGISTRY
+}
+
+/// The counters of one read path (a mount's block cache and its readers), read at scrape time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPathCounters {
+    pub cache_hits: u64,
+    pub cache_hit_bytes: u64,
+    pub cache_misses: u64,
+    pub cache_miss_bytes: u64,
+    pub cache_prefetch_bytes: u64,
+    pub cache_evictions: u64,
+    pub cache_prefetch_wasted: u64,
+    pub cache_unread_prefetch_bytes: u64,
+    pub cache_bytes: u64,
+    pub cache_blocks: u64,
+    pub reads: u64,
+    pub read_bytes: u64,
+    pub demand_gets: u64,
+    pub prefetch_gets: u64,
+    pub prefetch_skipped: u64,
+    pub window_resets: u64,
+    /// A maximum, not a sum, when read paths are added up.
+    pub peak_window_bytes: u64,
+}
+
+impl ReadPathCounters {
+    fn add(&mut self, other: &ReadPathCounters) {
+        self.cache_hits += other.cache_hits;
+        self.cache_hit_bytes += other.cache_hit_bytes;
+        self.cache_misses += other.cache_misses;
+        self.cache_miss_bytes += other.cache_miss_bytes;
+        self.cache_prefetch_bytes += other.cache_prefetch_bytes;
+        self.cache_evictions += other.cache_evictions;
+        self.cache_prefetch_wasted += other.cache_prefetch_wasted;
+        self.cache_unread_prefetch_bytes += other.cache_unread_prefetch_bytes;
+        self.cache_bytes += other.cache_bytes;
+        self.cache_blocks += other.cache_blocks;
+        self.reads += other.reads;
+        self.read_bytes += other.read_bytes;
+        self.demand_gets += other.demand_gets;
+        self.prefetch_gets += other.prefetch_gets;
+        self.prefetch_skipped += other.prefetch_skipped;
+        self.window_resets += other.window_resets;
+        self.peak_window_bytes = self.peak_window_bytes.max(other.peak_window_bytes);
+    }
+}
+
+/// Something that can say its read path counters now: the read path keeps its counters where
+/// it updates them (atomics on its hot path) and the registry asks at scrape time, instead of
+/// the read path pushing every hit here.
+pub trait ReadPathSource: Send + Sync {
+    fn read_path_counters(&self) -> ReadPathCounters;
+}
+
+/// The read paths of the process, held weakly: a read path dropped with its mount stops being
+/// counted without telling anyone.
+static READ_PATHS: Mutex<Vec<Weak<dyn ReadPathSource>>> = Mutex::new(Vec::new());
+
+/// Adds a read path to those the metrics sum (one per mounted file system).
+pub fn register_read_path(source: Weak<dyn ReadPathSource>) {
+    if let Ok(mut paths) = READ_PATHS.lock() {
+        paths.retain(|weak| weak.strong_count() > 0);
+        paths.push(source);
+    }
 }
 
 /// Counts one FUSE operation (`"lookup"`, `"read"`, ...) and how it ended: `errno` 0 for
@@ -193,16 +262,16 @@ impl Registry {
             }
         }
         let requests: Vec<String> = by_op.iter().map(|(op, n)| format!("{op}={n}")).collect();
-        let (cache, _) = read_path_totals();
+        let reads = read_path_totals();
         let fuse_ops: u64 = self.fuse.lock().map_or(0, |m| m.values().sum());
         format!(
             "s3 requests [{}] not ok={failed}; s3 bytes read={} written={}; cache hits={} misses={} evictions={}; fuse ops={fuse_ops}",
             requests.join(" "),
             self.s3_bytes_read.load(Ordering::Relaxed),
             self.s3_bytes_written.load(Ordering::Relaxed),
-            cache.hits,
-            cache.misses,
-            cache.evictions,
+            reads.cache_hits,
+            reads.cache_misses,
+            reads.cache_evictions,
         )
     }
 }
@@ -222,140 +291,123 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// The block cache and read path counters summed over the read paths alive now.
-fn read_path_totals() -> (
-    crate::cache::block::CacheStats,
-    crate::cache::reader::ReadStats,
-) {
-    let mut cache = crate::cache::block::CacheStats::default();
-    let mut reads = crate::cache::reader::ReadStats::default();
-    for path in crate::cache::reader::live_read_paths() {
-        let c = path.cache().stats();
-        let r = path.stats();
-        cache.hits += c.hits;
-        cache.hit_bytes += c.hit_bytes;
-        cache.misses += c.misses;
-        cache.miss_bytes += c.miss_bytes;
-        cache.prefetches += c.prefetches;
-        cache.prefetch_bytes += c.prefetch_bytes;
-        cache.evictions += c.evictions;
-        cache.prefetch_wasted += c.prefetch_wasted;
-        cache.unread_prefetch_bytes += c.unread_prefetch_bytes;
-        cache.bytes_held += c.bytes_held;
-        cache.blocks_held += c.blocks_held;
-        reads.reads += r.reads;
-        reads.read_bytes += r.read_bytes;
-        reads.demand_gets += r.demand_gets;
-        reads.prefetch_gets += r.prefetch_gets;
-        reads.window_resets += r.window_resets;
-        reads.prefetch_skipped += r.prefetch_skipped;
-        reads.peak_window_bytes = reads.peak_window_bytes.max(r.peak_window_bytes);
+fn read_path_totals() -> ReadPathCounters {
+    // Upgraded first and asked after the lock is released: a source's counters may take locks
+    // of their own (the block cache's).
+    let alive: Vec<_> = READ_PATHS.lock().map_or_else(
+        |_| Vec::new(),
+        |paths| paths.iter().filter_map(Weak::upgrade).collect(),
+    );
+    let mut total = ReadPathCounters::default();
+    for path in alive {
+        total.add(&path.read_path_counters());
     }
-    (cache, reads)
+    total
 }
 
 fn render_read_paths(out: &mut String) {
-    let (c, r) = read_path_totals();
+    let c = read_path_totals();
     counter(
         out,
         "scribefs_cache_hits_total",
         "Block lookups answered from the cache",
-        c.hits,
+        c.cache_hits,
     );
     counter(
         out,
         "scribefs_cache_hit_bytes_total",
         "Bytes of blocks found in the cache",
-        c.hit_bytes,
+        c.cache_hit_bytes,
     );
     counter(
         out,
         "scribefs_cache_misses_total",
         "Block lookups that started a fetch",
-        c.misses,
+        c.cache_misses,
     );
     counter(
         out,
         "scribefs_cache_miss_bytes_total",
         "Bytes demand fetches brought in",
-        c.miss_bytes,
+        c.cache_miss_bytes,
     );
     counter(
         out,
         "scribefs_cache_prefetched_bytes_total",
         "Bytes fetched ahead of readers",
-        c.prefetch_bytes,
+        c.cache_prefetch_bytes,
     );
     counter(
         out,
         "scribefs_cache_evictions_total",
         "Blocks evicted to stay within the budget",
-        c.evictions,
+        c.cache_evictions,
     );
     counter(
         out,
         "scribefs_cache_prefetch_wasted_total",
         "Prefetched blocks evicted before anyone read them",
-        c.prefetch_wasted,
+        c.cache_prefetch_wasted,
     );
     gauge(
         out,
         "scribefs_cache_unread_prefetch_bytes",
         "Prefetched bytes held that nobody has read yet",
-        c.unread_prefetch_bytes,
+        c.cache_unread_prefetch_bytes,
     );
     gauge(
         out,
         "scribefs_cache_bytes",
         "Bytes the block cache holds",
-        c.bytes_held,
+        c.cache_bytes,
     );
     gauge(
         out,
         "scribefs_cache_blocks",
         "Blocks the block cache holds",
-        c.blocks_held,
+        c.cache_blocks,
     );
     counter(
         out,
         "scribefs_reads_total",
         "Reads served by the read path",
-        r.reads,
+        c.reads,
     );
     counter(
         out,
         "scribefs_read_bytes_total",
         "Bytes served by the read path",
-        r.read_bytes,
+        c.read_bytes,
     );
     counter(
         out,
         "scribefs_read_demand_gets_total",
         "GETs issued for blocks a reader waited for",
-        r.demand_gets,
+        c.demand_gets,
     );
     counter(
         out,
         "scribefs_read_prefetch_gets_total",
         "GETs issued ahead of readers",
-        r.prefetch_gets,
+        c.prefetch_gets,
     );
     counter(
         out,
         "scribefs_read_prefetch_skipped_total",
         "Prefetches not issued: no permit free, or unread prefetched bytes at half the cache",
-        r.prefetch_skipped,
+        c.prefetch_skipped,
     );
     counter(
         out,
         "scribefs_read_window_resets_total",
         "Non-sequential reads that dropped a prefetch window",
-        r.window_resets,
+        c.window_resets,
     );
     gauge(
         out,
         "scribefs_prefetch_window_peak_bytes",
         "The largest prefetch window any reader reached",
-        r.peak_window_bytes,
+        c.peak_window_bytes,
     );
 }
 
@@ -392,5 +444,39 @@ mod tests {
             "{}",
             registry.summary()
         );
+    }
+
+    struct Fixed(ReadPathCounters);
+
+    impl ReadPathSource for Fixed {
+        fn read_path_counters(&self) -> ReadPathCounters {
+            self.0
+        }
+    }
+
+    #[test]
+    fn registered_read_paths_are_summed_while_they_live() {
+        // Distinctive numbers: other tests of this binary may register real read paths.
+        let counters = ReadPathCounters {
+            cache_hits: 1_000_003,
+            peak_window_bytes: u64::MAX - 1,
+            ..Default::default()
+        };
+        let source: std::sync::Arc<dyn ReadPathSource> = std::sync::Arc::new(Fixed(counters));
+        register_read_path(std::sync::Arc::downgrade(&source));
+        let totals = read_path_totals();
+        assert!(totals.cache_hits >= 1_000_003, "{totals:?}");
+        assert_eq!(
+            totals.peak_window_bytes,
+            u64::MAX - 1,
+            "a maximum, not a sum"
+        );
+        assert!(
+            Registry::default()
+                .render()
+                .contains("scribefs_prefetch_window_peak_bytes 18446744073709551614")
+        );
+        drop(source);
+        assert!(read_path_totals().peak_window_bytes < u64::MAX - 1);
     }
 }
