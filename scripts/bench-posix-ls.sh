@@ -11,7 +11,7 @@ N=${1:-10000}
 PORT=${PORT:-9177}
 WORK=$(mktemp -d)
 trap 'fusermount3 -u "$WORK/mnt" 2>/dev/null || true; kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-cargo build -q --release --bin scribefs --bin scribefs-devserver
+cargo build -q --release --features devserver --bin scribefs --bin scribefs-devserver
 BIN=target/release
 mkdir -p "$WORK/root" "$WORK/mnt"
 

@@ -136,7 +136,7 @@ ensure_rust
 ensure_packages
 ensure_bench_tools
 log "building scribefs and the limit tool (release)..."
-cargo build --release --quiet --bins --example bench_limit
+cargo build --release --quiet --features devserver --bins --example bench_limit
 BIN=$PWD/target/release
 LIMIT=$BIN/examples/bench_limit
 

@@ -36,7 +36,7 @@ command -v rclone >/dev/null || {
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq rclone >/dev/null
 }
-nice -n 10 cargo build --release -q
+nice -n 10 cargo build --release -q --features devserver
 BIN=$PWD/target/release
 
 ACCESS_KEY=benchkey SECRET_KEY=benchsecret

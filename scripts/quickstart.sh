@@ -37,8 +37,8 @@ fi
 
 ensure_rust
 ensure_packages
-echo "building scribefs (release)..." >&2
-cargo build --release --quiet
+echo "building scribefs and its dev server (release)..." >&2
+cargo build --release --quiet --features devserver --bin scribefs --bin scribefs-devserver
 BIN=target/release
 
 mkdir -p "$DEMO_DIR/data"

@@ -13,7 +13,7 @@ writer=${1:-cp}
 ensure_rust
 ensure_packages
 bin=${SCRIBEFS_BIN_DIR:-target/release}
-[ -n "${SCRIBEFS_BIN_DIR:-}" ] || cargo build --release --bins -q
+[ -n "${SCRIBEFS_BIN_DIR:-}" ] || cargo build --release --bins --features devserver -q
 
 work=$(mktemp -d)
 mnt=$work/mnt root=$work/s3

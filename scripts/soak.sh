@@ -28,7 +28,7 @@ ensure_rust
 ensure_packages
 bin=${SCRIBEFS_BIN_DIR:-target/release}
 if [ -z "${SCRIBEFS_BIN_DIR:-}" ]; then
-    cargo build --release --bins -q
+    cargo build --release --bins --features devserver -q
 fi
 
 work=$(mktemp -d)

@@ -8,6 +8,8 @@
 
 pub mod cache;
 pub mod cli;
+// Not needed to mount: built for the quickstart, tests and benchmarks only (Cargo.toml).
+#[cfg(feature = "devserver")]
 pub mod devserver;
 pub mod fs;
 pub mod metrics;

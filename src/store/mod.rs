@@ -4,13 +4,15 @@
 //! - [`s3::S3Store`]: aws-sdk-s3 over HTTP, for real buckets, MinIO and the dev server;
 //! - [`memory::MemoryStore`]: in memory, faithful to S3 key semantics, for fast unit tests;
 //! - [`retry::Retrying`]: a wrapper adding backoff retries and GET-body resumption to any store;
-//! - [`faulty::FaultyStore`]: a wrapper that fails chosen calls, for failure tests.
+//! - `faulty::FaultyStore`: a wrapper that fails chosen calls, for failure tests (unit tests,
+//!   and with the `test-doubles` feature, integration tests; never in a release build).
 //!
 //! Nothing here knows about FUSE or inodes: keys are plain S3 keys.
 
 pub mod checksum;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod faulty;
 pub mod limits;
 pub mod listing;
