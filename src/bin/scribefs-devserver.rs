@@ -136,8 +136,14 @@ fn main() -> ExitCode {
 fn print_stats(listen: SocketAddr, reset: bool) -> Result<(), String> {
     let body = control::control_request(listen, reset)
         .map_err(|e| format!("cannot read stats from {listen}: {e}"))?;
-    println!("{}", String::from_utf8_lossy(&body));
-    Ok(())
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", String::from_utf8_lossy(&body)).and_then(|()| stdout.flush()) {
+        // `stats | head`: the reader had what it wanted (println! would panic).
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the stats: {e}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {

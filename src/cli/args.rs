@@ -73,6 +73,25 @@ pub enum Command {
     /// Incomplete multipart uploads (invisible, but billed until aborted)
     #[command(subcommand)]
     Uploads(UploadsCommand),
+    /// Print a shell completion script (scripts/install.sh installs them), e.g.
+    /// `scribefs completions bash > /usr/share/bash-completion/completions/scribefs`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page of scribefs, or of one command (`scribefs man mount | man -l -`),
+    /// in roff; --out-dir writes every page
+    Man(ManArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// The command whose page to print, e.g. `mount` or `segments ls`
+    pub command: Vec<String>,
+    /// Write the pages of scribefs and of every command (scribefs.1, scribefs-mount.1, ...)
+    /// into DIR instead
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

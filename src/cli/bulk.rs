@@ -110,16 +110,17 @@ pub async fn run(
         Direction::Pull => "pulled",
         Direction::Push => "pushed",
     };
-    println!(
+    // Printed before the verdict, which a closed output must not hide.
+    let printed = super::output::unless_closed(super::output::line(format_args!(
         "{verb} {} files ({} bytes), {} identical skipped, {} failed, in {:.2}s",
         totals.copied,
         totals.copied_bytes,
         totals.skipped,
         totals.failed.len(),
         started.elapsed().as_secs_f64()
-    );
+    )));
     match totals.failed.first() {
-        None => Ok(()),
+        None => printed,
         Some(first) => Err(CliError::Io(format!(
             "{} transfers failed (first: {first}); run the command again to resume",
             totals.failed.len()
@@ -349,6 +350,8 @@ impl Progress {
                 bar.set_message(format!("{what} {}", item.name));
             }
             None => {
+                // Progress only: an output closed or full must not stop the copy, whose
+                // summary and exit status tell how it went.
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{what} {} {}", item.name, item.size);
             }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::CliError;
+use super::output::{stdout_error, unless_closed};
 use crate::segment::entries::{self, EntriesError, SegmentEntries};
 use crate::segment::{SegmentFile, SegmentStore, file_name};
 
@@ -22,7 +23,10 @@ pub async fn cat_jsonl(segments: &SegmentStore, id: u64, bucket: &str) -> Result
     };
     let decoded = decode(id, stored, sidecar).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    quiet_on_broken_pipe(decoded.write_jsonl(&mut out).and_then(|()| out.flush()))
+    decoded
+        .write_jsonl(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
 }
 
 /// The key `find` looks for: the text's bytes, or base64-decoded with `--base64`.
@@ -55,10 +59,10 @@ pub async fn find(segments: &SegmentStore, key: &[u8], parallel: usize) -> Resul
     while let Some(result) = results.next().await {
         match result {
             Ok((id, true)) => {
-                let written = writeln!(out, "{id:016x}").and_then(|()| out.flush());
-                if written.is_err() {
-                    return quiet_on_broken_pipe(written);
-                }
+                // A closed output ends the search: the ids are all it gives.
+                writeln!(out, "{id:016x}")
+                    .and_then(|()| out.flush())
+                    .map_err(stdout_error)?;
             }
             Ok((_, false)) => {}
             Err(e) => {
@@ -116,18 +120,22 @@ pub async fn verify(
     while let Some(result) = results.next().await {
         if let Err(reason) = result {
             bad += 1;
-            writeln!(out, "{reason}")?;
+            // A closed output does not end the check: the exit status must still count the
+            // bad segments past the ones a `| head` showed.
+            unless_closed(writeln!(out, "{reason}").map_err(stdout_error))?;
         }
     }
     if bad > 0 {
-        out.flush()?;
+        unless_closed(out.flush().map_err(stdout_error))?;
         return Err(CliError::Usage(format!(
             "{bad} of {total} segment(s) are bad"
         )));
     }
-    writeln!(out, "ok: {total} segment(s) verified")?;
-    out.flush()?;
-    Ok(())
+    unless_closed(
+        writeln!(out, "ok: {total} segment(s) verified")
+            .and_then(|()| out.flush())
+            .map_err(stdout_error),
+    )
 }
 
 /// Checks one segment; the error is its report line, naming the segment.
@@ -174,12 +182,4 @@ async fn decode(
         .await
         .map_err(|e| CliError::Io(format!("segment {id:016x}: decoding stopped: {e}")))?
         .map_err(|e: EntriesError| e.into())
-}
-
-/// A reader that stopped reading (`| head`) is not an error of ours.
-pub(super) fn quiet_on_broken_pipe(result: std::io::Result<()>) -> Result<(), CliError> {
-    match result {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
 }

@@ -7,12 +7,14 @@ pub mod args;
 pub mod bounds;
 mod bulk;
 pub mod config;
+mod generate;
 mod layers;
 mod ledger;
 pub mod logging;
 mod mount;
 mod notify;
 pub mod options;
+mod output;
 mod segments;
 mod uploads;
 
@@ -41,6 +43,9 @@ pub enum CliError {
     Io(String),
     #[error("{0}")]
     Segment(#[from] crate::segment::entries::EntriesError),
+    /// The reader of our standard output went away (`| head`): not reported (see `output`).
+    #[error("standard output closed")]
+    StdoutClosed,
 }
 
 impl From<std::io::Error> for CliError {
@@ -67,6 +72,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(result) = generate::run(&cli.command) {
+        return match result {
+            Ok(()) | Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
+            Err(CliError::Usage(line)) => usage_error(&line),
+            Err(e) => fail(&e),
+        };
+    }
     if let Err(line) = init_logging(&cli) {
         return usage_error(&line);
     }
@@ -87,7 +99,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli, config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) | Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }
@@ -153,9 +165,10 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
     // A segments command reports its failure itself, in one line; retry warnings on the same
     // stderr would make that several. A mount's log keeps them, and its mount/unmount lines.
     let (default, target) = match &cli.command {
-        Command::Segments(_) | Command::Uploads(_) => {
-            ("error,scribefs::cli::config=warn", logging::Target::Stderr)
-        }
+        Command::Segments(_)
+        | Command::Uploads(_)
+        | Command::Completions { .. }
+        | Command::Man(_) => ("error,scribefs::cli::config=warn", logging::Target::Stderr),
         Command::Mount(args) => {
             // A background child without --log-file has nowhere else to report to.
             let background = args.foreground && mount::is_background_child();
@@ -188,6 +201,8 @@ async fn run(cli: Cli, config: S3Config) -> Result<(), CliError> {
         Command::Segments(command) => segments::run(command, &config).await,
         Command::Uploads(command) => uploads::run(command, &config).await,
         Command::Mount(args) => mount::run(*args, config).await,
+        // Answered by `main` before a configuration was needed (`generate::run`).
+        Command::Completions { .. } | Command::Man(_) => Ok(()),
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use futures::StreamExt;
 
 use super::args::{CatFormat, SegmentsCommand};
+use super::output::{self, stdout_error};
 use super::{CliError, connect, ledger};
 use crate::segment::{SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
@@ -19,9 +20,9 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             let ids = segments.list_segments().await?;
             let mut out = std::io::stdout().lock();
             for id in ids {
-                writeln!(out, "{id:016x}").map_err(|e| CliError::Io(e.to_string()))?;
+                writeln!(out, "{id:016x}").map_err(stdout_error)?;
             }
-            out.flush().map_err(|e| CliError::Io(e.to_string()))
+            out.flush().map_err(stdout_error)
         }
         SegmentsCommand::Get { id, file } => {
             let id = id_arg(&id)?;
@@ -42,8 +43,10 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
         SegmentsCommand::Health => {
             segments.health_check().await?;
             let endpoint = config.endpoint.as_deref().unwrap_or("AWS");
-            println!("ok: bucket {} reachable at {endpoint}", config.bucket);
-            Ok(())
+            output::line(format_args!(
+                "ok: bucket {} reachable at {endpoint}",
+                config.bucket
+            ))
         }
         SegmentsCommand::Cat { id, format } => match format {
             CatFormat::Raw => download(store.as_ref(), id_arg(&id)?, &config.bucket, None).await,
@@ -96,7 +99,7 @@ async fn download(
                 break;
             }
         }
-        return ledger::quiet_on_broken_pipe(written.and_then(|()| out.flush()));
+        return written.and_then(|()| out.flush()).map_err(stdout_error);
     };
     let tmp = path.with_extension("scribefs-partial");
     let cannot_write =

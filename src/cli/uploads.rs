@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::SystemTime;
 
 use super::args::{UploadsCommand, UploadsFilter};
+use super::output::{self, stdout_error};
 use super::{CliError, connect};
 use crate::store::config::S3Config;
 use crate::store::{ObjectStore, PendingUpload};
@@ -16,15 +17,19 @@ pub async fn run(command: UploadsCommand, config: &S3Config) -> Result<(), CliEr
         UploadsCommand::Ls(filter) => {
             let mut out = std::io::stdout().lock();
             for upload in select(store.as_ref(), &filter).await? {
-                writeln!(out, "{}", line(&upload)).map_err(|e| CliError::Io(e.to_string()))?;
+                writeln!(out, "{}", line(&upload)).map_err(stdout_error)?;
             }
-            out.flush().map_err(|e| CliError::Io(e.to_string()))
+            out.flush().map_err(stdout_error)
         }
         UploadsCommand::Abort(filter) => {
             let mut failed = 0usize;
             for upload in select(store.as_ref(), &filter).await? {
                 match store.abort_multipart(&upload.key, &upload.upload_id).await {
-                    Ok(()) => println!("aborted {}", line(&upload)),
+                    // Aborting goes on when nobody reads what was aborted any more.
+                    Ok(()) => output::unless_closed(output::line(format_args!(
+                        "aborted {}",
+                        line(&upload)
+                    )))?,
                     // Completed or aborted by someone else since the listing: nothing left.
                     Err(e) if e.is_not_found() => {}
                     Err(e) => {
