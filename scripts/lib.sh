@@ -4,34 +4,57 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Debian packages scribefs needs to mount (fuse3) and its tests use (rsync, tar, s3fs for the
-# interoperability test, setpriv and unshare from util-linux, pgrep from procps...).
-ensure_packages() {
+# Installs, in one apt-get run, the Debian package of each command that is missing; the
+# arguments are pairs: install_missing fusermount3 fuse3 rsync rsync ...
+install_missing() {
     local missing=()
-    command -v fusermount3 >/dev/null || missing+=(fuse3)
-    command -v rsync >/dev/null || missing+=(rsync)
-    command -v s3fs >/dev/null || missing+=(s3fs)
-    command -v setpriv >/dev/null || missing+=(util-linux)
-    command -v pgrep >/dev/null || missing+=(procps)
-    command -v curl >/dev/null || missing+=(curl)
-    command -v openssl >/dev/null || missing+=(openssl)
-    command -v python3 >/dev/null || missing+=(python3 python3-pip)
+    while [ "$#" -ge 2 ]; do
+        command -v "$1" >/dev/null || missing+=("$2")
+        shift 2
+    done
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "scribefs: installing ${missing[*]}" >&2
         as_root apt-get update -qq
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+}
+
+# What a mount needs, and nothing else (scripts/install.sh on a production host): fuse3 for
+# fusermount3 and mount.fuse3, and the fuse module.
+ensure_mount_packages() {
+    install_missing fusermount3 fuse3
     if [ ! -e /dev/fuse ]; then
         as_root modprobe fuse 2>/dev/null || true
     fi
 }
 
-# moto: an independent S3 implementation the integration suite also runs against.
+# What the quickstart, the tests, the soak and the benchmarks use besides: rsync, s3fs for the
+# interoperability test, setpriv and unshare from util-linux, pgrep from procps, curl,
+# openssl for the TLS tests, python3 with pip (moto, free ports, the TLS proxy).
+ensure_packages() {
+    ensure_mount_packages
+    install_missing rsync rsync s3fs s3fs setpriv util-linux pgrep procps curl curl \
+        openssl openssl python3 python3
+    # pip on its own: a python3 without it (Debian's python3 package has none) cannot
+    # install moto.
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        echo "scribefs: installing python3-pip" >&2
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-pip >/dev/null
+    fi
+}
+
+# moto: an independent S3 implementation the integration suite also runs against. Pinned:
+# tests/common/moto.rs patches a private class of moto's (its S3 serializer), which another
+# version may not have.
+MOTO_VERSION=5.2.1
 ensure_moto() {
-    if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
-        echo "scribefs: installing moto[server]" >&2
-        python3 -m pip install -q 'moto[server]' 2>/dev/null ||
-            python3 -m pip install -q --break-system-packages 'moto[server]'
+    local have
+    have=$(python3 -c 'import moto.server, flask; print(moto.__version__)' 2>/dev/null || true)
+    if [ "$have" != "$MOTO_VERSION" ]; then
+        echo "scribefs: installing moto[server]==$MOTO_VERSION${have:+ (have $have)}" >&2
+        python3 -m pip install -q "moto[server]==$MOTO_VERSION" 2>/dev/null ||
+            python3 -m pip install -q --break-system-packages "moto[server]==$MOTO_VERSION"
     fi
 }
 
