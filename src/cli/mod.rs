@@ -8,7 +8,7 @@ pub mod bounds;
 mod bulk;
 pub mod config;
 mod generate;
-mod layers;
+pub mod layers;
 mod ledger;
 pub mod logging;
 mod mount;
