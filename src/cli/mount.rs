@@ -184,7 +184,7 @@ fn redacted(config: &S3Config) -> String {
          timeout_secs={} max_retries={}",
         config.bucket,
         config.endpoint.as_deref().unwrap_or("AWS S3"),
-        config.region,
+        config.region.as_deref().unwrap_or("(the bucket's own)"),
         config.path_style,
         config.pool_size,
         config.timeout_secs,
@@ -309,7 +309,9 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
                 config.bucket
             )
         }
-        StoreError::UntrustedCertificate { .. } => error.root().to_string(),
+        StoreError::UntrustedCertificate { .. } | StoreError::Credentials(_) => {
+            error.root().to_string()
+        }
         StoreError::Connection(_) | StoreError::Timeout(_) => {
             format!("cannot reach the S3 endpoint {endpoint}: {error}")
         }
@@ -377,6 +379,7 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.dir_mode = args.dir_mode;
     config.file_mode = args.file_mode;
     config.metadata_ttl = args.metadata_ttl.0;
+    config.negative_metadata_ttl = args.negative_metadata_ttl.map(|ttl| ttl.0);
     config.cache_bytes = mib_bytes("--cache-size-mib", args.cache_size_mib)?;
     config.block_size = args.block_size;
     config.part_size = args.part_size;
@@ -442,6 +445,13 @@ fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
         config.acl = SessionACL::All;
     } else if args.allow_root {
         config.acl = SessionACL::RootAndOwner;
+    }
+    if args.auto_unmount {
+        config.mount_options.push(MountOption::AutoUnmount);
+        // fusermount3 hands auto_unmount only to mounts that let root in (fuser checks).
+        if config.acl == SessionACL::Owner {
+            config.acl = SessionACL::RootAndOwner;
+        }
     }
     // Other users must meet the stored modes: the kernel checks them against our attributes.
     if (args.allow_other || args.default_permissions)

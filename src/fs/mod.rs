@@ -72,6 +72,9 @@ pub struct FsConfig {
     pub file_mode: u16,
     /// How long metadata (attributes, listings, negative lookups) is trusted; `None` = for ever.
     pub metadata_ttl: Option<Duration>,
+    /// How long a name found missing stays missing without a request: `None` = as long as
+    /// `metadata_ttl`; `Some(None)` = for ever.
+    pub negative_metadata_ttl: Option<Option<Duration>>,
     pub cache_bytes: u64,
     pub block_size: u64,
     pub part_size: u64,
@@ -109,6 +112,7 @@ impl FsConfig {
             dir_mode: 0o755,
             file_mode: 0o644,
             metadata_ttl: Some(Duration::from_secs(1)),
+            negative_metadata_ttl: None,
             cache_bytes: 256 << 20,
             block_size: 1 << 20,
             part_size: crate::upload::UploadConfig::DEFAULT_PART_SIZE,
@@ -168,11 +172,14 @@ impl Fs {
             reader_config,
         );
         Arc::new_cyclic(|this| Fs {
-            namespace: Mutex::new(Namespace::new(
-                &config.layout.root_prefix,
-                config.metadata_ttl,
-                config.clock.clone(),
-            )),
+            namespace: Mutex::new(
+                Namespace::new(
+                    &config.layout.root_prefix,
+                    config.metadata_ttl,
+                    config.clock.clone(),
+                )
+                .with_miss_ttl(config.negative_metadata_ttl.unwrap_or(config.metadata_ttl)),
+            ),
             listing_gates: Gates::default(),
             metadata_gates: Gates::default(),
             store,

@@ -18,11 +18,12 @@
 
 mod encoding;
 mod errors;
+mod headers;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -33,7 +34,9 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
-use aws_sdk_s3::types::{CompletedMultipartUpload, EncodingType, MetadataDirective};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, EncodingType, MetadataDirective, ServerSideEncryption, StorageClass,
+};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use md5::{Digest, Md5};
@@ -42,7 +45,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
 use super::checksum::{content_md5, etag_md5, hex};
-use super::config::S3Config;
+use super::config::{DEFAULT_REGION, RequestOptions, S3Config};
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
     ObjectMeta, ObjectStore, ObjectSummary, PendingUpload, PutOptions, PutOutput, StoreError,
@@ -58,43 +61,67 @@ pub const MAX_VERIFIED_BODY: u64 = 16 << 20;
 const MAX_CONFLICT_PROBES: usize = 16;
 
 pub struct S3Store {
-    client: aws_sdk_s3::Client,
+    /// The client and the region it signs for. Replaced once when a bucket whose region was
+    /// not given answers that it lives in another one.
+    target: RwLock<Arc<Target>>,
+    /// The region came from the user (flag, environment, file): it is never changed.
+    region_given: bool,
     bucket: String,
-    /// The server as the user knows it, for error messages.
-    endpoint: String,
-    region: String,
+    /// What supplies the credentials, for the message when they cannot be had.
+    credentials: String,
     timeout: Duration,
     permits: Arc<Semaphore>,
     check_etag_md5: bool,
+    requests: RequestOptions,
+}
+
+/// Where requests go: the client, its region, and the server as the user knows it.
+struct Target {
+    client: aws_sdk_s3::Client,
+    region: String,
+    endpoint: String,
 }
 
 impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = self.target();
         f.debug_struct("S3Store")
             .field("bucket", &self.bucket)
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
+            .field("endpoint", &target.endpoint)
+            .field("region", &target.region)
             .finish_non_exhaustive()
     }
 }
 
 impl S3Store {
-    /// Builds a client; nothing is sent yet (call [`ObjectStore::head_bucket`] to check access).
-    /// Static keys are used when given, else the AWS default chain (environment, profile,
-    /// instance metadata).
+    /// Builds a client; nothing is sent yet (call [`ObjectStore::head_bucket`] to check access,
+    /// which also finds the bucket's region when none was given). Static keys are used when
+    /// given, else the AWS default chain: environment, profile files (static keys,
+    /// `credential_process`, SSO, assumed roles), web identity, ECS and instance metadata.
     pub async fn new(config: &S3Config) -> StoreResult<S3Store> {
         config.validate()?;
         let timeout = Duration::from_secs(config.timeout_secs);
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()));
+        let profile = config
+            .profile
+            .clone()
+            .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
+        let region = match &config.region {
+            Some(region) => region.clone(),
+            None => profile_region(profile.as_deref())
+                .await
+                .unwrap_or_else(|| DEFAULT_REGION.to_string()),
+        };
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.clone()));
         if let Some(client) = tls::client_from_env()? {
             loader = loader.http_client(client);
         }
         if let Some(profile) = &config.profile {
             loader = loader.profile_name(profile);
         }
-        if config.no_sign_request {
+        let credentials = if config.no_sign_request {
             loader = loader.no_credentials();
+            "none (unsigned requests)".to_string()
         } else if let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key)
         {
             loader = loader.credentials_provider(Credentials::new(
@@ -104,7 +131,13 @@ impl S3Store {
                 None,
                 "scribefs-config",
             ));
-        }
+            format!("the configured access key {key}")
+        } else {
+            match &profile {
+                Some(profile) => format!("profile {profile:?}"),
+                None => "the AWS default chain (environment, ~/.aws files, web identity, ECS, instance metadata)".to_string(),
+            }
+        };
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.path_style)
@@ -119,22 +152,25 @@ impl S3Store {
             // reject the flexible-checksum headers the SDK adds by default, and a full-object
             // checksum sent with a ranged GET would fail validation.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .interceptor(headers::BucketHeaders::new(&config.requests));
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint.clone());
         }
-        let endpoint = config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
-        Ok(S3Store {
+        let target = Target {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
+            endpoint: endpoint_name(config.endpoint.as_deref(), &region),
+            region,
+        };
+        Ok(S3Store {
+            target: RwLock::new(Arc::new(target)),
+            region_given: config.region.is_some(),
             bucket: config.bucket.clone(),
-            endpoint,
-            region: config.region.clone(),
+            credentials,
             timeout,
             permits: Arc::new(Semaphore::new(config.pool_size)),
             check_etag_md5: config.check_etag_md5,
+            requests: config.requests.clone(),
         })
     }
 
@@ -142,13 +178,48 @@ impl S3Store {
         &self.bucket
     }
 
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    pub fn endpoint(&self) -> String {
+        self.target().endpoint.clone()
+    }
+
+    /// The region requests are signed for (the bucket's, once a HeadBucket has found it).
+    pub fn region(&self) -> String {
+        self.target().region.clone()
     }
 
     /// The SDK client, for callers (tests, tools) that need a call the trait does not offer.
-    pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        self.target().client.clone()
+    }
+
+    fn target(&self) -> Arc<Target> {
+        // A poisoned lock still holds a whole Arc: writers only swap it.
+        Arc::clone(&self.target.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Signs for `region` from now on: a bucket whose region was not given told us its own.
+    fn move_to_region(&self, region: &str) {
+        let mut target = self.target.write().unwrap_or_else(|e| e.into_inner());
+        if target.region == region {
+            return;
+        }
+        tracing::info!(bucket = %self.bucket, from = %target.region, to = region, "the bucket is in another region: signing for its own");
+        let config = target
+            .client
+            .config()
+            .to_builder()
+            .region(Region::new(region.to_string()))
+            .build();
+        let endpoint = if target.endpoint.ends_with(".amazonaws.com") {
+            endpoint_name(None, region)
+        } else {
+            target.endpoint.clone()
+        };
+        *target = Arc::new(Target {
+            client: aws_sdk_s3::Client::from_conf(config),
+            region: region.to_string(),
+            endpoint,
+        });
     }
 
     async fn permit(&self) -> StoreResult<OwnedSemaphorePermit> {
@@ -159,23 +230,30 @@ impl S3Store {
             .map_err(|_| StoreError::Storage("connection pool closed".into()))
     }
 
-    fn context<'a>(&'a self, op: &'static str, key: &'a str) -> CallContext<'a> {
-        CallContext {
-            op,
-            key,
-            bucket: &self.bucket,
-            endpoint: &self.endpoint,
-            region: &self.region,
-            timeout: self.timeout,
-        }
-    }
-
     fn error<E, R>(&self, op: &'static str, key: &str, err: SdkError<E, R>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + HasStatus,
+        R: std::fmt::Debug + HasStatus + 'static,
     {
-        from_sdk_error(err, &self.context(op, key))
+        if !self.region_given
+            && let Some(region) = errors::bucket_region(&err)
+            && region != self.target().region
+        {
+            self.move_to_region(&region);
+            return StoreError::RegionMoved(region);
+        }
+        let target = self.target();
+        let context = CallContext {
+            op,
+            key,
+            bucket: &self.bucket,
+            endpoint: &target.endpoint,
+            region: &target.region,
+            region_given: self.region_given,
+            credentials: &self.credentials,
+            timeout: self.timeout,
+        };
+        from_sdk_error(err, &context)
     }
 
     /// The ETag of a successful write. Some servers (file-backed ones, for `dir/` markers) answer
@@ -256,9 +334,44 @@ impl S3Store {
     fn missing(&self, op: &'static str, key: &str, what: &str) -> StoreError {
         StoreError::Storage(format!(
             "{op} {key:?} on bucket {:?} at {}: the answer carried no {what}",
-            self.bucket, self.endpoint
+            self.bucket,
+            self.target().endpoint
         ))
     }
+}
+
+impl S3Store {
+    fn sse(&self) -> Option<ServerSideEncryption> {
+        self.requests.sse.as_deref().map(ServerSideEncryption::from)
+    }
+
+    fn storage_class(&self) -> Option<StorageClass> {
+        self.requests
+            .storage_class
+            .as_deref()
+            .map(StorageClass::from)
+    }
+}
+
+/// The server as messages name it: the endpoint given, or AWS's regional one.
+fn endpoint_name(endpoint: Option<&str>, region: &str) -> String {
+    match endpoint {
+        Some(endpoint) => endpoint.to_string(),
+        None => format!("https://s3.{region}.amazonaws.com"),
+    }
+}
+
+/// The `region` of the profile in use (`~/.aws/config`, or `AWS_CONFIG_FILE`), read from the
+/// files only: the SDK's full region chain would also ask instance metadata, which costs
+/// seconds of timeouts on any machine outside EC2.
+async fn profile_region(profile: Option<&str>) -> Option<String> {
+    let mut provider = aws_config::profile::ProfileFileRegionProvider::builder();
+    if let Some(profile) = profile {
+        provider = provider.profile_name(profile);
+    }
+    use aws_config::meta::region::ProvideRegion;
+    let region = provider.build().region().await?;
+    Some(region.as_ref().to_string())
 }
 
 /// `Range: bytes=a-b` with an inclusive end, from a half-open range.
@@ -382,7 +495,7 @@ impl ObjectStore for S3Store {
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .head_object()
             .bucket(&self.bucket)
             .key(key)
@@ -411,7 +524,7 @@ impl ObjectStore for S3Store {
             .transpose()?;
         let permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .get_object()
             .bucket(&self.bucket)
             .key(key)
@@ -437,7 +550,7 @@ impl ObjectStore for S3Store {
             metadata: user_metadata(output.metadata()),
             content_type: output.content_type().map(str::to_string),
         };
-        let what = format!("GET {key:?} from {}", self.endpoint);
+        let what = format!("GET {key:?} from {}", self.target().endpoint);
         let whole = range == (0..size) && size <= MAX_VERIFIED_BODY;
         let digest = (self.check_etag_md5 && whole)
             .then(|| etag_md5(&meta.etag))
@@ -469,7 +582,7 @@ impl ObjectStore for S3Store {
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -478,6 +591,9 @@ impl ObjectStore for S3Store {
             .set_metadata(sdk_metadata(options.metadata))
             .set_content_type(options.content_type)
             .set_if_none_match(options.if_none_match.then(|| "*".to_string()))
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.requests.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class())
             .customize()
             .disable_payload_signing()
             .send()
@@ -494,12 +610,15 @@ impl ObjectStore for S3Store {
     async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .set_metadata(sdk_metadata(options.metadata))
             .set_content_type(options.content_type)
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.requests.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class())
             .send()
             .await
             .map_err(|e| {
@@ -529,7 +648,7 @@ impl ObjectStore for S3Store {
             .map_err(|_| StoreError::InvalidRequest(format!("part number {part_number}")))?;
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .upload_part()
             .bucket(&self.bucket)
             .key(key)
@@ -575,7 +694,7 @@ impl ObjectStore for S3Store {
             .build();
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -604,7 +723,7 @@ impl ObjectStore for S3Store {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
         let _permit = self.permit().await?;
-        self.client
+        self.client()
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -622,11 +741,15 @@ impl ObjectStore for S3Store {
         metadata: CopyMetadata,
     ) -> StoreResult<PutOutput> {
         let mut request = self
-            .client
+            .client()
             .copy_object()
             .bucket(&self.bucket)
             .key(dest_key)
-            .copy_source(encode_copy_source(&self.bucket, source_key));
+            .copy_source(encode_copy_source(&self.bucket, source_key))
+            // A copy is a new object: without these it would lose the mount's encryption.
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.requests.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class());
         let replacement = match metadata {
             CopyMetadata::Keep => None,
             CopyMetadata::Replace(metadata) => {
@@ -634,7 +757,7 @@ impl ObjectStore for S3Store {
                 // source version so type and data come from the same object.
                 let source = {
                     let _permit = self.permit().await?;
-                    self.client
+                    self.client()
                         .head_object()
                         .bucket(&self.bucket)
                         .key(source_key)
@@ -681,7 +804,7 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         let _permit = self.permit().await?;
-        self.client
+        self.client()
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
@@ -697,7 +820,7 @@ impl ObjectStore for S3Store {
             .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
         let output = {
             let _permit = self.permit().await?;
-            self.client
+            self.client()
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(&request.prefix)
@@ -758,7 +881,7 @@ impl ObjectStore for S3Store {
         loop {
             let output = {
                 let _permit = self.permit().await?;
-                self.client
+                self.client()
                     .list_multipart_uploads()
                     .bucket(&self.bucket)
                     .prefix(prefix)
@@ -804,14 +927,32 @@ impl ObjectStore for S3Store {
         Ok(uploads)
     }
 
+    /// Also finds the bucket's region when none was given: a bucket asked in the wrong region
+    /// answers with its own in `x-amz-bucket-region` (301 or 400); [`Self::error`] then signs
+    /// for that region, and the question is asked there at once (any other call is sent again
+    /// by `Retrying`).
     async fn head_bucket(&self) -> StoreResult<()> {
         let _permit = self.permit().await?;
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(err) => match self.error("HeadBucket", "", err) {
-                StoreError::NotFound(_) => Err(StoreError::NoSuchBucket(self.bucket.clone())),
-                other => Err(other),
-            },
+        let mut moved = false;
+        loop {
+            let err = match self
+                .client()
+                .head_bucket()
+                .bucket(&self.bucket)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(err) => self.error("HeadBucket", "", err),
+            };
+            return Err(match err {
+                StoreError::RegionMoved(_) if !moved => {
+                    moved = true;
+                    continue;
+                }
+                StoreError::NotFound(_) => StoreError::NoSuchBucket(self.bucket.clone()),
+                other => other,
+            });
         }
     }
 }
