@@ -484,3 +484,38 @@ fn debug_logs_at_debug_level() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("DEBUG"), "{}", stderr(&output));
 }
+
+/// `--max-memory-target` below the cache plus one upload's parts is one line naming it, before
+/// anything is sent; one that fits mounts, and several large writes at once share it.
+#[test]
+fn max_memory_target_bounds_the_uploads_together() {
+    let server = Server::start(&[BUCKET]);
+    let dir = tempfile::tempdir().unwrap();
+    let refused = scribefs(&server)
+        .args(["mount", BUCKET])
+        .arg(dir.path())
+        .args(["--max-memory-target", "100"])
+        .output()
+        .unwrap();
+    let line = one_error_line(&refused);
+    assert!(line.contains("--max-memory-target 100"), "{line}");
+    assert_eq!(server.stats().total(), 0, "{:?}", server.stats());
+
+    let mount = PlainMount::with(
+        scribefs(&server),
+        BUCKET,
+        &[
+            "--max-memory-target",
+            "120",
+            "--cache-size-mib",
+            "64",
+            "--part-size",
+            "5M",
+        ],
+    );
+    mount.sh_ok(
+        "for i in 1 2 3; do head -c 24000000 /dev/urandom > src$i; done && \
+         for i in 1 2 3; do cp src$i copy$i & done; wait && \
+         for i in 1 2 3; do cmp src$i copy$i; done",
+    );
+}

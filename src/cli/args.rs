@@ -286,6 +286,18 @@ pub struct MountArgs {
         help_heading = "Caching"
     )]
     pub cache_size_mib: u64,
+    /// Memory the mount may use for its block cache and upload buffers together, in MiB: the
+    /// cache keeps --cache-size-mib, all uploads share the rest for parts being sent (writers
+    /// wait for memory instead of adding up); at least the cache plus one upload's (parts in
+    /// flight + 1) x part size [default: each upload bounded alone]
+    #[arg(
+        long,
+        value_name = "MIB",
+        value_parser = bounds::CACHE_SIZE_MIB.parser::<u64>(),
+        allow_hyphen_values = true,
+        help_heading = "Caching"
+    )]
+    pub max_memory_target: Option<u64>,
     /// Keep blocks read from S3 in this directory too (a disk tier below the memory cache, kept
     /// across remounts; one mount per directory)
     #[arg(long, value_name = "DIR", help_heading = "Caching")]

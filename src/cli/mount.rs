@@ -28,6 +28,8 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
     config
         .validate()
         .map_err(|e| CliError::Config(e.to_string()))?;
+    // Options that contradict each other fail before anything is sent or forked.
+    fs_config(&args)?;
     // Checked first: a stat of a dead mount point fails, which would read as "not a directory".
     if is_mount_point(&args.dir) {
         if !connection_is_gone(&args.dir).await {
@@ -383,6 +385,9 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.cache_bytes = mib_bytes("--cache-size-mib", args.cache_size_mib)?;
     config.block_size = args.block_size;
     config.part_size = args.part_size;
+    if let Some(target) = args.max_memory_target {
+        config.write_budget_bytes = Some(write_budget(target, &config)?);
+    }
     config.allow_overwrite = args.allow_overwrite;
     config.list_entries = args.list_entries;
     config.rename_dir_limit = args.rename_dir_limit;
@@ -398,6 +403,23 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("scribefs-staging"));
     Ok(config)
+}
+
+/// What `--max-memory-target` leaves the uploads once the block cache has its share; refused
+/// when that cannot hold one upload's parts, which would make every large write crawl.
+fn write_budget(target_mib: u64, config: &FsConfig) -> Result<u64, CliError> {
+    let target = mib_bytes("--max-memory-target", target_mib)?;
+    let one_upload = (config.max_parts_in_flight as u64 + 1) * config.part_size;
+    let needed = config.cache_bytes + one_upload;
+    if target < needed {
+        return Err(CliError::Usage(format!(
+            "--max-memory-target {target_mib} is below the {} MiB block cache plus one upload's {} MiB of parts ({} MiB): raise it, or lower --cache-size-mib or --part-size",
+            config.cache_bytes >> 20,
+            one_upload >> 20,
+            needed.div_ceil(1 << 20)
+        )));
+    }
+    Ok(target - config.cache_bytes)
 }
 
 /// A MiB option in bytes. Its bound keeps it far below u64::MAX; checked all the same, so that a
