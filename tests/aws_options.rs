@@ -1,9 +1,10 @@
 //! What AWS users set up, against the dev server over HTTP and real mounts: credentials from a
-//! `credential_process` profile (and a failing one named as a credentials problem), a bucket in
+//! `credential_process` profile (and a failing one named as a credentials problem) and from web
+//! identity through an STS stub, a bucket in
 //! another region found without `--region`, the request options (encryption, storage class,
 //! requester pays, expected owner, User-Agent prefix) checked on the headers the server
 //! received in each of their four spellings, `--auto-unmount` after a `kill -9`,
-//! `--negative-metadata-ttl` and `--debug`.
+//! `--negative-metadata-ttl`, `--max-memory-target` and `--debug`.
 
 mod common;
 
@@ -517,5 +518,56 @@ fn max_memory_target_bounds_the_uploads_together() {
         "for i in 1 2 3; do head -c 24000000 /dev/urandom > src$i; done && \
          for i in 1 2 3; do cp src$i copy$i & done; wait && \
          for i in 1 2 3; do cmp src$i copy$i; done",
+    );
+}
+
+/// Web identity (EKS's IRSA): a token file and a role; STS, here a stub on loopback, trades
+/// them for keys with a session token, which the mount then signs with.
+#[test]
+fn web_identity_credentials_come_from_sts() {
+    let server = Server::start(&[BUCKET]);
+    let sts_answer = format!(
+        "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+         <AssumeRoleWithWebIdentityResult><Credentials>\
+         <AccessKeyId>{ACCESS_KEY}</AccessKeyId><SecretAccessKey>{SECRET_KEY}</SecretAccessKey>\
+         <SessionToken>session-token</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration>\
+         </Credentials><AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/ledger/s</Arn>\
+         <AssumedRoleUserId>AROAEXAMPLE:s</AssumedRoleUserId></AssumedRoleUser>\
+         </AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>1</RequestId>\
+         </ResponseMetadata></AssumeRoleWithWebIdentityResponse>"
+    );
+    let sts = server
+        .runtime
+        .block_on(common::tiny_server::TinyServer::start(
+            sts_answer.into_bytes(),
+            Duration::ZERO,
+        ));
+    let home = tempfile::tempdir().unwrap();
+    let token = home.path().join("token");
+    write_file(&token, "eyJ.web.identity", 0o600);
+    server.reset_stats();
+    let output = aws_user(&server, home.path())
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+        .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ledger")
+        .env("AWS_ROLE_SESSION_NAME", "s")
+        .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
+        .args([
+            "--region",
+            "us-east-1",
+            "--bucket",
+            BUCKET,
+            "segments",
+            "health",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(sts.requests(), 1);
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("x-amz-security-token") == Some("session-token")),
+        "{requests:?}"
     );
 }
