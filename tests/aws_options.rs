@@ -1,6 +1,6 @@
 //! What AWS users set up, against the dev server over HTTP and real mounts: credentials from a
 //! `credential_process` profile (and a failing one named as a credentials problem) and from web
-//! identity through an STS stub, a bucket in
+//! identity through an STS stub and an SSO profile through a portal stub, a bucket in
 //! another region found without `--region`, the request options (encryption, storage class,
 //! requester pays, expected owner, User-Agent prefix) checked on the headers the server
 //! received in each of their four spellings, `--auto-unmount` after a `kill -9`,
@@ -569,5 +569,62 @@ fn web_identity_credentials_come_from_sts() {
             .iter()
             .all(|r| r.header("x-amz-security-token") == Some("session-token")),
         "{requests:?}"
+    );
+}
+
+/// An IAM Identity Center (SSO) profile after `aws sso login`: the cached token is traded at
+/// the SSO portal, here a stub on loopback, for the role's keys.
+#[test]
+fn sso_profiles_trade_the_cached_token_for_keys() {
+    let server = Server::start(&[BUCKET]);
+    let portal_answer = format!(
+        "{{\"roleCredentials\": {{\"accessKeyId\": \"{ACCESS_KEY}\", \"secretAccessKey\": \"{SECRET_KEY}\", \
+         \"sessionToken\": \"sso-session\", \"expiration\": 4102444800000}}}}"
+    );
+    let portal = server
+        .runtime
+        .block_on(common::tiny_server::TinyServer::start(
+            portal_answer.into_bytes(),
+            Duration::ZERO,
+        ));
+    let home = tempfile::tempdir().unwrap();
+    let start_url = "https://ledger.awsapps.com/start";
+    write_file(
+        &home.path().join(".aws/config"),
+        &format!(
+            "[profile sso]\nsso_start_url = {start_url}\nsso_region = us-east-1\n\
+             sso_account_id = 123456789012\nsso_role_name = ledger\nregion = us-east-1\n"
+        ),
+        0o600,
+    );
+    // `aws sso login` caches the token under the SHA-1 of the start URL.
+    let sha1 = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{start_url}' | sha1sum | cut -d' ' -f1"))
+        .output()
+        .unwrap();
+    let name = String::from_utf8_lossy(&sha1.stdout).trim().to_string();
+    write_file(
+        &home.path().join(format!(".aws/sso/cache/{name}.json")),
+        &format!(
+            "{{\"accessToken\": \"cached-token\", \"expiresAt\": \"2099-01-01T00:00:00Z\", \
+             \"region\": \"us-east-1\", \"startUrl\": \"{start_url}\"}}"
+        ),
+        0o600,
+    );
+    let output = aws_user(&server, home.path())
+        .env("AWS_ENDPOINT_URL_SSO", &portal.endpoint)
+        .args(["--profile", "sso", "--bucket", BUCKET, "segments", "health"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(portal.requests(), 1);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.header("x-amz-security-token") == Some("sso-session")),
+        "{:?}",
+        server.requests()
     );
 }
