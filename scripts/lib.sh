@@ -26,12 +26,13 @@ ensure_packages() {
     fi
 }
 
-# moto: an independent S3 implementation the integration suite also runs against.
+# moto: an independent S3 implementation the integration suite also runs against. crc32c:
+# without it moto computes CRC32 where CRC32C is asked, and cannot check our upload checksums.
 ensure_moto() {
-    if ! python3 -c 'import moto.server, flask' 2>/dev/null; then
-        echo "scribefs: installing moto[server]" >&2
-        python3 -m pip install -q 'moto[server]' 2>/dev/null ||
-            python3 -m pip install -q --break-system-packages 'moto[server]'
+    if ! python3 -c 'import moto.server, flask, crc32c' 2>/dev/null; then
+        echo "scribefs: installing moto[server] and crc32c" >&2
+        python3 -m pip install -q 'moto[server]' crc32c 2>/dev/null ||
+            python3 -m pip install -q --break-system-packages 'moto[server]' crc32c
     fi
 }
 

@@ -88,6 +88,18 @@ pub struct ConnectionArgs {
     /// Refuse (403) a bucket that another AWS account (12 digits) owns
     #[arg(long, global = true, value_name = "ACCOUNT", value_parser = parse_account_id, help_heading = "AWS")]
     pub expected_bucket_owner: Option<String>,
+    /// Checksum each upload carries, checked by the server before it stores: crc32c (cheap;
+    /// AWS and current S3-compatible servers), md5 (Content-MD5, for servers without flexible
+    /// checksums) or off
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "ALGORITHM",
+        default_value = "crc32c",
+        help_heading = "AWS"
+    )]
+    pub upload_checksums: UploadChecksumsArg,
     /// Text put before the User-Agent of every request, to find this mount's requests in logs
     #[arg(long, global = true, value_name = "TEXT", value_parser = parse_user_agent_prefix, help_heading = "AWS")]
     pub user_agent_prefix: Option<String>,
@@ -353,6 +365,14 @@ pub struct MountArgs {
     /// Options, comma separated: every --flag as flag or flag=value (cache_size_mib=64,read_only), FUSE's (allow_other, default_permissions, nodev, ...), and mount(8)'s (_netdev, nofail, x-systemd.*, ...), which are ignored
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UploadChecksumsArg {
+    #[default]
+    Crc32c,
+    Md5,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

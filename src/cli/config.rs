@@ -7,8 +7,9 @@ use serde::Deserialize;
 
 use super::CliError;
 use super::args::ConnectionArgs;
+use super::args::UploadChecksumsArg;
 use super::bounds;
-use crate::store::config::{RequestOptions, S3Config};
+use crate::store::config::{RequestOptions, S3Config, UploadChecksums};
 
 /// The parts of a config file scribefs reads. Other top-level tables (a Scribe Ledger config
 /// has several) are left alone; unknown keys inside `[storage.s3]` are an error.
@@ -91,6 +92,11 @@ pub fn resolve(
     config.profile = args.profile.clone();
     config.no_sign_request = args.no_sign_request;
     config.check_etag_md5 = !args.no_etag_check;
+    config.upload_checksums = match args.upload_checksums {
+        UploadChecksumsArg::Crc32c => UploadChecksums::Crc32c,
+        UploadChecksumsArg::Md5 => UploadChecksums::Md5,
+        UploadChecksumsArg::Off => UploadChecksums::Off,
+    };
     config.requests = RequestOptions {
         sse: args.sse.clone(),
         sse_kms_key_id: args.sse_kms_key_id.clone(),

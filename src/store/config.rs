@@ -44,6 +44,23 @@ pub struct S3Config {
     /// Headers a bucket's policy may demand: encryption, storage class, who pays, who owns.
     #[serde(skip)]
     pub requests: RequestOptions,
+    /// How uploaded bodies are protected on the way.
+    #[serde(skip)]
+    pub upload_checksums: UploadChecksums,
+}
+
+/// The checksum each PutObject and UploadPart carries, which the server checks before it stores
+/// anything (BadDigest otherwise).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UploadChecksums {
+    /// `x-amz-checksum-crc32c` per request, and a multipart upload declared CRC32C FULL_OBJECT,
+    /// completed with the whole object's CRC: AWS S3 and current S3-compatible servers.
+    #[default]
+    Crc32c,
+    /// `Content-MD5`, for servers that know no flexible checksums (older MinIO, Ceph, ...).
+    Md5,
+    /// None: TLS and TCP checksums only.
+    Off,
 }
 
 /// Server-side encryption of written objects: S3's values of `x-amz-server-side-encryption`.
@@ -145,6 +162,7 @@ impl Default for S3Config {
             no_sign_request: false,
             check_etag_md5: true,
             requests: RequestOptions::default(),
+            upload_checksums: UploadChecksums::default(),
         }
     }
 }

@@ -8,9 +8,11 @@
 //!   therefore on the wire at once, so hyper never needs more than `pool_size` connections.
 //! - **Timeouts.** `timeout_secs` bounds connecting and each attempt up to the response headers;
 //!   a body that stalls mid-way is caught by the SDK's stalled-stream protection (kept on).
-//! - **Integrity.** PutObject and UploadPart carry Content-MD5: a server refuses (BadDigest,
-//!   retried) a body damaged on the way instead of storing it. A GET whose answer covers a whole
-//!   object of at most [`MAX_VERIFIED_BODY`] bytes with a plain MD5 ETag (single-part, not
+//! - **Integrity.** PutObject and UploadPart carry a checksum the server checks (BadDigest,
+//!   retried) before it stores a body damaged on the way: CRC32C by default (a multipart upload
+//!   is declared CRC32C FULL_OBJECT and completed with the object's CRC, combined from the
+//!   parts'), Content-MD5 for servers without flexible checksums (`--upload-checksums md5`).
+//!   A GET whose answer covers a whole object of at most [`MAX_VERIFIED_BODY`] bytes with a plain MD5 ETag (single-part, not
 //!   SSE-KMS/SSE-C) is read in full and checked before it is returned (`ChecksumMismatch`).
 //! - **Errors** are classified in `errors` from typed SDK facts, never from display strings.
 //! - **Small requests are fast.** The SDK's default hyper client sets `TCP_NODELAY` (smithy
@@ -35,7 +37,8 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
 use aws_sdk_s3::types::{
-    CompletedMultipartUpload, EncodingType, MetadataDirective, ServerSideEncryption, StorageClass,
+    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, EncodingType, MetadataDirective,
+    ServerSideEncryption, StorageClass,
 };
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -44,12 +47,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
-use super::checksum::{content_md5, etag_md5, hex};
-use super::config::{DEFAULT_REGION, RequestOptions, S3Config};
+use super::checksum::{content_md5, crc32c, crc32c_combine, crc32c_header, etag_md5, hex};
+use super::config::{DEFAULT_REGION, RequestOptions, S3Config, UploadChecksums};
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
-    ObjectMeta, ObjectStore, ObjectSummary, PendingUpload, PutOptions, PutOutput, StoreError,
-    StoreResult, UserMetadata,
+    ObjectMeta, ObjectStore, ObjectSummary, PartCrc, PendingUpload, PutOptions, PutOutput,
+    StoreError, StoreResult, UserMetadata,
 };
 
 /// A GET answer covering a whole object up to this size is read in full and checked against
@@ -73,6 +76,7 @@ pub struct S3Store {
     permits: Arc<Semaphore>,
     check_etag_md5: bool,
     requests: RequestOptions,
+    checksums: UploadChecksums,
 }
 
 /// Where requests go: the client, its region, and the server as the user knows it.
@@ -171,6 +175,7 @@ impl S3Store {
             permits: Arc::new(Semaphore::new(config.pool_size)),
             check_etag_md5: config.check_etag_md5,
             requests: config.requests.clone(),
+            checksums: config.upload_checksums,
         })
     }
 
@@ -341,6 +346,21 @@ impl S3Store {
 }
 
 impl S3Store {
+    fn content_md5(&self, body: &[u8]) -> Option<String> {
+        (self.checksums == UploadChecksums::Md5).then(|| content_md5(body))
+    }
+
+    fn crc32c(&self, body: &[u8]) -> Option<u32> {
+        (self.checksums == UploadChecksums::Crc32c).then(|| crc32c(body))
+    }
+
+    /// Named beside the value (`x-amz-sdk-checksum-algorithm`): S3 needs only the value, some
+    /// servers (moto) keep it only when named. A value set here keeps the SDK from hashing the
+    /// body again or switching to aws-chunked encoding.
+    fn checksum_algorithm(&self) -> Option<ChecksumAlgorithm> {
+        (self.checksums == UploadChecksums::Crc32c).then_some(ChecksumAlgorithm::Crc32C)
+    }
+
     fn sse(&self) -> Option<ServerSideEncryption> {
         self.requests.sse.as_deref().map(ServerSideEncryption::from)
     }
@@ -576,9 +596,9 @@ impl ObjectStore for S3Store {
         Ok(GetObjectOutput { meta, range, body })
     }
 
-    /// Bodies are sent with UNSIGNED-PAYLOAD: the signed Content-MD5 header already binds the
-    /// body (the server checks it), and hashing it again for SigV4 cost a fifth of the CPU of
-    /// a write (SHA-256 beside MD5, profiled with perf on a 512 MiB dd).
+    /// Bodies are sent with UNSIGNED-PAYLOAD: the signed checksum header (CRC32C, or Content-MD5)
+    /// already binds the body (the server checks it), and hashing it again for SigV4 cost a
+    /// fifth of the CPU of a write (SHA-256 beside MD5, profiled with perf on a 512 MiB dd).
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
         let _permit = self.permit().await?;
         let output = self
@@ -586,7 +606,9 @@ impl ObjectStore for S3Store {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_md5(content_md5(&body))
+            .set_content_md5(self.content_md5(&body))
+            .set_checksum_crc32_c(self.crc32c(&body).map(crc32c_header))
+            .set_checksum_algorithm(self.checksum_algorithm())
             .body(SdkByteStream::from(body))
             .set_metadata(sdk_metadata(options.metadata))
             .set_content_type(options.content_type)
@@ -619,6 +641,10 @@ impl ObjectStore for S3Store {
             .set_server_side_encryption(self.sse())
             .set_ssekms_key_id(self.requests.sse_kms_key_id.clone())
             .set_storage_class(self.storage_class())
+            .set_checksum_algorithm(self.checksum_algorithm())
+            .set_checksum_type(
+                (self.checksums == UploadChecksums::Crc32c).then_some(ChecksumType::FullObject),
+            )
             .send()
             .await
             .map_err(|e| {
@@ -646,6 +672,10 @@ impl ObjectStore for S3Store {
     ) -> StoreResult<CompletedPart> {
         let number = i32::try_from(part_number)
             .map_err(|_| StoreError::InvalidRequest(format!("part number {part_number}")))?;
+        let crc32c = self.crc32c(&body).map(|crc32c| PartCrc {
+            crc32c,
+            len: body.len() as u64,
+        });
         let _permit = self.permit().await?;
         let output = self
             .client()
@@ -654,7 +684,9 @@ impl ObjectStore for S3Store {
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
-            .content_md5(content_md5(&body))
+            .set_content_md5(self.content_md5(&body))
+            .set_checksum_crc32_c(crc32c.map(|c| crc32c_header(c.crc32c)))
+            .set_checksum_algorithm(self.checksum_algorithm())
             .body(SdkByteStream::from(body))
             .customize()
             .disable_payload_signing()
@@ -667,6 +699,7 @@ impl ObjectStore for S3Store {
         Ok(CompletedPart {
             part_number,
             etag: etag.to_string(),
+            crc32c,
         })
     }
 
@@ -677,6 +710,16 @@ impl ObjectStore for S3Store {
         parts: Vec<CompletedPart>,
         if_none_match: bool,
     ) -> StoreResult<PutOutput> {
+        // The whole object's CRC32C, combined from the parts' in order; only when every part
+        // was sent with one (an upload begun by another client may not have been).
+        let full_crc = parts.iter().try_fold(None, |whole: Option<u32>, part| {
+            let crc = part.crc32c?;
+            Some(Some(match whole {
+                None => crc.crc32c,
+                Some(before) => crc32c_combine(before, crc.crc32c, crc.len),
+            }))
+        });
+        let full_crc = full_crc.flatten();
         let mut sdk_parts = Vec::with_capacity(parts.len());
         for part in parts {
             let number = i32::try_from(part.part_number).map_err(|_| {
@@ -686,6 +729,11 @@ impl ObjectStore for S3Store {
                 aws_sdk_s3::types::CompletedPart::builder()
                     .part_number(number)
                     .e_tag(part.etag)
+                    .set_checksum_crc32_c(
+                        part.crc32c
+                            .filter(|_| full_crc.is_some())
+                            .map(|c| crc32c_header(c.crc32c)),
+                    )
                     .build(),
             );
         }
@@ -701,6 +749,8 @@ impl ObjectStore for S3Store {
             .upload_id(upload_id)
             .multipart_upload(upload)
             .set_if_none_match(if_none_match.then(|| "*".to_string()))
+            .set_checksum_crc32_c(full_crc.map(crc32c_header))
+            .set_checksum_type(full_crc.map(|_| ChecksumType::FullObject))
             .send()
             .await
             .map_err(|e| {
