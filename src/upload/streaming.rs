@@ -143,13 +143,18 @@ impl StreamingUpload {
     }
 
     /// Grows the buffer geometrically but never past one part, so it never holds more than the
-    /// memory bound counts.
+    /// memory bound counts. Once a part has gone the file is large: the next buffer takes the
+    /// whole part at once, so no byte is copied by a reallocation (small files stay small).
     fn grow_buffer(&mut self, additional: usize, part_size: usize) {
         let needed = self.buffer.len() + additional;
         if needed <= self.buffer.capacity() {
             return;
         }
-        let target = needed.max(self.buffer.capacity() * 2).min(part_size);
+        let target = if self.session.has_parts() {
+            part_size
+        } else {
+            needed.max(self.buffer.capacity() * 2).min(part_size)
+        };
         self.buffer.reserve_exact(target - self.buffer.len());
     }
 }
