@@ -12,15 +12,18 @@
 //!   retried) before it stores a body damaged on the way: CRC32C by default (a multipart upload
 //!   is declared CRC32C FULL_OBJECT and completed with the object's CRC, combined from the
 //!   parts'), Content-MD5 for servers without flexible checksums (`--upload-checksums md5`).
-//!   A GET whose answer covers a whole object of at most [`MAX_VERIFIED_BODY`] bytes with a plain MD5 ETag (single-part, not
-//!   SSE-KMS/SSE-C) is read in full and checked before it is returned (`ChecksumMismatch`).
+//!   A GET whose answer covers a whole object of at most [`MAX_VERIFIED_BODY`] bytes with a
+//!   plain MD5 ETag (single-part, not SSE-KMS/SSE-C) is read in full and checked before it is
+//!   returned (`ChecksumMismatch`).
 //! - **Errors** are classified in `errors` from typed SDK facts, never from display strings.
 //! - **Small requests are fast.** The SDK's default hyper client sets `TCP_NODELAY` (smithy
 //!   http-client 1.5 does so by default), so a small GET is not held back by Nagle's algorithm.
 
+mod body;
 mod encoding;
 mod errors;
 mod headers;
+mod region;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -34,20 +37,20 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, EncodingType, MetadataDirective,
     ServerSideEncryption, StorageClass,
 };
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
-use md5::{Digest, Md5};
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use self::body::{Mismatch, collect_checked, etag_is_content_md5, permit_holding_body};
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
-use super::checksum::{content_md5, crc32c, crc32c_combine, crc32c_header, etag_md5, hex};
+use self::region::{Target, endpoint_name, profile_region};
+use super::checksum::{content_md5, crc32c, crc32c_combine, crc32c_header, etag_md5};
 use super::config::{DEFAULT_REGION, RequestOptions, S3Config, UploadChecksums};
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
@@ -77,13 +80,6 @@ pub struct S3Store {
     check_etag_md5: bool,
     requests: RequestOptions,
     checksums: UploadChecksums,
-}
-
-/// Where requests go: the client, its region, and the server as the user knows it.
-struct Target {
-    client: aws_sdk_s3::Client,
-    region: String,
-    endpoint: String,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -209,22 +205,7 @@ impl S3Store {
             return;
         }
         tracing::info!(bucket = %self.bucket, from = %target.region, to = region, "the bucket is in another region: signing for its own");
-        let config = target
-            .client
-            .config()
-            .to_builder()
-            .region(Region::new(region.to_string()))
-            .build();
-        let endpoint = if target.endpoint.ends_with(".amazonaws.com") {
-            endpoint_name(None, region)
-        } else {
-            target.endpoint.clone()
-        };
-        *target = Arc::new(Target {
-            client: aws_sdk_s3::Client::from_conf(config),
-            region: region.to_string(),
-            endpoint,
-        });
+        *target = Arc::new(target.in_region(region));
     }
 
     async fn permit(&self) -> StoreResult<OwnedSemaphorePermit> {
@@ -373,27 +354,6 @@ impl S3Store {
     }
 }
 
-/// The server as messages name it: the endpoint given, or AWS's regional one.
-fn endpoint_name(endpoint: Option<&str>, region: &str) -> String {
-    match endpoint {
-        Some(endpoint) => endpoint.to_string(),
-        None => format!("https://s3.{region}.amazonaws.com"),
-    }
-}
-
-/// The `region` of the profile in use (`~/.aws/config`, or `AWS_CONFIG_FILE`), read from the
-/// files only: the SDK's full region chain would also ask instance metadata, which costs
-/// seconds of timeouts on any machine outside EC2.
-async fn profile_region(profile: Option<&str>) -> Option<String> {
-    let mut provider = aws_config::profile::ProfileFileRegionProvider::builder();
-    if let Some(profile) = profile {
-        provider = provider.profile_name(profile);
-    }
-    use aws_config::meta::region::ProvideRegion;
-    let region = provider.build().region().await?;
-    Some(region.as_ref().to_string())
-}
-
 /// `Range: bytes=a-b` with an inclusive end, from a half-open range.
 fn range_header(key: &str, range: &Range<u64>) -> StoreResult<String> {
     if range.start >= range.end {
@@ -433,81 +393,6 @@ fn sdk_metadata(metadata: UserMetadata) -> Option<HashMap<String, String>> {
 
 fn length(value: Option<i64>) -> u64 {
     value.map_or(0, |v| v.max(0) as u64)
-}
-
-/// Whether a GET answer's ETag is the MD5 of its bytes: not so for objects encrypted with
-/// SSE-KMS or SSE-C (S3's documented exceptions; SSE-S3 keeps the MD5).
-fn etag_is_content_md5(output: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> bool {
-    use aws_sdk_s3::types::ServerSideEncryption;
-    let kms = matches!(
-        output.server_side_encryption(),
-        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
-    );
-    !kms && output.sse_customer_algorithm().is_none()
-}
-
-/// Why a checked body was refused.
-enum Mismatch {
-    /// It broke or ended short: a connection fault, retryable.
-    Body(StoreError),
-    /// It arrived whole with this (hex) MD5, not the expected one.
-    Digest(String),
-}
-
-/// Reads a body of `size` bytes, hashing it as it arrives (so the check adds little to the
-/// transfer), and returns it only if its MD5 is `expected` (lower-case hex).
-async fn collect_checked(
-    mut sdk_body: SdkByteStream,
-    size: u64,
-    expected: &str,
-    what: &str,
-) -> Result<Bytes, Mismatch> {
-    let mut body = BytesMut::with_capacity(size as usize);
-    let mut digest = Md5::new();
-    while let Some(chunk) = sdk_body.next().await {
-        let chunk = chunk.map_err(|e| {
-            let message = format!("{what}: body broke: {}", DisplayErrorContext(&e));
-            Mismatch::Body(StoreError::Connection(message))
-        })?;
-        digest.update(&chunk);
-        body.extend_from_slice(&chunk);
-    }
-    if body.len() as u64 != size {
-        let message = format!("{what}: body ended at byte {} of {size}", body.len());
-        return Err(Mismatch::Body(StoreError::Connection(message)));
-    }
-    let actual = hex(&digest.finalize());
-    if actual != expected {
-        return Err(Mismatch::Digest(actual));
-    }
-    Ok(body.freeze())
-}
-
-/// Adapts the SDK body into ours, holding the connection permit until the body ends, fails or
-/// is dropped.
-fn permit_holding_body(
-    body: SdkByteStream,
-    permit: OwnedSemaphorePermit,
-    what: String,
-) -> ByteStream {
-    let state = Some((body, permit));
-    Box::pin(
-        futures::stream::unfold(state, move |state| {
-            let what = what.clone();
-            async move {
-                let (mut body, permit) = state?;
-                match body.next().await {
-                    Some(Ok(chunk)) => Some((Ok(chunk), Some((body, permit)))),
-                    Some(Err(err)) => {
-                        let message = format!("{what}: body broke: {}", DisplayErrorContext(&err));
-                        Some((Err(StoreError::Connection(message)), None))
-                    }
-                    None => None,
-                }
-            }
-        })
-        .fuse(),
-    )
 }
 
 #[async_trait]
