@@ -46,15 +46,16 @@ ensure_packages() {
 
 # moto: an independent S3 implementation the integration suite also runs against. Pinned:
 # tests/common/moto.rs patches a private class of moto's (its S3 serializer), which another
-# version may not have.
+# version may not have. crc32c: without it moto computes CRC32 where CRC32C is asked, and
+# cannot check our upload checksums.
 MOTO_VERSION=5.2.1
 ensure_moto() {
     local have
-    have=$(python3 -c 'import moto.server, flask; print(moto.__version__)' 2>/dev/null || true)
+    have=$(python3 -c 'import moto.server, flask, crc32c; print(moto.__version__)' 2>/dev/null || true)
     if [ "$have" != "$MOTO_VERSION" ]; then
-        echo "scribefs: installing moto[server]==$MOTO_VERSION${have:+ (have $have)}" >&2
-        python3 -m pip install -q "moto[server]==$MOTO_VERSION" 2>/dev/null ||
-            python3 -m pip install -q --break-system-packages "moto[server]==$MOTO_VERSION"
+        echo "scribefs: installing moto[server]==$MOTO_VERSION and crc32c${have:+ (have moto $have)}" >&2
+        python3 -m pip install -q "moto[server]==$MOTO_VERSION" crc32c 2>/dev/null ||
+            python3 -m pip install -q --break-system-packages "moto[server]==$MOTO_VERSION" crc32c
     fi
 }
 

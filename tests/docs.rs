@@ -85,10 +85,13 @@ fn option_rows(doc: &str) -> BTreeMap<String, Row> {
         if cells.len() < 4 || cells[0].starts_with("---") || cells[0].trim().starts_with('-') {
             continue;
         }
-        for span in code_spans(&cells[0]) {
-            let Some(name) = span.strip_prefix("--") else {
-                continue;
-            };
+        // The row's option is the first `--` span; later ones are references
+        // (`--sse-kms-key-id KEY` (needs `--sse aws:kms*`)).
+        if let Some(span) = code_spans(&cells[0])
+            .into_iter()
+            .find(|span| span.starts_with("--"))
+        {
+            let name = &span[2..];
             let name = name.split_whitespace().next().unwrap_or(name);
             let previous = rows.insert(
                 name.to_string(),

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::devserver::Server;
 use common::mount::{
-    BUCKET, Mount, assert_fails_with, delete_directly, is_mounted, put_directly, scribefs,
+    BUCKET, Mount, assert_fails_with, delete_directly, is_mounted, mount_pid, put_directly,
+    scribefs,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -659,29 +660,6 @@ fn mount_failures_exit_non_zero_with_one_line_naming_the_cause() {
     );
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains(&endpoint), "{lines:?}");
-}
-
-/// The pid of the background process serving the mount at `dir`.
-fn mount_pid(dir: &Path) -> u32 {
-    let wanted = dir.to_string_lossy().to_string();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.contains(&wanted) && args.iter().any(|a| a == "--foreground") {
-            pids.push(pid);
-        }
-    }
-    assert_eq!(pids.len(), 1, "mount processes for {wanted}: {pids:?}");
-    pids[0]
 }
 
 fn wait_for_exit(pid: u32) {

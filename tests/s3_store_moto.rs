@@ -534,3 +534,62 @@ async fn small_get_latency_is_reported() {
         .unwrap();
     measure("moto", &store, "small").await;
 }
+
+/// Moto (an independent S3) stores what the request options ask for: SSE-S3 encryption and
+/// the storage class, on a PUT, a multipart upload and a copy; it takes requester pays and
+/// the expected owner of its own account.
+#[tokio::test]
+async fn encryption_and_storage_class_are_stored() {
+    let plain = fresh_bucket("options").await;
+    let bucket = plain.inner().bucket().to_string();
+    let mut settings = config(&moto::shared().endpoint, &bucket);
+    settings.requests = scribefs::store::config::RequestOptions {
+        sse: Some("AES256".into()),
+        storage_class: Some("STANDARD_IA".into()),
+        requester_pays: true,
+        expected_bucket_owner: Some("123456789012".into()),
+        ..Default::default()
+    };
+    let store = store_for(&settings).await;
+    store
+        .put("small", Bytes::from_static(b"x"), PutOptions::default())
+        .await
+        .unwrap();
+    let upload = store
+        .create_multipart("big", PutOptions::default())
+        .await
+        .unwrap();
+    let part = store
+        .upload_part("big", &upload, 1, Bytes::from(vec![7u8; 5 * MIB]))
+        .await
+        .unwrap();
+    store
+        .complete_multipart("big", &upload, vec![part], false)
+        .await
+        .unwrap();
+    store
+        .copy("small", "copied", CopyMetadata::Keep)
+        .await
+        .unwrap();
+    for key in ["small", "big", "copied"] {
+        let head = plain
+            .inner()
+            .client()
+            .head_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.server_side_encryption().map(|s| s.as_str()),
+            Some("AES256"),
+            "{key}"
+        );
+        assert_eq!(
+            head.storage_class().map(|s| s.as_str()),
+            Some("STANDARD_IA"),
+            "{key}"
+        );
+    }
+}

@@ -47,6 +47,7 @@ for_each_backend!(
     thousands_of_keys_span_pages,
     delimiter_listing_keeps_a_ab_and_dir_apart,
     exclusive_creates_refuse_an_existing_key,
+    every_upload_checksum_mode_stores_whole_objects,
 );
 
 /// Bytes where a read from the wrong offset shows: a ramp of prime period.
@@ -408,6 +409,89 @@ mod cases {
 
     /// `If-None-Match: *` on PutObject and CompleteMultipartUpload: the second create of a key
     /// fails with PreconditionFailed and the first one's bytes stay.
+    /// Each `--upload-checksums` mode writes objects that read back whole, small and multipart.
+    /// With CRC32C the server keeps the CRCs sent: the PUT's, and for the multipart upload
+    /// (declared FULL_OBJECT) the whole object's, combined from the parts' by the client.
+    pub async fn every_upload_checksum_mode_stores_whole_objects(backend: &Backend) {
+        use scribefs::store::checksum::{crc32c, crc32c_header};
+        use scribefs::store::config::UploadChecksums;
+        for mode in [
+            UploadChecksums::Crc32c,
+            UploadChecksums::Md5,
+            UploadChecksums::Off,
+        ] {
+            backend.reset_stats();
+            let store = backend
+                .connect_with(|config| config.upload_checksums = mode)
+                .await;
+            let small = random_bytes(100_000, 7);
+            let big = random_bytes(11 * MIB, 8);
+            let (small_key, big_key) = (format!("{mode:?}/small"), format!("{mode:?}/big"));
+            put(store.as_ref(), &small_key, small.clone()).await;
+            let upload = store
+                .create_multipart(&big_key, PutOptions::default())
+                .await
+                .unwrap();
+            let mut parts = Vec::new();
+            for (i, chunk) in big.chunks(5 * MIB).enumerate() {
+                let body = big.slice_ref(chunk);
+                parts.push(
+                    store
+                        .upload_part(&big_key, &upload, i as u32 + 1, body)
+                        .await
+                        .unwrap(),
+                );
+            }
+            store
+                .complete_multipart(&big_key, &upload, parts, false)
+                .await
+                .unwrap();
+            for (key, data) in [(&small_key, &small), (&big_key, &big)] {
+                let back = get_bytes(store.as_ref(), key, None).await.unwrap();
+                assert!(back == *data, "{mode:?}: {key} came back different");
+                let head = backend
+                    .sdk()
+                    .await
+                    .client()
+                    .head_object()
+                    .bucket(&backend.config.bucket)
+                    .key(key.as_str())
+                    .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                    .send()
+                    .await
+                    .unwrap();
+                let expected = crc32c_header(crc32c(data));
+                if mode == UploadChecksums::Crc32c
+                    && matches!(backend.kind, crate::common::backend::Kind::Moto)
+                {
+                    assert_eq!(head.checksum_crc32_c(), Some(expected.as_str()), "{key}");
+                }
+            }
+            // The dev server says what each body carried: one checksum, the mode's.
+            if let Some(server) = backend.server() {
+                let bodies: Vec<_> = server
+                    .recorded_requests()
+                    .into_iter()
+                    .filter(|r| r.method == "PUT")
+                    .collect();
+                assert_eq!(bodies.len(), 4, "{mode:?}: {bodies:?}");
+                for body in bodies {
+                    let crc = body.header("x-amz-checksum-crc32c").is_some();
+                    let md5 = body.header("content-md5").is_some();
+                    assert_eq!(
+                        (crc, md5),
+                        (
+                            mode == UploadChecksums::Crc32c,
+                            mode == UploadChecksums::Md5
+                        ),
+                        "{mode:?}: {body:?}"
+                    );
+                }
+                backend.reset_stats();
+            }
+        }
+    }
+
     pub async fn exclusive_creates_refuse_an_existing_key(backend: &Backend) {
         let store = backend.store.as_ref();
         let exclusive = PutOptions {

@@ -73,6 +73,10 @@ struct ServeArgs {
     /// Fraction of S3 requests that fail on purpose (500, 503, dropped or cut connections).
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION", value_parser = parse_fail_rate)]
     fail_rate: f64,
+    /// Enforce this region as AWS does: requests signed for another get a 301 naming it
+    /// (default: any region is accepted).
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
 }
 
 fn parse_fail_rate(text: &str) -> Result<f64, String> {
@@ -164,6 +168,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .bandwidth_mbps
             .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64),
         fail_rate: args.fail_rate,
+        region: args.region,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

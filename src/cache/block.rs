@@ -557,6 +557,8 @@ pub(crate) fn duplicate_error(error: &StoreError) -> StoreError {
         StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
         StoreError::NoSuchBucket(m) => StoreError::NoSuchBucket(m.clone()),
         StoreError::AccessDenied(m) => StoreError::AccessDenied(m.clone()),
+        StoreError::Credentials(m) => StoreError::Credentials(m.clone()),
+        StoreError::RegionMoved(m) => StoreError::RegionMoved(m.clone()),
         StoreError::PreconditionFailed(m) => StoreError::PreconditionFailed(m.clone()),
         StoreError::KeyConflict(k, o) => StoreError::KeyConflict(k.clone(), o.clone()),
         StoreError::InvalidRequest(m) => StoreError::InvalidRequest(m.clone()),

@@ -6,6 +6,7 @@ use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use super::bounds;
+use crate::store::config::{SSE_VALUES, STORAGE_CLASSES};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,6 +20,9 @@ pub struct Cli {
     /// Log filter: a level (error, warn, info, debug, trace) or RUST_LOG directives [default: warn] [env: RUST_LOG]
     #[arg(long, global = true, value_name = "FILTER", value_parser = super::logging::parse_filter)]
     pub log_level: Option<String>,
+    /// Log debug messages: every S3 request and FUSE operation (same as --log-level debug)
+    #[arg(long, global = true, conflicts_with = "log_level")]
+    pub debug: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,6 +65,60 @@ pub struct ConnectionArgs {
     /// ETags are not MD5s of the data)
     #[arg(long, global = true)]
     pub no_etag_check: bool,
+    /// Server-side encryption of the objects written: AES256 (SSE-S3), aws:kms (SSE-KMS) or
+    /// aws:kms:dsse [default: the bucket's]
+    #[arg(long, global = true, value_name = "TYPE", value_parser = clap::builder::PossibleValuesParser::new(SSE_VALUES), help_heading = "AWS")]
+    pub sse: Option<String>,
+    /// KMS key (id or ARN) for --sse aws:kms [default: the bucket's or the account's key]
+    #[arg(
+        long,
+        global = true,
+        value_name = "KEY",
+        requires = "sse",
+        help_heading = "AWS"
+    )]
+    pub sse_kms_key_id: Option<String>,
+    /// Storage class of the objects written (STANDARD, STANDARD_IA, INTELLIGENT_TIERING, ...)
+    /// [default: STANDARD]
+    #[arg(long, global = true, value_name = "CLASS", value_parser = clap::builder::PossibleValuesParser::new(STORAGE_CLASSES), hide_possible_values = true, help_heading = "AWS")]
+    pub storage_class: Option<String>,
+    /// Pay for the requests and transfer of a Requester Pays bucket (x-amz-request-payer)
+    #[arg(long, global = true, help_heading = "AWS")]
+    pub requester_pays: bool,
+    /// Refuse (403) a bucket that another AWS account (12 digits) owns
+    #[arg(long, global = true, value_name = "ACCOUNT", value_parser = parse_account_id, help_heading = "AWS")]
+    pub expected_bucket_owner: Option<String>,
+    /// Checksum each upload carries, checked by the server before it stores: crc32c (cheap;
+    /// AWS and current S3-compatible servers), md5 (Content-MD5, for servers without flexible
+    /// checksums) or off
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "ALGORITHM",
+        default_value = "crc32c",
+        help_heading = "AWS"
+    )]
+    pub upload_checksums: UploadChecksumsArg,
+    /// Text put before the User-Agent of every request, to find this mount's requests in logs
+    #[arg(long, global = true, value_name = "TEXT", value_parser = parse_user_agent_prefix, help_heading = "AWS")]
+    pub user_agent_prefix: Option<String>,
+}
+
+fn parse_account_id(text: &str) -> Result<String, String> {
+    if text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(text.to_string())
+    } else {
+        Err("an AWS account id is 12 digits".into())
+    }
+}
+
+fn parse_user_agent_prefix(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        Ok(text.to_string())
+    } else {
+        Err("printable ASCII, not empty".into())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +317,18 @@ pub struct MountArgs {
         help_heading = "Caching"
     )]
     pub cache_size_mib: u64,
+    /// Memory the mount may use for its block cache and upload buffers together, in MiB: the
+    /// cache keeps --cache-size-mib, all uploads share the rest for parts being sent (writers
+    /// wait for memory instead of adding up); at least the cache plus one upload's (parts in
+    /// flight + 1) x part size [default: each upload bounded alone]
+    #[arg(
+        long,
+        value_name = "MIB",
+        value_parser = bounds::CACHE_SIZE_MIB.parser::<u64>(),
+        allow_hyphen_values = true,
+        help_heading = "Caching"
+    )]
+    pub max_memory_target: Option<u64>,
     /// Keep blocks read from S3 in this directory too (a disk tier below the memory cache, kept
     /// across remounts; one mount per directory)
     #[arg(long, value_name = "DIR", help_heading = "Caching")]
@@ -281,6 +351,10 @@ pub struct MountArgs {
     /// allowed), or "indefinite"
     #[arg(long, default_value = "1", value_parser = bounds::parse_ttl, allow_hyphen_values = true, help_heading = "Caching")]
     pub metadata_ttl: bounds::Ttl,
+    /// Seconds a name found missing stays missing without asking S3 again (0 to 31536000, or
+    /// "indefinite") [default: --metadata-ttl]
+    #[arg(long, value_name = "SECS", value_parser = bounds::parse_ttl, allow_hyphen_values = true, help_heading = "Caching")]
+    pub negative_metadata_ttl: Option<bounds::Ttl>,
     /// Multipart upload part size, 5M to 5G (S3's limits)
     #[arg(long, default_value = "8M", value_parser = bounds::PART_SIZE.parser::<u64>(), allow_hyphen_values = true, help_heading = "Writing")]
     pub part_size: u64,
@@ -294,6 +368,10 @@ pub struct MountArgs {
     /// Stay in the foreground (logs go to stderr)
     #[arg(short, long)]
     pub foreground: bool,
+    /// Have the kernel unmount DIR when the mount process ends, even killed (kill -9): no
+    /// dead mount point is left behind (implies --allow-root unless --allow-other is given)
+    #[arg(long)]
+    pub auto_unmount: bool,
     /// Where the background mount process writes its log, instead of syslog
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -306,6 +384,14 @@ pub struct MountArgs {
     /// Options, comma separated: every --flag as flag or flag=value (cache_size_mib=64,read_only), FUSE's (allow_other, default_permissions, nodev, ...), and mount(8)'s (_netdev, nofail, x-systemd.*, ...), which are ignored
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UploadChecksumsArg {
+    #[default]
+    Crc32c,
+    Md5,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

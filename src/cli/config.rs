@@ -7,8 +7,9 @@ use serde::Deserialize;
 
 use super::CliError;
 use super::args::ConnectionArgs;
+use super::args::UploadChecksumsArg;
 use super::bounds;
-use crate::store::config::S3Config;
+use crate::store::config::{RequestOptions, S3Config, UploadChecksums};
 
 /// The parts of a config file scribefs reads. Other top-level tables (a Scribe Ledger config
 /// has several) are left alone; unknown keys inside `[storage.s3]` are an error.
@@ -91,6 +92,19 @@ pub fn resolve(
     config.profile = args.profile.clone();
     config.no_sign_request = args.no_sign_request;
     config.check_etag_md5 = !args.no_etag_check;
+    config.upload_checksums = match args.upload_checksums {
+        UploadChecksumsArg::Crc32c => UploadChecksums::Crc32c,
+        UploadChecksumsArg::Md5 => UploadChecksums::Md5,
+        UploadChecksumsArg::Off => UploadChecksums::Off,
+    };
+    config.requests = RequestOptions {
+        sse: args.sse.clone(),
+        sse_kms_key_id: args.sse_kms_key_id.clone(),
+        storage_class: args.storage_class.clone(),
+        requester_pays: args.requester_pays,
+        expected_bucket_owner: args.expected_bucket_owner.clone(),
+        user_agent_prefix: args.user_agent_prefix.clone(),
+    };
     config
         .validate()
         .map_err(|e| CliError::Config(e.to_string()))?;
@@ -163,7 +177,7 @@ fn apply(config: &mut S3Config, layer: S3Table) {
         config.bucket = v;
     }
     if let Some(v) = layer.region {
-        config.region = v;
+        config.region = Some(v);
     }
     if let Some(v) = layer.endpoint {
         config.endpoint = Some(v);
@@ -252,7 +266,7 @@ mod tests {
         let env = env_of(&[("S3_BUCKET", "from-env"), ("AWS_REGION", "ap-south-1")]);
         let config = resolve(&args, &env).unwrap();
         assert_eq!(config.bucket, "from-env");
-        assert_eq!(config.region, "ap-south-1");
+        assert_eq!(config.region.as_deref(), Some("ap-south-1"));
         assert_eq!(config.pool_size, 4);
         assert_eq!(config.max_retries, 5);
         assert_eq!(config.timeout_secs, 30);
@@ -277,7 +291,7 @@ mod tests {
             ("S3_PATH_STYLE", "true"),
         ]);
         let config = resolve(&ConnectionArgs::default(), &env).unwrap();
-        assert_eq!(config.region, "r1");
+        assert_eq!(config.region.as_deref(), Some("r1"));
         assert_eq!(config.access_key_id.as_deref(), Some("aws-key"));
         assert!(config.path_style);
         let bad = env_of(&[("S3_BUCKET", "b"), ("S3_PATH_STYLE", "maybe")]);

@@ -180,9 +180,12 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
             ("warn,scribefs::cli=info", target)
         }
     };
-    let filter = logging::filter(cli.log_level.as_deref(), default, &|name| {
-        std::env::var(name).ok()
-    })?;
+    let level = if cli.debug {
+        Some("debug")
+    } else {
+        cli.log_level.as_deref()
+    };
+    let filter = logging::filter(level, default, &|name| std::env::var(name).ok())?;
     logging::init(filter, target);
     Ok(())
 }

@@ -28,6 +28,8 @@ pub async fn run(args: MountArgs, mut config: S3Config) -> Result<(), CliError> 
     config
         .validate()
         .map_err(|e| CliError::Config(e.to_string()))?;
+    // Options that contradict each other fail before anything is sent or forked.
+    fs_config(&args)?;
     // Checked first: a stat of a dead mount point fails, which would read as "not a directory".
     if is_mount_point(&args.dir) {
         if !connection_is_gone(&args.dir).await {
@@ -184,7 +186,7 @@ fn redacted(config: &S3Config) -> String {
          timeout_secs={} max_retries={}",
         config.bucket,
         config.endpoint.as_deref().unwrap_or("AWS S3"),
-        config.region,
+        config.region.as_deref().unwrap_or("(the bucket's own)"),
         config.path_style,
         config.pool_size,
         config.timeout_secs,
@@ -309,7 +311,9 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
                 config.bucket
             )
         }
-        StoreError::UntrustedCertificate { .. } => error.root().to_string(),
+        StoreError::UntrustedCertificate { .. } | StoreError::Credentials(_) => {
+            error.root().to_string()
+        }
         StoreError::Connection(_) | StoreError::Timeout(_) => {
             format!("cannot reach the S3 endpoint {endpoint}: {error}")
         }
@@ -377,9 +381,13 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.dir_mode = args.dir_mode;
     config.file_mode = args.file_mode;
     config.metadata_ttl = args.metadata_ttl.0;
+    config.negative_metadata_ttl = args.negative_metadata_ttl.map(|ttl| ttl.0);
     config.cache_bytes = mib_bytes("--cache-size-mib", args.cache_size_mib)?;
     config.block_size = args.block_size;
     config.part_size = args.part_size;
+    if let Some(target) = args.max_memory_target {
+        config.write_budget_bytes = Some(write_budget(target, &config)?);
+    }
     config.allow_overwrite = args.allow_overwrite;
     config.list_entries = args.list_entries;
     config.rename_dir_limit = args.rename_dir_limit;
@@ -395,6 +403,23 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("scribefs-staging"));
     Ok(config)
+}
+
+/// What `--max-memory-target` leaves the uploads once the block cache has its share; refused
+/// when that cannot hold one upload's parts, which would make every large write crawl.
+fn write_budget(target_mib: u64, config: &FsConfig) -> Result<u64, CliError> {
+    let target = mib_bytes("--max-memory-target", target_mib)?;
+    let one_upload = (config.max_parts_in_flight as u64 + 1) * config.part_size;
+    let needed = config.cache_bytes + one_upload;
+    if target < needed {
+        return Err(CliError::Usage(format!(
+            "--max-memory-target {target_mib} is below the {} MiB block cache plus one upload's {} MiB of parts ({} MiB): raise it, or lower --cache-size-mib or --part-size",
+            config.cache_bytes >> 20,
+            one_upload >> 20,
+            needed.div_ceil(1 << 20)
+        )));
+    }
+    Ok(target - config.cache_bytes)
 }
 
 /// A MiB option in bytes. Its bound keeps it far below u64::MAX; checked all the same, so that a
@@ -442,6 +467,13 @@ fn fuse_config(args: &MountArgs, s3: &S3Config) -> fuser::Config {
         config.acl = SessionACL::All;
     } else if args.allow_root {
         config.acl = SessionACL::RootAndOwner;
+    }
+    if args.auto_unmount {
+        config.mount_options.push(MountOption::AutoUnmount);
+        // fusermount3 hands auto_unmount only to mounts that let root in (fuser checks).
+        if config.acl == SessionACL::Owner {
+            config.acl = SessionACL::RootAndOwner;
+        }
     }
     // Other users must meet the stored modes: the kernel checks them against our attributes.
     if (args.allow_other || args.default_permissions)

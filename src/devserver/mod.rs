@@ -19,6 +19,8 @@ mod emulation;
 mod listing;
 mod persist;
 mod persist_uploads;
+mod recorded;
+mod region;
 mod s3;
 mod seed;
 mod server;
@@ -43,6 +45,8 @@ use emulation::Emulation;
 use server::Shared;
 
 pub use control::request_stats;
+pub use recorded::{MAX_RECORDED, RecordedRequest};
+pub use region::BUCKET_REGION_HEADER;
 pub use seed::SEED as SEGMENT_SEED;
 pub use stats::{Operation, RequestStats, classify};
 
@@ -63,6 +67,9 @@ pub struct DevServerConfig {
     pub bandwidth_bytes_per_sec: Option<u64>,
     /// Fraction in [0, 1] of S3 requests that fail on purpose.
     pub fail_rate: f64,
+    /// The buckets' region, enforced as AWS does (requests signed for another get a 301
+    /// naming it); `None` accepts any.
+    pub region: Option<String>,
 }
 
 impl DevServerConfig {
@@ -78,6 +85,7 @@ impl DevServerConfig {
             latency: Duration::ZERO,
             bandwidth_bytes_per_sec: None,
             fail_rate: 0.0,
+            region: None,
         }
     }
 }
@@ -129,6 +137,8 @@ impl DevServer {
         let shared = Arc::new(Shared {
             s3: builder.build(),
             counters: Default::default(),
+            recorder: Default::default(),
+            region: config.region.clone(),
             emulation: Emulation::new(
                 config.latency,
                 config.fail_rate,
@@ -164,8 +174,16 @@ impl DevServer {
         self.shared.counters.snapshot()
     }
 
+    /// Zeroes the counts and forgets the recorded requests.
     pub fn reset_stats(&self) {
         self.shared.counters.reset();
+        self.shared.recorder.clear();
+    }
+
+    /// The last requests (at most [`MAX_RECORDED`]) since the last reset, oldest first, with
+    /// their headers.
+    pub fn recorded_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.recorder.snapshot()
     }
 
     /// Clamped to [0, 1].

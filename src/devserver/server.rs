@@ -21,7 +21,9 @@ use tokio::task::JoinSet;
 
 use super::control;
 use super::emulation::{BoxError, Emulation, Fault, Paced, Pacer, ResponseBody};
-use super::stats::{Counters, classify};
+use super::recorded::Recorder;
+use super::region;
+use super::stats::{Counters, Operation, classify};
 
 /// How long shutdown waits for in-flight requests before cutting connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -32,6 +34,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub(crate) struct Shared {
     pub s3: S3Service,
     pub counters: Counters,
+    pub recorder: Recorder,
+    /// The buckets' region, if one is enforced.
+    pub region: Option<String>,
     pub emulation: Emulation,
 }
 
@@ -64,9 +69,22 @@ async fn handle(
     }
     let operation = classify(request.method(), request.uri(), request.headers());
     shared.counters.count(operation);
+    shared.recorder.record(
+        operation,
+        request.method(),
+        request.uri(),
+        request.headers(),
+    );
     let latency = shared.emulation.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if let Some(bucket_region) = &shared.region
+        && let Some(signed) = region::signed_region(request.headers())
+        && signed != bucket_region
+    {
+        let response = region::wrong_region(request.method(), bucket_region, signed);
+        return Ok(response.map(|body| ResponseBody::new(body, pacer, None)));
     }
 
     let fault = shared.emulation.draw_fault(operation);
@@ -89,7 +107,12 @@ async fn handle(
         Some(p) => s3s::Body::http_body_unsync(Paced::new(body, Some(p.clone()))),
         None => s3s::Body::from(body),
     });
-    let response = shared.s3.call(request).await.map_err(BoxError::from)?;
+    let mut response = shared.s3.call(request).await.map_err(BoxError::from)?;
+    if operation == Operation::HeadBucket
+        && let Some(bucket_region) = &shared.region
+    {
+        region::add_region(response.headers_mut(), bucket_region);
+    }
 
     let mut cut_after = None;
     if fault == Some(Fault::CutBody) {

@@ -88,7 +88,7 @@ pub fn store_errno(error: &StoreError) -> libc::c_int {
     match error {
         StoreError::NotFound(_) => libc::ENOENT,
         StoreError::NoSuchBucket(_) => libc::ENOENT,
-        StoreError::AccessDenied(_) => libc::EACCES,
+        StoreError::AccessDenied(_) | StoreError::Credentials(_) => libc::EACCES,
         // The object changed under an open file: its data here is no longer the object's.
         StoreError::PreconditionFailed(_) => libc::ESTALE,
         // A file-backed server cannot keep `a` beside `a/b`: the name is taken, in its way.
@@ -100,7 +100,7 @@ pub fn store_errno(error: &StoreError) -> libc::c_int {
         StoreError::Throttled(_) => libc::EIO,
         StoreError::Server { .. } => libc::EIO,
         StoreError::Timeout(_) => libc::ETIMEDOUT,
-        StoreError::Connection(_) => libc::EIO,
+        StoreError::Connection(_) | StoreError::RegionMoved(_) => libc::EIO,
         StoreError::Config(_) => libc::EIO,
         StoreError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
         StoreError::RetriesExhausted { source, .. } => store_errno(source),

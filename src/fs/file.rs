@@ -124,10 +124,10 @@ pub struct Opened {
 
 impl Fs {
     fn upload_config(&self) -> FsResult<UploadConfig> {
-        Ok(UploadConfig::new(
-            self.config.part_size,
-            self.config.max_parts_in_flight,
-        )?)
+        Ok(
+            UploadConfig::new(self.config.part_size, self.config.max_parts_in_flight)?
+                .with_budget(self.write_budget.clone()),
+        )
     }
 
     /// A streaming upload to `key`; `create_only` makes its write conditional (the key must

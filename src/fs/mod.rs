@@ -72,10 +72,16 @@ pub struct FsConfig {
     pub file_mode: u16,
     /// How long metadata (attributes, listings, negative lookups) is trusted; `None` = for ever.
     pub metadata_ttl: Option<Duration>,
+    /// How long a name found missing stays missing without a request: `None` = as long as
+    /// `metadata_ttl`; `Some(None)` = for ever.
+    pub negative_metadata_ttl: Option<Option<Duration>>,
     pub cache_bytes: u64,
     pub block_size: u64,
     pub part_size: u64,
     pub max_parts_in_flight: usize,
+    /// Memory all uploads together may hold in parts being sent (`--max-memory-target` less
+    /// the block cache); `None`: each upload keeps only its own bound.
+    pub write_budget_bytes: Option<u64>,
     pub staging_dir: PathBuf,
     /// Let writers replace existing segments (segments layout only).
     pub allow_overwrite: bool,
@@ -109,10 +115,12 @@ impl FsConfig {
             dir_mode: 0o755,
             file_mode: 0o644,
             metadata_ttl: Some(Duration::from_secs(1)),
+            negative_metadata_ttl: None,
             cache_bytes: 256 << 20,
             block_size: 1 << 20,
             part_size: crate::upload::UploadConfig::DEFAULT_PART_SIZE,
             max_parts_in_flight: crate::upload::UploadConfig::DEFAULT_MAX_PARTS_IN_FLIGHT,
+            write_budget_bytes: None,
             staging_dir: std::env::temp_dir(),
             allow_overwrite: false,
             list_entries: false,
@@ -152,6 +160,8 @@ pub struct Fs {
     view: Mutex<entries::EntriesView>,
     /// Per directory, the order its files are being opened in, for cross-file prefetch.
     streams: Mutex<readahead::Streams>,
+    /// The memory the mount's uploads share for parts in flight.
+    write_budget: Option<Arc<crate::upload::WriteBudget>>,
     /// For the background tasks that persist delayed metadata changes.
     this: Weak<Fs>,
 }
@@ -168,11 +178,17 @@ impl Fs {
             reader_config,
         );
         Arc::new_cyclic(|this| Fs {
-            namespace: Mutex::new(Namespace::new(
-                &config.layout.root_prefix,
-                config.metadata_ttl,
-                config.clock.clone(),
-            )),
+            namespace: Mutex::new(
+                Namespace::new(
+                    &config.layout.root_prefix,
+                    config.metadata_ttl,
+                    config.clock.clone(),
+                )
+                .with_miss_ttl(config.negative_metadata_ttl.unwrap_or(config.metadata_ttl)),
+            ),
+            write_budget: config
+                .write_budget_bytes
+                .map(crate::upload::WriteBudget::new),
             listing_gates: Gates::default(),
             metadata_gates: Gates::default(),
             store,

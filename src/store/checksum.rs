@@ -1,8 +1,30 @@
-//! Content-MD5: the base64 MD5 of a body, sent with every PutObject and UploadPart so that the
-//! server refuses (BadDigest) bytes damaged on the way instead of storing them; and the MD5 an
-//! ETag names, against which a downloaded whole object is checked.
+//! Upload checksums, which make a server refuse (BadDigest) bytes damaged on the way instead of
+//! storing them: CRC32C (`x-amz-checksum-crc32c`, hardware-accelerated, ~20x cheaper than MD5,
+//! and combinable, so the parts' CRCs give the whole object's without reading it again) or
+//! Content-MD5 for servers that know no other. And the MD5 an ETag names, against which a
+//! downloaded whole object is checked.
 
 use md5::{Digest, Md5};
+
+/// The CRC32C (Castagnoli) of `body`.
+pub fn crc32c(body: &[u8]) -> u32 {
+    crc_fast::crc32_iscsi(body)
+}
+
+/// The CRC32C of `a` followed by `b`, from their CRCs and `b`'s length alone.
+pub fn crc32c_combine(a: u32, b: u32, b_len: u64) -> u32 {
+    crc_fast::checksum_combine(
+        crc_fast::CrcAlgorithm::Crc32Iscsi,
+        u64::from(a),
+        u64::from(b),
+        b_len,
+    ) as u32
+}
+
+/// The `x-amz-checksum-crc32c` value of a CRC: base64 of its four big-endian bytes.
+pub fn crc32c_header(crc: u32) -> String {
+    base64_of(&crc.to_be_bytes())
+}
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -48,6 +70,19 @@ pub fn base64_of(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_matches_the_check_value_and_combines() {
+        // The CRC-32C check value of "123456789" (RFC 3720, B.4).
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        // S3's own example header for "hello world": `yZRlqg==`.
+        assert_eq!(crc32c_header(crc32c(b"hello world")), "yZRlqg==");
+        let (a, b) = (b"hello ".as_slice(), b"world".as_slice());
+        assert_eq!(
+            crc32c_combine(crc32c(a), crc32c(b), b.len() as u64),
+            crc32c(b"hello world")
+        );
+    }
 
     #[test]
     fn matches_the_rfc_examples_and_s3s_known_digest() {

@@ -14,7 +14,9 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 #[serde(deny_unknown_fields, default)]
 pub struct S3Config {
     pub bucket: String,
-    pub region: String,
+    /// `None`: the profile's region if it names one, else [`DEFAULT_REGION`], corrected by the
+    /// bucket's own answer (`x-amz-bucket-region`) at the first HeadBucket.
+    pub region: Option<String>,
     /// Custom endpoint (MinIO, the dev server); `None` uses AWS's.
     pub endpoint: Option<String>,
     /// Static credentials; when both are `None` the AWS default chain is used
@@ -39,13 +41,116 @@ pub struct S3Config {
     /// store whose ETags are not MD5s of the data.
     #[serde(skip)]
     pub check_etag_md5: bool,
+    /// Headers a bucket's policy may demand: encryption, storage class, who pays, who owns.
+    #[serde(skip)]
+    pub requests: RequestOptions,
+    /// How uploaded bodies are protected on the way.
+    #[serde(skip)]
+    pub upload_checksums: UploadChecksums,
+}
+
+/// The checksum each PutObject and UploadPart carries, which the server checks before it stores
+/// anything (BadDigest otherwise).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UploadChecksums {
+    /// `x-amz-checksum-crc32c` per request, and a multipart upload declared CRC32C FULL_OBJECT,
+    /// completed with the whole object's CRC: AWS S3 and current S3-compatible servers.
+    #[default]
+    Crc32c,
+    /// `Content-MD5`, for servers that know no flexible checksums (older MinIO, Ceph, ...).
+    Md5,
+    /// None: TLS and TCP checksums only.
+    Off,
+}
+
+/// Server-side encryption of written objects: S3's values of `x-amz-server-side-encryption`.
+pub const SSE_VALUES: &[&str] = &["AES256", "aws:kms", "aws:kms:dsse"];
+
+/// Storage classes an object can be written with (`x-amz-storage-class`).
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "OUTPOSTS",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+];
+
+/// What every request (or every write) carries beyond the call itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// One of [`SSE_VALUES`], sent with PutObject, CreateMultipartUpload and CopyObject.
+    pub sse: Option<String>,
+    /// The KMS key of `aws:kms` encryption; the bucket's default key when `None`.
+    pub sse_kms_key_id: Option<String>,
+    /// One of [`STORAGE_CLASSES`], sent with the same writes.
+    pub storage_class: Option<String>,
+    /// `x-amz-request-payer: requester` on every request: the bucket's owner bills us.
+    pub requester_pays: bool,
+    /// `x-amz-expected-bucket-owner` on every request: S3 refuses (403) if another account
+    /// owns the bucket.
+    pub expected_bucket_owner: Option<String>,
+    /// Put before the SDK's User-Agent, to tell this mount's requests apart in access logs.
+    pub user_agent_prefix: Option<String>,
+}
+
+impl RequestOptions {
+    /// Checks the values against what S3 accepts, naming the option at fault.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if let Some(sse) = &self.sse
+            && !SSE_VALUES.contains(&sse.as_str())
+        {
+            return Err(StoreError::Config(format!(
+                "sse {sse:?} is not one of {}",
+                SSE_VALUES.join(", ")
+            )));
+        }
+        if self.sse_kms_key_id.is_some()
+            && !self
+                .sse
+                .as_deref()
+                .is_some_and(|s| s.starts_with("aws:kms"))
+        {
+            return Err(StoreError::Config(
+                "sse_kms_key_id needs sse aws:kms or aws:kms:dsse".into(),
+            ));
+        }
+        if let Some(class) = &self.storage_class
+            && !STORAGE_CLASSES.contains(&class.as_str())
+        {
+            return Err(StoreError::Config(format!(
+                "storage_class {class:?} is not one of {}",
+                STORAGE_CLASSES.join(", ")
+            )));
+        }
+        if let Some(owner) = &self.expected_bucket_owner
+            && !(owner.len() == 12 && owner.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(StoreError::Config(format!(
+                "expected_bucket_owner {owner:?} is not a 12-digit AWS account id"
+            )));
+        }
+        if let Some(prefix) = &self.user_agent_prefix
+            && (prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        {
+            return Err(StoreError::Config(format!(
+                "user_agent_prefix {prefix:?} must be printable ASCII"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for S3Config {
     fn default() -> Self {
         S3Config {
             bucket: String::new(),
-            region: DEFAULT_REGION.to_string(),
+            region: None,
             endpoint: None,
             access_key_id: None,
             secret_access_key: None,
@@ -56,6 +161,8 @@ impl Default for S3Config {
             profile: None,
             no_sign_request: false,
             check_etag_md5: true,
+            requests: RequestOptions::default(),
+            upload_checksums: UploadChecksums::default(),
         }
     }
 }
@@ -68,7 +175,7 @@ impl S3Config {
                 "bucket name is empty: set --bucket, S3_BUCKET or bucket in [storage.s3]".into(),
             ));
         }
-        if self.region.trim().is_empty() {
+        if self.region.as_ref().is_some_and(|r| r.trim().is_empty()) {
             return Err(StoreError::Config("region is empty".into()));
         }
         if self.pool_size == 0 {
@@ -89,7 +196,7 @@ impl S3Config {
                 "access_key_id and secret_access_key must be given together".into(),
             ));
         }
-        Ok(())
+        self.requests.validate()
     }
 }
 
@@ -129,5 +236,66 @@ mod tests {
             ..base
         };
         assert!(zero_pool.validate().is_err());
+    }
+
+    #[test]
+    fn request_options_are_checked_by_name() {
+        let with = |requests: RequestOptions| {
+            S3Config {
+                bucket: "b".into(),
+                requests,
+                ..Default::default()
+            }
+            .validate()
+        };
+        let kms = RequestOptions {
+            sse: Some("aws:kms".into()),
+            sse_kms_key_id: Some("arn:aws:kms:us-east-1:111122223333:key/k".into()),
+            storage_class: Some("STANDARD_IA".into()),
+            requester_pays: true,
+            expected_bucket_owner: Some("111122223333".into()),
+            user_agent_prefix: Some("backup/1.0".into()),
+        };
+        assert!(with(kms.clone()).is_ok());
+        for (bad, named) in [
+            (
+                RequestOptions {
+                    sse: Some("kms".into()),
+                    ..Default::default()
+                },
+                "sse",
+            ),
+            (
+                RequestOptions {
+                    sse: Some("AES256".into()),
+                    ..kms.clone()
+                },
+                "sse_kms_key_id",
+            ),
+            (
+                RequestOptions {
+                    storage_class: Some("COLD".into()),
+                    ..Default::default()
+                },
+                "storage_class",
+            ),
+            (
+                RequestOptions {
+                    expected_bucket_owner: Some("12".into()),
+                    ..Default::default()
+                },
+                "expected_bucket_owner",
+            ),
+            (
+                RequestOptions {
+                    user_agent_prefix: Some("a\nb".into()),
+                    ..Default::default()
+                },
+                "user_agent_prefix",
+            ),
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains(named), "{err}");
+        }
     }
 }

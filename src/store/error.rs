@@ -13,6 +13,14 @@ pub enum StoreError {
     /// HTTP 403: bad credentials, a refused signature, or a policy that forbids the call.
     #[error("access denied: {0}")]
     AccessDenied(String),
+    /// No credentials could be had (none configured, a failing `credential_process`, an expired
+    /// SSO session): the message names where they were looked for.
+    #[error("{0}")]
+    Credentials(String),
+    /// The bucket answered that it lives in another region, and requests are signed for that
+    /// one from now on: sending the same request again will work.
+    #[error("the bucket is in region {0}: asking there")]
+    RegionMoved(String),
     /// HTTP 412: the object changed since its ETag was read (If-Match failed).
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
@@ -80,6 +88,7 @@ impl StoreError {
                 | StoreError::Server { .. }
                 | StoreError::Timeout(_)
                 | StoreError::Connection(_)
+                | StoreError::RegionMoved(_)
         )
     }
 

@@ -262,7 +262,11 @@ impl MemoryStore {
         upload
             .parts
             .insert(part_number, (etag.clone(), digest, body));
-        Ok(CompletedPart { part_number, etag })
+        Ok(CompletedPart {
+            part_number,
+            etag,
+            crc32c: None,
+        })
     }
 }
 

@@ -35,6 +35,7 @@ pub fn outcome<T>(result: &StoreResult<T>) -> &'static str {
         StoreError::NotFound(_) => "not_found",
         StoreError::NoSuchBucket(_) => "no_such_bucket",
         StoreError::AccessDenied(_) => "access_denied",
+        StoreError::Credentials(_) => "no_credentials",
         StoreError::PreconditionFailed(_) => "precondition_failed",
         StoreError::InvalidRequest(_) => "invalid_request",
         StoreError::Throttled(_) => "throttled",

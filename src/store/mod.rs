@@ -165,6 +165,15 @@ pub struct CompletedPart {
     /// 1-based, as S3 numbers parts.
     pub part_number: u32,
     pub etag: String,
+    /// The part's CRC32C and length, when it was sent with one: CompleteMultipartUpload
+    /// names them, and combines them into the whole object's.
+    pub crc32c: Option<PartCrc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartCrc {
+    pub crc32c: u32,
+    pub len: u64,
 }
 
 /// The S3 calls scribefs makes. Implementations must keep S3's semantics: keys are opaque byte

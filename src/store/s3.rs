@@ -8,21 +8,27 @@
 //!   therefore on the wire at once, so hyper never needs more than `pool_size` connections.
 //! - **Timeouts.** `timeout_secs` bounds connecting and each attempt up to the response headers;
 //!   a body that stalls mid-way is caught by the SDK's stalled-stream protection (kept on).
-//! - **Integrity.** PutObject and UploadPart carry Content-MD5: a server refuses (BadDigest,
-//!   retried) a body damaged on the way instead of storing it. A GET whose answer covers a whole
-//!   object of at most [`MAX_VERIFIED_BODY`] bytes with a plain MD5 ETag (single-part, not
-//!   SSE-KMS/SSE-C) is read in full and checked before it is returned (`ChecksumMismatch`).
+//! - **Integrity.** PutObject and UploadPart carry a checksum the server checks (BadDigest,
+//!   retried) before it stores a body damaged on the way: CRC32C by default (a multipart upload
+//!   is declared CRC32C FULL_OBJECT and completed with the object's CRC, combined from the
+//!   parts'), Content-MD5 for servers without flexible checksums (`--upload-checksums md5`).
+//!   A GET whose answer covers a whole object of at most [`MAX_VERIFIED_BODY`] bytes with a
+//!   plain MD5 ETag (single-part, not SSE-KMS/SSE-C) is read in full and checked before it is
+//!   returned (`ChecksumMismatch`).
 //! - **Errors** are classified in `errors` from typed SDK facts, never from display strings.
 //! - **Small requests are fast.** The SDK's default hyper client sets `TCP_NODELAY` (smithy
 //!   http-client 1.5 does so by default), so a small GET is not held back by Nagle's algorithm.
 
+mod body;
 mod encoding;
 mod errors;
+mod headers;
+mod region;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -31,22 +37,25 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
-use aws_sdk_s3::types::{CompletedMultipartUpload, EncodingType, MetadataDirective};
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
-use md5::{Digest, Md5};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, EncodingType, MetadataDirective,
+    ServerSideEncryption, StorageClass,
+};
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use self::body::{Mismatch, collect_checked, etag_is_content_md5, permit_holding_body};
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
-use super::checksum::{content_md5, etag_md5, hex};
-use super::config::S3Config;
+use self::region::{Target, endpoint_name, profile_region};
+use super::checksum::{content_md5, crc32c, crc32c_combine, crc32c_header, etag_md5};
+use super::config::{DEFAULT_REGION, RequestOptions, S3Config, UploadChecksums};
 use super::{
     ByteStream, CompletedPart, CopyMetadata, GetObjectOutput, GetRequest, ListPage, ListRequest,
-    ObjectMeta, ObjectStore, ObjectSummary, PendingUpload, PutOptions, PutOutput, StoreError,
-    StoreResult, UserMetadata,
+    ObjectMeta, ObjectStore, ObjectSummary, PartCrc, PendingUpload, PutOptions, PutOutput,
+    StoreError, StoreResult, UserMetadata,
 };
 
 /// A GET answer covering a whole object up to this size is read in full and checked against
@@ -58,43 +67,61 @@ pub const MAX_VERIFIED_BODY: u64 = 16 << 20;
 const MAX_CONFLICT_PROBES: usize = 16;
 
 pub struct S3Store {
-    client: aws_sdk_s3::Client,
+    /// The client and the region it signs for. Replaced once when a bucket whose region was
+    /// not given answers that it lives in another one.
+    target: RwLock<Arc<Target>>,
+    /// The region came from the user (flag, environment, file): it is never changed.
+    region_given: bool,
     bucket: String,
-    /// The server as the user knows it, for error messages.
-    endpoint: String,
-    region: String,
+    /// What supplies the credentials, for the message when they cannot be had.
+    credentials: String,
     timeout: Duration,
     permits: Arc<Semaphore>,
     check_etag_md5: bool,
+    requests: RequestOptions,
+    checksums: UploadChecksums,
 }
 
 impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = self.target();
         f.debug_struct("S3Store")
             .field("bucket", &self.bucket)
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
+            .field("endpoint", &target.endpoint)
+            .field("region", &target.region)
             .finish_non_exhaustive()
     }
 }
 
 impl S3Store {
-    /// Builds a client; nothing is sent yet (call [`ObjectStore::head_bucket`] to check access).
-    /// Static keys are used when given, else the AWS default chain (environment, profile,
-    /// instance metadata).
+    /// Builds a client; nothing is sent yet (call [`ObjectStore::head_bucket`] to check access,
+    /// which also finds the bucket's region when none was given). Static keys are used when
+    /// given, else the AWS default chain: environment, profile files (static keys,
+    /// `credential_process`, SSO, assumed roles), web identity, ECS and instance metadata.
     pub async fn new(config: &S3Config) -> StoreResult<S3Store> {
         config.validate()?;
         let timeout = Duration::from_secs(config.timeout_secs);
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()));
+        let profile = config
+            .profile
+            .clone()
+            .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
+        let region = match &config.region {
+            Some(region) => region.clone(),
+            None => profile_region(profile.as_deref())
+                .await
+                .unwrap_or_else(|| DEFAULT_REGION.to_string()),
+        };
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.clone()));
         if let Some(client) = tls::client_from_env()? {
             loader = loader.http_client(client);
         }
         if let Some(profile) = &config.profile {
             loader = loader.profile_name(profile);
         }
-        if config.no_sign_request {
+        let credentials = if config.no_sign_request {
             loader = loader.no_credentials();
+            "none (unsigned requests)".to_string()
         } else if let (Some(key), Some(secret)) = (&config.access_key_id, &config.secret_access_key)
         {
             loader = loader.credentials_provider(Credentials::new(
@@ -104,7 +131,13 @@ impl S3Store {
                 None,
                 "scribefs-config",
             ));
-        }
+            format!("the configured access key {key}")
+        } else {
+            match &profile {
+                Some(profile) => format!("profile {profile:?}"),
+                None => "the AWS default chain (environment, ~/.aws files, web identity, ECS, instance metadata)".to_string(),
+            }
+        };
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.path_style)
@@ -119,22 +152,26 @@ impl S3Store {
             // reject the flexible-checksum headers the SDK adds by default, and a full-object
             // checksum sent with a ranged GET would fail validation.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .interceptor(headers::BucketHeaders::new(&config.requests));
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint.clone());
         }
-        let endpoint = config
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
-        Ok(S3Store {
+        let target = Target {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
+            endpoint: endpoint_name(config.endpoint.as_deref(), &region),
+            region,
+        };
+        Ok(S3Store {
+            target: RwLock::new(Arc::new(target)),
+            region_given: config.region.is_some(),
             bucket: config.bucket.clone(),
-            endpoint,
-            region: config.region.clone(),
+            credentials,
             timeout,
             permits: Arc::new(Semaphore::new(config.pool_size)),
             check_etag_md5: config.check_etag_md5,
+            requests: config.requests.clone(),
+            checksums: config.upload_checksums,
         })
     }
 
@@ -142,13 +179,33 @@ impl S3Store {
         &self.bucket
     }
 
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
+    pub fn endpoint(&self) -> String {
+        self.target().endpoint.clone()
+    }
+
+    /// The region requests are signed for (the bucket's, once a HeadBucket has found it).
+    pub fn region(&self) -> String {
+        self.target().region.clone()
     }
 
     /// The SDK client, for callers (tests, tools) that need a call the trait does not offer.
-    pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        self.target().client.clone()
+    }
+
+    fn target(&self) -> Arc<Target> {
+        // A poisoned lock still holds a whole Arc: writers only swap it.
+        Arc::clone(&self.target.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Signs for `region` from now on: a bucket whose region was not given told us its own.
+    fn move_to_region(&self, region: &str) {
+        let mut target = self.target.write().unwrap_or_else(|e| e.into_inner());
+        if target.region == region {
+            return;
+        }
+        tracing::info!(bucket = %self.bucket, from = %target.region, to = region, "the bucket is in another region: signing for its own");
+        *target = Arc::new(target.in_region(region));
     }
 
     async fn permit(&self) -> StoreResult<OwnedSemaphorePermit> {
@@ -159,23 +216,30 @@ impl S3Store {
             .map_err(|_| StoreError::Storage("connection pool closed".into()))
     }
 
-    fn context<'a>(&'a self, op: &'static str, key: &'a str) -> CallContext<'a> {
-        CallContext {
-            op,
-            key,
-            bucket: &self.bucket,
-            endpoint: &self.endpoint,
-            region: &self.region,
-            timeout: self.timeout,
-        }
-    }
-
     fn error<E, R>(&self, op: &'static str, key: &str, err: SdkError<E, R>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + HasStatus,
+        R: std::fmt::Debug + HasStatus + 'static,
     {
-        from_sdk_error(err, &self.context(op, key))
+        if !self.region_given
+            && let Some(region) = errors::bucket_region(&err)
+            && region != self.target().region
+        {
+            self.move_to_region(&region);
+            return StoreError::RegionMoved(region);
+        }
+        let target = self.target();
+        let context = CallContext {
+            op,
+            key,
+            bucket: &self.bucket,
+            endpoint: &target.endpoint,
+            region: &target.region,
+            region_given: self.region_given,
+            credentials: &self.credentials,
+            timeout: self.timeout,
+        };
+        from_sdk_error(err, &context)
     }
 
     /// The ETag of a successful write. Some servers (file-backed ones, for `dir/` markers) answer
@@ -256,8 +320,37 @@ impl S3Store {
     fn missing(&self, op: &'static str, key: &str, what: &str) -> StoreError {
         StoreError::Storage(format!(
             "{op} {key:?} on bucket {:?} at {}: the answer carried no {what}",
-            self.bucket, self.endpoint
+            self.bucket,
+            self.target().endpoint
         ))
+    }
+}
+
+impl S3Store {
+    fn content_md5(&self, body: &[u8]) -> Option<String> {
+        (self.checksums == UploadChecksums::Md5).then(|| content_md5(body))
+    }
+
+    fn crc32c(&self, body: &[u8]) -> Option<u32> {
+        (self.checksums == UploadChecksums::Crc32c).then(|| crc32c(body))
+    }
+
+    /// Named beside the value (`x-amz-sdk-checksum-algorithm`): S3 needs only the value, some
+    /// servers (moto) keep it only when named. A value set here keeps the SDK from hashing the
+    /// body again or switching to aws-chunked encoding.
+    fn checksum_algorithm(&self) -> Option<ChecksumAlgorithm> {
+        (self.checksums == UploadChecksums::Crc32c).then_some(ChecksumAlgorithm::Crc32C)
+    }
+
+    fn sse(&self) -> Option<ServerSideEncryption> {
+        self.requests.sse.as_deref().map(ServerSideEncryption::from)
+    }
+
+    fn storage_class(&self) -> Option<StorageClass> {
+        self.requests
+            .storage_class
+            .as_deref()
+            .map(StorageClass::from)
     }
 }
 
@@ -302,87 +395,12 @@ fn length(value: Option<i64>) -> u64 {
     value.map_or(0, |v| v.max(0) as u64)
 }
 
-/// Whether a GET answer's ETag is the MD5 of its bytes: not so for objects encrypted with
-/// SSE-KMS or SSE-C (S3's documented exceptions; SSE-S3 keeps the MD5).
-fn etag_is_content_md5(output: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> bool {
-    use aws_sdk_s3::types::ServerSideEncryption;
-    let kms = matches!(
-        output.server_side_encryption(),
-        Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
-    );
-    !kms && output.sse_customer_algorithm().is_none()
-}
-
-/// Why a checked body was refused.
-enum Mismatch {
-    /// It broke or ended short: a connection fault, retryable.
-    Body(StoreError),
-    /// It arrived whole with this (hex) MD5, not the expected one.
-    Digest(String),
-}
-
-/// Reads a body of `size` bytes, hashing it as it arrives (so the check adds little to the
-/// transfer), and returns it only if its MD5 is `expected` (lower-case hex).
-async fn collect_checked(
-    mut sdk_body: SdkByteStream,
-    size: u64,
-    expected: &str,
-    what: &str,
-) -> Result<Bytes, Mismatch> {
-    let mut body = BytesMut::with_capacity(size as usize);
-    let mut digest = Md5::new();
-    while let Some(chunk) = sdk_body.next().await {
-        let chunk = chunk.map_err(|e| {
-            let message = format!("{what}: body broke: {}", DisplayErrorContext(&e));
-            Mismatch::Body(StoreError::Connection(message))
-        })?;
-        digest.update(&chunk);
-        body.extend_from_slice(&chunk);
-    }
-    if body.len() as u64 != size {
-        let message = format!("{what}: body ended at byte {} of {size}", body.len());
-        return Err(Mismatch::Body(StoreError::Connection(message)));
-    }
-    let actual = hex(&digest.finalize());
-    if actual != expected {
-        return Err(Mismatch::Digest(actual));
-    }
-    Ok(body.freeze())
-}
-
-/// Adapts the SDK body into ours, holding the connection permit until the body ends, fails or
-/// is dropped.
-fn permit_holding_body(
-    body: SdkByteStream,
-    permit: OwnedSemaphorePermit,
-    what: String,
-) -> ByteStream {
-    let state = Some((body, permit));
-    Box::pin(
-        futures::stream::unfold(state, move |state| {
-            let what = what.clone();
-            async move {
-                let (mut body, permit) = state?;
-                match body.next().await {
-                    Some(Ok(chunk)) => Some((Ok(chunk), Some((body, permit)))),
-                    Some(Err(err)) => {
-                        let message = format!("{what}: body broke: {}", DisplayErrorContext(&err));
-                        Some((Err(StoreError::Connection(message)), None))
-                    }
-                    None => None,
-                }
-            }
-        })
-        .fuse(),
-    )
-}
-
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .head_object()
             .bucket(&self.bucket)
             .key(key)
@@ -411,7 +429,7 @@ impl ObjectStore for S3Store {
             .transpose()?;
         let permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .get_object()
             .bucket(&self.bucket)
             .key(key)
@@ -437,7 +455,7 @@ impl ObjectStore for S3Store {
             metadata: user_metadata(output.metadata()),
             content_type: output.content_type().map(str::to_string),
         };
-        let what = format!("GET {key:?} from {}", self.endpoint);
+        let what = format!("GET {key:?} from {}", self.target().endpoint);
         let whole = range == (0..size) && size <= MAX_VERIFIED_BODY;
         let digest = (self.check_etag_md5 && whole)
             .then(|| etag_md5(&meta.etag))
@@ -463,21 +481,26 @@ impl ObjectStore for S3Store {
         Ok(GetObjectOutput { meta, range, body })
     }
 
-    /// Bodies are sent with UNSIGNED-PAYLOAD: the signed Content-MD5 header already binds the
-    /// body (the server checks it), and hashing it again for SigV4 cost a fifth of the CPU of
-    /// a write (SHA-256 beside MD5, profiled with perf on a 512 MiB dd).
+    /// Bodies are sent with UNSIGNED-PAYLOAD: the signed checksum header (CRC32C, or Content-MD5)
+    /// already binds the body (the server checks it), and hashing it again for SigV4 cost a
+    /// fifth of the CPU of a write (SHA-256 beside MD5, profiled with perf on a 512 MiB dd).
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_md5(content_md5(&body))
+            .set_content_md5(self.content_md5(&body))
+            .set_checksum_crc32_c(self.crc32c(&body).map(crc32c_header))
+            .set_checksum_algorithm(self.checksum_algorithm())
             .body(SdkByteStream::from(body))
             .set_metadata(sdk_metadata(options.metadata))
             .set_content_type(options.content_type)
             .set_if_none_match(options.if_none_match.then(|| "*".to_string()))
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.requests.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class())
             .customize()
             .disable_payload_signing()
             .send()
@@ -494,12 +517,19 @@ impl ObjectStore for S3Store {
     async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .set_metadata(sdk_metadata(options.metadata))
             .set_content_type(options.content_type)
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.requests.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class())
+            .set_checksum_algorithm(self.checksum_algorithm())
+            .set_checksum_type(
+                (self.checksums == UploadChecksums::Crc32c).then_some(ChecksumType::FullObject),
+            )
             .send()
             .await
             .map_err(|e| {
@@ -527,15 +557,21 @@ impl ObjectStore for S3Store {
     ) -> StoreResult<CompletedPart> {
         let number = i32::try_from(part_number)
             .map_err(|_| StoreError::InvalidRequest(format!("part number {part_number}")))?;
+        let crc32c = self.crc32c(&body).map(|crc32c| PartCrc {
+            crc32c,
+            len: body.len() as u64,
+        });
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .upload_part()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
-            .content_md5(content_md5(&body))
+            .set_content_md5(self.content_md5(&body))
+            .set_checksum_crc32_c(crc32c.map(|c| crc32c_header(c.crc32c)))
+            .set_checksum_algorithm(self.checksum_algorithm())
             .body(SdkByteStream::from(body))
             .customize()
             .disable_payload_signing()
@@ -548,6 +584,7 @@ impl ObjectStore for S3Store {
         Ok(CompletedPart {
             part_number,
             etag: etag.to_string(),
+            crc32c,
         })
     }
 
@@ -558,6 +595,16 @@ impl ObjectStore for S3Store {
         parts: Vec<CompletedPart>,
         if_none_match: bool,
     ) -> StoreResult<PutOutput> {
+        // The whole object's CRC32C, combined from the parts' in order; only when every part
+        // was sent with one (an upload begun by another client may not have been).
+        let full_crc = parts.iter().try_fold(None, |whole: Option<u32>, part| {
+            let crc = part.crc32c?;
+            Some(Some(match whole {
+                None => crc.crc32c,
+                Some(before) => crc32c_combine(before, crc.crc32c, crc.len),
+            }))
+        });
+        let full_crc = full_crc.flatten();
         let mut sdk_parts = Vec::with_capacity(parts.len());
         for part in parts {
             let number = i32::try_from(part.part_number).map_err(|_| {
@@ -567,6 +614,11 @@ impl ObjectStore for S3Store {
                 aws_sdk_s3::types::CompletedPart::builder()
                     .part_number(number)
                     .e_tag(part.etag)
+                    .set_checksum_crc32_c(
+                        part.crc32c
+                            .filter(|_| full_crc.is_some())
+                            .map(|c| crc32c_header(c.crc32c)),
+                    )
                     .build(),
             );
         }
@@ -575,13 +627,15 @@ impl ObjectStore for S3Store {
             .build();
         let _permit = self.permit().await?;
         let output = self
-            .client
+            .client()
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(upload)
             .set_if_none_match(if_none_match.then(|| "*".to_string()))
+            .set_checksum_crc32_c(full_crc.map(crc32c_header))
+            .set_checksum_type(full_crc.map(|_| ChecksumType::FullObject))
             .send()
             .await
             .map_err(|e| {
@@ -604,7 +658,7 @@ impl ObjectStore for S3Store {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
         let _permit = self.permit().await?;
-        self.client
+        self.client()
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
@@ -622,11 +676,15 @@ impl ObjectStore for S3Store {
         metadata: CopyMetadata,
     ) -> StoreResult<PutOutput> {
         let mut request = self
-            .client
+            .client()
             .copy_object()
             .bucket(&self.bucket)
             .key(dest_key)
-            .copy_source(encode_copy_source(&self.bucket, source_key));
+            .copy_source(encode_copy_source(&self.bucket, source_key))
+            // A copy is a new object: without these it would lose the mount's encryption.
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.requests.sse_kms_key_id.clone())
+            .set_storage_class(self.storage_class());
         let replacement = match metadata {
             CopyMetadata::Keep => None,
             CopyMetadata::Replace(metadata) => {
@@ -634,7 +692,7 @@ impl ObjectStore for S3Store {
                 // source version so type and data come from the same object.
                 let source = {
                     let _permit = self.permit().await?;
-                    self.client
+                    self.client()
                         .head_object()
                         .bucket(&self.bucket)
                         .key(source_key)
@@ -681,7 +739,7 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         let _permit = self.permit().await?;
-        self.client
+        self.client()
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
@@ -697,7 +755,7 @@ impl ObjectStore for S3Store {
             .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
         let output = {
             let _permit = self.permit().await?;
-            self.client
+            self.client()
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(&request.prefix)
@@ -758,7 +816,7 @@ impl ObjectStore for S3Store {
         loop {
             let output = {
                 let _permit = self.permit().await?;
-                self.client
+                self.client()
                     .list_multipart_uploads()
                     .bucket(&self.bucket)
                     .prefix(prefix)
@@ -804,14 +862,32 @@ impl ObjectStore for S3Store {
         Ok(uploads)
     }
 
+    /// Also finds the bucket's region when none was given: a bucket asked in the wrong region
+    /// answers with its own in `x-amz-bucket-region` (301 or 400); [`Self::error`] then signs
+    /// for that region, and the question is asked there at once (any other call is sent again
+    /// by `Retrying`).
     async fn head_bucket(&self) -> StoreResult<()> {
         let _permit = self.permit().await?;
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(err) => match self.error("HeadBucket", "", err) {
-                StoreError::NotFound(_) => Err(StoreError::NoSuchBucket(self.bucket.clone())),
-                other => Err(other),
-            },
+        let mut moved = false;
+        loop {
+            let err = match self
+                .client()
+                .head_bucket()
+                .bucket(&self.bucket)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(err) => self.error("HeadBucket", "", err),
+            };
+            return Err(match err {
+                StoreError::RegionMoved(_) if !moved => {
+                    moved = true;
+                    continue;
+                }
+                StoreError::NotFound(_) => StoreError::NoSuchBucket(self.bucket.clone()),
+                other => other,
+            });
         }
     }
 }

@@ -1,14 +1,19 @@
 //! How big parts are and how many go at once: the two numbers that bound upload memory.
 
+use std::sync::Arc;
+
 use super::UploadError;
+use super::budget::WriteBudget;
 use super::part_size::{S3_MAX_PART_SIZE, S3_MIN_PART_SIZE, part_size_for};
 
 /// Part size and parallelism of uploads. Fields are private so that every value in use has
 /// passed the S3 limit checks in [`UploadConfig::new`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct UploadConfig {
     part_size: u64,
     max_parts_in_flight: usize,
+    /// The memory all uploads of the mount share for parts in flight, if bounded.
+    budget: Option<Arc<WriteBudget>>,
 }
 
 impl UploadConfig {
@@ -33,7 +38,18 @@ impl UploadConfig {
         Ok(UploadConfig {
             part_size,
             max_parts_in_flight,
+            budget: None,
         })
+    }
+
+    /// Parts in flight also draw on `budget`, shared with other uploads.
+    pub fn with_budget(mut self, budget: Option<Arc<WriteBudget>>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    pub fn budget(&self) -> Option<&Arc<WriteBudget>> {
+        self.budget.as_ref()
     }
 
     /// Parts smaller than S3 allows, for tests on `MemoryStore::with_min_part_size`.
@@ -43,6 +59,7 @@ impl UploadConfig {
         UploadConfig {
             part_size,
             max_parts_in_flight,
+            budget: None,
         }
     }
 
@@ -66,6 +83,7 @@ impl Default for UploadConfig {
         UploadConfig {
             part_size: Self::DEFAULT_PART_SIZE,
             max_parts_in_flight: Self::DEFAULT_MAX_PARTS_IN_FLIGHT,
+            budget: None,
         }
     }
 }
@@ -77,8 +95,12 @@ mod tests {
     #[test]
     fn default_is_valid() {
         let default = UploadConfig::default();
-        let checked = UploadConfig::new(default.part_size(), default.max_parts_in_flight());
-        assert_eq!(checked.ok(), Some(default));
+        let checked =
+            UploadConfig::new(default.part_size(), default.max_parts_in_flight()).unwrap();
+        assert_eq!(
+            (checked.part_size(), checked.max_parts_in_flight()),
+            (default.part_size(), default.max_parts_in_flight())
+        );
         assert_eq!(default.memory_bound(1), 9 * 8 * 1024 * 1024);
     }
 

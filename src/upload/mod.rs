@@ -28,7 +28,9 @@
 //!   size is that of the current part ([`UploadConfig::memory_bound`]): 72 MiB with the defaults
 //!   (8 MiB parts, 8 in flight) for files up to 7 GiB. A semaphore permit travels with each part's
 //!   task, so the writer waits for a free slot before it can fill another buffer. Staged uploads
-//!   read the staging file one part at a time under the same bound.
+//!   read the staging file one part at a time under the same bound. All uploads of a mount
+//!   together hold at most a [`WriteBudget`] of parts in flight (`--max-memory-target`), so many
+//!   writers at once wait for memory instead of adding up.
 //!
 //! Further choices:
 //!
@@ -47,6 +49,7 @@
 //!   use a test-only constructor.
 
 mod abort_retry;
+mod budget;
 mod config;
 mod error;
 pub mod part_size;
@@ -55,6 +58,7 @@ mod staged;
 mod streaming;
 
 pub use abort_retry::{pending_aborts, settle_pending_aborts};
+pub use budget::WriteBudget;
 pub use config::UploadConfig;
 pub use error::{StoreFailure, StoreOperation, UploadError};
 pub use part_size::part_size_for;

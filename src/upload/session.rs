@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{self, JoinError, JoinSet};
 
 use super::part_size::{S3_MAX_OBJECT_SIZE, S3_MAX_PARTS};
-use super::{StoreOperation, UploadError};
+use super::{StoreOperation, UploadConfig, UploadError, WriteBudget};
 use crate::store::{CompletedPart, ObjectStore, PutOptions, PutOutput, StoreResult};
 
 static ABORT_FAILURES: AtomicU64 = AtomicU64::new(0);
@@ -55,6 +55,8 @@ pub(super) struct MultipartSession {
     part_of_task: HashMap<task::Id, u32>,
     /// A permit per part in flight; a part's body is freed when its task ends, with its permit.
     permits: Arc<Semaphore>,
+    /// The mount's memory for parts in flight, shared with its other uploads.
+    budget: Option<Arc<WriteBudget>>,
     completed: Vec<CompletedPart>,
     parts_sent: u32,
     bytes_sent: u64,
@@ -67,7 +69,7 @@ impl MultipartSession {
         store: Arc<dyn ObjectStore>,
         key: String,
         options: PutOptions,
-        max_parts_in_flight: usize,
+        config: &UploadConfig,
     ) -> Self {
         MultipartSession {
             store,
@@ -76,7 +78,8 @@ impl MultipartSession {
             created: None,
             in_flight: JoinSet::new(),
             part_of_task: HashMap::new(),
-            permits: Arc::new(Semaphore::new(max_parts_in_flight)),
+            permits: Arc::new(Semaphore::new(config.max_parts_in_flight())),
+            budget: config.budget().cloned(),
             completed: Vec::new(),
             parts_sent: 0,
             bytes_sent: 0,
@@ -147,12 +150,16 @@ impl MultipartSession {
                 }));
             }
         };
+        let memory = match &self.budget {
+            Some(budget) => budget.reserve(body.len() as u64).await,
+            None => None,
+        };
         // A part may have failed while this one waited for its slot: do not send after a failure.
         self.check()?;
         let store = Arc::clone(&self.store);
         let key = self.key.clone();
         let handle = self.in_flight.spawn(async move {
-            let _slot = permit;
+            let _slot = (permit, memory);
             store.upload_part(&key, &upload_id, part_number, body).await
         });
         self.part_of_task.insert(handle.id(), part_number);

@@ -147,12 +147,7 @@ impl StagedFile {
             let body = self.read_at(0, self.size as usize).await?;
             put_object(store.as_ref(), key, body, options).await?
         } else {
-            let mut session = MultipartSession::new(
-                store,
-                key.to_string(),
-                options,
-                config.max_parts_in_flight(),
-            );
+            let mut session = MultipartSession::new(store, key.to_string(), options, &config);
             let result = self.upload_parts(&mut session, base).await;
             if result.is_err() {
                 session.abort().await;

@@ -34,12 +34,7 @@ impl StreamingUpload {
         config: UploadConfig,
     ) -> Self {
         StreamingUpload {
-            session: Box::new(MultipartSession::new(
-                store,
-                key,
-                options,
-                config.max_parts_in_flight(),
-            )),
+            session: Box::new(MultipartSession::new(store, key, options, &config)),
             base_part_size: config.part_size(),
             buffer: Vec::new(),
             written: 0,
@@ -148,13 +143,18 @@ impl StreamingUpload {
     }
 
     /// Grows the buffer geometrically but never past one part, so it never holds more than the
-    /// memory bound counts.
+    /// memory bound counts. Once a part has gone the file is large: the next buffer takes the
+    /// whole part at once, so no byte is copied by a reallocation (small files stay small).
     fn grow_buffer(&mut self, additional: usize, part_size: usize) {
         let needed = self.buffer.len() + additional;
         if needed <= self.buffer.capacity() {
             return;
         }
-        let target = needed.max(self.buffer.capacity() * 2).min(part_size);
+        let target = if self.session.has_parts() {
+            part_size
+        } else {
+            needed.max(self.buffer.capacity() * 2).min(part_size)
+        };
         self.buffer.reserve_exact(target - self.buffer.len());
     }
 }
@@ -524,6 +524,43 @@ mod tests {
                 "{most} parts in flight with a limit of {limit}"
             );
             assert!(most >= limit.min(2), "parts never overlapped: {most}");
+        }
+    }
+
+    /// Uploads sharing a write budget hold no more parts in flight together than it allows
+    /// (each part takes at least 1 MiB of it), and all of them still finish whole.
+    #[tokio::test]
+    async fn uploads_sharing_a_budget_wait_for_memory() {
+        for budget_parts in [1u64, 3] {
+            let store = store(PART);
+            store.delay(Op::UploadPart, std::time::Duration::from_millis(5));
+            let budget = crate::upload::WriteBudget::new(budget_parts << 20);
+            let writers = (0..4).map(|i| {
+                let config =
+                    UploadConfig::with_small_parts(PART, 4).with_budget(Some(budget.clone()));
+                let mut upload = StreamingUpload::new(
+                    store.clone(),
+                    format!("w{i}"),
+                    PutOptions::default(),
+                    config,
+                );
+                async move {
+                    let data = pattern(12 * PART as usize);
+                    write_all(&mut upload, &data, 4096).await.unwrap();
+                    upload.finish().await.unwrap();
+                    data
+                }
+            });
+            let written = futures::future::join_all(writers).await;
+            for (i, data) in written.iter().enumerate() {
+                assert_eq!(&store.inner().object(&format!("w{i}")).unwrap().data, data);
+            }
+            let most = u64::from(store.max_in_flight(Op::UploadPart));
+            assert!(
+                most <= budget_parts,
+                "{most} parts in flight, budget {budget_parts}"
+            );
+            assert_eq!(budget.available_bytes(), budget.total_bytes());
         }
     }
 

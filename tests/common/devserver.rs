@@ -55,6 +55,11 @@ impl Server {
         self.server().reset_stats()
     }
 
+    /// The requests since the last reset, with their headers.
+    pub fn requests(&self) -> Vec<scribefs::devserver::RecordedRequest> {
+        self.server().recorded_requests()
+    }
+
     pub fn set_fail_rate(&self, rate: f64) {
         self.server().set_fail_rate(rate)
     }

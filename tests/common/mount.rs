@@ -198,3 +198,26 @@ pub fn scrape(addr: &str) -> std::collections::HashMap<String, f64> {
         })
         .collect()
 }
+
+/// The pid of the background process serving the mount at `dir`.
+pub fn mount_pid(dir: &Path) -> u32 {
+    let wanted = dir.to_string_lossy().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.contains(&wanted) && args.iter().any(|a| a == "--foreground") {
+            pids.push(pid);
+        }
+    }
+    assert_eq!(pids.len(), 1, "mount processes for {wanted}: {pids:?}");
+    pids[0]
+}

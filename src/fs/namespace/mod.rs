@@ -84,6 +84,8 @@ pub struct Namespace {
     misses: HashMap<(Ino, String), Instant>,
     next: Ino,
     ttl: Option<Duration>,
+    /// How long a remembered miss is trusted (`--negative-metadata-ttl`).
+    miss_ttl: Option<Duration>,
     clock: Clock,
     /// Keys whose DELETE waits in some node's `deletes_at_close`, counted: their objects are
     /// still in S3, but no listing or HEAD may bring their names back.
@@ -106,14 +108,25 @@ impl Namespace {
             misses: HashMap::new(),
             next: ROOT_INO + 1,
             ttl,
+            miss_ttl: ttl,
             clock,
             waiting_deletes: HashMap::new(),
         }
     }
 
+    /// Misses trusted for `ttl` instead of the metadata TTL.
+    pub fn with_miss_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.miss_ttl = ttl;
+        self
+    }
+
     /// Whether something confirmed at `at` may still be trusted.
     pub fn fresh(&self, at: Option<Instant>) -> bool {
-        match (at, self.ttl) {
+        self.fresh_for(at, self.ttl)
+    }
+
+    fn fresh_for(&self, at: Option<Instant>, ttl: Option<Duration>) -> bool {
+        match (at, ttl) {
             (None, _) => false,
             (Some(_), None) => true,
             (Some(at), Some(ttl)) => self.clock.since(at) < ttl,
@@ -174,18 +187,18 @@ impl Namespace {
         {
             return Ok(Answer::Found(node.ino));
         }
-        if self.fresh(dir.coverage.covering(name)) {
-            // A fresh listing covered the name. `listed` unlinks every covered child it did not
-            // see unless the child changed here after the listing started, so a child still
-            // linked exists, even one whose own validation (a GET or an upload made while the
-            // listing ran) is older than the listing's.
-            return Ok(match self.child(parent, name) {
-                Some(node) => Answer::Found(node.ino),
-                None => Answer::Missing,
-            });
+        // A listing covered the name. `listed` unlinks every covered child it did not see
+        // unless the child changed here after the listing started, so a child still linked
+        // exists, even one whose own validation (a GET or an upload made while the listing
+        // ran) is older than the listing's; an absent one is a miss, trusted for the miss TTL.
+        let covered = dir.coverage.covering(name);
+        match self.child(parent, name) {
+            Some(node) if self.fresh(covered) => return Ok(Answer::Found(node.ino)),
+            None if self.fresh_for(covered, self.miss_ttl) => return Ok(Answer::Missing),
+            _ => {}
         }
         let missed = self.misses.get(&(parent, name.to_string())).copied();
-        if self.fresh(missed) {
+        if self.fresh_for(missed, self.miss_ttl) {
             return Ok(Answer::Missing);
         }
         Ok(Answer::Unknown)

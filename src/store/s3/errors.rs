@@ -17,6 +17,10 @@ pub(super) struct CallContext<'a> {
     pub bucket: &'a str,
     pub endpoint: &'a str,
     pub region: &'a str,
+    /// The user chose the region: a bucket elsewhere is an error to explain, not to follow.
+    pub region_given: bool,
+    /// What supplies the credentials ("profile \"prod\"", ...).
+    pub credentials: &'a str,
     /// The per-attempt timeout, reported by [`StoreError::Timeout`].
     pub timeout: Duration,
 }
@@ -41,7 +45,7 @@ impl CallContext<'_> {
 pub(super) fn from_sdk_error<E, R>(err: SdkError<E, R>, context: &CallContext<'_>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HasStatus,
+    R: std::fmt::Debug + HasStatus + 'static,
 {
     // The SDK's full context (with the Debug form of the raw response) goes to the debug log
     // only: in a message a user reads it would bury the one line that matters.
@@ -54,6 +58,25 @@ where
             endpoint: context.endpoint.to_string(),
             reason,
         };
+    }
+    if let Some(failure) = credentials_failure(&err) {
+        return StoreError::Credentials(format!(
+            "no AWS credentials from {}: {}",
+            context.credentials,
+            causes(failure)
+        ));
+    }
+    if let Some(actual) = bucket_region(&err).filter(|r| r != context.region) {
+        let advice = if context.region_given {
+            format!("pass --region {actual}, or leave --region out to have it found")
+        } else {
+            format!("pass --region {actual}")
+        };
+        return StoreError::InvalidRequest(format!(
+            "{}: the bucket is in region {actual}, not {}: {advice}",
+            context.what(),
+            context.region
+        ));
     }
     let detail = causes(&err);
     match &err {
@@ -100,6 +123,37 @@ where
     }
 }
 
+/// The credentials error a call failed with, if that is why: the SDK reports a provider that
+/// could give none (no keys anywhere, a failing `credential_process`, an expired SSO token) as a
+/// dispatch failure, which would otherwise read as a network problem.
+fn credentials_failure<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e (dyn std::error::Error + 'static)> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = current {
+        if error.downcast_ref::<CredentialsError>().is_some() {
+            return Some(error);
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// The region a bucket says it is in (`x-amz-bucket-region`), sent by S3 with the 301 or 400
+/// that answers a request signed for another region.
+pub(super) fn bucket_region<E, R: HasStatus>(err: &SdkError<E, R>) -> Option<String> {
+    let raw = match err {
+        SdkError::ServiceError(service) => service.raw(),
+        SdkError::ResponseError(response) => response.raw(),
+        _ => return None,
+    };
+    raw.header("x-amz-bucket-region")
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+}
+
 /// A 500 that says nothing (no message in the error body): file-backed servers answer so when
 /// their file system refuses an operation, unlike AWS and MinIO, which always explain a 500.
 pub(super) fn is_bare_server_error<E, R>(err: &SdkError<E, R>) -> bool
@@ -128,14 +182,19 @@ fn causes(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// The HTTP status of a raw response, whatever response type the SDK hands over.
+/// The HTTP status (and headers) of a raw response, whatever response type the SDK hands over.
 pub(super) trait HasStatus {
     fn status_code(&self) -> u16;
+    fn header(&self, name: &str) -> Option<&str>;
 }
 
 impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers().get(name)
     }
 }
 
@@ -217,6 +276,8 @@ mod tests {
             bucket: "bkt",
             endpoint: "http://127.0.0.1:1",
             region: "us-east-1",
+            region_given: true,
+            credentials: "profile \"test\"",
             timeout: Duration::from_secs(5),
         }
     }
