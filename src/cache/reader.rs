@@ -10,11 +10,14 @@
 //!
 //! Prefetch is advisory and bounded: each prefetch GET holds a permit of a semaphore shared by
 //! every reader of a [`ReadPath`]; when none is free the prefetch is skipped, never queued, and
-//! the next read tries again. Prefetch GETs cover `window / max_parallel_gets` blocks each, and
+//! the next read tries again. The GETs allowed grow with the readers streaming now
+//! (`max_parallel_gets` each, up to `max_parallel_gets_total`), so four sequential readers each
+//! keep as many GETs in flight as one alone would; the bytes they may speculate stay bounded by
+//! the cache ([`BlockCache::may_prefetch`]). Prefetch GETs cover `window / max_parallel_gets` blocks each, and
 //! a short piece at the window's end waits until it has grown to that size (or reaches the end
 //! of the object), so a steady sequential reader issues few, large GETs.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -39,8 +42,11 @@ pub struct ReaderConfig {
     /// Furthest a sequential reader prefetches ahead; also capped at half the cache budget so
     /// that prefetched blocks are not evicted before they are read.
     pub max_window_bytes: u64,
-    /// Prefetch GETs in flight at once, across all readers of a [`ReadPath`].
+    /// Prefetch GETs in flight at once for each reader streaming sequentially (and for the
+    /// mount's cross-file prefetch when none is).
     pub max_parallel_gets: usize,
+    /// Prefetch GETs in flight at once across all readers of a [`ReadPath`], however many.
+    pub max_parallel_gets_total: usize,
 }
 
 impl Default for ReaderConfig {
@@ -49,6 +55,7 @@ impl Default for ReaderConfig {
             block_size: MIB,
             max_window_bytes: 64 * MIB,
             max_parallel_gets: 16,
+            max_parallel_gets_total: 64,
         }
     }
 }
@@ -96,6 +103,8 @@ struct PathShared {
     config: ReaderConfig,
     max_window_blocks: u64,
     prefetch_permits: Arc<Semaphore>,
+    /// Readers whose prefetch window is open: each one is owed `max_parallel_gets` GETs.
+    streaming_readers: AtomicUsize,
     counters: ReadCounters,
 }
 
@@ -114,6 +123,9 @@ impl ReadPath {
             block_size: config.block_size.max(1),
             max_window_bytes: config.max_window_bytes,
             max_parallel_gets: config.max_parallel_gets.clamp(1, Semaphore::MAX_PERMITS),
+            max_parallel_gets_total: config
+                .max_parallel_gets_total
+                .clamp(config.max_parallel_gets.max(1), Semaphore::MAX_PERMITS),
         };
         let max_window_blocks =
             config.max_window_bytes.min(cache.budget_bytes() / 2) / config.block_size;
@@ -121,7 +133,8 @@ impl ReadPath {
             shared: Arc::new(PathShared {
                 store,
                 cache,
-                prefetch_permits: Arc::new(Semaphore::new(config.max_parallel_gets)),
+                prefetch_permits: Arc::new(Semaphore::new(config.max_parallel_gets_total)),
+                streaming_readers: AtomicUsize::new(0),
                 max_window_blocks,
                 config,
                 counters: ReadCounters::default(),
@@ -142,6 +155,7 @@ impl ReadPath {
             path: self.clone(),
             object: Arc::new(object),
             pattern: Mutex::new(pattern),
+            streaming: AtomicBool::new(false),
         }
     }
 
@@ -220,6 +234,7 @@ impl ReadPath {
         let permit = Arc::clone(&shared.prefetch_permits)
             .try_acquire_owned()
             .ok()
+            .filter(|_| self.prefetch_gets_in_flight() <= self.prefetch_gets_allowed())
             .filter(|_| shared.cache.may_prefetch(bytes));
         if permit.is_none() {
             shared
@@ -232,7 +247,27 @@ impl ReadPath {
 
     /// Whether every prefetch permit is taken (further prefetches would be skipped).
     pub fn prefetch_permits_exhausted(&self) -> bool {
-        self.shared.prefetch_permits.available_permits() == 0
+        self.prefetch_gets_in_flight() >= self.prefetch_gets_allowed()
+    }
+
+    fn prefetch_gets_in_flight(&self) -> usize {
+        let shared = &self.shared;
+        shared.config.max_parallel_gets_total - shared.prefetch_permits.available_permits()
+    }
+
+    /// `max_parallel_gets` per streaming reader (at least one's worth), up to the total.
+    fn prefetch_gets_allowed(&self) -> usize {
+        let config = &self.shared.config;
+        let readers = self.shared.streaming_readers.load(Ordering::Relaxed).max(1);
+        config
+            .max_parallel_gets
+            .saturating_mul(readers)
+            .min(config.max_parallel_gets_total)
+    }
+
+    /// Sequential readers streaming right now (window open).
+    pub fn streaming_readers(&self) -> usize {
+        self.shared.streaming_readers.load(Ordering::Relaxed)
     }
 
     pub fn cache(&self) -> &BlockCache {
@@ -303,6 +338,14 @@ pub struct ObjectReader {
     path: ReadPath,
     object: Arc<ObjectVersion>,
     pattern: Mutex<AccessPattern>,
+    /// Counted in the path's `streaming_readers` while its window is open.
+    streaming: AtomicBool,
+}
+
+impl Drop for ObjectReader {
+    fn drop(&mut self) {
+        self.set_streaming(false);
+    }
 }
 
 impl ObjectReader {
@@ -404,7 +447,20 @@ impl ObjectReader {
         counters
             .peak_window_bytes
             .fetch_max(window_bytes, Ordering::Relaxed);
+        self.set_streaming(window > 0);
         (access, window, pattern.prefetch_range())
+    }
+
+    fn set_streaming(&self, streaming: bool) {
+        if self.streaming.swap(streaming, Ordering::Relaxed) == streaming {
+            return;
+        }
+        let readers = &self.path.shared.streaming_readers;
+        if streaming {
+            readers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            readers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn block_id(&self, index: u64) -> BlockId {

@@ -442,7 +442,7 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let config = ReaderConfig { block_size, max_window_bytes: 8 * block_size, max_parallel_gets: 3 };
+            let config = ReaderConfig { block_size, max_window_bytes: 8 * block_size, max_parallel_gets: 3, max_parallel_gets_total: 3 };
             let f = Fixture::new(store(), budget, config);
             let data = content(size, 12);
             let reader = f.path.open(f.put("p", data.clone()).await);
@@ -549,4 +549,49 @@ async fn a_sequential_read_leaves_no_prefetched_block_unread() {
     assert!(stats.prefetches > 0, "the reader prefetched");
     assert_eq!(stats.unread_prefetch_bytes, 0, "{stats:?}");
     assert_eq!(stats.prefetch_wasted, 0);
+}
+
+/// Prefetch GETs grow with the readers streaming: each sequential reader may keep
+/// `max_parallel_gets` in flight, all of them together no more than the total; a reader that
+/// closes gives its share back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefetch_gets_grow_with_streaming_readers() {
+    let config = ReaderConfig {
+        block_size: 64 * KIB,
+        max_window_bytes: 4 * MIB,
+        max_parallel_gets: 2,
+        max_parallel_gets_total: 6,
+    };
+    let f = Fixture::new(store(), 256 * MIB, config);
+    f.store.delay(Op::Get, std::time::Duration::from_millis(5));
+    let mut readers = Vec::new();
+    for i in 0..4u8 {
+        let data = content(8 * MIB, i);
+        readers.push((
+            f.path.open(f.put(&format!("r{i}"), data.clone()).await),
+            data,
+        ));
+    }
+    let reads = readers.iter().map(|(reader, data)| async move {
+        let mut offset = 0;
+        while offset < data.len() as u64 {
+            let got = reader.read(offset, 128 * KIB as u32).await.unwrap();
+            assert_eq!(
+                got,
+                data.slice(offset as usize..offset as usize + got.len())
+            );
+            offset += got.len() as u64;
+        }
+    });
+    futures::future::join_all(reads).await;
+    assert_eq!(f.path.streaming_readers(), 4);
+    // Demand GETs (one per reader at most) come on top of the prefetch GETs.
+    let most = f.store.max_in_flight(Op::Get) as usize;
+    assert!(
+        most > 2 + 4,
+        "prefetch did not grow past one reader's share: {most}"
+    );
+    assert!(most <= 6 + 4, "more than the total in flight: {most}");
+    drop(readers);
+    assert_eq!(f.path.streaming_readers(), 0);
 }
