@@ -17,14 +17,12 @@ runs=${1:-3}
 
 ensure_rust
 ensure_packages
-bin=${SCRIBEFS_BIN_DIR:-target/release}
-[ -n "${SCRIBEFS_BIN_DIR:-}" ] || cargo build --release --bins -q
-bin=$(cd "$bin" && pwd)
+bin=$(bin_dir)
 
 work=$(mktemp -d)
 mnt=$work/mnt root=$work/s3
 mkdir -p "$mnt" "$root"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 export S3_ENDPOINT=http://127.0.0.1:$port S3_PATH_STYLE=true S3_REGION=us-east-1
 export S3_ACCESS_KEY_ID=devkey S3_SECRET_ACCESS_KEY=devsecret XDG_CACHE_HOME=$work/cache
 unset AWS_PROFILE S3_BUCKET
@@ -68,13 +66,6 @@ stop_silent() {
     wait "$silent_pid" 2>/dev/null || true
     silent_pid=
 }
-unmount() {
-    for _ in $(seq 100); do
-        mountpoint -q "$mnt" || return 0
-        fusermount3 -u "$mnt" 2>/dev/null || sleep 0.1
-    done
-    fusermount3 -uz "$mnt"
-}
 cleanup() {
     mountpoint -q "$mnt" && { fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt"; }
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
@@ -96,7 +87,7 @@ start_server
 "$bin/scribefs" mount dead "$mnt" --log-file "$work/mount.log"
 for i in $(seq 1 $((2 * runs))); do head -c 1048576 /dev/urandom > "$mnt/file$i"; done
 head -c 4096 /dev/urandom > "$work/small"
-unmount
+unmount_dir "$mnt"
 
 n=0
 for kind in ${KINDS:-refused silent}; do
@@ -110,6 +101,6 @@ for kind in ${KINDS:-refused silent}; do
         echo "dead-server: $kind run $run: cat of an unread file: $(timed cat "$mnt/file$n")"
         echo "dead-server: $kind run $run: cp of a new 4 KiB file: $(timed cp "$work/small" "$mnt/new$n")"
         stop_silent
-        unmount
+        unmount_dir "$mnt"
     done
 done

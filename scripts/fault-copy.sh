@@ -16,9 +16,7 @@ runs=${2:-20}
 
 ensure_rust
 ensure_packages
-bin=${SCRIBEFS_BIN_DIR:-target/release}
-[ -n "${SCRIBEFS_BIN_DIR:-}" ] || cargo build --release --bins -q
-bin=$(cd "$bin" && pwd)
+bin=$(bin_dir)
 
 work=$(mktemp -d)
 src=$work/src
@@ -40,12 +38,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-unmount() {
-    for _ in $(seq 200); do
-        mountpoint -q "$1" || return 0
-        fusermount3 -u "$1" 2>/dev/null || sleep 0.1
-    done
-    fusermount3 -uz "$1"
+# Mounts with default options (and $MOUNT_ARGS), runs `cp -a FROM TO`, unmounts; prints cp's
+# exit status, or "mount" when the mount failed (its bucket check met faults only). A failed
+# run either way.
+copy_through_mount() {
+    local log=$1 err=$2 from=$3 to=$4 status=0
+    # shellcheck disable=SC2086 # MOUNT_ARGS is a list of flags
+    if "$bin/scribefs" mount faults "$mnt" --log-file "$log" ${MOUNT_ARGS:-} > /dev/null 2> "$err"; then
+        cp -a "$from" "$to" > /dev/null 2> "$err" || status=$?
+        unmount_dir "$mnt"
+    else
+        status=mount
+    fi
+    touch "$log"
+    echo "$status"
 }
 
 good=0
@@ -53,43 +59,26 @@ for run in $(seq 1 "$runs"); do
     dir=$work/run$run
     mkdir -p "$dir/mnt" "$dir/back" "$dir/cache"
     mnt=$dir/mnt
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     export S3_ENDPOINT=http://127.0.0.1:$port XDG_CACHE_HOME=$dir/cache
     "$bin/scribefs-devserver" --listen "127.0.0.1:$port" --bucket faults \
         --fail-rate "$rate" > "$dir/server.out" 2>&1 &
     server_pid=$!
     for _ in $(seq 100); do grep -q "ready on" "$dir/server.out" 2>/dev/null && break; sleep 0.1; done
 
-    # A mount that fails (its bucket check met faults only) counts as a failed run.
-    status_in=0
-    # shellcheck disable=SC2086 # MOUNT_ARGS is a list of flags
-    if "$bin/scribefs" mount faults "$mnt" --log-file "$dir/mount.log" ${MOUNT_ARGS:-} 2> "$dir/in.err"; then
-        cp -a "$src/." "$mnt/tree" 2> "$dir/in.err" || status_in=$?
-        unmount "$mnt"
-    else
-        status_in=mount
-    fi
-
+    status_in=$(copy_through_mount "$dir/mount.log" "$dir/in.err" "$src/." "$mnt/tree")
     # A fresh mount (and a fresh metadata cache) reads everything back from the server.
     rm -rf "$dir/cache" && mkdir "$dir/cache"
-    status_out=0
-    # shellcheck disable=SC2086
-    if "$bin/scribefs" mount faults "$mnt" --log-file "$dir/mount2.log" ${MOUNT_ARGS:-} 2> "$dir/out.err"; then
-        cp -a "$mnt/tree/." "$dir/back" 2> "$dir/out.err" || status_out=$?
-        unmount "$mnt"
-    else
-        status_out=mount
-    fi
+    status_out=$(copy_through_mount "$dir/mount2.log" "$dir/out.err" "$mnt/tree/." "$dir/back")
     mnt=
-    touch "$dir/mount.log" "$dir/mount2.log"
 
     verdict=identical
     if ! diff -r "$src" "$dir/back" > "$dir/diff.out" 2>&1; then
         verdict="differs ($(grep -c . "$dir/diff.out") diff lines)"
     fi
-    errors=$(cat "$dir/in.err" "$dir/out.err" | head -2 | tr '\n' ' ')
+    errors=$(cat "$dir/in.err" "$dir/out.err" | sed -n '1,2p' | tr '\n' ' ')
     retries=$(cat "$dir/mount.log" "$dir/mount2.log" | grep -c "retrying S3 call" || true)
-    failed=$(cat "$dir/mount.log" "$dir/mount2.log" | grep "S3 request failed" | head -3 |
+    failed=$(cat "$dir/mount.log" "$dir/mount2.log" | grep "S3 request failed" | sed -n '1,3p' |
         sed -E 's/.*(op="?[A-Za-z]+"?).*(attempts=[0-9]+).*/\1 \2/' | tr '\n' ' ' || true)
     requests=$(curl -s "$S3_ENDPOINT/_scribefs/stats" || echo '?')
     kill "$server_pid" 2>/dev/null || true
