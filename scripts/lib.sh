@@ -65,3 +65,28 @@ ensure_rust() {
         exit 1
     fi
 }
+
+# The folder of the scribefs binaries a measuring script runs, as an absolute path:
+# $SCRIBEFS_BIN_DIR when set (binaries already built, e.g. target/debug), else a release build
+# made now.
+bin_dir() {
+    if [ -z "${SCRIBEFS_BIN_DIR:-}" ]; then
+        cargo build --release --bins -q
+    fi
+    (cd "${SCRIBEFS_BIN_DIR:-target/release}" && pwd)
+}
+
+# A loopback TCP port that was free a moment ago.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# fusermount3 -u DIR until it is no mount point (a mount busy with a request refuses for a
+# moment), then -uz.
+unmount_dir() {
+    for _ in $(seq 200); do
+        mountpoint -q "$1" || return 0
+        fusermount3 -u "$1" 2>/dev/null || sleep 0.1
+    done
+    fusermount3 -uz "$1"
+}

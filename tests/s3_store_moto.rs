@@ -37,6 +37,7 @@ fn fast_retries(max_retries: u32) -> RetryPolicy {
     RetryPolicy {
         max_retries,
         base_delay: Duration::from_millis(5),
+        total: None,
     }
 }
 

@@ -46,10 +46,10 @@ pub struct ConnectionArgs {
     /// TOML file with a [storage.s3] table (bucket, region, endpoint, access_key_id, ...)
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Extra attempts for throttled, failed (5xx) or timed-out requests (0 to 100) [default: 3]
+    /// Extra attempts for throttled, failed (5xx) or timed-out requests (0 to 100) [default: 9 for mount, 3 for the other commands]
     #[arg(long, global = true, value_name = "N", value_parser = bounds::MAX_RETRIES.parser::<u32>(), allow_hyphen_values = true)]
     pub max_retries: Option<u32>,
-    /// Timeout of one request attempt, in seconds (1 to 86400) [default: 30]
+    /// Timeout of one request attempt, in seconds (1 to 86400); a request with its retries ends within twice this [default: 30]
     #[arg(long, global = true, value_name = "SECS", value_parser = bounds::TIMEOUT_SECS.parser::<u64>(), allow_hyphen_values = true)]
     pub timeout_secs: Option<u64>,
     /// Most connections (and requests) open to S3 at once (1 to 4096) [default: 128]

@@ -51,7 +51,8 @@ pub enum BoundError {
 }
 
 // --- Connection (every command; flags and `[storage.s3]`) ---
-/// Extra attempts; past a hundred a dead endpoint holds a request for hours of backoff.
+/// Extra attempts. A call ends within twice the request timeout anyway; a hundred retries
+/// already pause longer than that (up to 16 minutes) with the default timeout.
 pub const MAX_RETRIES: Bound = Bound::new(Unit::Count, 0, 100);
 /// One attempt's timeout; a day is far beyond a 5 GiB part on a slow link.
 pub const TIMEOUT_SECS: Bound = Bound::new(Unit::Secs, 1, 86_400);

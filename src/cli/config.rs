@@ -79,12 +79,22 @@ pub fn resolve(
     args: &ConnectionArgs,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<S3Config, CliError> {
+    resolve_over(S3Config::default(), args, env)
+}
+
+/// Like [`resolve`], with `defaults` filling what no source sets (a mount retries more than
+/// the other commands).
+pub fn resolve_over(
+    defaults: S3Config,
+    args: &ConnectionArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<S3Config, CliError> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => S3Table::default(),
     };
     let from_env = env_table(env)?;
-    let mut config = S3Config::default();
+    let mut config = defaults;
     // Lowest precedence first; each later layer overwrites what it sets.
     for layer in [file, from_env, flags_table(args)] {
         apply(&mut config, layer);

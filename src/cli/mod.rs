@@ -83,7 +83,7 @@ pub fn main() -> ExitCode {
         return usage_error(&line);
     }
     // Before anything runs, as the flags were: a bad [storage.s3] value is a usage error too.
-    let config = match resolve_config(&mut cli) {
+    let config = match resolve_config(&mut cli, &|name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(e) => return usage_error(&e.to_string()),
     };
@@ -190,13 +190,19 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// The connection settings from flags, environment and `[storage.s3]`; a mount's BUCKET
-/// argument is its bucket.
-fn resolve_config(cli: &mut Cli) -> Result<S3Config, CliError> {
+/// The connection settings from flags, environment (`env`) and `[storage.s3]`; a mount's
+/// BUCKET argument is its bucket, and a mount retries more by default than the commands do
+/// (a failed `close()` cannot be run again; a failed command can).
+fn resolve_config(
+    cli: &mut Cli,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<S3Config, CliError> {
+    let mut defaults = S3Config::default();
     if let Command::Mount(args) = &cli.command {
         cli.connection.bucket = Some(args.bucket.clone());
+        defaults.max_retries = crate::store::config::MOUNT_MAX_RETRIES;
     }
-    config::resolve(&cli.connection, &|name| std::env::var(name).ok())
+    config::resolve_over(defaults, &cli.connection, env)
 }
 
 async fn run(cli: Cli, config: S3Config) -> Result<(), CliError> {
@@ -211,10 +217,62 @@ async fn run(cli: Cli, config: S3Config) -> Result<(), CliError> {
 
 /// The store every command uses: S3 over HTTP, each attempt metered, with our retries around it.
 pub async fn connect(config: &S3Config) -> Result<Arc<dyn ObjectStore>, CliError> {
-    let s3 = S3Store::new(config).await?;
-    let policy = RetryPolicy {
-        max_retries: config.max_retries,
-        ..RetryPolicy::default()
+    Ok(connect_with_check(config, None).await?.0)
+}
+
+/// [`connect`], and beside it a store over the same connections whose calls retry as many
+/// times but end within `check_total` (a mount's bucket check, `--connect-timeout-secs`).
+pub(crate) async fn connect_with_check(
+    config: &S3Config,
+    check_total: Option<std::time::Duration>,
+) -> Result<(Arc<dyn ObjectStore>, Arc<dyn ObjectStore>), CliError> {
+    let s3 = Arc::new(Metered::new(S3Store::new(config).await?));
+    let policy = RetryPolicy::from_config(config);
+    let check = RetryPolicy {
+        total: check_total.or(policy.total),
+        ..policy.clone()
     };
-    Ok(Arc::new(Retrying::new(Metered::new(s3), policy)))
+    Ok((
+        Arc::new(Retrying::shared(Arc::clone(&s3), policy)),
+        Arc::new(Retrying::shared(s3, check)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn max_retries(argv: &[&str], env: &[(&str, &str)]) -> u32 {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let mut cli = Cli::try_parse_from(argv).unwrap();
+        resolve_config(&mut cli, &lookup).unwrap().max_retries
+    }
+
+    #[test]
+    fn a_mount_retries_9_times_by_default_the_commands_3_and_the_flag_wins() {
+        assert_eq!(max_retries(&["scribefs", "mount", "b", "/mnt"], &[]), 9);
+        let segments = ["scribefs", "--bucket", "b", "segments", "ls"];
+        assert_eq!(max_retries(&segments, &[]), 3);
+        assert_eq!(
+            max_retries(&["scribefs", "--bucket", "b", "uploads", "ls"], &[]),
+            3
+        );
+        let explicit = ["scribefs", "mount", "b", "/mnt", "--max-retries", "2"];
+        assert_eq!(max_retries(&explicit, &[]), 2);
+        let explicit = [
+            "scribefs",
+            "--max-retries",
+            "0",
+            "--bucket",
+            "b",
+            "segments",
+            "ls",
+        ];
+        assert_eq!(max_retries(&explicit, &[("S3_REGION", "eu-west-1")]), 0);
+    }
 }

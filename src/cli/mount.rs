@@ -13,7 +13,7 @@ use std::time::Duration;
 use fuser::{MountOption, SessionACL};
 
 use super::args::{LayoutArg, MountArgs, PosixMetadataArg};
-use super::{CliError, connect};
+use super::{CliError, connect_with_check};
 use crate::cache::{DiskCache, MetadataCache};
 use crate::fs::fuse::FuseAdapter;
 use crate::fs::{Fs, FsConfig, Layout, LayoutKind};
@@ -74,19 +74,23 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
             .map_err(|e| CliError::Io(format!("cannot serve metrics at {addr}: {e}")))?;
         tracing::info!("metrics at http://{bound}/metrics");
     }
-    let store = connect(&config).await?;
-    // A server that accepts connections and never answers would otherwise hold the mount for
-    // (retries + 1) x the request timeout.
+    // The bucket check retries like any request (a fault at mount time must not fail the
+    // mount), but ends within --connect-timeout-secs: a server that accepts connections and
+    // never answers would otherwise hold the mount for twice the request timeout, and one that
+    // refuses them for all 10 attempts. Ended by its deadline, it still reports the last error
+    // seen (connection refused, ...) when there was one.
     let check_timeout = Duration::from_secs(args.connect_timeout_secs);
-    match tokio::time::timeout(check_timeout, store.head_bucket()).await {
-        Ok(result) => result.map_err(|e| explain_bucket_check(&e, &config))?,
-        Err(_) => {
+    let (store, check) = connect_with_check(&config, Some(check_timeout)).await?;
+    match check.head_bucket().await {
+        Ok(()) => {}
+        Err(e) if matches!(e.root(), StoreError::Timeout(_)) => {
             return Err(CliError::Config(format!(
                 "cannot reach the S3 endpoint {}: no answer to HeadBucket within {}s (--connect-timeout-secs)",
                 config.endpoint.as_deref().unwrap_or("AWS S3"),
                 args.connect_timeout_secs
             )));
         }
+        Err(e) => return Err(explain_bucket_check(&e, &config)),
     }
     let mut fs_config = fs_config(&args)?;
     if let Some(dir) = &args.cache_dir {

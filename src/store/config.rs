@@ -8,7 +8,17 @@ use super::StoreError;
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_POOL_SIZE: usize = 128;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// Extra attempts of one request for the `segments` and `uploads` commands and for library
+/// users: a command run by a person or a script reports its failure and can be run again.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Extra attempts of one request for a mount (10 attempts in all, as mountpoint-s3 makes):
+/// nobody can run a failed `close()` again, so a transient fault must not reach the
+/// application. A request fails for good only if all 10 attempts fail: with 20% of requests
+/// failing at random that is 0.2^10 = 1e-7, so a `cp -a` of 200 files (about 1,000 requests)
+/// loses one in 10,000 runs, against 1 in 2 with 3 retries (0.2^4 = 1.6e-3 a request). A
+/// dead server still surfaces: the pauses of 9 retries add up to 32.7 s at most, and a call
+/// is bounded by twice the request timeout (`RetryPolicy::from_config`).
+pub const MOUNT_MAX_RETRIES: u32 = 9;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -2,18 +2,23 @@
 //! connections.
 //!
 //! A call is retried only when [`StoreError::is_retryable`] says so (throttling, 5xx, timeouts,
-//! broken connections); 400/403/404/412 come back at once. A call that keeps failing ends in
-//! [`StoreError::RetriesExhausted`] with the number of attempts made. Bodies of PUT and
-//! UploadPart are `Bytes`, so sending them again costs no copy.
+//! broken connections); 400/403/404/412 come back at once. Pauses double from 0.1 s up to
+//! [`MAX_BACKOFF`], each drawn uniformly below its nominal value (full jitter). A call that
+//! keeps failing ends in [`StoreError::RetriesExhausted`] with the number of attempts made,
+//! when its attempts are spent or its time ([`RetryPolicy::total`], twice the request timeout
+//! for the CLI and the mount) is up, whichever comes first. Bodies of PUT and UploadPart are
+//! `Bytes`, so sending them again costs no copy.
 //!
 //! A GET body that breaks mid-way is resumed: the wrapper's stream asks for the rest with a
 //! ranged GET carrying `If-Match` of the ETag seen first, so a resumed stream never mixes two
 //! versions of an object (a changed object ends the stream with PreconditionFailed). Resumptions
-//! draw on the same retry budget as the GET that opened the stream.
+//! draw on the same budget of attempts as the GET that opened the stream; the time bound
+//! starts again at each break (a long body may take longer than any one call should).
 
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,6 +42,11 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     /// The nominal delay before the first retry; it doubles for each further one.
     pub base_delay: Duration,
+    /// The longest one call may take, its attempts and the pauses between them included: an
+    /// attempt still running when it passes is given up as a timeout, and no retry is begun
+    /// whose pause would end past it. `None`: only `max_retries` (and the store's own timeout
+    /// of an attempt) bound a call.
+    pub total: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -44,30 +54,49 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_retries: super::config::DEFAULT_MAX_RETRIES,
             base_delay: DEFAULT_BASE_DELAY,
+            total: None,
         }
     }
 }
 
 impl RetryPolicy {
+    /// `config.max_retries` extra attempts, and a call bounded by twice the timeout of one
+    /// attempt: a first attempt that hangs until its timeout (a connection dropped silently on
+    /// the way) still gets one more, on a fresh connection, and a server that accepts
+    /// connections but never answers fails each call within `2 × timeout_secs`.
     pub fn from_config(config: &S3Config) -> Self {
         RetryPolicy {
             max_retries: config.max_retries,
+            total: Some(Duration::from_secs(config.timeout_secs.saturating_mul(2))),
             ..Default::default()
         }
     }
 
-    /// The pause before retry number `attempt` (1 for the first retry): nominally
-    /// `base_delay × 2^(attempt-1)`, capped at [`MAX_BACKOFF`], then jittered uniformly in
-    /// `[nominal/2, nominal]` so that clients failing together do not retry together.
+    /// The pause before retry number `attempt` (1 for the first retry), with full jitter:
+    /// uniform in `[0, nominal]`, where the nominal pause is `base_delay × 2^(attempt-1)`
+    /// capped at [`MAX_BACKOFF`]. Clients failing together then spread their retries over the
+    /// whole interval instead of retrying together (AWS's "full jitter", which mountpoint-s3
+    /// uses too); on average a pause is half its nominal value.
     pub fn backoff(&self, attempt: u32) -> Duration {
+        let nominal = self.nominal_backoff(attempt);
+        let nanos = u64::try_from(nominal.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(fastrand::u64(0..=nanos))
+    }
+
+    /// The upper end of [`backoff`](Self::backoff)'s range for retry number `attempt`.
+    pub fn nominal_backoff(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(31);
-        let nominal = self
-            .base_delay
+        self.base_delay
             .saturating_mul(1 << doublings)
-            .min(MAX_BACKOFF);
-        let half = nominal / 2;
-        let jitter_nanos = fastrand::u64(0..=(nominal - half).as_nanos() as u64);
-        half + Duration::from_nanos(jitter_nanos)
+            .min(MAX_BACKOFF)
+    }
+
+    /// The most time all the pauses of one call can add up to: the sum of every nominal
+    /// pause (the jitter only shortens them).
+    pub fn max_total_backoff(&self) -> Duration {
+        (1..=self.max_retries)
+            .map(|n| self.nominal_backoff(n))
+            .sum()
     }
 
     /// Total attempts allowed for one call.
@@ -80,13 +109,28 @@ impl RetryPolicy {
 pub struct Retrying<S> {
     inner: Arc<S>,
     policy: RetryPolicy,
+    /// Set once a HEAD of a directory marker (a key ending in `/`) got a server error at
+    /// every attempt. File-backed servers (s3s-fs) keep a marker as a directory on their disk
+    /// and answer every HEAD of it with a 500: with a mount's 10 attempts each listing of a
+    /// directory would wait 16 s a subdirectory for metadata it cannot have. Later marker HEADs
+    /// are then tried once. Elsewhere it takes 10 failures in a row on one key to set (1e-7
+    /// at 20% faults), and only marker HEADs, whose failure costs a directory its stored mode
+    /// and times, are affected.
+    markers_fail: AtomicBool,
 }
 
 impl<S: ObjectStore> Retrying<S> {
     pub fn new(inner: S, policy: RetryPolicy) -> Self {
+        Retrying::shared(Arc::new(inner), policy)
+    }
+
+    /// Retries over a store other wrappers share (a mount checks its bucket with a policy of
+    /// its own over the same connections).
+    pub fn shared(inner: Arc<S>, policy: RetryPolicy) -> Self {
         Retrying {
-            inner: Arc::new(inner),
+            inner,
             policy,
+            markers_fail: AtomicBool::new(false),
         }
     }
 
@@ -98,21 +142,43 @@ impl<S: ObjectStore> Retrying<S> {
         &self.policy
     }
 
-    /// Whether `key` now holds exactly the object completing `parts` would make: S3, MinIO
-    /// and moto name a multipart object by the MD5 of its parts' MD5s and the part count.
-    /// The object a PUT of `body` made, if the key holds exactly those bytes (its MD5 ETag).
-    async fn put_earlier(&self, key: &str, body: &[u8]) -> Option<PutOutput> {
+    /// Whether the key holds exactly the bytes of `body` (its MD5 ETag): then an earlier PUT
+    /// of them succeeded and only its answer was lost. `Ok(None)`: it does not, and the error
+    /// that made us look stands. The HEAD can fail too; its error is returned, so that a
+    /// transient one is retried like the call itself instead of making that error final.
+    async fn put_earlier(&self, key: &str, body: &[u8]) -> StoreResult<Option<PutOutput>> {
         use md5::Digest;
         let expected = super::checksum::hex(&md5::Md5::digest(body));
-        let head = self.inner.head(key).await.ok()?;
-        (super::checksum::etag_md5(&head.etag)? == expected)
-            .then_some(PutOutput { etag: head.etag })
+        let Some(head) = self.head_if_exists(key).await? else {
+            return Ok(None);
+        };
+        Ok((super::checksum::etag_md5(&head.etag) == Some(expected))
+            .then_some(PutOutput { etag: head.etag }))
     }
 
-    async fn completed_earlier(&self, key: &str, parts: &[CompletedPart]) -> Option<PutOutput> {
-        let expected = multipart_etag(parts)?;
-        let head = self.inner.head(key).await.ok()?;
-        (head.etag == expected).then_some(PutOutput { etag: head.etag })
+    /// Whether `key` now holds exactly the object completing `parts` would make: S3, MinIO
+    /// and moto name a multipart object by the MD5 of its parts' MD5s and the part count.
+    /// Errors as for [`put_earlier`](Self::put_earlier).
+    async fn completed_earlier(
+        &self,
+        key: &str,
+        parts: &[CompletedPart],
+    ) -> StoreResult<Option<PutOutput>> {
+        let Some(expected) = multipart_etag(parts) else {
+            return Ok(None);
+        };
+        let Some(head) = self.head_if_exists(key).await? else {
+            return Ok(None);
+        };
+        Ok((head.etag == expected).then_some(PutOutput { etag: head.etag }))
+    }
+
+    async fn head_if_exists(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
+        match self.inner.head(key).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     /// Runs `call` until it succeeds, fails for good, or the budget is spent.
@@ -141,10 +207,19 @@ where
     Fut: Future<Output = StoreResult<T>>,
 {
     let mut attempts = attempts_before;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
+    let bound = policy.total.map(|total| (started + total, total));
     loop {
         attempts += 1;
-        let err = match call().await {
+        let result = match bound {
+            // The store bounds an attempt by its own timeout; the deadline can only shorten it.
+            Some((deadline, total)) => match tokio::time::timeout_at(deadline, call()).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Timeout(total)),
+            },
+            None => call().await,
+        };
+        let err = match result {
             Ok(value) => return Ok((value, attempts)),
             Err(err) if !err.is_retryable() => {
                 if matches!(err, StoreError::AccessDenied(_)) {
@@ -154,14 +229,16 @@ where
             }
             Err(err) => err,
         };
-        if attempts >= policy.max_attempts() {
+        let delay = policy.backoff(attempts);
+        // A pause that would end past the deadline leaves no time for the attempt after it.
+        let out_of_time = bound.is_some_and(|(d, _)| tokio::time::Instant::now() + delay >= d);
+        if attempts >= policy.max_attempts() || out_of_time {
             report_failure(op, key, attempts, started.elapsed(), &err);
             return Err(StoreError::RetriesExhausted {
                 attempts,
                 source: Box::new(err),
             });
         }
-        let delay = policy.backoff(attempts);
         tracing::warn!(op, key, attempt = attempts, ?delay, error = %err, "retrying S3 call");
         tokio::time::sleep(delay).await;
     }
@@ -192,7 +269,29 @@ fn report_failure(op: &str, key: &str, attempts: u32, latency: Duration, err: &S
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for Retrying<S> {
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
-        self.run("HEAD", key, || self.inner.head(key)).await
+        let marker = key.ends_with('/');
+        if marker && self.markers_fail.load(Ordering::Relaxed) {
+            let once = RetryPolicy {
+                max_retries: 0,
+                ..self.policy.clone()
+            };
+            return retry_loop(&once, 0, "HEAD", key, || self.inner.head(key))
+                .await
+                .map(|(meta, _)| meta);
+        }
+        let result = self.run("HEAD", key, || self.inner.head(key)).await;
+        if let Err(StoreError::RetriesExhausted { attempts, source }) = &result
+            && marker
+            && *attempts >= self.policy.max_attempts()
+            && matches!(**source, StoreError::Server { .. })
+        {
+            tracing::warn!(
+                key,
+                "every attempt to HEAD a directory marker failed with a server error: later ones are tried once (a file-backed server?)"
+            );
+            self.markers_fail.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
@@ -237,7 +336,7 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
                 match self.inner.put(key, body.clone(), options).await {
                     // An exclusive create whose earlier answer was lost finds its own object.
                     Err(err @ StoreError::PreconditionFailed(_)) if retry && exclusive => {
-                        self.put_earlier(key, &body).await.ok_or(err)
+                        settle(err, self.put_earlier(key, &body).await)
                     }
                     other => other,
                 }
@@ -291,7 +390,7 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
                             && (err.is_not_found()
                                 || matches!(err, StoreError::PreconditionFailed(_))) =>
                     {
-                        self.completed_earlier(key, &parts).await.ok_or(err)
+                        settle(err, self.completed_earlier(key, &parts).await)
                     }
                     other => other,
                 }
@@ -346,6 +445,17 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
             self.inner.list_uploads(prefix)
         })
         .await
+    }
+}
+
+/// The outcome of a retried write that failed with `err` as a lost earlier success would:
+/// that success if the object shows it, a transient error of the look itself (to be retried),
+/// or `err`.
+fn settle(err: StoreError, earlier: StoreResult<Option<PutOutput>>) -> StoreResult<PutOutput> {
+    match earlier {
+        Ok(Some(output)) => Ok(output),
+        Err(look) if look.is_retryable() => Err(look),
+        Ok(None) | Err(_) => Err(err),
     }
 }
 
@@ -486,7 +596,16 @@ mod tests {
         RetryPolicy {
             max_retries,
             base_delay: Duration::from_millis(1),
+            total: None,
         }
+    }
+
+    /// A mount's policy with the default request timeout (30 s).
+    fn mount_policy() -> RetryPolicy {
+        RetryPolicy::from_config(&S3Config {
+            max_retries: crate::store::config::MOUNT_MAX_RETRIES,
+            ..S3Config::default()
+        })
     }
 
     fn connection_reset() -> StoreError {
@@ -507,20 +626,25 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_within_jitter_bounds() {
+    fn backoff_is_full_jitter_below_the_doubling_nominal() {
         let policy = RetryPolicy {
             max_retries: 10,
             base_delay: Duration::from_millis(100),
+            total: None,
         };
-        for attempt in 1..=6u32 {
+        for attempt in 1..=7u32 {
             let nominal = Duration::from_millis(100 * (1 << (attempt - 1)));
-            for _ in 0..200 {
-                let delay = policy.backoff(attempt);
-                assert!(
-                    delay >= nominal / 2 && delay <= nominal,
-                    "attempt {attempt}: {delay:?}"
-                );
-            }
+            assert_eq!(policy.nominal_backoff(attempt), nominal);
+            let delays: Vec<Duration> = (0..2000).map(|_| policy.backoff(attempt)).collect();
+            assert!(delays.iter().all(|d| *d <= nominal), "attempt {attempt}");
+            // Full jitter spreads over the whole of [0, nominal]: a pause drawn from its upper
+            // half only (the old "equal jitter") never lands in the first quarter. Either end
+            // missed by 2000 uniform draws has probability 0.75^2000.
+            assert!(delays.iter().any(|d| *d < nominal / 4), "attempt {attempt}");
+            assert!(
+                delays.iter().any(|d| *d > nominal * 3 / 4),
+                "attempt {attempt}"
+            );
         }
     }
 
@@ -529,14 +653,90 @@ mod tests {
         let policy = RetryPolicy {
             max_retries: 100,
             base_delay: Duration::from_millis(100),
+            total: None,
         };
-        for attempt in [8, 20, 40, 100, u32::MAX] {
-            let delay = policy.backoff(attempt);
+        for attempt in [8, 9, 20, 40, 100, u32::MAX] {
+            assert_eq!(policy.nominal_backoff(attempt), MAX_BACKOFF, "{attempt}");
+            let delays: Vec<Duration> = (0..500).map(|_| policy.backoff(attempt)).collect();
+            assert!(delays.iter().all(|d| *d <= MAX_BACKOFF), "{attempt}");
             assert!(
-                delay >= MAX_BACKOFF / 2 && delay <= MAX_BACKOFF,
-                "{attempt}: {delay:?}"
+                delays.iter().any(|d| *d > MAX_BACKOFF * 9 / 10),
+                "{attempt}"
             );
         }
+    }
+
+    #[test]
+    fn a_mount_makes_10_attempts_whose_pauses_add_up_to_32_7_s_at_most() {
+        let policy = mount_policy();
+        assert_eq!(policy.max_attempts(), 10);
+        // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 6.4 + 10 + 10 s.
+        assert_eq!(policy.max_total_backoff(), Duration::from_millis(32_700));
+        assert_eq!(policy.total, Some(Duration::from_secs(60)));
+        // The commands keep 3 retries; their calls are bounded the same way.
+        let command = RetryPolicy::from_config(&S3Config::default());
+        assert_eq!((command.max_retries, command.total), (3, policy.total));
+    }
+
+    /// A server refusing connections fails each attempt at once: the call makes all 10
+    /// attempts, and the pauses between them are all the time it takes.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_server_gets_all_10_attempts_within_the_pauses() {
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        faulty.fail_always(Op::Head, connection_reset);
+        let store = Retrying::new(faulty, mount_policy());
+        let started = tokio::time::Instant::now();
+        let err = store.head("k").await.unwrap_err();
+        let took = started.elapsed();
+        let StoreError::RetriesExhausted { attempts, source } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*attempts, 10);
+        assert!(matches!(**source, StoreError::Connection(_)), "{err:?}");
+        assert_eq!(store.inner().calls(Op::Head), 10);
+        assert!(took <= store.policy().max_total_backoff(), "{took:?}");
+    }
+
+    /// A server that accepts connections and never answers: each attempt ends at the store's
+    /// own timeout (30 s here). The first is retried (a connection dropped silently on the way
+    /// hangs that way too), the second is cut when the call's 60 s are up, and no third begins.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_server_fails_the_call_at_twice_the_request_timeout() {
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        faulty.delay(Op::Get, Duration::from_secs(30));
+        faulty.fail_always(Op::Get, || StoreError::Timeout(Duration::from_secs(30)));
+        let store = Retrying::new(faulty, mount_policy());
+        let started = tokio::time::Instant::now();
+        let err = store.get(GetRequest::whole("k")).await.err().unwrap();
+        let took = started.elapsed();
+        assert!(
+            matches!(err, StoreError::RetriesExhausted { attempts: 2, .. }),
+            "{err:?}"
+        );
+        assert!(matches!(err.root(), StoreError::Timeout(_)), "{err:?}");
+        assert_eq!(store.inner().calls(Op::Get), 2);
+        // Virtual time: exactly the bound, not one attempt's timeout more.
+        assert_eq!(took, Duration::from_secs(60));
+    }
+
+    /// An attempt that never ends at all (no timeout below us) is cut at the call's bound.
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_that_never_ends_is_cut_at_the_total() {
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        faulty.hold(Op::Put);
+        let policy = RetryPolicy {
+            total: Some(Duration::from_secs(5)),
+            ..mount_policy()
+        };
+        let store = Retrying::new(faulty, policy);
+        let started = tokio::time::Instant::now();
+        let err = store
+            .put("k", Bytes::from_static(b"w"), PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err.root(), StoreError::Timeout(_)), "{err:?}");
+        assert_eq!(store.inner().calls(Op::Put), 1);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
     }
 
     #[test]
@@ -697,6 +897,84 @@ mod tests {
                 .unwrap_err()
                 .is_not_found()
         );
+    }
+
+    /// A retried write whose earlier attempt succeeded unheard looks at the key with a HEAD;
+    /// when that HEAD meets a transient fault too, the write is retried, not failed with the
+    /// PreconditionFailed / NoSuchUpload that made it look.
+    #[tokio::test]
+    async fn a_transient_fault_of_the_look_after_a_lost_answer_is_retried() {
+        let body = Bytes::from_static(b"exclusive");
+        let faulty = FaultyStore::new(MemoryStore::with_min_part_size(1));
+        let exclusive = PutOptions {
+            if_none_match: true,
+            ..PutOptions::default()
+        };
+        // The first PUT stored the object, but its answer was lost.
+        let stored = faulty
+            .inner()
+            .put("k", body.clone(), exclusive.clone())
+            .await
+            .unwrap();
+        faulty.fail_next(Op::Put, 1, connection_reset);
+        faulty.fail_next(Op::Head, 1, connection_reset);
+        let store = Retrying::new(faulty, fast(4));
+        let put = store.put("k", body.clone(), exclusive).await.unwrap();
+        assert_eq!(put, stored);
+        // Lost answer, 412 and a failed HEAD, 412 and the HEAD that finds the object.
+        assert_eq!(store.inner().calls(Op::Put), 3);
+        assert_eq!(store.inner().calls(Op::Head), 2);
+
+        let upload = store
+            .create_multipart("m", PutOptions::default())
+            .await
+            .unwrap();
+        let part = store
+            .upload_part("m", &upload, 1, pattern(10))
+            .await
+            .unwrap();
+        let done = store
+            .inner()
+            .inner()
+            .complete_multipart("m", &upload, vec![part.clone()], false)
+            .await
+            .unwrap();
+        store
+            .inner()
+            .fail_next(Op::CompleteMultipart, 1, connection_reset);
+        store.inner().fail_next(Op::Head, 1, || StoreError::Server {
+            status: 503,
+            message: "x".into(),
+        });
+        let again = store
+            .complete_multipart("m", &upload, vec![part], false)
+            .await
+            .unwrap();
+        assert_eq!(again, done);
+        assert_eq!(store.inner().calls(Op::CompleteMultipart), 3);
+    }
+
+    /// s3s-fs answers every HEAD of a directory marker with a 500: once one marker HEAD has
+    /// failed at every attempt, later ones are tried once; other keys keep every attempt, and
+    /// a marker HEAD that recovers within its attempts changes nothing.
+    #[tokio::test]
+    async fn marker_heads_failing_at_every_attempt_are_later_tried_once() {
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        let server_error = || StoreError::Server {
+            status: 500,
+            message: String::new(),
+        };
+        faulty.fail_next(Op::Head, 3, server_error);
+        let store = Retrying::new(faulty, fast(4));
+        assert!(store.head("d/").await.unwrap_err().is_not_found());
+        assert_eq!(store.inner().calls(Op::Head), 4);
+        store.inner().fail_always(Op::Head, server_error);
+        assert!(store.head("d/").await.is_err());
+        assert_eq!(store.inner().calls(Op::Head), 9);
+        assert!(store.head("e/").await.is_err());
+        assert_eq!(store.inner().calls(Op::Head), 10);
+        assert!(store.head("k").await.is_err());
+        assert_eq!(store.inner().calls(Op::Head), 15);
     }
 
     #[tokio::test]

@@ -312,10 +312,26 @@ async fn stop_parts(tasks: &mut JoinSet<StoreResult<CompletedPart>>) {
     while tasks.join_next().await.is_some() {}
 }
 
-/// Aborts the upload; if that fails (after the store's own retries), the abort goes on in the
-/// background ([`super::abort_retry`]) until it succeeds or the process ends.
+/// How long the writer whose upload failed waits for its abort before the error reaches it.
+/// The abort is retried like any request (10 attempts for a mount), but a server that is gone
+/// would hold the writer's EIO for another 16 s on average: past this wait the abort goes on
+/// in the background instead, as one that failed does. A live server answers it well within.
+pub(super) const INLINE_ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Aborts the upload; if that fails (after the store's own retries) or takes longer than
+/// [`INLINE_ABORT_WAIT`], the abort goes on in the background ([`super::abort_retry`]) until
+/// it succeeds or the process ends.
 async fn abort_multipart(store: &Arc<dyn ObjectStore>, key: &str, upload_id: &str) {
-    match store.abort_multipart(key, upload_id).await {
+    let result = match tokio::time::timeout(
+        INLINE_ABORT_WAIT,
+        store.abort_multipart(key, upload_id),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(crate::store::StoreError::Timeout(INLINE_ABORT_WAIT)),
+    };
+    match result {
         Ok(()) => tracing::debug!(key, upload_id, "aborted multipart upload"),
         Err(error) if error.is_not_found() => {
             tracing::debug!(key, upload_id, "multipart upload already gone")

@@ -456,6 +456,31 @@ mod tests {
         assert!(store.inner().object("orphan").is_none());
     }
 
+    /// A server gone for good holds the abort through all its retries: the writer gets its
+    /// error after [`INLINE_ABORT_WAIT`], and the abort goes on in the background.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_upload_waits_for_its_abort_only_so_long() {
+        let store = store(PART);
+        store.fail_part(2, injected_error);
+        store.hold(Op::AbortMultipart);
+        let mut upload = upload(&store, "abort-held", 4);
+        let written = write_all(&mut upload, &pattern(4 * PART as usize), 1000).await;
+        let started = tokio::time::Instant::now();
+        // Without the bound the held abort would never let finish() return (virtual time).
+        let finished = tokio::time::timeout(std::time::Duration::from_secs(600), upload.finish())
+            .await
+            .expect("finish() waited for the abort without bound");
+        let error = written.err().or(finished.err()).unwrap();
+        assert!(is_part_failure(&error, 2), "{error}");
+        assert_eq!(started.elapsed(), crate::upload::session::INLINE_ABORT_WAIT);
+        let pending = crate::upload::pending_aborts();
+        assert!(
+            pending.iter().any(|(key, _)| key == "abort-held"),
+            "{pending:?}"
+        );
+        assert_eq!(store.calls(Op::AbortMultipart), 1);
+    }
+
     #[tokio::test]
     async fn explicit_abort_leaves_nothing() {
         let store = store(PART);
