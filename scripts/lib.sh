@@ -71,7 +71,7 @@ ensure_rust() {
 # made now.
 bin_dir() {
     if [ -z "${SCRIBEFS_BIN_DIR:-}" ]; then
-        cargo build --release --bins -q
+        cargo build --release --features devserver --bins -q
     fi
     (cd "${SCRIBEFS_BIN_DIR:-target/release}" && pwd)
 }
