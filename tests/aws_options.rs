@@ -35,6 +35,20 @@ fn aws_user(server: &Server, home: &Path) -> Command {
     command
 }
 
+/// `scribefs FLAGS --bucket test segments SUBCOMMAND`, run to its end.
+trait Segments {
+    fn segments(&mut self, flags: &[&str], subcommand: &str) -> Output;
+}
+
+impl Segments for Command {
+    fn segments(&mut self, flags: &[&str], subcommand: &str) -> Output {
+        self.args(flags)
+            .args(["--bucket", BUCKET, "segments", subcommand])
+            .output()
+            .unwrap()
+    }
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -105,17 +119,7 @@ fn credential_process_profiles_supply_the_keys() {
     let body = server.runtime.block_on(body.collect()).unwrap();
     assert_eq!(&body[..], b"through-process\n");
 
-    let health = aws_user(&server, home.path())
-        .args([
-            "--profile",
-            "broken",
-            "--bucket",
-            BUCKET,
-            "segments",
-            "health",
-        ])
-        .output()
-        .unwrap();
+    let health = aws_user(&server, home.path()).segments(&["--profile", "broken"], "health");
     let line = one_error_line(&health);
     assert!(
         line.contains("credentials") && line.contains("profile \"broken\""),
@@ -135,17 +139,7 @@ fn credential_process_profiles_supply_the_keys() {
     assert!(!is_mounted(dir.path()));
 
     let empty = tempfile::tempdir().unwrap();
-    let none = aws_user(&server, empty.path())
-        .args([
-            "--region",
-            "us-east-1",
-            "--bucket",
-            BUCKET,
-            "segments",
-            "ls",
-        ])
-        .output()
-        .unwrap();
+    let none = aws_user(&server, empty.path()).segments(&["--region", "us-east-1"], "ls");
     let line = one_error_line(&none);
     assert!(
         line.contains("no AWS credentials") && line.contains("default chain"),
@@ -193,10 +187,7 @@ fn a_bucket_in_another_region_is_found_without_region() {
     put_directly(&server, "segments/segment-000000000000002a.bin", b"x");
     let mut ls = aws_user(&server, home.path());
     keys(&mut ls);
-    let output = ls
-        .args(["--bucket", BUCKET, "segments", "ls"])
-        .output()
-        .unwrap();
+    let output = ls.segments(&[], "ls");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
@@ -205,17 +196,7 @@ fn a_bucket_in_another_region_is_found_without_region() {
 
     let mut explicit = aws_user(&server, home.path());
     keys(&mut explicit);
-    let output = explicit
-        .args([
-            "--region",
-            "us-east-1",
-            "--bucket",
-            BUCKET,
-            "segments",
-            "health",
-        ])
-        .output()
-        .unwrap();
+    let output = explicit.segments(&["--region", "us-east-1"], "health");
     let line = one_error_line(&output);
     assert!(
         line.contains("eu-west-2") && line.contains("--region"),
@@ -236,9 +217,7 @@ fn the_profiles_region_is_used() {
     let output = aws_user(&server, home.path())
         .env("S3_ACCESS_KEY_ID", ACCESS_KEY)
         .env("S3_SECRET_ACCESS_KEY", SECRET_KEY)
-        .args(["--bucket", BUCKET, "segments", "health"])
-        .output()
-        .unwrap();
+        .segments(&[], "health");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(server.stats().head_bucket, 1);
 }
@@ -478,10 +457,7 @@ fn negative_metadata_ttl_bounds_remembered_misses() {
 #[test]
 fn debug_logs_at_debug_level() {
     let server = Server::start(&[BUCKET]);
-    let output = scribefs(&server)
-        .args(["--debug", "--bucket", BUCKET, "segments", "health"])
-        .output()
-        .unwrap();
+    let output = scribefs(&server).segments(&["--debug"], "health");
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("DEBUG"), "{}", stderr(&output));
 }
@@ -551,16 +527,7 @@ fn web_identity_credentials_come_from_sts() {
         .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ledger")
         .env("AWS_ROLE_SESSION_NAME", "s")
         .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
-        .args([
-            "--region",
-            "us-east-1",
-            "--bucket",
-            BUCKET,
-            "segments",
-            "health",
-        ])
-        .output()
-        .unwrap();
+        .segments(&["--region", "us-east-1"], "health");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(sts.requests(), 1);
     let requests = server.requests();
@@ -614,9 +581,7 @@ fn sso_profiles_trade_the_cached_token_for_keys() {
     );
     let output = aws_user(&server, home.path())
         .env("AWS_ENDPOINT_URL_SSO", &portal.endpoint)
-        .args(["--profile", "sso", "--bucket", BUCKET, "segments", "health"])
-        .output()
-        .unwrap();
+        .segments(&["--profile", "sso"], "health");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(portal.requests(), 1);
     assert!(
