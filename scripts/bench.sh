@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Benchmarks a scribefs mount against mount-s3, s3fs and rclone mount in two profiles in one run:
-# raw (loopback, no delay) and S3-like (dev server --latency-ms 20 --bandwidth-mbps 800: 20 ms
-# before each response, 100 MB/s per connection). Every client meets the same server per profile.
+# Benchmarks a scribefs mount against mount-s3, s3fs and rclone mount in up to three profiles in
+# one run: raw (loopback, no delay), S3-like (dev server --latency-ms 20 --bandwidth-mbps 800:
+# 20 ms before each response, 100 MB/s per connection) and proxy (the same link emulated by a TCP
+# proxy in front of s3s-fs, another S3 implementation: the check of the S3-like emulation). Every
+# client meets the same server per profile. Read workloads also run as a plain user (fusermount3).
 # Beside them, the limit: scribefs's own S3 path with no FUSE (examples/bench_limit.rs).
 # Prints one Markdown table per profile and draws a PNG chart; docs/BENCHMARKS.md explains them.
 #
-#   scripts/bench.sh [--quick] [--profiles raw,s3] [--tools scribefs,mount-s3,s3fs,rclone]
+#   scripts/bench.sh [--quick] [--profiles raw,s3,proxy] [--tools scribefs,mount-s3,s3fs,rclone]
+#                    [--plain-tools LIST|none] [--plain-user NAME]
 #                    [--size-mib N] [--files N] [--small-files N] [--fio-seconds N] [--rand-mib N]
 #                    [--latency-ms MS] [--bandwidth-mbps MBPS] [--cache-size-mib N]
 #                    [--out FILE] [--chart FILE.png (default: FILE's name with .png, or target/bench.png)]
@@ -16,12 +19,12 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
 SIZE_MIB='' FILES='' SMALL_FILES='' FIO_SECONDS='' RAND_MIB='' LATENCY_MS=20 BANDWIDTH_MBPS=800
-CACHE_MIB=256 PROFILES=raw,s3 TOOLS='' QUICK=0 OUT='' CHART=''
+CACHE_MIB=256 PROFILES=raw,s3 TOOLS='' QUICK=0 OUT='' CHART='' PLAIN_TOOLS='' PLAIN_USER=nobody
 while [ $# -gt 0 ]; do
     case "$1" in
     --size-mib) SIZE_MIB=$2; shift 2 ;;
@@ -34,6 +37,8 @@ while [ $# -gt 0 ]; do
     --cache-size-mib) CACHE_MIB=$2; shift 2 ;;
     --profiles) PROFILES=$2; shift 2 ;;
     --tools) TOOLS=$2; shift 2 ;;
+    --plain-tools) PLAIN_TOOLS=$2; shift 2 ;;
+    --plain-user) PLAIN_USER=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --chart) CHART=$2; shift 2 ;;
@@ -59,14 +64,17 @@ fi
 IFS=, read -r -a PROFILE_LIST <<<"$PROFILES"
 for profile in "${PROFILE_LIST[@]}"; do
     case "$profile" in
-    raw | s3) ;;
-    *) echo "bench: unknown profile $profile (raw, s3)" >&2; exit 2 ;;
+    raw | s3 | proxy) ;;
+    *) echo "bench: unknown profile $profile (raw, s3, proxy)" >&2; exit 2 ;;
     esac
 done
 if [ "$(id -u)" -ne 0 ]; then
     echo "bench: run as root (it mounts file systems and drops the page cache)" >&2
     exit 2
 fi
+PLAIN_UID=$(id -u "$PLAIN_USER" 2>/dev/null) && PLAIN_GID=$(id -g "$PLAIN_USER") ||
+    { echo "bench: --plain-user $PLAIN_USER: no such user" >&2; exit 2; }
+[ "$PLAIN_UID" -ne 0 ] || { echo "bench: --plain-user must not be root" >&2; exit 2; }
 
 BUCKET=bench
 ACCESS_KEY=benchkey
@@ -132,11 +140,54 @@ ensure_bench_tools() {
     done
 }
 
+# Columns of the tables, one measured client each: TOOL as root (every workload); TOOL~plain,
+# TOOL run by --plain-user through fusermount3 (the read workloads: a plain user's mount keeps
+# the kernel's 128 KiB FUSE readahead); mount-s3~cache, mount-s3 with its disk cache (--cache)
+# for the large reads, the fair peer of our block cache on the second pass.
+build_columns() {
+    local tool plain=()
+    if [ "$PLAIN_TOOLS" = none ]; then
+        plain=()
+    elif [ -n "$PLAIN_TOOLS" ]; then
+        IFS=, read -r -a plain <<<"$PLAIN_TOOLS"
+    else
+        for tool in "${TOOL_LIST[@]}"; do
+            case "$tool" in scribefs | mount-s3) plain+=("$tool") ;; esac
+        done
+    fi
+    COLUMNS=("${TOOL_LIST[@]}")
+    for tool in "${plain[@]+"${plain[@]}"}"; do
+        [[ " ${TOOL_LIST[*]} " == *" $tool "* ]] ||
+            { echo "bench: --plain-tools $tool is not among the tools measured" >&2; exit 2; }
+        COLUMNS+=("$tool~plain")
+    done
+    [[ " ${TOOL_LIST[*]} " != *" mount-s3 "* ]] || COLUMNS+=(mount-s3~cache)
+}
+column_tool() { echo "${1%%~*}"; }
+column_variant() { case "$1" in *~*) echo "${1#*~}" ;; *) echo root ;; esac; }
+column_label() {
+    case "$1" in
+    *~plain) echo "${1%%~*} as $PLAIN_USER" ;;
+    *~cache) echo "${1%%~*} --cache" ;;
+    *) echo "$1" ;;
+    esac
+}
+
 ensure_rust
 ensure_packages
 ensure_bench_tools
-log "building scribefs and the limit tool (release)..."
-cargo build --release --quiet --features devserver --bins --example bench_limit
+build_columns
+log "columns: ${COLUMNS[*]}"
+# A plain user's FUSE mount opens /dev/fuse itself, then lets fusermount3 mount it. Debian's udev
+# rule makes the device 0666; a container without udev may leave it 0600, root only.
+if [[ "${COLUMNS[*]}" == *~plain* ]] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+    log "/dev/fuse is $(stat -c %a /dev/fuse): making it 0666 as udev does, for the plain user's mounts"
+    chmod 666 /dev/fuse
+fi
+EXAMPLES=(--example bench_limit)
+[[ " ${PROFILE_LIST[*]} " != *" proxy "* ]] || EXAMPLES+=(--example bench_fs_server)
+log "building scribefs and ${EXAMPLES[*]} (release)..."
+cargo build --release --quiet --features devserver --bins "${EXAMPLES[@]}"
 BIN=$PWD/target/release
 LIMIT=$BIN/examples/bench_limit
 
@@ -145,6 +196,27 @@ LIMIT=$BIN/examples/bench_limit
 WORK=$(mktemp -d /tmp/scribefs-bench.XXXXXX)
 PIDS=()
 MOUNTS=()
+# The plain user reaches its mount points and the reference files through WORK, and keeps its
+# caches, logs and copies in a folder of its own.
+chmod 755 "$WORK"
+PLAIN_HOME=$WORK/plain
+mkdir -p "$PLAIN_HOME"
+chown "$PLAIN_UID:$PLAIN_GID" "$PLAIN_HOME"
+AS=root # who runs the mount and the measured commands: root or plain
+# A command prefixed with AS_USER runs as AS: an array, not a function, so that a command put
+# in the background is itself the child whose pid $! names.
+as_user() {
+    if [ "$AS" = plain ]; then
+        AS_USER=(setpriv --reuid="$PLAIN_UID" --regid="$PLAIN_GID" --clear-groups -- env HOME="$PLAIN_HOME")
+    else
+        AS_USER=(env)
+    fi
+}
+run_as() { "${AS_USER[@]}" "$@"; }
+become() { AS=$1; as_user; }
+become root
+# A folder the current user may write to.
+own_dir() { if [ "$AS" = plain ]; then echo "$PLAIN_HOME"; else echo "$WORK"; fi; }
 
 forget_pid() {
     local kept=() pid
@@ -180,34 +252,79 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_server PROFILE: a dev server for the profile, seeded with the listing objects; sets
-# ADDR, ROOT and SERVER_PID.
+# started NAME LOGFILE: waits for the server just started in the background ($!) to print
+# "ready", and tracks its pid for cleanup.
+started() {
+    local name=$1 logfile=$2 pid=$!
+    PIDS+=("$pid")
+    SERVER_PIDS+=("$pid")
+    for _ in $(seq 1 1200); do
+        grep -q ready "$logfile" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "bench: $name did not start:" >&2
+    cat "$logfile" >&2
+    exit 1
+}
+
+# start_server PROFILE: the server of the profile, seeded with the listing objects; sets ADDR,
+# ROOT and SERVER_PIDS.
 start_server() {
     local profile=$1 port emulation=()
     port=$(free_port)
     ROOT=$WORK/$profile-root
     ADDR=127.0.0.1:$port
-    [ "$profile" = raw ] || emulation=(--latency-ms "$LATENCY_MS" --bandwidth-mbps "$BANDWIDTH_MBPS")
+    SERVER_PIDS=()
     mkdir -p "$ROOT"
+    if [ "$profile" = proxy ]; then
+        start_fs_server_behind_proxy
+        return
+    fi
+    [ "$profile" = raw ] || emulation=(--latency-ms "$LATENCY_MS" --bandwidth-mbps "$BANDWIDTH_MBPS")
     "$BIN/scribefs-devserver" --root "$ROOT" --listen "$ADDR" \
         --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" --bucket "$BUCKET" \
         --seed-segments "$(((FILES + 1) / 2))" "${emulation[@]}" >"$WORK/$profile-server.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 1 1200); do
-        grep -q ready "$WORK/$profile-server.log" 2>/dev/null && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "bench: dev server $profile did not start:" >&2
-    cat "$WORK/$profile-server.log" >&2
-    exit 1
+    started "dev server $profile" "$WORK/$profile-server.log"
+}
+
+# The proxy profile: s3s-fs (objects are files under ROOT/BUCKET/KEY) behind a TCP proxy that
+# emulates the S3-like link (`scribefs-devserver proxy`), so the dev server's own emulation can
+# be checked against another S3 implementation and another way of slowing it down.
+start_fs_server_behind_proxy() {
+    local fs_addr
+    fs_addr=127.0.0.1:$(free_port)
+    # The listing objects are written as files: s3s-fs serves whatever its root holds.
+    python3 - "$ROOT/$BUCKET/segments" "$(((FILES + 1) / 2))" <<'PY'
+import os, sys
+folder, count = sys.argv[1], int(sys.argv[2])
+os.makedirs(folder, exist_ok=True)
+for i in range(1, count + 1):
+    with open(os.path.join(folder, "segment-%016x.bin" % i), "wb") as f:
+        f.write(os.urandom(4096))
+    with open(os.path.join(folder, "segment-%016x.meta.json" % i), "w") as f:
+        f.write('{"id": %d, "size": 4096}\n' % i)
+PY
+    "$BIN/examples/bench_fs_server" --root "$ROOT" --listen "$fs_addr" --bucket "$BUCKET" \
+        --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" >"$WORK/proxy-fs-server.log" 2>&1 &
+    started "s3s-fs server" "$WORK/proxy-fs-server.log"
+    "$BIN/scribefs-devserver" proxy --listen "$ADDR" --upstream "$fs_addr" \
+        --latency-ms "$LATENCY_MS" --bandwidth-mbps "$BANDWIDTH_MBPS" >"$WORK/proxy.log" 2>&1 &
+    started "latency proxy" "$WORK/proxy.log"
+}
+
+stop_server() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do stop_pid "$pid"; done
 }
 
 # take_stats: the server's request counts since the last reset as "field=value ..." words, then
-# zeroes them.
-reset_stats() { "$BIN/scribefs-devserver" stats --listen "$ADDR" --reset >/dev/null; }
+# zeroes them; nothing in the proxy profile (s3s-fs keeps no counts).
+reset_stats() {
+    [ "$P" = proxy ] || "$BIN/scribefs-devserver" stats --listen "$ADDR" --reset >/dev/null
+}
 take_stats() {
+    [ "$P" != proxy ] || return 0
     "$BIN/scribefs-devserver" stats --listen "$ADDR" --reset |
         python3 -c 'import json, sys
 d = json.load(sys.stdin)
@@ -215,6 +332,7 @@ print(" ".join(f"{k}={v}" for k, v in d.items()), "total=%d" % sum(d.values()))'
 }
 stat_field() { # stat_field "STATS" FIELD
     local word
+    [ -n "$1" ] || { echo -; return; }
     for word in $1; do
         [ "${word%%=*}" = "$2" ] && { echo "${word#*=}"; return; }
     done
@@ -222,13 +340,25 @@ stat_field() { # stat_field "STATS" FIELD
 }
 
 # The dev server writes each object through to ROOT/BUCKET/<hex of key>.obj (a JSON header line
-# with the size, then the bytes) by rename, before it answers. So a file with the right size
-# there means the object is in the bucket, and checking costs no S3 request.
+# with the size, then the bytes) by rename, before it answers; s3s-fs renames each object into
+# ROOT/BUCKET/KEY. So a file with the right size there means the object is in the bucket, and
+# checking costs no S3 request.
 hex() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
 object_present() { # object_present KEY SIZE
     local file
+    if [ "$P" = proxy ]; then
+        [ "$(stat -c %s "$ROOT/$BUCKET/$1" 2>/dev/null)" = "$2" ]
+        return
+    fi
     file=$(printf '%s/%s/%s.obj' "$ROOT" "$BUCKET" "$(hex "$1")")
     [ -f "$file" ] && head -n 1 "$file" | grep -q "\"size\":$2[,}]"
+}
+count_objects() { # count_objects DIR/NAME_PREFIX
+    if [ "$P" = proxy ]; then
+        find "$ROOT/$BUCKET/${1%/*}" -maxdepth 1 -type f -name "${1##*/}*" 2>/dev/null | wc -l
+    else
+        find "$ROOT/$BUCKET" -maxdepth 1 -name "$(hex "$1")*.obj" | wc -l
+    fi
 }
 wait_object() { # wait_object KEY SIZE TIMEOUT
     local deadline=$((SECONDS + $3))
@@ -241,9 +371,8 @@ wait_object() { # wait_object KEY SIZE TIMEOUT
 # (rclone's rsync -a) must not hold the run for the whole timeout.
 STALL_SECONDS=$((QUICK ? 5 : 15))
 wait_objects() { # wait_objects PREFIX COUNT TIMEOUT
-    local deadline=$((SECONDS + $3)) pattern count last=-1 since=$SECONDS
-    pattern="$(hex "$1")*.obj"
-    while count=$(find "$ROOT/$BUCKET" -maxdepth 1 -name "$pattern" | wc -l) && [ "$count" -lt "$2" ]; do
+    local deadline=$((SECONDS + $3)) count last=-1 since=$SECONDS
+    while count=$(count_objects "$1") && [ "$count" -lt "$2" ]; do
         if [ "$count" != "$last" ]; then last=$count since=$SECONDS; fi
         if [ "$SECONDS" -ge "$deadline" ] || [ $((SECONDS - since)) -ge "$STALL_SECONDS" ]; then
             log "only $count of $2 objects under $1 reached the bucket"
@@ -270,55 +399,69 @@ chmod 600 "$WORK/s3fs.passwd"
 unset S3_ENDPOINT S3_BUCKET AWS_ENDPOINT_URL
 MOUNT_SERIAL=0
 
-# mount_tool TOOL: mounts the bucket at a new directory; sets MNT and MOUNT_PID. Each tool runs
-# in the foreground as a child of this script, so its pid (and so its memory) is known exactly.
+# mount_tool COLUMN: mounts the bucket at a new directory with the column's tool, as its user;
+# sets MNT and MOUNT_PID. Each tool runs in the foreground as a child of this script, so its pid
+# (and so its memory) is known exactly.
 mount_tool() {
-    local tool=$1
+    local tool variant home
+    tool=$(column_tool "$1")
+    variant=$(column_variant "$1")
+    home=$(own_dir)
     MOUNT_SERIAL=$((MOUNT_SERIAL + 1))
     MNT=$WORK/mnt-$MOUNT_SERIAL
     local logfile=$WORK/$tool-$MOUNT_SERIAL.log
     mkdir -p "$MNT"
+    # fusermount3 lets a plain user mount only on a directory it may write to.
+    [ "$AS" = root ] || chown "$PLAIN_UID:$PLAIN_GID" "$MNT"
     case "$tool" in
     scribefs)
         # Its own cache folder per run: the metadata cache starts cold, whatever ran before.
-        env S3_PATH_STYLE=true S3_REGION=us-east-1 S3_ACCESS_KEY_ID=$ACCESS_KEY \
-            S3_SECRET_ACCESS_KEY=$SECRET_KEY XDG_CACHE_HOME="$WORK/cache" \
+        "${AS_USER[@]}" env S3_PATH_STYLE=true S3_REGION=us-east-1 S3_ACCESS_KEY_ID=$ACCESS_KEY \
+            S3_SECRET_ACCESS_KEY=$SECRET_KEY XDG_CACHE_HOME="$home/cache-$MOUNT_SERIAL" \
             "$BIN/scribefs" --endpoint-url "http://$ADDR" mount "$BUCKET" "$MNT" --foreground \
             --cache-size-mib "$CACHE_MIB" >"$logfile" 2>&1 &
         ;;
     mount-s3)
         # Defaults otherwise; delete and overwrite allowed so that rsync and rm can work.
-        env AWS_ACCESS_KEY_ID=$ACCESS_KEY AWS_SECRET_ACCESS_KEY=$SECRET_KEY AWS_REGION=us-east-1 \
+        local cache=()
+        if [ "$variant" = cache ]; then
+            cache=(--cache "$home/mount-s3-cache-$MOUNT_SERIAL")
+            "${AS_USER[@]}" mkdir -p "${cache[1]}" # mount-s3 makes a folder inside, not the folder
+        fi
+        "${AS_USER[@]}" env AWS_ACCESS_KEY_ID=$ACCESS_KEY AWS_SECRET_ACCESS_KEY=$SECRET_KEY AWS_REGION=us-east-1 \
             "$MOUNT_S3" "$BUCKET" "$MNT" --foreground --endpoint-url "http://$ADDR" \
-            --force-path-style --region us-east-1 --allow-delete --allow-overwrite \
-            --log-directory "$WORK/mount-s3-logs-$MOUNT_SERIAL" >"$logfile" 2>&1 &
+            --force-path-style --region us-east-1 --allow-delete --allow-overwrite "${cache[@]}" \
+            --log-directory "$home/mount-s3-logs-$MOUNT_SERIAL" >"$logfile" 2>&1 &
         ;;
     s3fs)
-        s3fs "$BUCKET" "$MNT" -f -o url="http://$ADDR" -o use_path_request_style \
-            -o passwd_file="$WORK/s3fs.passwd" -o endpoint=us-east-1 >"$logfile" 2>&1 &
+        # s3fs refuses a password file that others may read, or that its user cannot.
+        install -m 600 -o "$("${AS_USER[@]}" id -u)" "$WORK/s3fs.passwd" "$home/s3fs-$MOUNT_SERIAL.passwd"
+        "${AS_USER[@]}" s3fs "$BUCKET" "$MNT" -f -o url="http://$ADDR" -o use_path_request_style \
+            -o passwd_file="$home/s3fs-$MOUNT_SERIAL.passwd" -o endpoint=us-east-1 >"$logfile" 2>&1 &
         ;;
     rclone)
         # rclone mount refuses writes unless the VFS caches them; write-back 0s uploads right
         # after close instead of 5 s later. It refuses to start with AWS_CA_BUNDLE set.
-        env -u AWS_CA_BUNDLE RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
+        "${AS_USER[@]}" env -u AWS_CA_BUNDLE RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
             RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$ACCESS_KEY" \
             RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$SECRET_KEY" \
             RCLONE_CONFIG_BENCH_ENDPOINT="http://$ADDR" RCLONE_CONFIG_BENCH_REGION=us-east-1 \
             RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true \
             rclone mount "bench:$BUCKET" "$MNT" --vfs-cache-mode writes --vfs-write-back 0s \
-            --cache-dir "$WORK/rclone-cache-$MOUNT_SERIAL" --config /dev/null >"$logfile" 2>&1 &
+            --cache-dir "$home/rclone-cache-$MOUNT_SERIAL" --config /dev/null >"$logfile" 2>&1 &
         ;;
     esac
     MOUNT_PID=$!
     PIDS+=("$MOUNT_PID")
     MOUNTS+=("$MNT")
     for _ in $(seq 1 300); do
-        # s3fs is a mount point before it has checked the bucket: wait until it serves too.
-        if mountpoint -q "$MNT" && timeout 60 ls "$MNT" >/dev/null 2>&1; then return 0; fi
+        # s3fs is a mount point before it has checked the bucket: wait until it serves too. A
+        # plain user's mount refuses root (no allow_root): its user checks.
+        if run_as mountpoint -q "$MNT" && run_as timeout 60 ls "$MNT" >/dev/null 2>&1; then return 0; fi
         kill -0 "$MOUNT_PID" 2>/dev/null || break
         sleep 0.1
     done
-    echo "bench: $tool did not mount:" >&2
+    echo "bench: $1 did not mount:" >&2
     cat "$logfile" >&2
     exit 1
 }
@@ -381,10 +524,10 @@ timed_rate() {
 # CPU on the 2 cores: `dd | cmp` of a local file from the page cache runs at about 1.1 GiB/s,
 # plain `dd` at about 9 GiB/s, so the pipeline, not the client, set the cached figures.
 read_file() { # read_file FILE
-    timeout "$TRANSFER_TIMEOUT" dd if="$1" of=/dev/null bs=1M status=none
+    run_as timeout "$TRANSFER_TIMEOUT" dd if="$1" of=/dev/null bs=1M status=none
 }
 same_bytes() { # same_bytes FILE REFERENCE
-    timeout "$TRANSFER_TIMEOUT" cmp -s "$1" "$2" || { log "$1: read back different bytes"; return 1; }
+    run_as timeout "$TRANSFER_TIMEOUT" cmp -s "$1" "$2" || { log "$1: read back different bytes"; return 1; }
 }
 
 write_durable() { # write_durable TOOL: dd with fsync, done when the object is in the bucket
@@ -421,8 +564,8 @@ four_readers_same_bytes() {
     for i in 1 2 3 4; do same_bytes "$MNT/reader-$i.bin" "$WORK/quarter.bin" || return 1; done
 }
 
-random_reads() { # random_reads TOOL: fio 4 KiB random reads, one at a time, on a file not read before
-    timeout $((FIO_SECONDS + 120)) fio --name=rand --filename="$MNT/rand.bin" --readonly \
+random_reads() { # random_reads COLUMN: fio 4 KiB random reads, one at a time, on a file not read before
+    run_as timeout $((FIO_SECONDS + 120)) fio --name=rand --filename="$MNT/rand.bin" --readonly \
         --rw=randread --bs=4k --size=$((RAND_MIB * 1024 * 1024)) --ioengine=psync --iodepth=1 --numjobs=1 \
         --time_based --runtime="$FIO_SECONDS" --output-format=json >"$WORK/fio-$P-$1.json" || return 1
     R[$P,iops,$1]=$(python3 -c 'import json, sys; print("%.1f" % json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"])' "$WORK/fio-$P-$1.json")
@@ -430,21 +573,23 @@ random_reads() { # random_reads TOOL: fio 4 KiB random reads, one at a time, on 
 
 cat_small() { # cat_small TOOL: the files created by cp, read back whole
     local bytes
-    bytes=$(timeout "$SMALL_TIMEOUT" cat "$MNT/cp-$1"/*.dat | wc -c) || return 1
+    # The shell that expands the names must run as the mount's user too.
+    bytes=$(run_as timeout "$SMALL_TIMEOUT" sh -c 'cat "$1"/*.dat' sh "$MNT/cp-$1" | wc -c) || return 1
     [ "$bytes" -eq $((SMALL_FILES * SMALL_KIB * 1024)) ] || { log "$1: cat read $bytes bytes"; return 1; }
 }
 
 copy_out() { # copy_out TOOL CMD...: copies a directory of the mount out, checks the file count
-    local tool=$1 dest=$WORK/out
+    local tool=$1 dest
+    dest=$(own_dir)/out
     shift
     rm -rf "$dest"
-    timeout "$SMALL_TIMEOUT" "$@" "$dest" || return 1
+    run_as timeout "$SMALL_TIMEOUT" "$@" "$dest" || return 1
     [ "$(find "$dest" -type f | wc -l)" -eq "$SMALL_FILES" ] || { log "$tool: copied out the wrong number of files"; return 1; }
     rm -rf "$dest"
 }
 
 list_long() { # list_long TOOL
-    timeout "$LISTING_TIMEOUT" ls -l "$MNT/segments" >"$WORK/ls.txt" || return 1
+    run_as timeout "$LISTING_TIMEOUT" ls -l "$MNT/segments" >"$WORK/ls.txt" || return 1
     [ "$(grep -c '^-' "$WORK/ls.txt")" -eq "$LIST_FILES" ] || { log "$1: ls -l listed the wrong number of files"; return 1; }
 }
 
@@ -460,12 +605,15 @@ step() {
 
 # The request counts of one step, as a short label.
 requests_of() { # requests_of "STATS" PER_N
+    [ -n "$1" ] || { echo -; return; }
     awk -v n="$(stat_field "$1" total)" -v per="$2" 'BEGIN { printf "%.1f", n / per }'
 }
 
-measure_tool() {
+# measure_writes TOOL: the write workloads, as root, on one mount.
+measure_writes() {
     local tool=$1 files=$SMALL_FILES s
     log "[$P] $tool: writes"
+    become root
     mount_tool "$tool"
     step write "$tool" timed_rate "$P,write,$tool" "$SIZE_MIB" write_durable "$tool"
     reset_stats
@@ -476,54 +624,64 @@ measure_tool() {
     note_rss "$tool"
     unmount_tool
     limit rm "w-$tool.bin" 2>>"$WORK/limit.log" || true # the dev server keeps objects in memory
+}
 
-    log "[$P] $tool: large reads"
+# measure_reads COLUMN: the read workloads, as the column's user, each group on a fresh mount;
+# the small files read are the ones the column's tool wrote. mount-s3~cache runs the large
+# reads only: its disk cache is there for the second pass.
+measure_reads() {
+    local col=$1 tool files=$SMALL_FILES s verb
+    tool=$(column_tool "$col")
+    if [ "$(column_variant "$col")" = plain ]; then become plain; else become root; fi
+
+    log "[$P] $col: large reads"
     drop_caches
-    mount_tool "$tool"
+    mount_tool "$col"
     reset_stats
-    step read_cold "$tool" timed_rate "$P,read_cold,$tool" "$SIZE_MIB" read_file "$MNT/big.bin"
+    step read_cold "$col" timed_rate "$P,read_cold,$col" "$SIZE_MIB" read_file "$MNT/big.bin"
     s=$(take_stats)
-    R[$P,read_requests,$tool]=$(stat_field "$s" get)
-    step read_cold "$tool" same_bytes "$MNT/big.bin" "$WORK/source.bin"
+    R[$P,read_requests,$col]=$(stat_field "$s" get)
+    step read_cold "$col" same_bytes "$MNT/big.bin" "$WORK/source.bin"
     reset_stats
-    step read_second "$tool" timed_rate "$P,read_second,$tool" "$SIZE_MIB" read_file "$MNT/big.bin"
+    step read_second "$col" timed_rate "$P,read_second,$col" "$SIZE_MIB" read_file "$MNT/big.bin"
     s=$(take_stats)
-    R[$P,read_second_requests,$tool]=$(stat_field "$s" get)
-    step read_second "$tool" same_bytes "$MNT/big.bin" "$WORK/source.bin"
-    step readers4 "$tool" timed_rate "$P,readers4,$tool" "$SIZE_MIB" four_readers
-    step readers4 "$tool" four_readers_same_bytes
-    step iops "$tool" random_reads "$tool"
-    note_rss "$tool"
+    R[$P,read_second_requests,$col]=$(stat_field "$s" get)
+    step read_second "$col" same_bytes "$MNT/big.bin" "$WORK/source.bin"
+    step readers4 "$col" timed_rate "$P,readers4,$col" "$SIZE_MIB" four_readers
+    step readers4 "$col" four_readers_same_bytes
+    step iops "$col" random_reads "$col"
+    note_rss "$col"
     unmount_tool
+    if [ "$(column_variant "$col")" = cache ]; then become root; return 0; fi
 
-    log "[$P] $tool: small files read back, ls -l"
+    log "[$P] $col: small files read back, ls -l"
     drop_caches
-    mount_tool "$tool"
+    mount_tool "$col"
     reset_stats
-    step cat "$tool" timed_rate "$P,cat,$tool" "$files" cat_small "$tool"
+    step cat "$col" timed_rate "$P,cat,$col" "$files" cat_small "$tool"
     s=$(take_stats)
-    R[$P,cat_requests,$tool]=$(requests_of "$s" "$files")
+    R[$P,cat_requests,$col]=$(requests_of "$s" "$files")
     reset_stats
-    step ls "$tool" timed_ls "$tool"
+    step ls "$col" timed_ls "$col"
     s=$(take_stats)
-    R[$P,ls_requests,$tool]=$(stat_field "$s" total)
-    note_rss "$tool"
+    R[$P,ls_requests,$col]=$(stat_field "$s" total)
+    note_rss "$col"
     unmount_tool
 
     # cp -r and rsync -a out each on a fresh mount, so neither reads what the other cached.
-    local verb
     for verb in cp_out rsync_out; do
-        log "[$P] $tool: $verb"
+        log "[$P] $col: $verb"
         drop_caches
-        mount_tool "$tool"
+        mount_tool "$col"
         if [ "$verb" = cp_out ]; then
-            step cp_out "$tool" timed_rate "$P,cp_out,$tool" "$files" copy_out "$tool" cp -r "$MNT/cp-$tool"
+            step cp_out "$col" timed_rate "$P,cp_out,$col" "$files" copy_out "$col" cp -r "$MNT/cp-$tool"
         else
-            step rsync_out "$tool" timed_rate "$P,rsync_out,$tool" "$files" copy_out "$tool" rsync -a "$MNT/cp-$tool/"
+            step rsync_out "$col" timed_rate "$P,rsync_out,$col" "$files" copy_out "$col" rsync -a "$MNT/cp-$tool/"
         fi
-        note_rss "$tool"
+        note_rss "$col"
         unmount_tool
     done
+    become root
 }
 
 # ls -l is timed in seconds, not as a rate.
@@ -569,8 +727,17 @@ for P in "${PROFILE_LIST[@]}"; do
     timed_rate "$P,read_cold,limit" "$SIZE_MIB" limit_get || { log "the limit get failed"; exit 1; }
     limit_get_same_bytes || { log "the limit get read different bytes"; exit 1; }
     timed_rate "$P,readers4,limit" "$SIZE_MIB" limit_four || log "the limit's 4 readers failed"
-    for tool in "${TOOL_LIST[@]}"; do measure_tool "$tool"; done
-    stop_pid "$SERVER_PID"
+    for tool in "${TOOL_LIST[@]}"; do
+        measure_writes "$tool"
+        measure_reads "$tool"
+    done
+    # The proxy profile checks the emulation: the root columns are enough to compare.
+    if [ "$P" != proxy ]; then
+        for col in "${COLUMNS[@]}"; do
+            [ "$(column_variant "$col")" = root ] || measure_reads "$col"
+        done
+    fi
+    stop_server
     rm -rf --one-file-system "$ROOT"
 done
 TOTAL_SECONDS=$((SECONDS - START))
@@ -609,41 +776,94 @@ advantage() {
         printf "%.2f", (dir == "hi") ? a / b : b / a }'
 }
 
+# The columns measured in profile P: the proxy profile runs only the tools as root.
+profile_columns() {
+    if [ "$1" = proxy ]; then PCOLS=("${TOOL_LIST[@]}"); else PCOLS=("${COLUMNS[@]}"); fi
+}
+
+# The ratio columns of profile P, as "LABEL|A|B" (A's advantage over B): scribefs against each
+# peer as the same user, against mount-s3 with its cache, against the limit; and scribefs as
+# the plain user against scribefs as root.
+ratio_specs() {
+    local col
+    profile_columns "$1"
+    SPECS=()
+    for col in "${PCOLS[@]}"; do
+        [ "$(column_tool "$col")" != scribefs ] || continue
+        case "$(column_variant "$col")" in
+        root) SPECS+=("vs $col|scribefs|$col") ;;
+        plain) [[ " ${PCOLS[*]} " != *" scribefs~plain "* ]] ||
+            SPECS+=("vs $(column_label "$col")|scribefs~plain|$col") ;;
+        cache) SPECS+=("vs $(column_label "$col")|scribefs|$col") ;;
+        esac
+    done
+    SPECS+=("vs limit|scribefs|limit")
+    [[ " ${PCOLS[*]} " != *" scribefs~plain "* ]] || SPECS+=("$PLAIN_USER / root|scribefs~plain|scribefs")
+}
+
+profile_title() {
+    case "$1" in
+    raw) echo "raw: loopback, no delay" ;;
+    s3) echo "S3-like: --latency-ms $LATENCY_MS --bandwidth-mbps $BANDWIDTH_MBPS (per connection)" ;;
+    proxy) echo "proxy: s3s-fs behind scribefs-devserver proxy --latency-ms $LATENCY_MS --bandwidth-mbps $BANDWIDTH_MBPS" ;;
+    esac
+}
+
 report_profile() {
-    local P=$1 peers=() tool row metric label unit dir line t title
-    for tool in "${TOOL_LIST[@]}"; do [ "$tool" = scribefs ] || peers+=("$tool"); done
-    if [ "$P" = raw ]; then
-        title="raw: loopback, no delay"
-    else
-        title="S3-like: --latency-ms $LATENCY_MS --bandwidth-mbps $BANDWIDTH_MBPS (per connection)"
-    fi
-    echo "#### Profile $title"
+    local P=$1 row metric label unit dir line col spec a b
+    profile_columns "$P"
+    ratio_specs "$P"
+    echo "#### Profile $(profile_title "$P")"
     echo
     row="| workload | unit |"
-    for tool in "${TOOL_LIST[@]}"; do row+=" $tool |"; done
+    for col in "${PCOLS[@]}"; do row+=" $(column_label "$col") |"; done
     row+=" limit |"
-    for tool in "${peers[@]+"${peers[@]}"}"; do row+=" vs $tool |"; done
-    row+=" vs limit |"
+    for spec in "${SPECS[@]}"; do row+=" ${spec%%|*} |"; done
     echo "$row"
     echo "|$(echo "${row#|}" | sed 's/[^|]*|/---|/g')"
     for entry in "${ROWS[@]}"; do
         IFS='|' read -r metric label unit dir <<<"$entry"
         line="| $label | $unit |"
-        for t in "${TOOL_LIST[@]}"; do line+=" ${R[$P,$metric,$t]:--} |"; done
+        for col in "${PCOLS[@]}"; do line+=" ${R[$P,$metric,$col]:--} |"; done
         line+=" ${R[$P,$metric,limit]:--} |"
-        for t in "${peers[@]+"${peers[@]}"}"; do
-            line+=" $(advantage "${R[$P,$metric,scribefs]:--}" "${R[$P,$metric,$t]:--}" "$dir") |"
+        for spec in "${SPECS[@]}"; do
+            IFS='|' read -r label a b <<<"$spec"
+            line+=" $(advantage "${R[$P,$metric,$a]:--}" "${R[$P,$metric,$b]:--}" "$dir") |"
         done
-        line+=" $(advantage "${R[$P,$metric,scribefs]:--}" "${R[$P,$metric,limit]:--}" "$dir") |"
         echo "$line"
     done
     for entry in "${INFO_ROWS[@]}"; do
         IFS='|' read -r metric label <<<"$entry"
         line="| $label | |"
-        for t in "${TOOL_LIST[@]}"; do line+=" ${R[$P,$metric,$t]:--} |"; done
+        for col in "${PCOLS[@]}"; do line+=" ${R[$P,$metric,$col]:--} |"; done
         line+=" |"
-        for t in "${peers[@]+"${peers[@]}"}"; do line+=" |"; done
-        echo "$line |"
+        for spec in "${SPECS[@]}"; do line+=" |"; done
+        echo "$line"
+    done
+    echo
+}
+
+# The emulation check: each tool's figures on the dev server's S3-like profile against the
+# same link emulated by the proxy in front of s3s-fs. Within 15% means the S3-like profile is
+# not the dev server's word alone.
+report_emulation_check() {
+    [[ " ${PROFILE_LIST[*]} " == *" s3 "* && " ${PROFILE_LIST[*]} " == *" proxy "* ]] || return 0
+    local tool entry metric label unit dir a b
+    echo "#### Emulation check: S3-like profile (dev server) against proxy (s3s-fs)"
+    echo
+    echo "| workload | unit | client | S3-like | proxy | proxy / S3-like | within 15% |"
+    echo "|---|---|---|---|---|---|---|"
+    for entry in "${ROWS[@]}"; do
+        IFS='|' read -r metric label unit dir <<<"$entry"
+        [ "$metric" != rss ] || continue
+        for tool in "${TOOL_LIST[@]}" limit; do
+            a=${R[s3,$metric,$tool]:--} b=${R[proxy,$metric,$tool]:--}
+            [ "$a" != - ] || [ "$b" != - ] || continue
+            awk -v l="$label" -v u="$unit" -v t="$tool" -v a="$a" -v b="$b" 'BEGIN {
+                if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || a == 0) { r = "-"; w = "-" }
+                else { q = b / a; r = sprintf("%.2f", q); w = (q >= 0.85 && q <= 1.15) ? "yes" : "no" }
+                printf "| %s | %s | %s | %s | %s | %s | %s |\n", l, u, t, a, b, r, w }'
+        done
     done
     echo
 }
@@ -661,9 +881,12 @@ report() {
         "and MiB of memory, X's figure / scribefs's): above 1 means scribefs is ahead. \"limit\" is" \
         "scribefs's own S3 path with no FUSE (examples/bench_limit.rs: 8 MiB ranged GETs, 8 in" \
         "flight, written out in order; the mount's streaming multipart upload, 8 MiB parts, 8 in" \
-        "flight). scribefs --cache-size-mib $CACHE_MIB; peers with their defaults."
+        "flight). scribefs --cache-size-mib $CACHE_MIB; peers with their defaults." \
+        "\"as $PLAIN_USER\": the mount and the reads run as that plain user (fusermount3; the" \
+        "kernel's FUSE readahead stays 128 KiB), the data written by root."
     echo
     for P in "${PROFILE_LIST[@]}"; do report_profile "$P"; done
+    report_emulation_check
 }
 
 # chart FILE.png: per profile, every rate normalized to the best client of its row (ls -l as
@@ -672,22 +895,23 @@ chart() {
     local png=$1 P entry metric label unit dir t best v col plots=() n=0
     command -v gnuplot >/dev/null || { log "no gnuplot: no chart"; return 0; }
     for P in "${PROFILE_LIST[@]}"; do
+        profile_columns "$P"
         {
             printf '# workload'
-            for t in "${TOOL_LIST[@]}"; do printf '\t%s' "$t"; done
+            for t in "${PCOLS[@]}"; do printf '\t%s' "$(column_label "$t")"; done
             printf '\n'
             for entry in "${ROWS[@]}"; do
                 IFS='|' read -r metric label unit dir <<<"$entry"
                 [ "$metric" != rss ] || continue
                 best=0
-                for t in "${TOOL_LIST[@]}"; do
+                for t in "${PCOLS[@]}"; do
                     v=${R[$P,$metric,$t]:-}
                     [[ "$v" =~ ^[0-9.]+$ ]] || continue
                     [ "$dir" = lo ] && v=$(awk -v v="$v" 'BEGIN { print (v > 0) ? 1 / v : 0 }')
                     best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b > a) ? b : a }')
                 done
                 printf '%s' "$metric"
-                for t in "${TOOL_LIST[@]}"; do
+                for t in "${PCOLS[@]}"; do
                     v=${R[$P,$metric,$t]:-}
                     if [[ "$v" =~ ^[0-9.]+$ ]] && [ "$best" != 0 ]; then
                         [ "$dir" = lo ] && v=$(awk -v v="$v" 'BEGIN { print (v > 0) ? 1 / v : 0 }')
@@ -710,12 +934,12 @@ chart() {
         echo "set yrange [0:1.15]; set grid ytics; set key top right horizontal"
         echo "set xtics nomirror rotate by -25 left; set ylabel 'relative to the best client (1 = best)'"
         for P in "${PROFILE_LIST[@]}"; do
-            if [ "$P" = raw ]; then echo "set title 'raw profile (loopback)'"; else
-                echo "set title 'S3-like profile ($LATENCY_MS ms, $BANDWIDTH_MBPS Mbit/s per connection)'"; fi
+            echo "set title '$(profile_title "$P")'"
+            profile_columns "$P"
             plots=()
             col=2
-            for t in "${TOOL_LIST[@]}"; do
-                plots+=("'$WORK/chart-$P.dat' using $col:xtic(1) title '$t'")
+            for t in "${PCOLS[@]}"; do
+                plots+=("'$WORK/chart-$P.dat' using $col:xtic(1) title '$(column_label "$t")'")
                 col=$((col + 1))
             done
             (IFS=,; echo "plot ${plots[*]}")
