@@ -479,6 +479,19 @@ unmount_tool() {
     stop_pid "$MOUNT_PID"
 }
 
+# CPU seconds (user + system) the mount process has spent so far: on loopback, where the network
+# is free, CPU per byte is what tells the clients apart.
+TICKS=$(getconf CLK_TCK)
+cpu_seconds() { awk -v t="$TICKS" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$MOUNT_PID/stat" 2>/dev/null || echo 0; }
+# cpu_of METRIC COLUMN CMD...: runs CMD (a step) and records the mount's CPU seconds it took.
+cpu_of() {
+    local metric=$1 col=$2 before
+    shift 2
+    before=$(cpu_seconds)
+    "$@"
+    R[$P,$metric,$col]=$(awk -v a="$before" -v b="$(cpu_seconds)" 'BEGIN { printf "%.2f", b - a }')
+}
+
 # Peak RSS (VmHWM) of the mount process, kept as the maximum over its mounts in this profile.
 note_rss() { # note_rss TOOL
     local rss
@@ -615,7 +628,7 @@ measure_writes() {
     log "[$P] $tool: writes"
     become root
     mount_tool "$tool"
-    step write "$tool" timed_rate "$P,write,$tool" "$SIZE_MIB" write_durable "$tool"
+    cpu_of write_cpu "$tool" step write "$tool" timed_rate "$P,write,$tool" "$SIZE_MIB" write_durable "$tool"
     reset_stats
     step create "$tool" timed_rate "$P,create,$tool" "$files" copy_small_in "$tool"
     s=$(take_stats)
@@ -638,7 +651,7 @@ measure_reads() {
     drop_caches
     mount_tool "$col"
     reset_stats
-    step read_cold "$col" timed_rate "$P,read_cold,$col" "$SIZE_MIB" read_file "$MNT/big.bin"
+    cpu_of read_cold_cpu "$col" step read_cold "$col" timed_rate "$P,read_cold,$col" "$SIZE_MIB" read_file "$MNT/big.bin"
     s=$(take_stats)
     R[$P,read_requests,$col]=$(stat_field "$s" get)
     step read_cold "$col" same_bytes "$MNT/big.bin" "$WORK/source.bin"
@@ -747,9 +760,11 @@ TOTAL_SECONDS=$((SECONDS - START))
 # Each row: METRIC|LABEL|UNIT|hi or lo (which way is better).
 ROWS=(
     "read_cold|sequential read, cold, $SIZE_MIB MiB (dd to /dev/null, then cmp off the clock)|MiB/s|hi"
+    "read_cold_cpu|CPU of the mount process for that cold read (user + system)|s|lo"
     "read_second|second pass over it, same mount|MiB/s|hi"
     "readers4|4 readers of different files, $QUARTER_MIB MiB each, together|MiB/s|hi"
     "write|sequential write to durable (dd conv=fsync, until in the bucket)|MiB/s|hi"
+    "write_cpu|CPU of the mount process for that write (user + system)|s|lo"
     "iops|4 KiB random reads of a $RAND_MIB MiB file, one at a time (fio, ${FIO_SECONDS} s)|IOPS|hi"
     "create|$SMALL_FILES × $SMALL_KIB KiB files created with cp|files/s|hi"
     "rsync_in|the same files, rsync -a into the mount|files/s|hi"
@@ -855,7 +870,7 @@ report_emulation_check() {
     echo "|---|---|---|---|---|---|---|"
     for entry in "${ROWS[@]}"; do
         IFS='|' read -r metric label unit dir <<<"$entry"
-        [ "$metric" != rss ] || continue
+        case "$metric" in rss | *_cpu) continue ;; esac
         for tool in "${TOOL_LIST[@]}" limit; do
             a=${R[s3,$metric,$tool]:--} b=${R[proxy,$metric,$tool]:--}
             [ "$a" != - ] || [ "$b" != - ] || continue
@@ -902,7 +917,7 @@ chart() {
             printf '\n'
             for entry in "${ROWS[@]}"; do
                 IFS='|' read -r metric label unit dir <<<"$entry"
-                [ "$metric" != rss ] || continue
+                case "$metric" in rss | *_cpu) continue ;; esac
                 best=0
                 for t in "${PCOLS[@]}"; do
                     v=${R[$P,$metric,$t]:-}
