@@ -12,11 +12,13 @@
 //!
 //! Bind it to loopback only: s3s sets no body-size or rate limits.
 
+mod accept;
 mod buckets;
 mod conditions;
 pub mod control;
 mod emulation;
 mod listing;
+mod pacing;
 mod persist;
 mod persist_uploads;
 mod recorded;
