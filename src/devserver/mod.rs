@@ -7,6 +7,8 @@
 //!   change is written through to disk (`persist`) and loaded back at start.
 //! - Realism: `emulation` adds latency before each response, a per-connection bandwidth cap
 //!   and random failures (500, 503, dropped connections, bodies cut midway).
+//! - The same link in front of any other server: `proxy` (`scribefs-devserver proxy`), a TCP
+//!   proxy pacing by the same rules (`pacing`), to check this emulation against another S3.
 //! - Observability: requests are counted by operation ([`RequestStats`]), readable in process
 //!   and over HTTP at `GET /_scribefs/stats` ([`control`]).
 //!
@@ -21,11 +23,13 @@ mod listing;
 mod pacing;
 mod persist;
 mod persist_uploads;
+pub mod proxy;
 mod recorded;
 mod region;
 mod s3;
 mod seed;
 mod server;
+pub mod signals;
 mod stats;
 
 use std::io;
