@@ -3,9 +3,11 @@
 //! ```text
 //! scribefs-devserver --root DIR --listen 127.0.0.1:9000 --bucket demo --seed-segments 20
 //! scribefs-devserver stats --listen 127.0.0.1:9000 [--reset]
+//! scribefs-devserver proxy --listen 127.0.0.1:9100 --upstream 127.0.0.1:9000 --latency-ms 20 --bandwidth-mbps 800
 //! ```
 //!
-//! Prints one `ready on` line when it serves, and stops cleanly on SIGTERM or SIGINT.
+//! The server and the proxy print one `ready on` line when they serve, and stop cleanly on
+//! SIGTERM or SIGINT.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -14,8 +16,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use scribefs::devserver::{DevServer, DevServerConfig, control};
-use tokio::signal::unix::{SignalKind, signal};
+use scribefs::devserver::proxy::{Proxy, ProxyConfig};
+use scribefs::devserver::{DevServer, DevServerConfig, control, signals};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 
@@ -23,7 +25,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 #[command(
     name = "scribefs-devserver",
     version,
-    about = "Local S3 server for scribefs: S3 key semantics, optional persistence, latency, bandwidth and fault emulation",
+    about = "Local S3 server for scribefs: S3 key semantics, optional persistence, latency, bandwidth and fault emulation; and a proxy emulating the same link in front of another server",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -44,6 +46,49 @@ enum Command {
         #[arg(long)]
         reset: bool,
     },
+    /// Forward TCP connections to a server through an emulated link (latency, bandwidth cap).
+    ///
+    /// Each response waits --latency-ms before its first byte and each connection carries at
+    /// most --bandwidth-mbps each way, paced as the server's own emulation paces it. In front of
+    /// another S3 server it checks that emulation, or makes any server S3-like. Any protocol
+    /// where requests and responses alternate on a connection (HTTP/1.1 without pipelining):
+    /// bytes from the upstream that follow bytes from the client are a response. Prints its
+    /// counts when it stops.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Address of the server to forward to (one connection to it per client connection).
+    #[arg(long, value_name = "ADDR")]
+    upstream: SocketAddr,
+    #[command(flatten)]
+    link: LinkArgs,
+}
+
+/// The emulated network link, shared by the server and the proxy.
+#[derive(Args)]
+struct LinkArgs {
+    /// Delay before each response, in milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    latency_ms: u64,
+    /// Per-connection bandwidth cap in megabits per second, each direction (default: unlimited).
+    #[arg(long, value_name = "MBPS", value_parser = parse_bandwidth)]
+    bandwidth_mbps: Option<f64>,
+}
+
+impl LinkArgs {
+    fn latency(&self) -> Duration {
+        Duration::from_millis(self.latency_ms)
+    }
+
+    fn bytes_per_sec(&self) -> Option<u64> {
+        self.bandwidth_mbps
+            .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64)
+    }
 }
 
 #[derive(Args)]
@@ -64,12 +109,8 @@ struct ServeArgs {
     /// Demo Scribe Ledger segments to put into each bucket that has none.
     #[arg(long, default_value_t = 0, value_name = "N")]
     seed_segments: usize,
-    /// Delay before each response, in milliseconds.
-    #[arg(long, default_value_t = 0, value_name = "MS")]
-    latency_ms: u64,
-    /// Per-connection bandwidth cap in megabits per second (default: unlimited).
-    #[arg(long, value_name = "MBPS", value_parser = parse_bandwidth)]
-    bandwidth_mbps: Option<f64>,
+    #[command(flatten)]
+    link: LinkArgs,
     /// Fraction of S3 requests that fail on purpose (500, 503, dropped or cut connections).
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION", value_parser = parse_fail_rate)]
     fail_rate: f64,
@@ -104,13 +145,15 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
+            // One line: clap's first paragraph, which for a missing argument spans two lines.
             let rendered = error.render().to_string();
+            let first_paragraph = rendered.split("\n\n").next().unwrap_or_default();
             eprintln!(
                 "{}",
-                rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("error: invalid arguments")
+                first_paragraph
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
             return ExitCode::from(2);
         }
@@ -126,6 +169,7 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Some(Command::Stats { listen, reset }) => print_stats(listen, reset),
+        Some(Command::Proxy(args)) => proxy(args),
         None => serve(cli.serve),
     };
     match result {
@@ -163,42 +207,81 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         secret_key: args.secret_key,
         buckets,
         seed_segments: args.seed_segments,
-        latency: Duration::from_millis(args.latency_ms),
-        bandwidth_bytes_per_sec: args
-            .bandwidth_mbps
-            .map(|mbps| (mbps * 1_000_000.0 / 8.0) as u64),
+        latency: args.link.latency(),
+        bandwidth_bytes_per_sec: args.link.bytes_per_sec(),
         fail_rate: args.fail_rate,
         region: args.region,
     };
+    run_until_signal(async move {
+        let listen = config.listen;
+        let server = DevServer::start(config)
+            .await
+            .map_err(|e| format!("cannot start on {listen}: {e}"))?;
+        print_line(&format!(
+            "scribefs-devserver ready on {} (buckets: {})",
+            server.endpoint(),
+            server.bucket_names().join(", ")
+        ));
+        Ok(async move { server.shutdown().await })
+    })
+}
+
+fn proxy(args: ProxyArgs) -> Result<(), String> {
+    let config = ProxyConfig {
+        listen: args.listen,
+        upstream: args.upstream,
+        latency: args.link.latency(),
+        bandwidth_bytes_per_sec: args.link.bytes_per_sec(),
+    };
+    run_until_signal(async move {
+        let listen = config.listen;
+        let upstream = config.upstream;
+        let proxy = Proxy::start(config)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let bandwidth = args
+            .link
+            .bandwidth_mbps
+            .map_or("unlimited".to_string(), |mbps| format!("{mbps} Mbit/s"));
+        print_line(&format!(
+            "scribefs-devserver proxy ready on {} (upstream {upstream}, latency {} ms, bandwidth {bandwidth})",
+            proxy.local_addr(),
+            args.link.latency_ms,
+        ));
+        Ok(async move {
+            let stats = proxy.shutdown().await;
+            print_line(&format!(
+                "scribefs-devserver proxy stats: {} connections, {} requests forwarded, {} closed for an unreachable upstream",
+                stats.connections, stats.requests, stats.upstream_unreachable
+            ));
+        })
+    })
+}
+
+/// Starts a service on a multi-thread runtime and runs until SIGTERM or SIGINT. `start`
+/// returns the service's stop, which runs after the signal.
+fn run_until_signal<Start, Stop>(start: Start) -> Result<(), String>
+where
+    Start: Future<Output = Result<Stop, String>>,
+    Stop: Future<Output = ()>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
-        let mut terminate =
-            signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-        let mut interrupt =
-            signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
-        let listen = config.listen;
-        let server = DevServer::start(config)
-            .await
-            .map_err(|e| format!("cannot start on {listen}: {e}"))?;
-        let mut stdout = std::io::stdout();
-        let ready = writeln!(
-            stdout,
-            "scribefs-devserver ready on {} (buckets: {})",
-            server.endpoint(),
-            server.bucket_names().join(", ")
-        )
-        .and_then(|()| stdout.flush());
-        if let Err(error) = ready {
-            tracing::warn!(%error, "cannot print the ready line");
-        }
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        server.shutdown().await;
+        let terminated = signals::termination()?;
+        let stop = start.await?;
+        terminated.await;
+        stop.await;
         Ok(())
     })
+}
+
+/// A line on stdout for the scripts that wait for it; a closed stdout is only logged.
+fn print_line(line: &str) {
+    let mut stdout = std::io::stdout();
+    if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        tracing::warn!(%error, "cannot print {line:?}");
+    }
 }

@@ -2,41 +2,25 @@
 //! and random failures. Everything here wraps the s3s service from outside, so the S3 logic never
 //! knows it is being slowed down or broken.
 //!
-//! Bandwidth is paced per connection, like a TCP stream: every connection owns a [`Pacer`] that
-//! hands out transmit slots, and bodies in both directions release each chunk only when its slot
-//! comes up. Slots follow an ideal schedule, not the timer: tokio sleeps wake on 1 ms ticks (and
-//! later on a busy machine), so a chunk released late lets the next ones go at once until the
-//! body is back on schedule. Restarting the schedule at every late wake-up instead made each
-//! 16 KiB chunk cost a whole tick, capping a connection at about 10 MB/s whatever the setting.
-//! Likewise a chunk due less than one tick from now goes at once: waiting for the tick made a
-//! 4 KiB body (41 us at 100 MB/s) take about 1 ms, 5% of every small GET at 20 ms latency.
-//! The schedule still counts its slot, so over a body the rate is exact.
+//! Bandwidth is paced per connection, like a TCP stream: bodies in both directions release each
+//! chunk only when the connection's [`Pacer`] gives it a slot (the rules are in `pacing`).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use s3s::{S3Error, S3ErrorCode};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
+use super::pacing::{PACE_CHUNK, Pacer};
 use super::stats::Operation;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Paced bodies release at most this much at a time, so a big chunk does not arrive as a burst.
-const PACE_CHUNK: usize = 16 * 1024;
-/// How far a body that fell behind its schedule may catch up in one burst. A receiver that
-/// stalls (a full socket buffer, a slow reader) must not bank unlimited credit; a real TCP
-/// stream likewise bursts only what its buffers hold.
-const MAX_CATCH_UP: Duration = Duration::from_millis(10);
-
-/// tokio's timer resolution: a chunk due sooner than this is released at once.
-const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// The emulation knobs, changeable while the server runs.
 pub(crate) struct Emulation {
@@ -132,41 +116,6 @@ impl Fault {
     }
 }
 
-/// Hands out transmit slots on one connection at a fixed byte rate.
-pub(crate) struct Pacer {
-    bytes_per_sec: u64,
-    next_free: Mutex<Instant>,
-}
-
-impl Pacer {
-    fn new(bytes_per_sec: u64) -> Self {
-        Pacer {
-            bytes_per_sec,
-            next_free: Mutex::new(Instant::now()),
-        }
-    }
-
-    /// Reserves the link for `len` bytes and returns when they are through. The first chunk of a
-    /// body starts no earlier than now (an idle link banks no credit); later chunks continue the
-    /// schedule, so timer overshoot is made up rather than lost.
-    fn reserve(&self, len: usize, first_of_body: bool) -> Instant {
-        let transmit = Duration::from_secs_f64(len as f64 / self.bytes_per_sec as f64);
-        let mut next_free = self
-            .next_free
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let now = Instant::now();
-        let earliest = if first_of_body {
-            now
-        } else {
-            now.checked_sub(MAX_CATCH_UP).unwrap_or(now)
-        };
-        let done = (*next_free).max(earliest) + transmit;
-        *next_free = done;
-        done
-    }
-}
-
 /// A body whose data frames are released no faster than the connection's pacer allows.
 pub(crate) struct Paced<B> {
     inner: B,
@@ -230,12 +179,11 @@ where
                 continue;
             }
             let chunk = this.rest.split_to(this.rest.len().min(PACE_CHUNK));
-            let due = pacer.reserve(chunk.len(), !this.started);
+            let slot = pacer.slot(chunk.len(), !this.started);
             this.started = true;
-            // Behind schedule, or due within a tick: release now rather than wait for the timer.
-            if due <= Instant::now() + TIMER_TICK {
+            let Some(due) = slot else {
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
-            }
+            };
             this.waiting = Some((Box::pin(tokio::time::sleep_until(due)), chunk));
         }
     }
@@ -324,6 +272,7 @@ impl Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devserver::pacing::assert_takes_about;
 
     async fn next_frame(body: &mut ResponseBody) -> Option<Result<Frame<Bytes>, BoxError>> {
         std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
@@ -395,15 +344,7 @@ mod tests {
             Some(pacer.clone()),
         );
         assert_eq!(drain(&mut first).await, size);
-        let one = start.elapsed();
-        assert!(
-            one >= expected.mul_f64(0.98),
-            "{one:?} beats the link ({expected:?})"
-        );
-        assert!(
-            one <= expected.mul_f64(1.5),
-            "took {one:?}, far slower than the link ({expected:?})"
-        );
+        assert_takes_about(start.elapsed(), expected);
 
         let second = Paced::new(
             s3s::Body::from(Bytes::from(vec![2u8; size])),

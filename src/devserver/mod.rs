@@ -7,23 +7,29 @@
 //!   change is written through to disk (`persist`) and loaded back at start.
 //! - Realism: `emulation` adds latency before each response, a per-connection bandwidth cap
 //!   and random failures (500, 503, dropped connections, bodies cut midway).
+//! - The same link in front of any other server: `proxy` (`scribefs-devserver proxy`), a TCP
+//!   proxy pacing by the same rules (`pacing`), to check this emulation against another S3.
 //! - Observability: requests are counted by operation ([`RequestStats`]), readable in process
 //!   and over HTTP at `GET /_scribefs/stats` ([`control`]).
 //!
 //! Bind it to loopback only: s3s sets no body-size or rate limits.
 
+mod accept;
 mod buckets;
 mod conditions;
 pub mod control;
 mod emulation;
 mod listing;
+mod pacing;
 mod persist;
 mod persist_uploads;
+pub mod proxy;
 mod recorded;
 mod region;
 mod s3;
 mod seed;
 mod server;
+pub mod signals;
 mod stats;
 
 use std::io;

@@ -17,18 +17,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use s3s::service::S3Service;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
+use super::accept::accept_until_shutdown;
 use super::control;
-use super::emulation::{BoxError, Emulation, Fault, Paced, Pacer, ResponseBody};
+use super::emulation::{BoxError, Emulation, Fault, Paced, ResponseBody};
+use super::pacing::Pacer;
 use super::recorded::Recorder;
 use super::region;
 use super::stats::{Counters, Operation, classify};
 
 /// How long shutdown waits for in-flight requests before cutting connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What every connection shares.
 pub(crate) struct Shared {
@@ -129,34 +128,21 @@ async fn handle(
     Ok(response.map(|body| ResponseBody::new(body, pacer, cut_after)))
 }
 
-/// Accepts connections until `shutdown` fires (or its sender is dropped), then drains.
+/// Serves connections until `shutdown` fires (or its sender is dropped), then drains.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let service = ConnectionService {
-                        pacer: shared.emulation.pacer(),
-                        shared: shared.clone(),
-                    };
-                    connections.spawn(serve_connection(stream, service, shutdown.clone()));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
-            _ = shutdown.changed() => break,
-            // Reap finished connections so the set stays as small as the live ones.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
+    let per_connection = shutdown.clone();
+    let mut connections = accept_until_shutdown(listener, shutdown, |stream| {
+        let service = ConnectionService {
+            pacer: shared.emulation.pacer(),
+            shared: shared.clone(),
+        };
+        serve_connection(stream, service, per_connection.clone())
+    })
+    .await;
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while connections.join_next().await.is_some() {}
     })

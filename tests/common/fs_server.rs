@@ -3,11 +3,10 @@
 //! single-disk mode does: PUT of a `dir/` marker answers without an ETag, markers are never
 //! listed, and `a` cannot exist beside `a/b` (a 500).
 
-use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 
 use super::devserver::{ACCESS_KEY, SECRET_KEY};
+use super::s3s_fs::{serve, service};
 
 pub struct FsServer {
     pub root: tempfile::TempDir,
@@ -27,23 +26,10 @@ impl FsServer {
             .enable_all()
             .build()
             .unwrap();
-        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-        let mut builder = S3ServiceBuilder::new(fs);
-        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = builder.build();
+        let service = service(root.path(), ACCESS_KEY, SECRET_KEY).unwrap();
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        runtime.spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                let service = service.clone();
-                tokio::spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(socket);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                });
-            }
-        });
+        runtime.spawn(serve(listener, service));
         FsServer {
             root,
             endpoint,
