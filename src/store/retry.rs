@@ -109,14 +109,6 @@ impl RetryPolicy {
 pub struct Retrying<S> {
     inner: Arc<S>,
     policy: RetryPolicy,
-    /// Set once a HEAD of a directory marker (a key ending in `/`) got a server error at
-    /// every attempt. File-backed servers (s3s-fs) keep a marker as a directory on their disk
-    /// and answer every HEAD of it with a 500: with a mount's 10 attempts each listing of a
-    /// directory would wait 16 s a subdirectory for metadata it cannot have. Later marker HEADs
-    /// are then tried once. Elsewhere it takes 10 failures in a row on one key to set (1e-7
-    /// at 20% faults), and only marker HEADs, whose failure costs a directory its stored mode
-    /// and times, are affected.
-    markers_fail: AtomicBool,
 }
 
 impl<S: ObjectStore> Retrying<S> {
@@ -127,15 +119,22 @@ impl<S: ObjectStore> Retrying<S> {
     /// Retries over a store other wrappers share (a mount checks its bucket with a policy of
     /// its own over the same connections).
     pub fn shared(inner: Arc<S>, policy: RetryPolicy) -> Self {
-        Retrying {
-            inner,
-            policy,
-            markers_fail: AtomicBool::new(false),
-        }
+        Retrying { inner, policy }
     }
 
     pub fn inner(&self) -> &S {
         &self.inner
+    }
+
+    /// Whether the listing holds `marker` itself as an object (`None`: the LIST failed too).
+    async fn marker_is_listed(&self, marker: &str) -> Option<bool> {
+        let request = ListRequest {
+            prefix: marker.to_string(),
+            max_keys: Some(1),
+            ..ListRequest::default()
+        };
+        let page = self.inner.list(request).await.ok()?;
+        Some(page.objects.first().is_some_and(|object| object.key == marker))
     }
 
     pub fn policy(&self) -> &RetryPolicy {
@@ -269,29 +268,36 @@ fn report_failure(op: &str, key: &str, attempts: u32, latency: Duration, err: &S
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for Retrying<S> {
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
-        let marker = key.ends_with('/');
-        if marker && self.markers_fail.load(Ordering::Relaxed) {
-            let once = RetryPolicy {
-                max_retries: 0,
-                ..self.policy.clone()
-            };
-            return retry_loop(&once, 0, "HEAD", key, || self.inner.head(key))
-                .await
-                .map(|(meta, _)| meta);
+        if !key.ends_with('/') {
+            return self.run("HEAD", key, || self.inner.head(key)).await;
         }
-        let result = self.run("HEAD", key, || self.inner.head(key)).await;
-        if let Err(StoreError::RetriesExhausted { attempts, source }) = &result
-            && marker
-            && *attempts >= self.policy.max_attempts()
-            && matches!(**source, StoreError::Server { .. })
-        {
-            tracing::warn!(
-                key,
-                "every attempt to HEAD a directory marker failed with a server error: later ones are tried once (a file-backed server?)"
-            );
-            self.markers_fail.store(true, Ordering::Relaxed);
-        }
-        result
+        // A directory marker. File-backed servers (s3s-fs) keep `dir/` as a directory on their
+        // disk and answer its HEAD with a bare 500 (a HEAD has no body to explain it): retried
+        // 10 times, every listing of such a directory would wait 16 s for metadata that does
+        // not exist. So a server error asks the listing whether the marker is an object at
+        // all: not listed, it is not found (as AWS would say); listed, the error was a fault
+        // and the HEAD is retried as any other. One LIST, only after a 5xx on a marker.
+        let listing_answered = AtomicBool::new(false);
+        self.run("HEAD", key, || async {
+            let result = self.inner.head(key).await;
+            if !matches!(result, Err(StoreError::Server { .. }))
+                || listing_answered.load(Ordering::Relaxed)
+            {
+                return result;
+            }
+            match self.marker_is_listed(key).await {
+                Some(listed) => {
+                    listing_answered.store(true, Ordering::Relaxed);
+                    if listed {
+                        result
+                    } else {
+                        Err(StoreError::NotFound(key.to_string()))
+                    }
+                }
+                None => result,
+            }
+        })
+        .await
     }
 
     async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
@@ -954,27 +960,42 @@ mod tests {
         assert_eq!(store.inner().calls(Op::CompleteMultipart), 3);
     }
 
-    /// s3s-fs answers every HEAD of a directory marker with a 500: once one marker HEAD has
-    /// failed at every attempt, later ones are tried once; other keys keep every attempt, and
-    /// a marker HEAD that recovers within its attempts changes nothing.
+    /// s3s-fs answers every HEAD of a directory marker with a bare 500: the listing then says
+    /// whether the marker is an object. Not listed: not found at once (1 HEAD + 1 LIST, where
+    /// 10 attempts took 16 s). Listed: the 500 was a fault, retried as any other. Other keys
+    /// never ask the listing.
     #[tokio::test]
-    async fn marker_heads_failing_at_every_attempt_are_later_tried_once() {
+    async fn a_marker_head_failing_with_a_server_error_asks_the_listing_once() {
         let faulty = store_with("k", Bytes::from_static(b"v")).await;
         let server_error = || StoreError::Server {
             status: 500,
             message: String::new(),
         };
-        faulty.fail_next(Op::Head, 3, server_error);
         let store = Retrying::new(faulty, fast(4));
+
+        store.inner().fail_next(Op::Head, 1, server_error);
         assert!(store.head("d/").await.unwrap_err().is_not_found());
-        assert_eq!(store.inner().calls(Op::Head), 4);
-        store.inner().fail_always(Op::Head, server_error);
-        assert!(store.head("d/").await.is_err());
-        assert_eq!(store.inner().calls(Op::Head), 9);
-        assert!(store.head("e/").await.is_err());
+        assert_eq!(store.inner().calls(Op::Head), 1);
+        assert_eq!(store.inner().calls(Op::List), 1);
+
+        // Any other key: every attempt, no listing.
+        store.inner().fail_next(Op::Head, 5, server_error);
+        assert!(!store.head("k").await.unwrap_err().is_not_found());
+        assert_eq!(store.inner().calls(Op::Head), 6);
+        assert_eq!(store.inner().calls(Op::List), 1);
+
+        // A marker that is an object: the listing names it, and the HEAD is retried until it
+        // answers, the listing asked only once.
+        store
+            .inner()
+            .inner()
+            .put("m/", Bytes::new(), PutOptions::default())
+            .await
+            .unwrap();
+        store.inner().fail_next(Op::Head, 3, server_error);
+        assert_eq!(store.head("m/").await.unwrap().size, 0);
         assert_eq!(store.inner().calls(Op::Head), 10);
-        assert!(store.head("k").await.is_err());
-        assert_eq!(store.inner().calls(Op::Head), 15);
+        assert_eq!(store.inner().calls(Op::List), 2);
     }
 
     #[tokio::test]
