@@ -134,7 +134,11 @@ impl<S: ObjectStore> Retrying<S> {
             ..ListRequest::default()
         };
         let page = self.inner.list(request).await.ok()?;
-        Some(page.objects.first().is_some_and(|object| object.key == marker))
+        Some(
+            page.objects
+                .first()
+                .is_some_and(|object| object.key == marker),
+        )
     }
 
     pub fn policy(&self) -> &RetryPolicy {
