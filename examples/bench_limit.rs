@@ -1,10 +1,13 @@
 //! The limit beside the mounts in `scripts/bench.sh`: what scribefs's own S3 path moves with no
 //! FUSE in between. `get` reads an object with parallel ranged GETs and writes it to stdout in
-//! order; `put` uploads a file with the streaming multipart upload the mount uses; `rm` deletes.
+//! order; `put` uploads a file with the streaming multipart upload the mount uses; `ls` does what
+//! a cold `ls -l` costs the mount (list every page of a prefix, then HEAD each object for its
+//! stored metadata, `--parallel` at once); `rm` deletes.
 //!
 //! ```text
 //! bench_limit get KEY [--parallel N] [--range-mib M] > out
 //! bench_limit put KEY FILE [--parallel N] [--part-mib M]
+//! bench_limit ls PREFIX [--parallel N]
 //! bench_limit rm KEY...
 //! ```
 //!
@@ -19,7 +22,7 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use scribefs::store::config::S3Config;
 use scribefs::store::s3::S3Store;
-use scribefs::store::{ObjectStore, PutOptions, get_bytes};
+use scribefs::store::{ListRequest, ObjectStore, PutOptions, get_bytes};
 use scribefs::upload::{StreamingUpload, UploadConfig};
 use tokio::io::AsyncReadExt;
 
@@ -55,7 +58,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
-fn config() -> Result<S3Config, String> {
+fn config(options: &Options) -> Result<S3Config, String> {
     let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
     Ok(S3Config {
         bucket: var("S3_BUCKET")?,
@@ -63,7 +66,7 @@ fn config() -> Result<S3Config, String> {
         access_key_id: Some(var("S3_ACCESS_KEY_ID")?),
         secret_access_key: Some(var("S3_SECRET_ACCESS_KEY")?),
         path_style: true,
-        pool_size: 64,
+        pool_size: options.parallel.max(64),
         ..S3Config::default()
     })
 }
@@ -130,19 +133,64 @@ async fn put(store: Arc<S3Store>, key: &str, file: &str, options: &Options) -> R
     Ok(())
 }
 
+async fn list_long(store: Arc<S3Store>, prefix: &str, options: &Options) -> Result<(), String> {
+    let start = Instant::now();
+    // Paged with "/" as the mount lists a directory.
+    let mut request = ListRequest {
+        prefix: prefix.to_string(),
+        delimiter: Some("/".to_string()),
+        ..Default::default()
+    };
+    let mut objects = Vec::new();
+    loop {
+        let page = store
+            .list(request.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        objects.extend(page.objects);
+        match page.next_continuation_token {
+            Some(token) => request.continuation_token = Some(token),
+            None => break,
+        }
+    }
+    let count = objects.len();
+    futures::stream::iter(objects)
+        .map(|object| {
+            let store = store.clone();
+            async move { store.head(&object.key).await }
+        })
+        .buffer_unordered(options.parallel)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "bench_limit: ls {count} objects in {:.3} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn run(args: Vec<String>) -> Result<(), String> {
     let options = parse(&args)?;
-    let store = Arc::new(S3Store::new(&config()?).await.map_err(|e| e.to_string())?);
+    let store = Arc::new(
+        S3Store::new(&config(&options)?)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     match options.positional.as_slice() {
         [verb, key] if verb == "get" => get(store, key, &options).await,
         [verb, key, file] if verb == "put" => put(store, key, file, &options).await,
+        [verb, prefix] if verb == "ls" => list_long(store, prefix, &options).await,
         [verb, keys @ ..] if verb == "rm" => {
             for key in keys {
                 store.delete(key).await.map_err(|e| e.to_string())?;
             }
             Ok(())
         }
-        _ => Err("usage: bench_limit get KEY | put KEY FILE | rm KEY... (see the source)".into()),
+        _ => Err(
+            "usage: bench_limit get KEY | put KEY FILE | ls PREFIX | rm KEY... (see the source)"
+                .into(),
+        ),
     }
 }
 
