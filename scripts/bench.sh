@@ -927,7 +927,7 @@ report_profile() {
 # not the dev server's word alone.
 report_emulation_check() {
     [[ " ${PROFILE_LIST[*]} " == *" s3 "* && " ${PROFILE_LIST[*]} " == *" proxy "* ]] || return 0
-    local tool entry metric label unit dir a b
+    local tool entry metric label unit dir a b alone
     echo "#### Emulation check: S3-like profile (dev server) against proxy (s3s-fs)"
     echo
     echo "\"s3s-fs alone\" is the limit straight from s3s-fs with no proxy: where it is below the" \
