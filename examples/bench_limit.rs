@@ -22,7 +22,7 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use scribefs::store::config::S3Config;
 use scribefs::store::s3::S3Store;
-use scribefs::store::{ListRequest, ObjectStore, PutOptions, get_bytes};
+use scribefs::store::{ListRequest, ObjectStore, PutOptions, get_bytes, list_every_page};
 use scribefs::upload::{StreamingUpload, UploadConfig};
 use tokio::io::AsyncReadExt;
 
@@ -136,23 +136,14 @@ async fn put(store: Arc<S3Store>, key: &str, file: &str, options: &Options) -> R
 async fn list_long(store: Arc<S3Store>, prefix: &str, options: &Options) -> Result<(), String> {
     let start = Instant::now();
     // Paged with "/" as the mount lists a directory.
-    let mut request = ListRequest {
+    let request = ListRequest {
         prefix: prefix.to_string(),
         delimiter: Some("/".to_string()),
         ..Default::default()
     };
-    let mut objects = Vec::new();
-    loop {
-        let page = store
-            .list(request.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        objects.extend(page.objects);
-        match page.next_continuation_token {
-            Some(token) => request.continuation_token = Some(token),
-            None => break,
-        }
-    }
+    let objects = list_every_page(store.as_ref(), request)
+        .await
+        .map_err(|e| e.to_string())?;
     let count = objects.len();
     futures::stream::iter(objects)
         .map(|object| {

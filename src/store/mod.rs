@@ -239,10 +239,19 @@ pub async fn get_bytes(
 
 /// Lists every page under `prefix` (no delimiter) and returns all object summaries.
 pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> StoreResult<Vec<ObjectSummary>> {
-    let mut request = ListRequest {
+    let request = ListRequest {
         prefix: prefix.to_string(),
         ..Default::default()
     };
+    list_every_page(store, request).await
+}
+
+/// Follows `request`'s continuation tokens to the last page and returns every object summary
+/// (common prefixes are dropped).
+pub async fn list_every_page(
+    store: &dyn ObjectStore,
+    mut request: ListRequest,
+) -> StoreResult<Vec<ObjectSummary>> {
     let mut objects = Vec::new();
     loop {
         let page = store.list(request.clone()).await?;
