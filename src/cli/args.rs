@@ -274,6 +274,17 @@ pub struct MountArgs {
         help_heading = "Namespace"
     )]
     pub rename_dir_limit: usize,
+    /// Directory entries kept in memory that the kernel does not hold, before the oldest are
+    /// dropped (asked of S3 again when needed; never shortens a listing; 100 to 100000000)
+    #[arg(
+        long,
+        default_value = "300000",
+        value_name = "N",
+        value_parser = bounds::MAX_CACHED_NODES.parser::<usize>(),
+        allow_hyphen_values = true,
+        help_heading = "Namespace"
+    )]
+    pub max_cached_nodes: usize,
     /// Owner shown for files without s3fs uid metadata [default: yours]
     #[arg(long, value_parser = bounds::ID.parser::<u32>(), allow_hyphen_values = true, help_heading = "Permissions")]
     pub uid: Option<u32>,

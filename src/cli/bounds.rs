@@ -62,6 +62,7 @@ pub const POOL_SIZE: Bound = Bound::new(Unit::Count, 1, 4096);
 // --- mount ---
 /// 0 is meaningful: only empty directories are renamed.
 pub const RENAME_DIR_LIMIT: Bound = Bound::new(Unit::Count, 0, 1_000_000);
+pub const MAX_CACHED_NODES: Bound = Bound::new(Unit::Count, 100, 100_000_000);
 /// u32::MAX is (uid_t)-1, which chown(2) reads as "leave unchanged".
 pub const ID: Bound = Bound::new(Unit::Count, 0, u32::MAX as u64 - 1);
 pub const MODE: Bound = Bound::new(Unit::Octal, 0, 0o7777);

@@ -395,6 +395,7 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.allow_overwrite = args.allow_overwrite;
     config.list_entries = args.list_entries;
     config.rename_dir_limit = args.rename_dir_limit;
+    config.max_cached_nodes = args.max_cached_nodes;
     // A file is what it was (type, mode, owner, times) by default; segments carry no POSIX
     // metadata, their modes are the mount's.
     config.posix_metadata = match args.posix_metadata {

@@ -12,6 +12,7 @@ use super::attr::{Attr, attr_of, owned_metadata, renamed_metadata};
 use super::error::{FsError, FsResult};
 use super::handles::Handle;
 use super::namespace::{ContentType, DeferredDelete, Ino, Kind, Origin};
+use super::readdir::DirStream;
 use super::{Caller, Fs};
 use crate::store::{CopyMetadata, ListRequest, PutOptions, StoreError};
 use bytes::Bytes;
@@ -39,51 +40,18 @@ const RENAME_NOREPLACE: u32 = 1;
 const RENAME_EXCHANGE: u32 = 2;
 
 impl Fs {
-    /// Lists the directory (or reuses a fresh listing) and returns a handle for readdir. The
-    /// entries are a snapshot: names, inodes and attributes as of now, local ones included.
+    /// Opens a directory stream (see `readdir.rs`): its first batch is read here, so a
+    /// directory S3 cannot list fails at opendir.
     pub async fn opendir(&self, dir: Ino) -> FsResult<u64> {
-        if self.in_view(dir) {
-            let entries = self.view_opendir(dir).await?;
-            return Ok(self.handles().insert(Handle::Directory(Arc::new(entries))));
-        }
-        self.list_directory(dir).await?;
-        if self.config.posix_metadata {
-            self.fetch_directory_metadata(dir).await;
-        }
-        let ns = self.ns();
-        let node = ns.directory(dir)?;
-        let parent = ns.get(node.parent()).unwrap_or(node);
-        let dot = |name: &str, node: &super::namespace::Node, next_offset| DirEntry {
-            ino: node.ino(),
-            kind: Kind::Directory,
-            name: name.into(),
-            next_offset,
-            attr_known: true,
-            attr: attr_of(node, &self.config),
+        let mut stream = if self.in_view(dir) {
+            DirStream::fixed(dir, self.view_opendir(dir).await?)
+        } else {
+            self.ns().directory(dir)?;
+            self.dir_stream(dir)
         };
-        let mut children: Vec<DirEntry> = ns
-            .children(dir)
-            .map(|child| DirEntry {
-                ino: child.ino(),
-                kind: child.kind(),
-                name: child.name().to_string(),
-                next_offset: 0,
-                attr_known: true,
-                attr: attr_of(child, &self.config),
-            })
-            .collect();
-        if let Some(view) = self.view_entry_in(dir) {
-            children.push(view);
-        }
-        let layout = &self.config.layout;
-        children.sort_by_cached_key(|entry| layout.sort_key(&entry.name));
-        let mut entries = vec![dot(".", node, 1), dot("..", parent, 2)];
-        for mut entry in children {
-            entry.next_offset = entries.len() as u64 + 1;
-            entries.push(entry);
-        }
-        drop(ns);
-        Ok(self.handles().insert(Handle::Directory(Arc::new(entries))))
+        self.read_stream(&mut stream, 0).await?;
+        let stream = Arc::new(tokio::sync::Mutex::new(stream));
+        Ok(self.handles().insert(Handle::Directory(stream)))
     }
 
     /// The kernel took a reference to an entry readdirplus returned.
@@ -91,17 +59,18 @@ impl Fs {
         self.ns().remembered(ino);
     }
 
-    /// Entries from `offset` on (0 is the start; each entry carries the offset after it).
-    pub fn readdir(&self, handle: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
-        let entries = self.handles().directory(handle).ok_or(FsError::BadHandle)?;
-        if offset as usize > entries.len() {
-            return Ok(Arc::new(Vec::new()));
-        }
-        Ok(entries)
+    /// Entries from stream position `offset` on (0 is the start; each entry carries the
+    /// offset after it): a batch and the index of `offset` in it.
+    pub async fn readdir(&self, handle: u64, offset: u64) -> FsResult<(Arc<Vec<DirEntry>>, usize)> {
+        let stream = self.handles().directory(handle).ok_or(FsError::BadHandle)?;
+        let mut stream = stream.lock().await;
+        self.read_stream(&mut stream, offset).await
     }
 
     pub fn releasedir(&self, handle: u64) {
-        self.handles().remove(handle);
+        // Dropped after the table's lock: a stream unpins its nodes in the namespace.
+        let stream = self.handles().remove(handle);
+        drop(stream);
     }
 
     pub async fn mkdir(

@@ -455,66 +455,69 @@ impl Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = self.fs.readdir(fh.0, offset);
-        count("readdir", &entries);
-        match entries {
-            Ok(entries) => {
-                for entry in entries.iter().skip(offset as usize) {
-                    let kind = file_type(entry.attr.file_type);
-                    if reply.add(INodeNo(entry.ino), entry.next_offset, kind, &entry.name) {
-                        break;
+        // A batch may need the next LIST page: served on tokio like every request that can
+        // wait for S3.
+        self.spawn("readdir", ino.0, req, move |fs| async move {
+            match fs.readdir(fh.0, offset).await {
+                Ok((entries, from)) => {
+                    for entry in &entries[from.min(entries.len())..] {
+                        let kind = file_type(entry.attr.file_type);
+                        if reply.add(INodeNo(entry.ino), entry.next_offset, kind, &entry.name) {
+                            break;
+                        }
                     }
+                    reply.ok();
                 }
-                reply.ok();
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn readdirplus(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = self.fs.readdir(fh.0, offset);
-        count("readdirplus", &entries);
-        match entries {
-            Ok(entries) => {
-                for entry in entries.iter().skip(offset as usize) {
-                    let attr = file_attr(&entry.attr);
-                    let ttl = if entry.attr_known {
-                        &self.ttl
-                    } else {
-                        &Duration::ZERO
-                    };
-                    if reply.add(
-                        INodeNo(entry.ino),
-                        entry.next_offset,
-                        &entry.name,
-                        ttl,
-                        &attr,
-                        Generation(0),
-                    ) {
-                        break;
+        let ttl = self.ttl;
+        self.spawn("readdirplus", ino.0, req, move |fs| async move {
+            match fs.readdir(fh.0, offset).await {
+                Ok((entries, from)) => {
+                    for entry in &entries[from.min(entries.len())..] {
+                        let attr = file_attr(&entry.attr);
+                        let ttl = if entry.attr_known {
+                            &ttl
+                        } else {
+                            &Duration::ZERO
+                        };
+                        if reply.add(
+                            INodeNo(entry.ino),
+                            entry.next_offset,
+                            &entry.name,
+                            ttl,
+                            &attr,
+                            Generation(0),
+                        ) {
+                            break;
+                        }
+                        // The kernel takes a lookup reference on every entry but `.` and `..`.
+                        if entry.name != "." && entry.name != ".." {
+                            fs.remember(entry.ino);
+                        }
                     }
-                    // The kernel takes a lookup reference on every entry but `.` and `..`.
-                    if entry.name != "." && entry.name != ".." {
-                        self.fs.remember(entry.ino);
-                    }
+                    reply.ok();
                 }
-                reply.ok();
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn releasedir(

@@ -1,5 +1,5 @@
 //! Open handles of this mount, indexed by handle number and by inode, in one place: readers
-//! (pinned to an object version), writers (with their pending data) and directory snapshots.
+//! (pinned to an object version), writers (with their pending data) and directory streams.
 //! What a handle's file *is* - its key, metadata, whether it is linked, which deletes wait for
 //! its last close - lives in the file's namespace node, not here: a rename or unlink changes the
 //! node, and every handle sees it at its next operation.
@@ -7,19 +7,20 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::dir::DirEntry;
 use super::file::WriteHandle;
 use super::namespace::Ino;
+use super::readdir::DirStream;
 use crate::cache::ObjectReader;
 
 pub(super) type SharedWriter = Arc<tokio::sync::Mutex<WriteHandle>>;
+pub(super) type SharedDirStream = Arc<tokio::sync::Mutex<DirStream>>;
 
 /// What one handle number is.
 #[derive(Clone)]
 pub(super) enum Handle {
     Reader { ino: Ino, reader: Arc<ObjectReader> },
     Writer { ino: Ino, writer: SharedWriter },
-    Directory(Arc<Vec<DirEntry>>),
+    Directory(SharedDirStream),
 }
 
 #[derive(Default)]
@@ -70,9 +71,9 @@ impl Handles {
         }
     }
 
-    pub fn directory(&self, number: u64) -> Option<Arc<Vec<DirEntry>>> {
+    pub fn directory(&self, number: u64) -> Option<SharedDirStream> {
         match self.open.get(&number)? {
-            Handle::Directory(entries) => Some(entries.clone()),
+            Handle::Directory(stream) => Some(stream.clone()),
             _ => None,
         }
     }

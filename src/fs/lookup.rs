@@ -262,43 +262,13 @@ impl Fs {
             ..Default::default()
         };
         let started = self.config.clock.now();
-        let mut entries = BTreeMap::new();
-        let mut skipped = 0usize;
+        let mut entries = Vec::new();
         let mut through = None;
         for _ in 0..max_pages {
-            let page = self.store.list(request.clone()).await?;
-            for common in &page.common_prefixes {
-                let name = common[prefix.len()..].trim_end_matches('/');
-                if self.config.layout.shows(name, true) {
-                    let old =
-                        entries.insert(name.to_string(), (Kind::Directory, Attrs::directory()));
-                    if let Some((Kind::File, _)) = old {
-                        tracing::warn!(key = %common, "object is shadowed by a directory of the same name");
-                    }
-                } else if !name.is_empty() {
-                    skipped += 1;
-                }
-            }
-            for object in &page.objects {
-                let name = &object.key[prefix.len()..];
-                if name.is_empty() {
-                    continue; // the directory's own marker
-                }
-                if !self.config.layout.shows(name, false) {
-                    skipped += 1;
-                    continue;
-                }
-                if let Some((Kind::Directory, _)) = entries.get(name) {
-                    tracing::warn!(key = %object.key, "object is shadowed by a directory of the same name");
-                    continue;
-                }
-                entries.insert(name.to_string(), (Kind::File, summary_attrs(object)));
-            }
-            through = page
-                .next_continuation_token
-                .as_ref()
-                .and_then(|_| last_relative(&page, &prefix));
-            match page.next_continuation_token {
+            let (page, last, token) = self.list_one_page(&prefix, &request).await?;
+            entries.extend(page);
+            through = last;
+            match token {
                 Some(token) => {
                     request.continuation_token = Some(token);
                     request.start_after = None;
@@ -306,6 +276,69 @@ impl Fs {
                 None => break,
             }
         }
+        // Pages in a row hold a name once, but a directory `n/` shadows the object `n` across
+        // page ends too.
+        let mut by_name = BTreeMap::new();
+        for (name, kind, attrs) in entries {
+            match by_name.get(&name) {
+                Some((Kind::Directory, _)) => {}
+                _ => {
+                    by_name.insert(name, (kind, attrs));
+                }
+            }
+        }
+        let page = ListedPage {
+            started: Some(started),
+            at: Some(self.config.clock.now()),
+            after,
+            through,
+            entries: by_name
+                .into_iter()
+                .map(|(name, (kind, attrs))| (name, kind, attrs))
+                .collect(),
+        };
+        self.ns().listed(dir, page);
+        Ok(())
+    }
+
+    /// One LIST page of the directory `prefix`: its entries as names the layout shows, the
+    /// last key it covered (relative; `None` when it was the last page) and the token of the
+    /// next page.
+    pub(super) async fn list_one_page(
+        &self,
+        prefix: &str,
+        request: &ListRequest,
+    ) -> FsResult<(Vec<(String, Kind, Attrs)>, Option<String>, Option<String>)> {
+        let page = self.store.list(request.clone()).await?;
+        let mut entries = BTreeMap::new();
+        let mut skipped = 0usize;
+        for common in &page.common_prefixes {
+            let name = common[prefix.len()..].trim_end_matches('/');
+            if self.config.layout.shows(name, true) {
+                entries.insert(name.to_string(), (Kind::Directory, Attrs::directory()));
+            } else if !name.is_empty() {
+                skipped += 1;
+            }
+        }
+        for object in &page.objects {
+            let name = &object.key[prefix.len()..];
+            if name.is_empty() {
+                continue; // the directory's own marker
+            }
+            if !self.config.layout.shows(name, false) {
+                skipped += 1;
+                continue;
+            }
+            if let Some((Kind::Directory, _)) = entries.get(name) {
+                tracing::warn!(key = %object.key, "object is shadowed by a directory of the same name");
+                continue;
+            }
+            entries.insert(name.to_string(), (Kind::File, summary_attrs(object)));
+        }
+        let through = page
+            .next_continuation_token
+            .as_ref()
+            .and_then(|_| last_relative(&page, prefix));
         // A subdirectory whose only keys are unlinked files still open here is gone.
         let suspects: Vec<String> = {
             let ns = self.ns();
@@ -332,18 +365,11 @@ impl Fs {
                 "keys whose names cannot be file names are not shown"
             );
         }
-        let page = ListedPage {
-            started: Some(started),
-            at: Some(self.config.clock.now()),
-            after,
-            through,
-            entries: entries
-                .into_iter()
-                .map(|(name, (kind, attrs))| (name, kind, attrs))
-                .collect(),
-        };
-        self.ns().listed(dir, page);
-        Ok(())
+        let entries = entries
+            .into_iter()
+            .map(|(name, (kind, attrs))| (name, kind, attrs))
+            .collect();
+        Ok((entries, through, page.next_continuation_token))
     }
 }
 

@@ -78,17 +78,12 @@ impl Fs {
         }
     }
 
-    /// Fetches, bounded in parallel, the metadata of the files and directory markers of `dir`
-    /// that no HEAD or GET brought yet, so `ls -l` shows their stored type, mode, owner and
-    /// times: from the metadata cache when it knows the listed version, else by a HEAD (whose
-    /// answer the cache then keeps). Known versions are not fetched again: a relisting keeps
-    /// the metadata of an unchanged version, and the cache learns it with its LastModified.
-    pub(super) async fn fetch_directory_metadata(&self, dir: Ino) {
-        let children: Vec<Ino> = self.ns().children(dir).map(|n| n.ino()).collect();
-        self.fetch_metadata_of(children).await;
-    }
-
-    /// [`Self::fetch_directory_metadata`] for the given nodes.
+    /// Fetches, bounded in parallel, the metadata of the given files and directory markers
+    /// (a listing page's) that no HEAD or GET brought yet, so `ls -l` shows their stored type,
+    /// mode, owner and times: from the metadata cache when it knows the listed version, else
+    /// by a HEAD (whose answer the cache then keeps). Known versions are not fetched again: a
+    /// relisting keeps the metadata of an unchanged version, and the cache learns it with its
+    /// LastModified.
     pub(super) async fn fetch_metadata_of(&self, nodes: Vec<Ino>) {
         let mut unknown = Vec::new();
         {

@@ -40,6 +40,7 @@ mod lookup;
 mod metadata;
 mod process;
 mod readahead;
+mod readdir;
 mod special;
 
 use std::path::PathBuf;
@@ -98,6 +99,9 @@ pub struct FsConfig {
     pub metadata_cache: Option<std::sync::Arc<crate::cache::MetadataCache>>,
     /// The disk tier below the block cache (`--cache-dir`), already opened and locked.
     pub disk_cache: Option<crate::cache::DiskCache>,
+    /// Nodes kept before those the kernel does not reference are pruned (`--max-cached-nodes`);
+    /// never a limit on what a listing shows.
+    pub max_cached_nodes: usize,
     /// The clock TTLs are measured with; tests move it instead of sleeping.
     pub clock: Clock,
 }
@@ -128,6 +132,7 @@ impl FsConfig {
             posix_metadata,
             metadata_cache: None,
             disk_cache: None,
+            max_cached_nodes: namespace::DEFAULT_NODE_LIMIT,
             clock: Clock::default(),
         }
     }
@@ -184,7 +189,8 @@ impl Fs {
                     config.metadata_ttl,
                     config.clock.clone(),
                 )
-                .with_miss_ttl(config.negative_metadata_ttl.unwrap_or(config.metadata_ttl)),
+                .with_miss_ttl(config.negative_metadata_ttl.unwrap_or(config.metadata_ttl))
+                .with_node_limit(config.max_cached_nodes),
             ),
             write_budget: config
                 .write_budget_bytes

@@ -8,6 +8,11 @@
 //!
 //! Ranges are kept in the key space relative to the directory's prefix: a file `n` is `n`, a
 //! subdirectory `n` is the common prefix `n/`. A name is covered only when both forms are.
+//!
+//! A directory read page by page (readdir streams its pages) adds one range per page; a range
+//! that starts where the last one ended joins it, trusted from the later page's arrival as a
+//! whole listing is trusted from its completion, so the last page of a streamed listing makes
+//! the directory complete.
 
 use std::time::Instant;
 
@@ -21,6 +26,10 @@ struct Range {
     /// Inclusive upper bound; `None`: to the end.
     through: Option<String>,
     at: Instant,
+    /// When the listing whose pages made this range started: only its own pages join it.
+    started: Instant,
+    /// Entries the pages of this range returned.
+    entries: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -31,19 +40,35 @@ pub struct Coverage {
 }
 
 impl Coverage {
-    /// Records that keys in (`after`, `through`] were listed at `at`.
-    pub fn add(&mut self, after: Option<String>, through: Option<String>, at: Instant) {
+    /// Records that keys in (`after`, `through`] were listed at `at`, `entries` of them, by
+    /// a listing that started at `started`.
+    pub fn add(
+        &mut self,
+        mut after: Option<String>,
+        through: Option<String>,
+        (started, at): (Instant, Instant),
+        mut entries: usize,
+    ) {
+        let joins = |r: &Range| after.is_some() && r.through == after && r.started == started;
+        if let Some(previous) = self.ranges.iter().position(joins) {
+            let previous = self.ranges.remove(previous);
+            after = previous.after;
+            entries += previous.entries;
+        }
         if after.is_none() && through.is_none() {
             self.ranges.clear();
+            self.complete_len = Some(entries);
         }
         if self.ranges.len() >= MAX_RANGES {
             self.ranges.remove(0);
         }
-        self.ranges.push(Range { after, through, at });
-    }
-
-    pub fn set_complete_len(&mut self, len: usize) {
-        self.complete_len = Some(len);
+        self.ranges.push(Range {
+            after,
+            through,
+            at,
+            started,
+            entries,
+        });
     }
 
     pub fn complete_len(&self) -> Option<usize> {
@@ -70,15 +95,6 @@ impl Coverage {
             .max()
     }
 
-    /// Whether `relative` (a file name or `name/`) falls in a range listed at `at`.
-    pub fn in_range_listed_at(&self, relative: &str, at: Instant) -> bool {
-        self.ranges.iter().any(|r| {
-            r.at == at
-                && r.after.as_deref().is_none_or(|after| after < relative)
-                && r.through.as_deref().is_none_or(|t| relative <= t)
-        })
-    }
-
     pub fn clear(&mut self) {
         self.ranges.clear();
     }
@@ -92,14 +108,15 @@ mod tests {
     fn a_page_covers_its_range_only() {
         let mut coverage = Coverage::default();
         let at = Instant::now();
-        coverage.add(Some("b".into()), Some("m/".into()), at);
+        coverage.add(Some("b".into()), Some("m/".into()), (at, at), 5);
         assert_eq!(coverage.covering("c"), Some(at));
         assert_eq!(coverage.covering("m"), Some(at), "m and m/ both in range");
         assert_eq!(coverage.covering("b"), None, "the start is exclusive");
         assert_eq!(coverage.covering("n"), None);
         assert_eq!(coverage.complete_at(), None);
-        coverage.add(None, None, at);
+        coverage.add(None, None, (at, at), 7);
         assert_eq!(coverage.covering("zzz"), Some(at));
+        assert_eq!(coverage.complete_len(), Some(7));
         assert_eq!(coverage.complete_at(), Some(at));
     }
 
@@ -107,9 +124,46 @@ mod tests {
     fn a_name_whose_directory_form_is_past_the_page_is_not_covered() {
         let mut coverage = Coverage::default();
         // The page stopped at the object `m`: a common prefix `m/` may follow.
-        coverage.add(None, Some("m".into()), Instant::now());
+        coverage.add(None, Some("m".into()), (Instant::now(), Instant::now()), 1);
         assert!(coverage.covering("m").is_none());
         assert!(coverage.covering("l").is_some());
+    }
+
+    #[test]
+    fn pages_in_a_row_make_a_complete_listing() {
+        let mut coverage = Coverage::default();
+        let start = Instant::now();
+        coverage.add(None, Some("f0999".into()), (start, start), 1000);
+        coverage.add(
+            Some("f0999".into()),
+            Some("f1999".into()),
+            (start, start),
+            1000,
+        );
+        assert_eq!(coverage.complete_at(), None);
+        assert_eq!(coverage.covering("f1500"), Some(start));
+        let last = start + std::time::Duration::from_millis(5);
+        coverage.add(Some("f1999".into()), None, (start, last), 10);
+        assert_eq!(coverage.complete_at(), Some(last));
+        assert_eq!(coverage.complete_len(), Some(2010));
+        assert_eq!(coverage.ranges.len(), 1);
+    }
+
+    #[test]
+    fn a_page_that_does_not_start_where_another_ended_stays_apart() {
+        let mut coverage = Coverage::default();
+        let at = Instant::now();
+        coverage.add(None, Some("b".into()), (at, at), 2);
+        coverage.add(Some("c".into()), None, (at, at), 2);
+        assert_eq!(coverage.complete_at(), None);
+        assert_eq!(coverage.covering("bb"), None, "between the ranges");
+        let later = at + std::time::Duration::from_millis(5);
+        coverage.add(Some("b".into()), Some("c".into()), (later, later), 1);
+        assert_eq!(
+            coverage.complete_at(),
+            None,
+            "another listing's page joins nothing"
+        );
     }
 
     #[test]
@@ -117,7 +171,12 @@ mod tests {
         let mut coverage = Coverage::default();
         let at = Instant::now();
         for i in 0..100 {
-            coverage.add(Some(format!("{i:03}")), Some(format!("{i:03}z")), at);
+            coverage.add(
+                Some(format!("{i:03}")),
+                Some(format!("{i:03}z")),
+                (at, at),
+                1,
+            );
         }
         assert!(coverage.ranges.len() <= MAX_RANGES);
         assert!(coverage.covering("099a").is_some());

@@ -10,8 +10,10 @@
 //! **Inode numbers.** An inode names one name in one directory with one kind: when a name changes
 //! kind (a file replaced by a directory) it gets a new number, so the kernel never sees a file
 //! turn into a directory. Numbers stay stable while the kernel holds a reference; nodes the
-//! kernel does not reference are dropped when the table grows past [`MAX_NODES`] (their
-//! directories then forget that they were listed), so walking a huge tree stays bounded.
+//! kernel does not reference (and no directory stream is about to hand out) are dropped when
+//! the table grows past its node limit (their directories then forget that they were listed),
+//! so walking a huge tree stays bounded by what the kernel holds, and no listing is ever cut
+//! short by it: readdir hands out what it pinned.
 //!
 //! **Freshness.** A name is answered without a request when its node was confirmed within the
 //! TTL, when a listing within the TTL covered it (a hit or a definite miss), or when a miss was
@@ -30,8 +32,9 @@ use super::clock::Clock;
 use super::error::{FsError, FsResult};
 use crate::store::UserMetadata;
 
-/// Nodes kept before those the kernel does not reference are dropped (about 300 bytes each).
-pub const MAX_NODES: usize = 300_000;
+/// Nodes kept before those the kernel does not reference are dropped (see ARCHITECTURE.md for
+/// what one costs); `--max-cached-nodes` sets it.
+pub const DEFAULT_NODE_LIMIT: usize = 300_000;
 /// Misses remembered outside listings.
 const MAX_MISSES: usize = 10_000;
 
@@ -90,6 +93,10 @@ pub struct Namespace {
     /// Keys whose DELETE waits in some node's `deletes_at_close`, counted: their objects are
     /// still in S3, but no listing or HEAD may bring their names back.
     waiting_deletes: HashMap<String, u32>,
+    /// Nodes kept before unreferenced ones are pruned.
+    node_limit: usize,
+    /// The table size that triggers the next prune.
+    prune_at: usize,
 }
 
 impl Namespace {
@@ -111,7 +118,16 @@ impl Namespace {
             miss_ttl: ttl,
             clock,
             waiting_deletes: HashMap::new(),
+            node_limit: DEFAULT_NODE_LIMIT,
+            prune_at: DEFAULT_NODE_LIMIT,
         }
+    }
+
+    /// Prunes unreferenced nodes past `limit` nodes instead of [`DEFAULT_NODE_LIMIT`].
+    pub fn with_node_limit(mut self, limit: usize) -> Self {
+        self.node_limit = limit.max(1);
+        self.prune_at = self.node_limit;
+        self
     }
 
     /// Misses trusted for `ttl` instead of the metadata TTL.
@@ -278,7 +294,10 @@ impl Namespace {
         if self.get(dir).is_none_or(|d| d.kind != Kind::Directory) {
             return;
         }
-        let mut returned = Vec::with_capacity(page.entries.len());
+        // Before the page goes in, so that nothing it brings is dropped before it is used.
+        self.prune_if_large();
+        let count = page.entries.len();
+        let mut returned = Vec::with_capacity(count);
         for (name, kind, attrs) in page.entries {
             if kind == Kind::File && self.key_delete_waiting(dir, &name) {
                 // Unlinked here while open: its object waits for the last close, the name is
@@ -298,38 +317,101 @@ impl Namespace {
             }
             returned.push(name);
         }
-        if let Some(node) = self.nodes.get_mut(&dir) {
-            node.coverage
-                .add(page.after.clone(), page.through.clone(), at);
-            if page.after.is_none() && page.through.is_none() {
-                node.coverage.set_complete_len(returned.len());
-            }
-        }
-        let coverage = match self.nodes.get(&dir) {
-            Some(node) => node.coverage.clone(),
-            None => return,
+        let range = KeyRange {
+            after: page.after,
+            through: page.through,
         };
         returned.sort_unstable();
+        // Only the page's range: a page of a huge directory costs the page, not the directory.
         let gone: Vec<String> = self
-            .children(dir)
+            .children_in_range(dir, range.after.as_deref(), range.through.as_deref())
+            .into_iter()
+            .filter_map(|ino| self.nodes.get(&ino))
             .filter(|c| !c.is_local() && !c.is_open_for_writing() && !c.metadata_dirty())
             .filter(|c| returned.binary_search(&c.name).is_err())
             .filter(|c| c.validated.is_none_or(|v| v < started))
-            .filter(|c| {
-                let relative = match c.kind {
-                    Kind::File => c.name.clone(),
-                    Kind::Directory => format!("{}/", c.name),
-                };
-                coverage.in_range_listed_at(&relative, at)
-            })
             .map(|c| c.name.clone())
             .collect();
         for name in gone {
             self.unlink(dir, &name);
         }
         self.misses
-            .retain(|(d, name), _| *d != dir || coverage.covering(name) != Some(at));
-        self.prune_if_large();
+            .retain(|(d, name), _| *d != dir || !range.covers_name(name));
+        if let Some(node) = self.nodes.get_mut(&dir) {
+            node.coverage
+                .add(range.after, range.through, (started, at), count);
+        }
+    }
+
+    /// The linked children of `dir` whose keys (relative to it, `name/` for a directory) lie
+    /// in (`after`, `through`], in that key order: what one LIST page of the range shows,
+    /// with what this mount holds locally in it.
+    pub fn children_in_range(
+        &self,
+        dir: Ino,
+        after: Option<&str>,
+        through: Option<&str>,
+    ) -> Vec<Ino> {
+        use std::ops::Bound::{Included, Unbounded};
+        let Some(names) = self.children.get(&dir) else {
+            return Vec::new();
+        };
+        let range = KeyRange {
+            after: after.map(str::to_string),
+            through: through.map(str::to_string),
+        };
+        // A directory `n` sorts as `n/`, after names `n` + a byte below `/`: the only names
+        // below `after` that can lie in the range are directories that are prefixes of it.
+        let lower = after.map(|a| a.trim_end_matches('/'));
+        let prefixes = after.into_iter().flat_map(|a| {
+            a.char_indices()
+                .skip(1)
+                .map(move |(i, _)| &a[..i])
+                .filter_map(|prefix| names.get(prefix))
+        });
+        let upper = through.map_or(Unbounded, Included);
+        let lower = lower.map_or(Unbounded, Included);
+        let mut found: Vec<(String, Ino)> = prefixes
+            .chain(names.range::<str, _>((lower, upper)).map(|(_, ino)| ino))
+            .filter_map(|ino| self.nodes.get(ino))
+            .map(|node| (relative_key(node), node.ino))
+            .filter(|(key, _)| range.holds(key))
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found.into_iter().map(|(_, ino)| ino).collect()
+    }
+
+    /// Up to `count` linked children of `dir` after the name `after`, in name order.
+    pub fn children_after(&self, dir: Ino, after: Option<&str>, count: usize) -> Vec<Ino> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let Some(names) = self.children.get(&dir) else {
+            return Vec::new();
+        };
+        let lower = after.map_or(Unbounded, Excluded);
+        names
+            .range::<str, _>((lower, Unbounded))
+            .map(|(_, ino)| *ino)
+            .take(count)
+            .collect()
+    }
+
+    /// A directory stream holds these nodes until it hands them to the kernel: they are not
+    /// pruned meanwhile.
+    pub fn pin(&mut self, inos: &[Ino]) {
+        for ino in inos {
+            if let Some(node) = self.nodes.get_mut(ino) {
+                node.pins += 1;
+            }
+        }
+    }
+
+    pub fn unpin(&mut self, inos: &[Ino]) {
+        for ino in inos {
+            if let Some(node) = self.nodes.get_mut(ino) {
+                node.pins = node.pins.saturating_sub(1);
+            }
+        }
     }
 
     /// A HEAD/LIST pair answered for one name: `Some` is what exists, `None` a miss.
@@ -448,8 +530,7 @@ impl Namespace {
             node.origin = origin;
             node.validated = Some(now);
             node.lookups = 1;
-            node.coverage.add(None, None, now);
-            node.coverage.set_complete_len(0);
+            node.coverage.add(None, None, (now, now), 0);
         }
         Ok(ino)
     }
@@ -969,10 +1050,14 @@ impl Namespace {
         self.misses.insert((parent, name.to_string()), at);
     }
 
-    /// Bounds memory: past [`MAX_NODES`], nodes that are only directory entries (no kernel
-    /// reference, no local state) are dropped, and their directories forget they were listed.
+    /// Bounds memory: past the node limit, nodes that are only directory entries (no kernel
+    /// reference, no local state, no directory stream holding them) are dropped, and their
+    /// directories forget they were listed, so a dropped name is asked of S3 again rather than
+    /// answered as missing. What must stay (the kernel's references) may exceed the limit: the
+    /// next prune then waits until as many nodes again have come, so the scans cost O(1) per
+    /// node added, whatever the kernel holds.
     fn prune_if_large(&mut self) {
-        if self.nodes.len() <= MAX_NODES {
+        if self.nodes.len() <= self.prune_at {
             return;
         }
         let dead: Vec<(Ino, Ino, String)> = self
@@ -981,9 +1066,11 @@ impl Namespace {
             .filter(|n| {
                 n.ino != ROOT_INO
                     && n.lookups == 0
+                    && n.pins == 0
                     && !n.is_open()
                     && n.origin == Origin::Remote
                     && n.metadata_dirty.is_none()
+                    && n.deletes_at_close.is_empty()
                     && self.children.get(&n.ino).is_none_or(|c| c.is_empty())
             })
             .map(|n| (n.ino, n.parent, n.name.clone()))
@@ -1000,7 +1087,35 @@ impl Namespace {
                 dir.coverage.clear();
             }
         }
+        self.prune_at = self.nodes.len() + self.node_limit;
         tracing::debug!(nodes = self.nodes.len(), "pruned unreferenced nodes");
+    }
+}
+
+/// A node's key relative to its directory: its name, and `name/` for a directory, which is
+/// where a LIST page puts it.
+fn relative_key(node: &Node) -> String {
+    match node.kind {
+        Kind::File => node.name.clone(),
+        Kind::Directory => format!("{}/", node.name),
+    }
+}
+
+/// The relative keys (`after`, `through`] one LIST page covers.
+struct KeyRange {
+    after: Option<String>,
+    through: Option<String>,
+}
+
+impl KeyRange {
+    fn holds(&self, relative: &str) -> bool {
+        self.after.as_deref().is_none_or(|a| a < relative)
+            && self.through.as_deref().is_none_or(|t| relative <= t)
+    }
+
+    /// Whether both forms of `name` (a file, a directory) lie in the range.
+    fn covers_name(&self, name: &str) -> bool {
+        self.holds(name) && self.holds(&format!("{name}/"))
     }
 }
 

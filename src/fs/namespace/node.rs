@@ -120,6 +120,8 @@ pub struct Node {
     pub(super) validated: Option<Instant>,
     /// References the kernel holds (each lookup or readdirplus entry adds one, forget removes).
     pub(super) lookups: u64,
+    /// Directory streams that listed the node and have not handed it to the kernel yet.
+    pub(super) pins: u32,
     /// ETag whose bytes the kernel may keep in its page cache across opens.
     pub(super) page_cache_etag: Option<String>,
     /// Whether the node is still reachable by its name (false after unlink or replacement).
@@ -152,6 +154,7 @@ impl Node {
             origin: Origin::Remote,
             validated: None,
             lookups: 0,
+            pins: 0,
             page_cache_etag: None,
             linked: true,
             writers: 0,

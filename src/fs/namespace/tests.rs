@@ -221,18 +221,73 @@ fn metadata_changes_wait_until_taken() {
 }
 
 #[test]
-fn memory_stays_bounded() {
-    let mut ns = Namespace::new("", None, Clock::default());
-    let entries: Vec<(String, Kind)> = (0..MAX_NODES + 10)
-        .map(|i| (format!("f{i:07}"), Kind::File))
-        .collect();
-    let refs: Vec<(&str, Kind)> = entries.iter().map(|(n, k)| (n.as_str(), *k)).collect();
-    ns.listed(ROOT_INO, page(&refs));
-    assert!(ns.len() < MAX_NODES, "{} nodes", ns.len());
+fn memory_stays_bounded_and_pinned_or_referenced_nodes_stay() {
+    let mut ns = Namespace::new("", None, Clock::default()).with_node_limit(100);
+    let names: Vec<String> = (0..1_000).map(|i| format!("f{i:04}")).collect();
+    let refs: Vec<(&str, Kind)> = names.iter().map(|n| (n.as_str(), Kind::File)).collect();
+    let range = |entries: &[(&str, Kind)], after: Option<&str>, through: Option<&str>| {
+        let mut page = page(entries);
+        page.after = after.map(str::to_string);
+        page.through = through.map(str::to_string);
+        page
+    };
+    ns.listed(ROOT_INO, range(&refs[..500], None, Some("f0499")));
+    let referenced = ns.children_in_range(ROOT_INO, None, Some("f0009"));
+    assert_eq!(referenced.len(), 10);
+    for ino in &referenced {
+        ns.remembered(*ino);
+    }
+    let pinned = ns.children_in_range(ROOT_INO, Some("f0009"), Some("f0019"));
+    ns.pin(&pinned);
+    // The next page prunes before it goes in: what nothing holds goes, with the coverage.
+    ns.listed(ROOT_INO, range(&refs[500..], Some("f0499"), None));
+    assert!(ns.len() <= 500 + 10 + 10 + 1, "{} nodes", ns.len());
+    for ino in referenced.iter().chain(&pinned) {
+        assert!(ns.get(*ino).is_some_and(|n| n.linked()), "{ino} dropped");
+    }
     assert_eq!(
-        ns.answer(ROOT_INO, "f0000001").unwrap(),
+        ns.answer(ROOT_INO, "f0100").unwrap(),
         Answer::Unknown,
         "a pruned directory is no longer known to be complete"
+    );
+    ns.unpin(&pinned);
+    ns.listed(ROOT_INO, range(&refs[..1], None, Some("f0000")));
+    assert!(ns.get(pinned[0]).is_none(), "unpinned, it may go");
+}
+
+#[test]
+fn children_in_range_follow_the_key_order_of_a_listing() {
+    let mut ns = Namespace::new("", None, Clock::default());
+    // `foo/` sorts after `foo-bar` and `foo.txt` as a key, before them as a name.
+    ns.listed(
+        ROOT_INO,
+        page(&[
+            ("foo", Kind::Directory),
+            ("foo-bar", Kind::File),
+            ("foo.txt", Kind::File),
+            ("fop", Kind::File),
+        ]),
+    );
+    let names = |inos: Vec<Ino>| -> Vec<String> {
+        inos.iter()
+            .map(|i| ns.get(*i).unwrap().name().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(ns.children_in_range(ROOT_INO, None, Some("foo-bar"))),
+        ["foo-bar"]
+    );
+    assert_eq!(
+        names(ns.children_in_range(ROOT_INO, Some("foo-bar"), Some("foo/"))),
+        ["foo.txt", "foo"]
+    );
+    assert_eq!(
+        names(ns.children_in_range(ROOT_INO, Some("foo/"), None)),
+        ["fop"]
+    );
+    assert_eq!(
+        names(ns.children_after(ROOT_INO, Some("foo"), 2)),
+        ["foo-bar", "foo.txt"]
     );
 }
 

@@ -1,0 +1,336 @@
+//! readdir, streamed: a directory of any size is handed to the kernel page by page, so the
+//! memory a listing takes is bounded by a few pages, not by the directory.
+//!
+//! A directory handle holds a [`DirStream`]: the batch of entries the kernel is reading now and
+//! where the next batch comes from.
+//!
+//! - **From S3.** A producer task lists the prefix one ListObjectsV2 page at a time (1000 keys)
+//!   and installs each page in the namespace as it arrives (names it did not return in its range
+//!   are gone). With stored metadata on (`--posix-metadata`), the HEADs of a page's names start
+//!   at once, while the next page is being listed; the page goes out when they are done, so
+//!   `ls -l` shows modes and owners, and the link stays busy. The producer runs at most
+//!   [`PAGES_AHEAD`] pages ahead of the kernel.
+//! - **From memory.** When a complete listing of the directory is fresh (the TTL has not run
+//!   out since it ended), batches are read from the namespace in name order, with no request.
+//!
+//! A batch is the namespace's linked children in the page's key range, read right after the
+//! page went in: names this mount is writing are merged in, and a name another operation removed
+//! meanwhile is not handed out. Every node of a page is *pinned* from the moment its page is
+//! installed until the batch after it is asked for, so pruning (the namespace's node limit)
+//! cannot drop a name between the LIST that found it and the kernel taking its reference: no
+//! listing is ever short because of a limit. A LIST that fails fails the readdir with its errno.
+//!
+//! Offsets are positions in the stream: the kernel reads a batch in several calls and asks for
+//! the position after the last entry it took. Asking for an earlier position (rewinddir, seekdir)
+//! starts the listing again and skips to it.
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::mpsc;
+
+use super::Fs;
+use super::attr::attr_of;
+use super::dir::DirEntry;
+use super::error::FsResult;
+use super::namespace::{Ino, Kind, ListedPage};
+use crate::store::ListRequest;
+
+/// LIST pages prepared (listed, installed, their metadata fetched) ahead of the kernel's reads.
+pub const PAGES_AHEAD: usize = 2;
+/// Entries per batch when reading from memory.
+const MEMORY_BATCH: usize = 1000;
+
+/// An open directory handle's listing.
+pub(super) struct DirStream {
+    dir: Ino,
+    /// The stream position (offset) of `batch[0]`.
+    start: u64,
+    batch: Arc<Vec<DirEntry>>,
+    /// The nodes of `batch`, held until the kernel asks for the next one.
+    pins: Pins,
+    source: Source,
+}
+
+enum Source {
+    /// Entries fixed at opendir (the `entries/` view).
+    Fixed(Option<Vec<DirEntry>>),
+    /// A fresh complete listing in the namespace: names after this one.
+    Memory { after: Option<String>, done: bool },
+    /// LIST pages from the producer task; closed after the last one.
+    Remote(mpsc::Receiver<FsResult<PreparedPage>>),
+}
+
+/// One LIST page installed in the namespace, its nodes pinned.
+struct PreparedPage {
+    after: Option<String>,
+    through: Option<String>,
+    pins: Pins,
+    /// The HEADs of the page's stored metadata, done before the page goes out.
+    metadata: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Nodes pinned in the namespace, unpinned when dropped. Never dropped with the namespace
+/// locked.
+struct Pins {
+    fs: Weak<Fs>,
+    inos: Vec<Ino>,
+}
+
+impl Pins {
+    fn none() -> Pins {
+        Pins {
+            fs: Weak::new(),
+            inos: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if !self.inos.is_empty()
+            && let Some(fs) = self.fs.upgrade()
+        {
+            fs.ns().unpin(&self.inos);
+        }
+    }
+}
+
+impl DirStream {
+    /// A stream of entries fixed in advance.
+    pub(super) fn fixed(dir: Ino, entries: Vec<DirEntry>) -> DirStream {
+        DirStream {
+            dir,
+            start: 0,
+            batch: Arc::new(Vec::new()),
+            pins: Pins::none(),
+            source: Source::Fixed(Some(entries)),
+        }
+    }
+}
+
+impl Fs {
+    /// A stream over `dir` from its start: from memory when a complete listing is fresh, else
+    /// from S3 (its first page already on its way).
+    pub(super) fn dir_stream(&self, dir: Ino) -> DirStream {
+        let source = if self.ns().listed_completely(dir) {
+            Source::Memory {
+                after: None,
+                done: false,
+            }
+        } else {
+            let (sender, receiver) = mpsc::channel(PAGES_AHEAD - 1);
+            if let Some(fs) = self.this.upgrade() {
+                tokio::spawn(async move { fs.produce_pages(dir, sender).await });
+            }
+            Source::Remote(receiver)
+        };
+        DirStream {
+            dir,
+            start: 0,
+            batch: Arc::new(Vec::new()),
+            pins: Pins::none(),
+            source,
+        }
+    }
+
+    /// The entries from stream position `offset` on: the batch that holds it and its index
+    /// there (past the end: an empty batch).
+    pub(super) async fn read_stream(
+        &self,
+        stream: &mut DirStream,
+        offset: u64,
+    ) -> FsResult<(Arc<Vec<DirEntry>>, usize)> {
+        if offset < stream.start {
+            // rewinddir or seekdir to an earlier position: list again from the start.
+            let fixed = match &mut stream.source {
+                Source::Fixed(_) => None,
+                _ => Some(self.dir_stream(stream.dir)),
+            };
+            match fixed {
+                Some(fresh) => *stream = fresh,
+                None => stream.start = 0,
+            }
+        }
+        loop {
+            let end = stream.start + stream.batch.len() as u64;
+            if offset < end {
+                return Ok((stream.batch.clone(), (offset - stream.start) as usize));
+            }
+            if !self.next_batch(stream).await? {
+                return Ok((Arc::new(Vec::new()), 0));
+            }
+        }
+    }
+
+    /// Replaces the stream's batch with the next one; false at the end of the directory.
+    async fn next_batch(&self, stream: &mut DirStream) -> FsResult<bool> {
+        let first = stream.start == 0 && stream.batch.is_empty();
+        let position = stream.start + stream.batch.len() as u64;
+        let (inos, pins) = match &mut stream.source {
+            Source::Fixed(entries) => {
+                let Some(entries) = entries.take() else {
+                    return Ok(false);
+                };
+                stream.batch = Arc::new(entries);
+                return Ok(true);
+            }
+            Source::Memory { after, done } => {
+                if *done {
+                    return Ok(false);
+                }
+                let inos = {
+                    let mut ns = self.ns();
+                    let inos = ns.children_after(stream.dir, after.as_deref(), MEMORY_BATCH);
+                    ns.pin(&inos);
+                    inos
+                };
+                let pins = Pins {
+                    fs: self.this.clone(),
+                    inos: inos.clone(),
+                };
+                *done = inos.len() < MEMORY_BATCH;
+                if let Some(ino) = inos.last() {
+                    *after = self.ns().get(*ino).map(|node| node.name().to_string());
+                }
+                if self.config.posix_metadata {
+                    self.fetch_metadata_of(inos.clone()).await;
+                }
+                (inos, pins)
+            }
+            Source::Remote(pages) => {
+                let Some(page) = pages.recv().await else {
+                    return Ok(false);
+                };
+                let page = page?;
+                if let Some(metadata) = page.metadata {
+                    // A failed HEAD leaves the mount's defaults; a panic would be a bug.
+                    let _ = metadata.await;
+                }
+                let inos = self.ns().children_in_range(
+                    stream.dir,
+                    page.after.as_deref(),
+                    page.through.as_deref(),
+                );
+                (inos, page.pins)
+            }
+        };
+        let mut entries = self.entries_of(stream.dir, &inos, first);
+        for (i, entry) in entries.iter_mut().enumerate() {
+            entry.next_offset = position + i as u64 + 1;
+        }
+        // The old batch's pins go only now: the kernel has taken its entries.
+        stream.pins = pins;
+        stream.start = position;
+        stream.batch = Arc::new(entries);
+        Ok(true)
+    }
+
+    /// Directory entries of the linked nodes among `inos` (with `.`, `..` and the root's
+    /// `entries/` first when `first`), in the layout's order.
+    fn entries_of(&self, dir: Ino, inos: &[Ino], first: bool) -> Vec<DirEntry> {
+        let ns = self.ns();
+        let mut entries = Vec::with_capacity(inos.len() + 3);
+        if first && let Ok(node) = ns.directory(dir) {
+            let parent = ns.get(node.parent()).unwrap_or(node);
+            for (name, node) in [(".", node), ("..", parent)] {
+                entries.push(DirEntry {
+                    ino: node.ino(),
+                    kind: Kind::Directory,
+                    name: name.into(),
+                    next_offset: 0,
+                    attr_known: true,
+                    attr: attr_of(node, &self.config),
+                });
+            }
+        }
+        let mut children: Vec<DirEntry> = inos
+            .iter()
+            .filter_map(|ino| ns.get(*ino))
+            .filter(|node| node.linked() && node.parent() == dir)
+            .map(|node| DirEntry {
+                ino: node.ino(),
+                kind: node.kind(),
+                name: node.name().to_string(),
+                next_offset: 0,
+                attr_known: true,
+                attr: attr_of(node, &self.config),
+            })
+            .collect();
+        drop(ns);
+        if first && let Some(view) = self.view_entry_in(dir) {
+            children.push(view);
+        }
+        let layout = &self.config.layout;
+        children.sort_by_cached_key(|entry| layout.sort_key(&entry.name));
+        entries.extend(children);
+        entries
+    }
+
+    /// Lists `dir` page by page into `pages`, each installed and pinned, its metadata on the
+    /// way; stops after the last page, at the first error, or when the stream is dropped.
+    async fn produce_pages(self: Arc<Self>, dir: Ino, pages: mpsc::Sender<FsResult<PreparedPage>>) {
+        let prefix = self.ns().directory(dir).map(|node| node.key().to_string());
+        let prefix = match prefix {
+            Ok(prefix) => prefix,
+            Err(e) => {
+                let _ = pages.send(Err(e)).await;
+                return;
+            }
+        };
+        let mut request = ListRequest {
+            prefix: prefix.clone(),
+            delimiter: Some("/".into()),
+            ..Default::default()
+        };
+        let started = self.config.clock.now();
+        let mut after: Option<String> = None;
+        loop {
+            let listed = match self.list_one_page(&prefix, &request).await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    let _ = pages.send(Err(e)).await;
+                    return;
+                }
+            };
+            let (entries, through, token) = listed;
+            let page = ListedPage {
+                after: after.clone(),
+                through: through.clone(),
+                entries,
+                started: Some(started),
+                at: Some(self.config.clock.now()),
+            };
+            let inos = {
+                let mut ns = self.ns();
+                ns.listed(dir, page);
+                let inos = ns.children_in_range(dir, after.as_deref(), through.as_deref());
+                ns.pin(&inos);
+                inos
+            };
+            let metadata = self.config.posix_metadata.then(|| {
+                let fs = self.clone();
+                let inos = inos.clone();
+                tokio::spawn(async move { fs.fetch_metadata_of(inos).await })
+            });
+            let prepared = PreparedPage {
+                after: after.clone(),
+                through: through.clone(),
+                pins: Pins {
+                    fs: self.this.clone(),
+                    inos,
+                },
+                metadata,
+            };
+            if pages.send(Ok(prepared)).await.is_err() {
+                return;
+            }
+            match token {
+                Some(token) => {
+                    request.continuation_token = Some(token);
+                    after = through;
+                }
+                None => return,
+            }
+        }
+    }
+}
