@@ -541,9 +541,19 @@ async fn fs_open(fs: &Fs, caller: Caller, op: &Op) -> Result<(u64, Ino), i32> {
 
 async fn fs_names(fs: &Fs, dir: Ino) -> Result<Vec<(String, Attr)>, i32> {
     let handle = en(fs.opendir(dir).await)?;
-    let entries = en(fs.readdir(handle, 0));
+    // The stream as the kernel reads it: from the offset after the last entry taken.
+    let mut entries: Vec<scribefs::fs::DirEntry> = Vec::new();
+    let read = loop {
+        let offset = entries.last().map_or(0, |e| e.next_offset);
+        match en(fs.readdir(handle, offset).await) {
+            Ok((batch, from)) if from < batch.len() => entries.extend_from_slice(&batch[from..]),
+            Ok(_) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
     fs.releasedir(handle);
-    let mut names: Vec<(String, Attr)> = entries?
+    read?;
+    let mut names: Vec<(String, Attr)> = entries
         .iter()
         .filter(|e| e.name != "." && e.name != "..")
         .map(|e| (e.name.clone(), e.attr.clone()))

@@ -150,11 +150,14 @@ impl Filesystem for FuseAdapter {
         // O_TRUNC arrives with open (no separate truncate-then-open), lookups in one directory
         // run in parallel, and readdir returns attributes with the names (readdirplus) so
         // `ls -l` needs no lookup per entry. Each is asked for on its own: a kernel without one
-        // still gets the others.
+        // still gets the others. Readdirplus is "auto": the kernel asks for it while the names
+        // it returns get looked at (`ls -l`), and a plain readdir otherwise (`find`), which
+        // takes no reference per name, so a walk of a million names keeps no million nodes.
         for wanted in [
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_CACHE_SYMLINKS,
         ] {
             let _ = config.add_capabilities(wanted);

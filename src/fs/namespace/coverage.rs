@@ -40,6 +40,12 @@ pub struct Coverage {
 }
 
 impl Coverage {
+    /// No range covered: a directory never listed.
+    pub const NONE: Coverage = Coverage {
+        ranges: Vec::new(),
+        complete_len: None,
+    };
+
     /// Records that keys in (`after`, `through`] were listed at `at`, `entries` of them, by
     /// a listing that started at `started`.
     pub fn add(
@@ -93,10 +99,6 @@ impl Coverage {
             .filter(|r| r.after.is_none() && r.through.is_none())
             .map(|r| r.at)
             .max()
-    }
-
-    pub fn clear(&mut self) {
-        self.ranges.clear();
     }
 }
 

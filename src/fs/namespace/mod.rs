@@ -81,9 +81,11 @@ pub struct ListedPage {
 }
 
 pub struct Namespace {
-    nodes: HashMap<Ino, Node>,
+    /// Boxed: the table then holds a pointer per slot, not a node, so its spare capacity
+    /// (up to half of it after a growth) costs 16 bytes a slot instead of a node's size.
+    nodes: HashMap<Ino, Box<Node>>,
     /// Linked children of each directory, by name (sorted, so a listed range is a range here).
-    children: HashMap<Ino, BTreeMap<String, Ino>>,
+    children: HashMap<Ino, BTreeMap<Box<str>, Ino>>,
     misses: HashMap<(Ino, String), Instant>,
     next: Ino,
     ttl: Option<Duration>,
@@ -110,7 +112,7 @@ impl Namespace {
         );
         root.lookups = 1;
         Namespace {
-            nodes: HashMap::from([(ROOT_INO, root)]),
+            nodes: HashMap::from([(ROOT_INO, Box::new(root))]),
             children: HashMap::new(),
             misses: HashMap::new(),
             next: ROOT_INO + 1,
@@ -152,17 +154,17 @@ impl Namespace {
     // ----- queries -----
 
     pub fn get(&self, ino: Ino) -> Option<&Node> {
-        self.nodes.get(&ino)
+        self.nodes.get(&ino).map(|node| &**node)
     }
 
     /// The node, or ENOENT.
     pub fn node(&self, ino: Ino) -> FsResult<&Node> {
-        self.nodes.get(&ino).ok_or(FsError::NotFound)
+        self.get(ino).ok_or(FsError::NotFound)
     }
 
     pub fn child(&self, parent: Ino, name: &str) -> Option<&Node> {
         let ino = self.children.get(&parent)?.get(name)?;
-        self.nodes.get(ino)
+        self.get(*ino)
     }
 
     /// The key (file) or prefix (directory) a child of `parent` named `name` has.
@@ -207,7 +209,7 @@ impl Namespace {
         // unless the child changed here after the listing started, so a child still linked
         // exists, even one whose own validation (a GET or an upload made while the listing
         // ran) is older than the listing's; an absent one is a miss, trusted for the miss TTL.
-        let covered = dir.coverage.covering(name);
+        let covered = dir.coverage().covering(name);
         match self.child(parent, name) {
             Some(node) if self.fresh(covered) => return Ok(Answer::Found(node.ino)),
             None if self.fresh_for(covered, self.miss_ttl) => return Ok(Answer::Missing),
@@ -231,12 +233,12 @@ impl Namespace {
     /// Whether the whole directory was listed within the TTL.
     pub fn listed_completely(&self, dir: Ino) -> bool {
         self.get(dir)
-            .is_some_and(|d| self.fresh(d.coverage.complete_at()))
+            .is_some_and(|d| self.fresh(d.coverage().complete_at()))
     }
 
     /// Entries of the directory's last complete listing, if it had one.
     pub fn last_listing_len(&self, dir: Ino) -> Option<usize> {
-        self.get(dir).and_then(|d| d.coverage.complete_len())
+        self.get(dir).and_then(|d| d.coverage().complete_len())
     }
 
     /// The linked children of `dir`, by name.
@@ -245,7 +247,7 @@ impl Namespace {
             .get(&dir)
             .into_iter()
             .flat_map(|names| names.values())
-            .filter_map(|ino| self.nodes.get(ino))
+            .filter_map(|ino| self.get(*ino))
     }
 
     /// Up to `count` files of `dir` after `name` in name order, with what a prefetch needs.
@@ -256,13 +258,13 @@ impl Namespace {
         };
         names
             .range::<str, _>((Excluded(name), Unbounded))
-            .filter_map(|(_, ino)| self.nodes.get(ino))
+            .filter_map(|(_, ino)| self.get(*ino))
             .filter(|n| n.kind == Kind::File && n.origin == Origin::Remote)
             .filter_map(|n| {
                 Some(Sibling {
                     ino: n.ino,
-                    name: n.name.clone(),
-                    key: n.key.clone(),
+                    name: n.name.to_string(),
+                    key: n.key.to_string(),
                     etag: n.attrs.etag.clone()?,
                     size: n.attrs.size,
                     fresh: self.fresh(n.validated),
@@ -326,11 +328,11 @@ impl Namespace {
         let gone: Vec<String> = self
             .children_in_range(dir, range.after.as_deref(), range.through.as_deref())
             .into_iter()
-            .filter_map(|ino| self.nodes.get(&ino))
+            .filter_map(|ino| self.get(ino))
             .filter(|c| !c.is_local() && !c.is_open_for_writing() && !c.metadata_dirty())
-            .filter(|c| returned.binary_search(&c.name).is_err())
+            .filter(|c| returned.binary_search_by(|r| (**r).cmp(&*c.name)).is_err())
             .filter(|c| c.validated.is_none_or(|v| v < started))
-            .map(|c| c.name.clone())
+            .map(|c| c.name.to_string())
             .collect();
         for name in gone {
             self.unlink(dir, &name);
@@ -338,7 +340,7 @@ impl Namespace {
         self.misses
             .retain(|(d, name), _| *d != dir || !range.covers_name(name));
         if let Some(node) = self.nodes.get_mut(&dir) {
-            node.coverage
+            node.coverage_mut()
                 .add(range.after, range.through, (started, at), count);
         }
     }
@@ -373,7 +375,7 @@ impl Namespace {
         let lower = lower.map_or(Unbounded, Included);
         let mut found: Vec<(String, Ino)> = prefixes
             .chain(names.range::<str, _>((lower, upper)).map(|(_, ino)| ino))
-            .filter_map(|ino| self.nodes.get(ino))
+            .filter_map(|ino| self.get(*ino))
             .map(|node| (relative_key(node), node.ino))
             .filter(|(key, _)| range.holds(key))
             .collect();
@@ -443,17 +445,17 @@ impl Namespace {
     /// A HEAD or GET reported the object's current attributes.
     pub fn refreshed(&mut self, ino: Ino, attrs: Attrs, at: Instant) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            if node.metadata_dirty.is_some() && node.attrs.etag == attrs.etag {
+            if node.metadata_dirty() && node.attrs.etag == attrs.etag {
                 // Our newer metadata is on its way to the object.
                 node.validated = Some(at);
                 return;
             }
             if node.attrs.etag != attrs.etag {
-                node.page_cache_etag = None;
+                node.forget_page_cache();
             }
             node.attrs = attrs;
             node.validated = Some(at);
-            node.metadata_dirty = None;
+            node.set_metadata_dirty(None);
         }
     }
 
@@ -466,7 +468,7 @@ impl Namespace {
         match node.kind {
             Kind::File if node.attrs.etag == attrs.etag => self.refreshed(ino, attrs, at),
             // A directory's marker object: its metadata, the directory's own attributes stay.
-            Kind::Directory if node.metadata_dirty.is_none() => {
+            Kind::Directory if !node.metadata_dirty() => {
                 node.attrs.metadata = attrs.metadata;
                 node.attrs.content_type = attrs.content_type;
             }
@@ -498,7 +500,7 @@ impl Namespace {
         let Some(node) = self.nodes.get(&ino) else {
             return;
         };
-        let (parent, name, linked) = (node.parent, node.name.clone(), node.linked);
+        let (parent, name, linked) = (node.parent, node.name.to_string(), node.linked);
         if linked && self.child(parent, &name).is_some_and(|n| n.ino == ino) {
             self.unlink(parent, &name);
             self.remember_miss(parent, &name, self.clock.now());
@@ -515,7 +517,7 @@ impl Namespace {
             node.attrs = attrs;
             node.origin = Origin::Writing;
             node.lookups = 1;
-            node.writers = 1;
+            node.local_mut().writers = 1;
         }
         Ok(ino)
     }
@@ -530,7 +532,7 @@ impl Namespace {
             node.origin = origin;
             node.validated = Some(now);
             node.lookups = 1;
-            node.coverage.add(None, None, (now, now), 0);
+            node.coverage_mut().add(None, None, (now, now), 0);
         }
         Ok(ino)
     }
@@ -550,14 +552,14 @@ impl Namespace {
     /// A write handle was opened on an existing file.
     pub fn writer_opened(&mut self, ino: Ino) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.writers += 1;
+            node.local_mut().writers += 1;
         }
     }
 
     /// A read handle was opened.
     pub fn reader_opened(&mut self, ino: Ino) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.readers += 1;
+            node.local_mut().readers += 1;
         }
     }
 
@@ -565,7 +567,8 @@ impl Namespace {
     /// for the file's last close here.
     pub fn writer_closed(&mut self, ino: Ino) -> Vec<DeferredDelete> {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.writers = node.writers.saturating_sub(1);
+            let local = node.local_mut();
+            local.writers = local.writers.saturating_sub(1);
         }
         self.closed(ino)
     }
@@ -573,14 +576,15 @@ impl Namespace {
     /// A read handle was released. Returns the deletes that waited for the last close.
     pub fn reader_closed(&mut self, ino: Ino) -> Vec<DeferredDelete> {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.readers = node.readers.saturating_sub(1);
+            let local = node.local_mut();
+            local.readers = local.readers.saturating_sub(1);
         }
         self.closed(ino)
     }
 
     fn closed(&mut self, ino: Ino) -> Vec<DeferredDelete> {
         let deletes = match self.nodes.get_mut(&ino) {
-            Some(node) if !node.is_open() => std::mem::take(&mut node.deletes_at_close),
+            Some(node) if !node.is_open() => node.take_deletes_at_close(),
             _ => Vec::new(),
         };
         for delete in &deletes {
@@ -613,7 +617,7 @@ impl Namespace {
     fn wait_for_close(&mut self, ino: Ino, delete: DeferredDelete) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             *self.waiting_deletes.entry(delete.key.clone()).or_default() += 1;
-            node.deletes_at_close.push(delete);
+            node.local_mut().deletes_at_close.push(delete);
         }
     }
 
@@ -666,7 +670,7 @@ impl Namespace {
         self.waiting_deletes.clear();
         self.nodes
             .values_mut()
-            .flat_map(|node| std::mem::take(&mut node.deletes_at_close))
+            .flat_map(|node| node.take_deletes_at_close())
             .collect()
     }
 
@@ -676,14 +680,14 @@ impl Namespace {
             .values()
             .filter(|n| n.kind == Kind::File && n.linked && n.is_open())
             .filter(|n| n.origin == Origin::Remote && n.key.starts_with(prefix))
-            .map(|n| (n.ino, n.key.clone(), n.attrs.etag.clone()))
+            .map(|n| (n.ino, n.key.to_string(), n.attrs.etag.clone()))
             .collect()
     }
 
     /// The linked file whose key is `key`, found by walking the names below the root.
     fn linked_at_key(&self, key: &str) -> Option<Ino> {
         let root = self.nodes.get(&ROOT_INO)?;
-        let relative = key.strip_prefix(root.key.as_str())?;
+        let relative = key.strip_prefix(&*root.key)?;
         let mut ino = ROOT_INO;
         for name in relative.split('/') {
             ino = *self.children.get(&ino)?.get(name)?;
@@ -722,9 +726,9 @@ impl Namespace {
             node.attrs.last_modified = None;
             node.origin = Origin::Remote;
             node.validated = Some(self.clock.now());
-            node.metadata_dirty = None;
+            node.set_metadata_dirty(None);
         }
-        if let Some(key) = self.nodes.get(&ino).map(|n| n.key.clone()) {
+        if let Some(key) = self.nodes.get(&ino).map(|n| n.key.to_string()) {
             self.overwritten(&key);
         }
     }
@@ -734,7 +738,9 @@ impl Namespace {
     fn overwritten(&mut self, key: &str) {
         if self.waiting_deletes.remove(key).is_some() {
             for node in self.nodes.values_mut() {
-                node.deletes_at_close.retain(|d| d.key != key);
+                if let Some(local) = &mut node.local {
+                    local.deletes_at_close.retain(|d| d.key != key);
+                }
             }
         }
     }
@@ -749,7 +755,7 @@ impl Namespace {
             return;
         }
         node.origin = Origin::Remote;
-        let (parent, name, linked) = (node.parent, node.name.clone(), node.linked);
+        let (parent, name, linked) = (node.parent, node.name.to_string(), node.linked);
         if linked {
             self.unlink(parent, &name);
             self.remember_miss(parent, &name, self.clock.now());
@@ -772,11 +778,12 @@ impl Namespace {
                 node.attrs.last_modified = None;
                 node.validated = Some(self.clock.now());
             }
-            node.metadata_dirty = match (dirty, node.metadata_dirty) {
+            let dirty_since = match (dirty, node.metadata_dirty_since()) {
                 (true, Some(since)) => Some(since),
                 (true, None) => Some(self.clock.now()),
                 (false, _) => None,
             };
+            node.set_metadata_dirty(dirty_since);
         }
     }
 
@@ -787,9 +794,10 @@ impl Namespace {
         ino: Ino,
     ) -> Option<(String, UserMetadata, ContentType, Option<String>)> {
         let node = self.nodes.get_mut(&ino)?;
-        node.metadata_dirty.take()?;
+        node.metadata_dirty_since()?;
+        node.set_metadata_dirty(None);
         Some((
-            node.key.clone(),
+            node.key.to_string(),
             node.attrs.metadata.clone(),
             node.attrs.content_type.clone(),
             node.attrs.etag.clone(),
@@ -799,7 +807,9 @@ impl Namespace {
     /// Puts back a change whose persisting failed, so a later attempt (or unmount) retries it.
     pub fn metadata_still_dirty(&mut self, ino: Ino) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.metadata_dirty.get_or_insert_with(Instant::now);
+            if !node.metadata_dirty() {
+                node.set_metadata_dirty(Some(Instant::now()));
+            }
         }
     }
 
@@ -820,7 +830,7 @@ impl Namespace {
         let mut dirty: Vec<(Ino, Instant)> = self
             .nodes
             .values()
-            .filter_map(|n| n.metadata_dirty.map(|since| (n.ino, since)))
+            .filter_map(|n| n.metadata_dirty_since().map(|since| (n.ino, since)))
             .collect();
         dirty.sort_by_key(|(_, since)| *since);
         dirty
@@ -852,7 +862,7 @@ impl Namespace {
         }
         let target = self.child(new_parent, new_name).map(|n| n.ino);
         if let Some(node) = target.and_then(|t| self.nodes.get_mut(&t)) {
-            node.replaced = true;
+            node.local_mut().replaced = true;
         }
         self.unlink(new_parent, new_name);
         if let Some(names) = self.children.get_mut(&parent) {
@@ -863,10 +873,10 @@ impl Namespace {
         let Some(node) = self.nodes.get_mut(&ino) else {
             return Ok(());
         };
-        let old_key = std::mem::replace(&mut node.key, new_key.clone());
+        let old_key = std::mem::replace(&mut node.key, new_key.as_str().into());
         node.parent = new_parent;
-        node.name = new_name.to_string();
-        node.page_cache_etag = None;
+        node.name = new_name.into();
+        node.forget_page_cache();
         if let Some(etag) = etag {
             node.attrs.etag = known_etag(etag);
             node.attrs.last_modified = None;
@@ -875,19 +885,19 @@ impl Namespace {
         if kind == Kind::Directory {
             // Keys below changed: rewrite them, and let the moved tree be listed afresh.
             for other in self.nodes.values_mut() {
-                if other.ino != ino && other.key.starts_with(&old_key) {
-                    other.key = format!("{new_key}{}", &other.key[old_key.len()..]);
-                    other.coverage.clear();
+                if other.ino != ino && other.key.starts_with(&*old_key) {
+                    other.key = format!("{new_key}{}", &other.key[old_key.len()..]).into();
+                    other.clear_coverage();
                 }
             }
             if let Some(node) = self.nodes.get_mut(&ino) {
-                node.coverage.clear();
+                node.clear_coverage();
             }
         }
         self.children
             .entry(new_parent)
             .or_default()
-            .insert(new_name.to_string(), ino);
+            .insert(new_name.into(), ino);
         Ok(())
     }
 
@@ -901,7 +911,7 @@ impl Namespace {
             let etag = known_etag(etag);
             if node.attrs.etag != etag {
                 node.attrs.etag = etag;
-                node.page_cache_etag = None;
+                node.forget_page_cache();
             }
             node.attrs.last_modified = None;
         }
@@ -931,8 +941,8 @@ impl Namespace {
         let Some(node) = self.nodes.get_mut(&ino) else {
             return false;
         };
-        let same = node.page_cache_etag.as_deref() == Some(etag);
-        node.page_cache_etag = Some(etag.to_string());
+        let same = node.page_cache_etag() == Some(etag);
+        node.local_mut().page_cache_etag = Some(etag.to_string());
         same
     }
 
@@ -976,7 +986,7 @@ impl Namespace {
                     }
                 }
                 if !same_data {
-                    node.page_cache_etag = None;
+                    node.forget_page_cache();
                 }
                 node.attrs = attrs;
                 node.origin = Origin::Remote;
@@ -1002,11 +1012,11 @@ impl Namespace {
         let ino = self.next;
         self.next += 1;
         self.nodes
-            .insert(ino, Node::new(ino, parent, name, kind, key));
+            .insert(ino, Box::new(Node::new(ino, parent, name, kind, key)));
         self.children
             .entry(parent)
             .or_default()
-            .insert(name.to_string(), ino);
+            .insert(name.into(), ino);
         ino
     }
 
@@ -1022,9 +1032,9 @@ impl Namespace {
         };
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.linked = false;
-            node.coverage.clear();
+            node.clear_coverage();
             // The name is gone: a metadata change not yet on its object has nothing to go to.
-            node.metadata_dirty = None;
+            node.set_metadata_dirty(None);
         }
         self.free_if_unused(ino);
     }
@@ -1034,8 +1044,8 @@ impl Namespace {
             !n.linked
                 && n.lookups == 0
                 && !n.is_open()
-                && n.metadata_dirty.is_none()
-                && n.deletes_at_close.is_empty()
+                && !n.metadata_dirty()
+                && n.deletes_at_close().is_empty()
         });
         if unused {
             self.nodes.remove(&ino);
@@ -1069,22 +1079,22 @@ impl Namespace {
                     && n.pins == 0
                     && !n.is_open()
                     && n.origin == Origin::Remote
-                    && n.metadata_dirty.is_none()
-                    && n.deletes_at_close.is_empty()
+                    && !n.metadata_dirty()
+                    && n.deletes_at_close().is_empty()
                     && self.children.get(&n.ino).is_none_or(|c| c.is_empty())
             })
-            .map(|n| (n.ino, n.parent, n.name.clone()))
+            .map(|n| (n.ino, n.parent, n.name.to_string()))
             .collect();
         for (ino, parent, name) in dead {
             self.nodes.remove(&ino);
             self.children.remove(&ino);
             if let Some(names) = self.children.get_mut(&parent)
-                && names.get(&name) == Some(&ino)
+                && names.get(name.as_str()) == Some(&ino)
             {
-                names.remove(&name);
+                names.remove(name.as_str());
             }
             if let Some(dir) = self.nodes.get_mut(&parent) {
-                dir.coverage.clear();
+                dir.clear_coverage();
             }
         }
         self.prune_at = self.nodes.len() + self.node_limit;
@@ -1096,7 +1106,7 @@ impl Namespace {
 /// where a LIST page puts it.
 fn relative_key(node: &Node) -> String {
     match node.kind {
-        Kind::File => node.name.clone(),
+        Kind::File => node.name.to_string(),
         Kind::Directory => format!("{}/", node.name),
     }
 }

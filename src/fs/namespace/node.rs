@@ -110,10 +110,10 @@ pub struct DeferredDelete {
 pub struct Node {
     pub(super) ino: Ino,
     pub(super) parent: Ino,
-    pub(super) name: String,
+    pub(super) name: Box<str>,
     pub(super) kind: Kind,
     /// Object key for a file; prefix ending in `/` for a directory (root: the mount prefix).
-    pub(super) key: String,
+    pub(super) key: Box<str>,
     pub(super) attrs: Attrs,
     pub(super) origin: Origin,
     /// When `attrs` were last confirmed by S3; `None` means never (local state).
@@ -122,10 +122,20 @@ pub struct Node {
     pub(super) lookups: u64,
     /// Directory streams that listed the node and have not handed it to the kernel yet.
     pub(super) pins: u32,
-    /// ETag whose bytes the kernel may keep in its page cache across opens.
-    pub(super) page_cache_etag: Option<String>,
     /// Whether the node is still reachable by its name (false after unlink or replacement).
     pub(super) linked: bool,
+    /// What only nodes this mount opened or changed carry (most nodes, entries of listings,
+    /// have none): kept apart so an entry costs little.
+    pub(super) local: Option<Box<Local>>,
+    /// For a directory listed here: which of its names a listing confirmed, and when.
+    pub(super) coverage: Option<Box<Coverage>>,
+}
+
+/// A node's state that only files opened or changed here have.
+#[derive(Debug, Clone, Default)]
+pub struct Local {
+    /// ETag whose bytes the kernel may keep in its page cache across opens.
+    pub(super) page_cache_etag: Option<String>,
     /// Open write handles of this mount on the node (releases in flight included): its size
     /// and data are newer than S3's.
     pub(super) writers: u32,
@@ -138,8 +148,6 @@ pub struct Node {
     pub(super) replaced: bool,
     /// Since when `attrs.metadata` holds a chmod/chown/utimens not yet copied onto the object.
     pub(super) metadata_dirty: Option<Instant>,
-    /// For a directory: which of its names a listing confirmed, and when.
-    pub(super) coverage: Coverage,
 }
 
 impl Node {
@@ -147,23 +155,81 @@ impl Node {
         Node {
             ino,
             parent,
-            name: name.to_string(),
+            name: name.into(),
             kind,
-            key,
+            key: key.into_boxed_str(),
             attrs: Attrs::directory(),
             origin: Origin::Remote,
             validated: None,
             lookups: 0,
             pins: 0,
-            page_cache_etag: None,
             linked: true,
+            local: None,
+            coverage: None,
+        }
+    }
+
+    /// The local state, made when first needed.
+    pub(super) fn local_mut(&mut self) -> &mut Local {
+        self.local.get_or_insert_with(Box::default)
+    }
+
+    fn local_or_default(&self) -> &Local {
+        static NONE: Local = Local {
+            page_cache_etag: None,
             writers: 0,
             readers: 0,
             deletes_at_close: Vec::new(),
             replaced: false,
             metadata_dirty: None,
-            coverage: Coverage::default(),
+        };
+        self.local.as_deref().unwrap_or(&NONE)
+    }
+
+    pub(super) fn page_cache_etag(&self) -> Option<&str> {
+        self.local_or_default().page_cache_etag.as_deref()
+    }
+
+    /// The kernel's cached pages are of another version now.
+    pub(super) fn forget_page_cache(&mut self) {
+        if let Some(local) = &mut self.local {
+            local.page_cache_etag = None;
         }
+    }
+
+    pub(super) fn metadata_dirty_since(&self) -> Option<Instant> {
+        self.local_or_default().metadata_dirty
+    }
+
+    pub(super) fn set_metadata_dirty(&mut self, since: Option<Instant>) {
+        if since.is_some() || self.local.is_some() {
+            self.local_mut().metadata_dirty = since;
+        }
+    }
+
+    pub(super) fn deletes_at_close(&self) -> &[DeferredDelete] {
+        &self.local_or_default().deletes_at_close
+    }
+
+    pub(super) fn take_deletes_at_close(&mut self) -> Vec<DeferredDelete> {
+        self.local
+            .as_mut()
+            .map(|local| std::mem::take(&mut local.deletes_at_close))
+            .unwrap_or_default()
+    }
+
+    /// Which names a listing confirmed (nothing, for a directory never listed).
+    pub(super) fn coverage(&self) -> &Coverage {
+        static NONE: Coverage = Coverage::NONE;
+        self.coverage.as_deref().unwrap_or(&NONE)
+    }
+
+    pub(super) fn coverage_mut(&mut self) -> &mut Coverage {
+        self.coverage.get_or_insert_with(Box::default)
+    }
+
+    pub(super) fn clear_coverage(&mut self) {
+        self.coverage = None;
     }
 
     pub fn ino(&self) -> Ino {
@@ -195,19 +261,19 @@ impl Node {
         self.origin != Origin::Remote
     }
     pub fn is_open_for_writing(&self) -> bool {
-        self.writers > 0
+        self.writers() > 0
     }
     /// Whether this mount has the file open (for reading or writing).
     pub fn is_open(&self) -> bool {
-        self.writers > 0 || self.readers > 0
+        self.writers() > 0 || self.local_or_default().readers > 0
     }
     pub fn writers(&self) -> u32 {
-        self.writers
+        self.local_or_default().writers
     }
     pub fn replaced(&self) -> bool {
-        self.replaced
+        self.local_or_default().replaced
     }
     pub fn metadata_dirty(&self) -> bool {
-        self.metadata_dirty.is_some()
+        self.metadata_dirty_since().is_some()
     }
 }

@@ -386,3 +386,10 @@ fn a_rename_over_a_file_marks_it_replaced() {
     assert!(ns.get(b).unwrap().replaced());
     assert!(!ns.get(b).unwrap().linked());
 }
+
+/// What one node costs in the table: the figure docs/ARCHITECTURE.md gives.
+#[test]
+fn a_node_stays_small() {
+    let size = std::mem::size_of::<Node>();
+    assert!(size <= 208, "{size} bytes");
+}
