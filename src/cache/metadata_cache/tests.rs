@@ -81,7 +81,7 @@ fn a_batch_answers_each_in_its_place() {
     let answers = cache.get_many(&asked);
     for ((key, _), answer) in asked.iter().zip(&answers) {
         let i: u64 = key["dir/key".len()..].parse().unwrap();
-        let expected = (i % 2 == 0).then(|| stored(&i.to_string()));
+        let expected = i.is_multiple_of(2).then(|| stored(&i.to_string()));
         assert_eq!(*answer, expected, "{key}");
     }
     assert_eq!(cache.entries(), 1500);
@@ -143,12 +143,9 @@ fn a_damaged_file_never_answers_wrong_and_is_started_afresh() {
     for chunk in entries.chunks(1000) {
         let answers = cache.get_many(&wanted(chunk));
         for ((_, _, expected), answer) in chunk.iter().zip(answers) {
-            match answer {
-                Some(answer) => {
-                    assert_eq!(answer, *expected, "a damaged row answered");
-                    right += 1;
-                }
-                None => {}
+            if let Some(answer) = answer {
+                assert_eq!(answer, *expected, "a damaged row answered");
+                right += 1;
             }
         }
     }
