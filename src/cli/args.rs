@@ -346,10 +346,10 @@ pub struct MountArgs {
     pub cache_dir_size: u64,
     /// Most the metadata cache (what HEADs told and what this machine uploaded, kept across
     /// mounts in a database per bucket) may hold on disk, in MiB, 1 to 1048576; the oldest
-    /// entries go first (about 100 bytes an object)
+    /// entries go first (about 140 bytes an object)
     #[arg(
         long,
-        default_value = "1024",
+        default_value = "2048",
         value_name = "MIB",
         value_parser = bounds::METADATA_CACHE_SIZE_MIB.parser::<u64>(),
         allow_hyphen_values = true,
