@@ -118,6 +118,11 @@ const MOUNT_OPTIONS: &[(&str, &[&str], &[&str])] = &[
         &["1", "67108864"],
     ),
     (
+        "--metadata-cache-size-mib",
+        &["0", "1048577", "1.5"],
+        &["1", "1048576"],
+    ),
+    (
         "--block-size",
         &[
             "0",

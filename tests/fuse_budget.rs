@@ -435,6 +435,36 @@ fn cat_of_small_files_after_a_fresh_mount_is_one_get_each() {
     }
 }
 
+/// What this machine wrote costs no HEAD after a remount: the metadata cache records each
+/// upload as it lands, and the listing that shows it (same ETag and size, LastModified within
+/// the upload's time) adopts it. `cp` of 100 files, unmount, mount and `cat` is the root's and
+/// `dest`'s LIST pages, `dest`'s own marker HEAD, and a GET a file: at most 103 requests.
+#[test]
+fn cat_after_a_remount_of_files_copied_in_here_is_one_get_each_and_no_file_head() {
+    let mut mount = mounted();
+    let source = local_files(FILES, 4096);
+    mount.sh_ok(&format!(
+        "chmod 600 {0}/* && mkdir dest && cp {0}/* dest/",
+        source.path().display()
+    ));
+    mount.unmount();
+    let server = std::mem::replace(&mut mount.server, common::devserver::Server::start(&[]));
+    let again = Mount::on(server, "test", TTL);
+    let stats = measure(&again, || {
+        let out = again.sh_ok("cat dest/* | wc -c");
+        assert_eq!(out.trim(), (FILES * 4096).to_string());
+    });
+    assert_eq!(
+        stats,
+        only(|s| (s.list, s.head, s.get) = (2, 1, FILES as u64)),
+        "no HEAD of a file this machine wrote"
+    );
+    assert!(stats.total() <= FILES as u64 + 3);
+    // And the files show the mode cp gave them (not the mount's default 644), from the cache.
+    let modes = again.sh_ok("stat -c %a dest/* | sort -u");
+    assert_eq!(modes.trim(), "600");
+}
+
 #[test]
 fn rsync_of_small_files_into_a_new_directory_is_put_copy_delete_each() {
     for ttl in [60.0, 0.2] {

@@ -9,8 +9,9 @@
 //!   and checksummed per block, bounded in bytes, kept across remounts. A run of missing blocks
 //!   is first looked up there ([`fetch`]); only the blocks it lacks are fetched from S3, and
 //!   every block S3 sends is queued for it.
-//! - [`metadata_cache::MetadataCache`]: what HEADs told of object versions (s3fs metadata),
-//!   kept on disk across mounts so a listing of known versions needs no HEAD.
+//! - [`metadata_cache::MetadataCache`]: what HEADs told of object versions (s3fs metadata), and
+//!   what this machine uploaded, in a SQLite file per bucket kept across mounts and shared by
+//!   them, so a listing of known versions needs no HEAD.
 //! - [`reader::ReadPath`]: what the readers of a mount share (store, cache, prefetch permits,
 //!   counters); `ReadPath::open` makes a reader.
 //!
@@ -62,5 +63,5 @@ mod tests;
 pub use block::{BlockCache, BlockId, CacheStats, FetchTicket, Lookup, PendingBlock};
 pub use disk::{DiskCache, DiskError, DiskStats};
 pub use fetch::ObjectVersion;
-pub use metadata_cache::{MetadataCache, ObjectVersionId, StoredMetadata};
+pub use metadata_cache::{MetadataCache, ObjectVersionId, OwnUpload, StoredMetadata};
 pub use reader::{ObjectReader, ReadPath, ReadStats, ReaderConfig};

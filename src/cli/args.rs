@@ -355,6 +355,18 @@ pub struct MountArgs {
         help_heading = "Caching"
     )]
     pub cache_dir_size: u64,
+    /// Most the metadata cache (what HEADs told and what this machine uploaded, kept across
+    /// mounts in a database per bucket) may hold on disk, in MiB, 1 to 1048576; the oldest
+    /// entries go first (about 140 bytes an object)
+    #[arg(
+        long,
+        default_value = "2048",
+        value_name = "MIB",
+        value_parser = bounds::METADATA_CACHE_SIZE_MIB.parser::<u64>(),
+        allow_hyphen_values = true,
+        help_heading = "Caching"
+    )]
+    pub metadata_cache_size_mib: u64,
     /// Size of a cached block and of a ranged GET's unit, 4K to 256M (e.g. 1M)
     #[arg(long, default_value = "1M", value_parser = bounds::BLOCK_SIZE.parser::<u64>(), allow_hyphen_values = true, help_heading = "Caching")]
     pub block_size: u64,

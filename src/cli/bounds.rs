@@ -69,6 +69,9 @@ pub const MODE: Bound = Bound::new(Unit::Octal, 0, 0o7777);
 /// 0 would keep no block, so every FUSE read would GET a whole block again.
 pub const CACHE_SIZE_MIB: Bound = Bound::new(Unit::Mib, 1, TIB / MIB);
 pub const CACHE_DIR_SIZE: Bound = Bound::new(Unit::Mib, 1, 64 * TIB / MIB);
+/// The metadata cache's file; a few hundred bytes hold nothing useful, a TiB some ten billion
+/// object versions.
+pub const METADATA_CACHE_SIZE_MIB: Bound = Bound::new(Unit::Mib, 1, TIB / MIB);
 /// Smaller blocks make a GET per page; larger ones are read whole for a 4 KiB read.
 pub const BLOCK_SIZE: Bound = Bound::new(Unit::Bytes, 4 * KIB, 256 * MIB);
 /// S3 refuses parts outside this range (the last part excepted).

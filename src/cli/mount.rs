@@ -100,7 +100,8 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         fs_config.disk_cache = Some(disk);
     }
     if fs_config.posix_metadata {
-        fs_config.metadata_cache = open_metadata_cache(&args, &config);
+        let budget = mib_bytes("--metadata-cache-size-mib", args.metadata_cache_size_mib)?;
+        fs_config.metadata_cache = open_metadata_cache(&args, &config, budget);
     }
     let disk_cache = fs_config.disk_cache.clone();
     std::fs::create_dir_all(&fs_config.staging_dir).map_err(|e| {
@@ -329,23 +330,21 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
     CliError::Config(message)
 }
 
-/// Bytes the metadata cache keeps on disk (about 150 bytes an object: some 400,000 objects).
-const METADATA_CACHE_BYTES: u64 = 64 << 20;
-
 /// Where metadata is remembered across mounts: `metadata/` below `--cache-dir` when given,
 /// else below the machine's cache folder ($XDG_CACHE_HOME/scribefs when set, else
-/// /var/cache/scribefs as root and ~/.cache/scribefs otherwise). A cache that cannot be opened is logged and done without:
-/// every listed version then costs a HEAD, as on a first mount.
-fn open_metadata_cache(args: &MountArgs, s3: &S3Config) -> Option<Arc<MetadataCache>> {
+/// /var/cache/scribefs as root and ~/.cache/scribefs otherwise), its tables at most `budget`
+/// bytes. A cache that cannot be opened is logged and done without: every listed version then
+/// costs a HEAD, as on a first mount.
+fn open_metadata_cache(args: &MountArgs, s3: &S3Config, budget: u64) -> Option<Arc<MetadataCache>> {
     let dir = match &args.cache_dir {
         Some(dir) => dir.clone(),
         None => default_state_dir()?,
     }
     .join("metadata");
     let scope = format!("{} {}", s3.endpoint.as_deref().unwrap_or("aws"), s3.bucket);
-    match MetadataCache::open(&dir, &scope, METADATA_CACHE_BYTES) {
+    match MetadataCache::open(&dir, &scope, budget) {
         Ok(cache) => {
-            tracing::debug!(path = %cache.path().display(), entries = cache.len(), "metadata cache");
+            tracing::debug!(path = %cache.path().display(), "metadata cache");
             Some(Arc::new(cache))
         }
         Err(e) => {

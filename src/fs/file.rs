@@ -6,7 +6,7 @@
 //! object, uploaded on close. A file created here exists only while it is being written: if its
 //! upload fails, close returns the error and the name disappears; nothing partial is ever in S3.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -82,6 +82,9 @@ pub(super) struct WriteHandle {
     /// put half a file in S3 in the middle of the opener's writes, so only the opener's closes
     /// upload (and the last close, release, always does).
     opener: u32,
+    /// No upload of this handle's data began before this (open, or the last upload's end):
+    /// the start of the window in which S3 dates the next one (see `object_landed`).
+    upload_since: SystemTime,
 }
 
 impl WriteHandle {
@@ -216,6 +219,7 @@ impl Fs {
             base,
             create_only: None,
             opener: thread_group(caller.pid),
+            upload_since: SystemTime::now(),
         };
         let handle = self.handles().insert(Handle::Writer {
             ino,
@@ -350,6 +354,7 @@ impl Fs {
             base: None,
             create_only: create_only.then_some(key),
             opener: thread_group(caller.pid),
+            upload_since: SystemTime::now(),
         };
         let handle = self.handles().insert(Handle::Writer {
             ino,
@@ -643,6 +648,8 @@ impl Fs {
         // From now on the object is this file's own: later uploads replace it.
         writer.create_only = None;
         self.ns().uploaded(ino, etag.clone(), size, metadata);
+        self.object_landed(ino, writer.upload_since);
+        writer.upload_since = SystemTime::now();
         writer.base = Some(BaseVersion { key, etag, size });
         Ok(())
     }
@@ -795,6 +802,7 @@ impl Fs {
             metadata: metadata.clone(),
             ..Default::default()
         };
+        let started = SystemTime::now();
         let output = if size == 0 {
             self.store.put(&key, Bytes::new(), options).await?
         } else {
@@ -807,6 +815,7 @@ impl Fs {
                 .await?
         };
         self.ns().uploaded(ino, output.etag, size, metadata);
+        self.object_landed(ino, started);
         Ok(())
     }
 

@@ -10,7 +10,7 @@
 //! S3's REPLACE also replaces the Content-Type, so it is carried over: known for objects this
 //! mount uploaded or read, fetched by one HEAD otherwise.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 
@@ -19,7 +19,7 @@ use super::attr::{attr_of, keep_mtime};
 use super::error::{FsError, FsResult};
 use super::lookup::meta_attrs;
 use super::namespace::{Attrs, ContentType, Ino, Origin};
-use crate::cache::{ObjectVersionId, StoredMetadata};
+use crate::cache::{ObjectVersionId, OwnUpload, StoredMetadata};
 use crate::store::{CopyMetadata, ObjectMeta, PutOutput, StoreError, UserMetadata};
 
 /// How long a metadata change of a closed file may wait for a rename to carry it.
@@ -80,62 +80,24 @@ impl Fs {
 
     /// Fetches, bounded in parallel, the metadata of the given files and directory markers
     /// (a listing page's) that no HEAD or GET brought yet, so `ls -l` shows their stored type,
-    /// mode, owner and times: from the metadata cache when it knows the listed version, else
-    /// by a HEAD (whose answer the cache then keeps). Known versions are not fetched again: a
-    /// relisting keeps the metadata of an unchanged version, and the cache learns it with its
-    /// LastModified.
+    /// mode, owner and times: one batch lookup in the metadata cache for all of them, HEADs for
+    /// what it does not know, and one batch of what those HEADs told back into the cache.
+    /// Known versions are not fetched again: a relisting keeps the metadata of an unchanged
+    /// version, and the cache learns it with its LastModified.
     pub(super) async fn fetch_metadata_of(&self, nodes: Vec<Ino>) {
         let mut unknown = Vec::new();
         {
             let ns = self.ns();
             for node in nodes.iter().filter_map(|ino| ns.get(*ino)) {
-                if node.origin() != Origin::Remote {
-                    continue;
-                }
-                let version = cache_version(node.attrs());
-                match (
-                    &node.attrs().content_type,
-                    &self.config.metadata_cache,
-                    version,
-                ) {
-                    (ContentType::Known(content_type), Some(cache), Some(version)) => {
-                        let stored = StoredMetadata {
-                            metadata: node.attrs().metadata.clone(),
-                            content_type: content_type.clone(),
-                        };
-                        cache.put(node.key(), &version, &stored);
-                    }
-                    (ContentType::Known(_), _, _) => {}
-                    (ContentType::Unknown, _, version) => {
-                        unknown.push((node.ino(), node.key().to_string(), version))
-                    }
+                if node.origin() == Origin::Remote
+                    && node.attrs().content_type == ContentType::Unknown
+                {
+                    let version = cache_version(node.attrs());
+                    unknown.push((node.ino(), node.key().to_string(), version));
                 }
             }
         }
-        let mut heads = Vec::new();
-        for (ino, key, version) in unknown {
-            let cached = self
-                .config
-                .metadata_cache
-                .as_ref()
-                .zip(version.as_ref())
-                .and_then(|(cache, version)| cache.get(&key, version));
-            match (cached, version) {
-                (Some(stored), Some(version)) => {
-                    let attrs = Attrs {
-                        size: version.size,
-                        mtime: version.last_modified,
-                        etag: Some(version.etag),
-                        metadata: stored.metadata,
-                        content_type: ContentType::Known(stored.content_type),
-                        last_modified: Some(version.last_modified),
-                    };
-                    let at = self.config.clock.now();
-                    self.ns().metadata_seen(ino, attrs, at);
-                }
-                _ => heads.push((ino, key)),
-            }
-        }
+        let heads = self.answer_from_cache(unknown).await;
         let heads = futures::stream::iter(heads)
             .map(|(ino, key)| async move {
                 let at = self.config.clock.now();
@@ -143,10 +105,11 @@ impl Fs {
             })
             .buffer_unordered(METADATA_HEADS_IN_FLIGHT);
         futures::pin_mut!(heads);
+        let mut learned = Vec::new();
         while let Some((ino, at, head)) = heads.next().await {
             match head {
                 Ok(meta) => {
-                    self.remember_metadata(&meta);
+                    learned.push(cache_entry(&meta));
                     self.ns().metadata_seen(ino, meta_attrs(meta), at);
                 }
                 // A directory without a marker object has no metadata to find.
@@ -154,31 +117,122 @@ impl Fs {
                 Err(e) => tracing::debug!(ino, error = %e, "no metadata for a listed entry"),
             }
         }
+        if let Some(cache) = &self.config.metadata_cache {
+            cache.put_many(learned);
+        }
+    }
+
+    /// Gives the nodes whose listed version the metadata cache knows their metadata (one
+    /// batch, off the async threads: it may read the disk); returns the rest, to be HEADed.
+    async fn answer_from_cache(
+        &self,
+        unknown: Vec<(Ino, String, Option<ObjectVersionId>)>,
+    ) -> Vec<(Ino, String)> {
+        let mut to_head = Vec::new();
+        let mut inos = Vec::new();
+        let mut wanted = Vec::new();
+        for (ino, key, version) in unknown {
+            match version {
+                Some(version) if self.config.metadata_cache.is_some() => {
+                    inos.push(ino);
+                    wanted.push((key, version));
+                }
+                _ => to_head.push((ino, key)),
+            }
+        }
+        let Some(cache) = self
+            .config
+            .metadata_cache
+            .clone()
+            .filter(|_| !wanted.is_empty())
+        else {
+            return to_head;
+        };
+        let keys: Vec<(Ino, String)> = inos
+            .iter()
+            .copied()
+            .zip(wanted.iter().map(|(k, _)| k.clone()))
+            .collect();
+        let looked_up = tokio::task::spawn_blocking(move || {
+            let answers = cache.get_many(&wanted);
+            (wanted, answers)
+        })
+        .await;
+        let Ok((wanted, answers)) = looked_up else {
+            tracing::warn!("metadata cache lookup failed: HEADs instead");
+            to_head.extend(keys);
+            return to_head;
+        };
+        let at = self.config.clock.now();
+        let mut ns = self.ns();
+        for ((ino, (key, version)), answer) in inos.into_iter().zip(wanted).zip(answers) {
+            let Some(stored) = answer else {
+                to_head.push((ino, key));
+                continue;
+            };
+            let attrs = Attrs {
+                size: version.size,
+                mtime: version.last_modified,
+                etag: Some(version.etag),
+                metadata: stored.metadata,
+                content_type: ContentType::Known(stored.content_type),
+                last_modified: Some(version.last_modified),
+            };
+            ns.metadata_seen(ino, attrs, at);
+        }
+        to_head
     }
 
     /// Keeps what a HEAD or GET told of an object version in the metadata cache.
     pub(super) fn remember_metadata(&self, meta: &ObjectMeta) {
         if let Some(cache) = &self.config.metadata_cache {
-            let version = ObjectVersionId {
-                etag: meta.etag.clone(),
-                last_modified: meta.last_modified,
-                size: meta.size,
-            };
-            let stored = StoredMetadata {
-                metadata: meta.metadata.clone(),
-                content_type: meta.content_type.clone(),
-            };
-            cache.put(&meta.key, &version, &stored);
+            cache.put_many(vec![cache_entry(meta)]);
         }
     }
 
-    /// Persists every pending metadata change (unmount).
+    /// This mount wrote `ino`'s object, in an upload that began at `started` and has just
+    /// answered: the metadata cache records it as this machine's upload, for the first
+    /// listing that shows that version to adopt.
+    pub(super) fn object_landed(&self, ino: Ino, started: SystemTime) {
+        let Some(cache) = &self.config.metadata_cache else {
+            return;
+        };
+        let upload = {
+            let ns = self.ns();
+            let Some(node) = ns.get(ino).filter(|n| n.origin() == Origin::Remote) else {
+                return;
+            };
+            let attrs = node.attrs();
+            let (ContentType::Known(content_type), Some(etag)) = (&attrs.content_type, &attrs.etag)
+            else {
+                return;
+            };
+            OwnUpload {
+                key: node.key().to_string(),
+                etag: etag.clone(),
+                size: Some(attrs.size),
+                stored: StoredMetadata {
+                    metadata: attrs.metadata.clone(),
+                    content_type: content_type.clone(),
+                },
+                started,
+                finished: SystemTime::now(),
+            }
+        };
+        cache.record_uploads(vec![upload]);
+    }
+
+    /// Persists every pending metadata change, and waits until the metadata cache has
+    /// written what it was told (unmount).
     pub(super) async fn persist_all_metadata(&self) {
         let dirty = self.ns().dirty_metadata();
         for (ino, _) in dirty {
             if let Err(e) = self.persist_metadata(ino).await {
                 tracing::error!(ino, error = %e, "metadata change could not be persisted");
             }
+        }
+        if let Some(cache) = self.config.metadata_cache.clone() {
+            let _ = tokio::task::spawn_blocking(move || cache.flush()).await;
         }
     }
 
@@ -203,13 +257,43 @@ impl Fs {
             }
         };
         let copy = CopyMetadata::ReplaceKnown {
-            metadata,
+            metadata: metadata.clone(),
             content_type: content_type.clone(),
             source_etag,
         };
+        let started = SystemTime::now();
         let output = self.store.copy(source, dest, copy).await?;
+        // The copy carries exactly the metadata and Content-Type given here, so the cache can
+        // vouch for it (its size is the source's, unknown here: the ETag stands for the data).
+        if let Some(cache) = &self.config.metadata_cache {
+            cache.record_uploads(vec![OwnUpload {
+                key: dest.to_string(),
+                etag: output.etag.clone(),
+                size: None,
+                stored: StoredMetadata {
+                    metadata,
+                    content_type: content_type.clone(),
+                },
+                started,
+                finished: SystemTime::now(),
+            }]);
+        }
         Ok((output, ContentType::Known(content_type)))
     }
+}
+
+/// A HEAD's or GET's answer as a metadata cache entry.
+fn cache_entry(meta: &ObjectMeta) -> (String, ObjectVersionId, StoredMetadata) {
+    let version = ObjectVersionId {
+        etag: meta.etag.clone(),
+        last_modified: meta.last_modified,
+        size: meta.size,
+    };
+    let stored = StoredMetadata {
+        metadata: meta.metadata.clone(),
+        content_type: meta.content_type.clone(),
+    };
+    (meta.key.clone(), version, stored)
 }
 
 /// The version a node's attributes name, if S3 told all of it (a listing or a HEAD; not an

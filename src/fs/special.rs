@@ -115,6 +115,7 @@ impl Fs {
             metadata: metadata.clone(),
             ..Default::default()
         };
+        let started = std::time::SystemTime::now();
         let output = self.store.put(&key, body, options).await?;
         let attrs = Attrs {
             size,
@@ -124,8 +125,9 @@ impl Fs {
             content_type: ContentType::Known(None),
             last_modified: None,
         };
-        let mut ns = self.ns();
-        let ino = ns.stored(parent, name, attrs)?;
+        let ino = self.ns().stored(parent, name, attrs)?;
+        self.object_landed(ino, started);
+        let ns = self.ns();
         Ok(attr_of(ns.node(ino)?, &self.config))
     }
 
