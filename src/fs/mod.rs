@@ -13,6 +13,7 @@
 //! | lookup of a name a windowed LIST could not settle | 1 HEAD + 1 LIST in parallel |
 //! | open + read of a small file | 1 GET (an expired node learns its ETag from that GET) |
 //! | create + write + close a small new file in a listed directory | 1 PUT |
+//! | `O_EXCL` create of a segment (segments layout), name not known here | + 1 HEAD at open (`EEXIST` there if the segment exists); keys layout: 0 at open |
 //! | create + write + close a large file | 1 create + N parts + 1 complete |
 //! | unlink | 1 DELETE |
 //! | mkdir | 1 PUT (the `dir/` marker) |
