@@ -30,7 +30,8 @@ mkdir -p "$PREFIX/bin"
 # The build keeps line tables (Cargo.toml's release profile: perf and debuggers read them), most
 # of the binary's size. The installed copy drops all debug info and keeps the symbol table: a
 # panic still says its file:line (that is compiled in, not debug info) and RUST_BACKTRACE=1
-# still names every function on the way, which is what a report needs.
+# still names every function on the way, which is what a report needs. Measured on the release
+# build of 2026-12-07: 139.2 MB as built, 27.2 MB with --strip-debug, 20.6 MB with --strip-all.
 stripped=$(mktemp)
 trap 'rm -f "$stripped"' EXIT
 if command -v strip >/dev/null && strip --strip-debug -o "$stripped" "$bin"; then
