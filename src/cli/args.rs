@@ -37,7 +37,7 @@ pub struct ConnectionArgs {
     /// Address buckets as ENDPOINT/BUCKET (needed by most non-AWS servers) [env: S3_PATH_STYLE]
     #[arg(long, global = true)]
     pub force_path_style: bool,
-    /// Region to sign requests for [default: us-east-1] [env: S3_REGION, AWS_REGION]
+    /// Region to sign requests for [default: the profile's, else the bucket's own] [env: S3_REGION, AWS_REGION, AWS_DEFAULT_REGION]
     #[arg(long, global = true)]
     pub region: Option<String>,
     /// Bucket name [env: S3_BUCKET]

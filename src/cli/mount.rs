@@ -76,9 +76,8 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
     }
     // The bucket check retries like any request (a fault at mount time must not fail the
     // mount), but ends within --connect-timeout-secs: a server that accepts connections and
-    // never answers would otherwise hold the mount for twice the request timeout, and one that
-    // refuses them for all 10 attempts. Ended by its deadline, it still reports the last error
-    // seen (connection refused, ...) when there was one.
+    // never answers would otherwise hold the mount for twice the request timeout. One that
+    // refuses them is gone after 3 attempts (retry::GONE_AFTER), well within that.
     let check_timeout = Duration::from_secs(args.connect_timeout_secs);
     let (store, check) = connect_with_check(&config, Some(check_timeout)).await?;
     match check.head_bucket().await {
@@ -319,7 +318,7 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
         StoreError::UntrustedCertificate { .. } | StoreError::Credentials(_) => {
             error.root().to_string()
         }
-        StoreError::Connection(_) | StoreError::Timeout(_) => {
+        StoreError::Connection(_) | StoreError::Unreachable(_) | StoreError::Timeout(_) => {
             format!("cannot reach the S3 endpoint {endpoint}: {error}")
         }
         _ => format!(
