@@ -14,8 +14,11 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective, ObjectIdentifier,
 };
-use scribefs::devserver::{DevServer, DevServerConfig, RequestStats, control, request_stats};
-use scribefs::segment::{meta_key, parse_segment_key};
+use scribefs::devserver::{
+    DevServer, DevServerConfig, RequestStats, SEEDED_BODY, SeedShape, control, request_stats,
+};
+use scribefs::segment::entries::decode_checked;
+use scribefs::segment::{meta_key, parse_segment_key, segment_key};
 
 const BUCKET: &str = "test-bucket";
 const MIB: usize = 1024 * 1024;
@@ -1056,6 +1059,153 @@ async fn seeding_puts_segments_with_sidecars_once() {
     assert_eq!(server.bucket(BUCKET).unwrap().keys().len(), 9);
     assert!(!server.bucket(BUCKET).unwrap().keys().contains(&first_data));
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_objects_list_in_full_over_http_in_each_shape() {
+    let config = DevServerConfig {
+        seed_objects: vec![
+            SeedShape::Segments { count: 1001 },
+            SeedShape::Tree {
+                dirs: 20,
+                per_dir: 50,
+            },
+            SeedShape::Flat { count: 2500 },
+        ],
+        ..DevServerConfig::for_tests(&[BUCKET])
+    };
+    let server = DevServer::start(config).await.unwrap();
+    let s3 = client(&server);
+
+    let (segments, _, pages) = list_all(&s3, "segments/", Some("/"), 1000).await;
+    assert_eq!((segments.len(), pages), (2002, 3));
+    assert_eq!(segments[0], segment_key(0));
+    assert_eq!(segments[2001], meta_key(1000));
+    let id = 0x3e8;
+    let body = get(&s3, &segment_key(id)).await;
+    let sidecar = get(&s3, &meta_key(id)).await;
+    assert!(decode_checked(id, &body, Some(&sidecar)).is_ok());
+
+    let (files, dirs, _) = list_all(&s3, "tree/", Some("/"), 1000).await;
+    assert!(files.is_empty());
+    assert_eq!(dirs.len(), 20);
+    assert_eq!(
+        (dirs[0].as_str(), dirs[19].as_str()),
+        ("tree/d0000/", "tree/d0019/")
+    );
+    let (last_dir, _, _) = list_all(&s3, "tree/d0019/", Some("/"), 1000).await;
+    assert_eq!(last_dir.len(), 50);
+    assert_eq!(last_dir[0], "tree/d0019/f000950");
+    let (whole_tree, _, _) = list_all(&s3, "tree/", None, 1000).await;
+    assert_eq!(whole_tree.len(), 1000);
+
+    let (flat, _, _) = list_all(&s3, "flat/", Some("/"), 1000).await;
+    assert_eq!(flat.len(), 2500);
+    assert_eq!(flat[2499], "flat/f0002499");
+    assert_eq!(get(&s3, "flat/f0001234").await, SEEDED_BODY);
+    // Seeding puts objects in place: no request was counted for it.
+    assert_eq!(server.stats().put, 0);
+
+    // Seeding again keeps what is there: an overwritten key keeps its new body.
+    put(&s3, "flat/f0000000", "changed").await;
+    let added = server
+        .seed_objects(BUCKET, SeedShape::Flat { count: 2501 })
+        .unwrap();
+    assert_eq!(added, 1);
+    assert_eq!(get(&s3, "flat/f0000000").await, b"changed");
+    server.shutdown().await;
+}
+
+/// Above the 300,000 entries where scribefs's listings once stopped: the size FUSE tests seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_directory_of_300_001_entries_lists_every_key() {
+    let server = start(&[BUCKET]).await;
+    let shape = SeedShape::Flat { count: 300_001 };
+    let added = tokio::task::block_in_place(|| server.seed_objects(BUCKET, shape)).unwrap();
+    assert_eq!(added, 300_001);
+    let (keys, _, pages) = list_all(&client(&server), "flat/", Some("/"), 1000).await;
+    assert_eq!((keys.len(), pages), (300_001, 301));
+    assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(server.stats().list, 301);
+    server.shutdown().await;
+}
+
+#[test]
+fn binary_seeds_objects_in_memory_only() {
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scribefs-devserver"))
+        .args(["--root", root.path().to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--bucket", "big"])
+        .args([
+            "--seed-objects",
+            "segments:600",
+            "--seed-objects",
+            "tree:3x4",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoint = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"))
+        .to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (segments, tree) = runtime.block_on(async {
+        let s3 = client_with(&endpoint, "devkey", "devsecret");
+        let count = |prefix: &'static str| {
+            let s3 = s3.clone();
+            async move {
+                s3.list_objects_v2()
+                    .bucket("big")
+                    .prefix(prefix)
+                    .send()
+                    .await
+                    .unwrap()
+                    .key_count()
+            }
+        };
+        (count("segments/").await, count("tree/").await)
+    });
+    assert_eq!((segments, tree), (Some(1000), Some(12)));
+    // Nothing but the bucket's folder: seeded objects are not files under --root.
+    let files = walk(root.path());
+    assert!(files.is_empty(), "{files:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_scribefs-devserver"))
+        .args(["--seed-objects", "cube:3"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        message.contains("segments:N, tree:DIRSxFILES or flat:N"),
+        "{message}"
+    );
+}
+
+/// Every file (not folder) under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 #[test]

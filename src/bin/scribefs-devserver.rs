@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! scribefs-devserver --root DIR --listen 127.0.0.1:9000 --bucket demo --seed-segments 20
+//! scribefs-devserver --listen 127.0.0.1:9000 --bucket big --seed-objects segments:500001 --seed-objects tree:1000x1000
 //! scribefs-devserver stats --listen 127.0.0.1:9000 [--reset]
 //! scribefs-devserver proxy --listen 127.0.0.1:9100 --upstream 127.0.0.1:9000 --latency-ms 20 --bandwidth-mbps 800
 //! ```
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use scribefs::devserver::proxy::{Proxy, ProxyConfig};
-use scribefs::devserver::{DevServer, DevServerConfig, control, signals};
+use scribefs::devserver::{DevServer, DevServerConfig, SeedShape, control, signals};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 
@@ -109,6 +110,12 @@ struct ServeArgs {
     /// Demo Scribe Ledger segments to put into each bucket that has none.
     #[arg(long, default_value_t = 0, value_name = "N")]
     seed_segments: usize,
+    /// Many small objects to put into each bucket, in memory only (made again at each start,
+    /// never written under --root): segments:N (N tiny valid ledger segments and their
+    /// sidecars, 2N keys), tree:DIRSxFILES (tree/d0000/f000000 ...), flat:N (flat/f0000000
+    /// ...). Repeatable. A million keys take about a second.
+    #[arg(long = "seed-objects", value_name = "SHAPE")]
+    seed_objects: Vec<SeedShape>,
     #[command(flatten)]
     link: LinkArgs,
     /// Fraction of S3 requests that fail on purpose (500, 503, dropped or cut connections).
@@ -207,6 +214,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         secret_key: args.secret_key,
         buckets,
         seed_segments: args.seed_segments,
+        seed_objects: args.seed_objects,
         latency: args.link.latency(),
         bandwidth_bytes_per_sec: args.link.bytes_per_sec(),
         fail_rate: args.fail_rate,

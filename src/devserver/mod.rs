@@ -28,6 +28,7 @@ mod recorded;
 mod region;
 mod s3;
 mod seed;
+mod seed_objects;
 mod server;
 pub mod signals;
 mod stats;
@@ -54,6 +55,7 @@ pub use control::request_stats;
 pub use recorded::{MAX_RECORDED, RecordedRequest};
 pub use region::BUCKET_REGION_HEADER;
 pub use seed::SEED as SEGMENT_SEED;
+pub use seed_objects::{SEEDED_BODY, SeedShape};
 pub use stats::{Operation, RequestStats, classify};
 
 #[derive(Debug, Clone)]
@@ -67,6 +69,9 @@ pub struct DevServerConfig {
     pub buckets: Vec<String>,
     /// Demo Scribe Ledger segments to put into every bucket that has none yet.
     pub seed_segments: usize,
+    /// Many small objects to put into every bucket at each start, in memory only
+    /// ([`SeedShape`]; see [`DevServer::seed_objects`]).
+    pub seed_objects: Vec<SeedShape>,
     /// Delay before each S3 response's first byte.
     pub latency: Duration,
     /// Per-connection cap on body bytes per second, both directions.
@@ -88,6 +93,7 @@ impl DevServerConfig {
             secret_key: "devsecret".to_string(),
             buckets: buckets.iter().map(|b| b.to_string()).collect(),
             seed_segments: 0,
+            seed_objects: Vec::new(),
             latency: Duration::ZERO,
             bandwidth_bytes_per_sec: None,
             fail_rate: 0.0,
@@ -127,6 +133,12 @@ impl DevServer {
         let buckets = Arc::new(buckets);
         for (_, bucket) in buckets.all() {
             seed::seed_bucket(&bucket, config.seed_segments).await?;
+            for &shape in &config.seed_objects {
+                let bucket = bucket.clone();
+                tokio::task::spawn_blocking(move || seed_objects::seed_objects(&bucket, shape))
+                    .await
+                    .map_err(io::Error::other)??;
+            }
         }
 
         let corrupt_rate = Arc::new(AtomicU64::new(0));
@@ -217,6 +229,17 @@ impl DevServer {
     /// this way bypass persistence, counting and emulation.
     pub fn bucket(&self, name: &str) -> Option<Arc<MemoryStore>> {
         self.buckets.get(name).map(|b| b.store.clone())
+    }
+
+    /// Puts `shape`'s small objects into bucket `name` straight into memory (not under the
+    /// root, not counted as requests); returns how many keys were added, keeping keys the
+    /// bucket already holds. About a second per million keys of CPU: call it from a blocking
+    /// context (e.g. `spawn_blocking`), not from a task the server's runtime needs.
+    pub fn seed_objects(&self, name: &str, shape: SeedShape) -> io::Result<u64> {
+        let bucket = self.buckets.get(name).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no bucket {name:?}"))
+        })?;
+        seed_objects::seed_objects(&bucket, shape)
     }
 
     /// Names of all buckets, in order.

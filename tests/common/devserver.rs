@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use scribefs::devserver::{DevServer, DevServerConfig, RequestStats};
+use scribefs::devserver::{DevServer, DevServerConfig, RequestStats, SeedShape};
 use scribefs::store::config::S3Config;
 use scribefs::store::memory::MemoryStore;
 
@@ -81,6 +81,15 @@ impl Server {
     /// Direct access to a bucket's objects, as "another client" would change them.
     pub fn bucket(&self, name: &str) -> Arc<MemoryStore> {
         self.server().bucket(name).expect("bucket exists")
+    }
+
+    /// Puts `shape`'s small objects into `bucket` in memory, e.g. a directory of 300,001 entries
+    /// (`SeedShape::Flat { count: 300_001 }`, keys `flat/f0000000` ...) in a few seconds; returns
+    /// how many keys were added. The objects are not counted as requests.
+    pub fn seed_objects(&self, bucket: &str, shape: SeedShape) -> u64 {
+        self.server()
+            .seed_objects(bucket, shape)
+            .expect("bucket exists")
     }
 
     /// Connection settings for `bucket` on this server.
