@@ -173,6 +173,10 @@ pub struct UploadsFilter {
 #[derive(Debug, Subcommand)]
 pub enum SegmentsCommand {
     /// List segment ids, one per line, ascending
+    ///
+    /// Printed a listing page at a time: memory does not grow with the bucket. Ids whose keys
+    /// are spelled otherwise than the ledger writes them (another number of hex digits, or
+    /// upper case) come after the others, ascending.
     Ls,
     /// Write a segment's bytes to FILE (or standard output)
     Get {

@@ -6,12 +6,13 @@ use std::io::Write;
 
 use base64::Engine;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 use super::CliError;
 use super::output::{stdout_error, unless_closed};
 use crate::segment::entries::{self, EntriesError, SegmentEntries};
 use crate::segment::{SegmentFile, SegmentStore, file_name};
+use crate::store::StoreResult;
 
 /// `cat ID`: the entries as JSON Lines on stdout.
 pub async fn cat_jsonl(segments: &SegmentStore, id: u64, bucket: &str) -> Result<(), CliError> {
@@ -87,38 +88,32 @@ struct Present {
 }
 
 /// `verify [ID...]`: one stdout line per bad segment, a summary, non-zero exit if any is bad.
+/// Without ids, the bucket's segments stream from the listing a page at a time, `parallel`
+/// checked at once: memory does not grow with the bucket.
 pub async fn verify(
     segments: &SegmentStore,
     ids: Vec<u64>,
     parallel: usize,
 ) -> Result<(), CliError> {
-    let targets: Vec<(u64, Option<Present>)> = if ids.is_empty() {
-        let files = segments.list_files().await?;
-        let mut targets: Vec<(u64, Option<Present>)> = Vec::new();
-        for (id, file) in files {
-            if targets.last().is_none_or(|(last, _)| *last != id) {
-                targets.push((id, Some(Present::default())));
-            }
-            if let Some((_, Some(present))) = targets.last_mut() {
-                match file {
-                    SegmentFile::Data => present.data = true,
-                    SegmentFile::Meta => present.sidecar = true,
-                }
-            }
-        }
-        targets
+    let targets = if ids.is_empty() {
+        listed_segments(segments)
     } else {
         // Named ids: whether each file exists is learned from its GET.
-        ids.into_iter().map(|id| (id, None)).collect()
+        futures::stream::iter(ids.into_iter().map(|id| Ok((id, None)))).boxed()
     };
-    let total = targets.len();
-    let mut results = futures::stream::iter(targets)
-        .map(|(id, present)| verify_one(segments, id, present))
+    let mut results = targets
+        .map(|target| async move {
+            let (id, present) = target?;
+            Ok::<_, CliError>(verify_one(segments, id, present).await)
+        })
         .buffered(parallel.max(1));
-    let mut bad = 0usize;
+    let (mut total, mut bad) = (0usize, 0usize);
     let mut out = std::io::stdout().lock();
     while let Some(result) = results.next().await {
-        if let Err(reason) = result {
+        // A failed listing ends the check: the segments past it were never seen.
+        let checked = result?;
+        total += 1;
+        if let Err(reason) = checked {
             bad += 1;
             // A closed output does not end the check: the exit status must still count the
             // bad segments past the ones a `| head` showed.
@@ -136,6 +131,43 @@ pub async fn verify(
             .and_then(|()| out.flush())
             .map_err(stdout_error),
     )
+}
+
+/// The bucket's segments with the files each has, in id order, as the listing goes: a
+/// segment's data file and sidecar list next to each other, also across pages.
+fn listed_segments(
+    segments: &SegmentStore,
+) -> BoxStream<'static, StoreResult<(u64, Option<Present>)>> {
+    let files = segments
+        .files_in_order()
+        .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed();
+    futures::stream::unfold((files, None), |(mut files, mut pending)| async move {
+        loop {
+            let (id, file) = match files.next().await {
+                Some(Ok(listed)) => listed,
+                Some(Err(error)) => return Some((Err(error), (files, None))),
+                None => {
+                    let (id, present) = pending.take()?;
+                    return Some((Ok((id, Some(present))), (files, None)));
+                }
+            };
+            let finished = match pending {
+                Some((current, _)) if current != id => pending.take(),
+                _ => None,
+            };
+            let (_, present) = pending.get_or_insert((id, Present::default()));
+            match file {
+                SegmentFile::Data => present.data = true,
+                SegmentFile::Meta => present.sidecar = true,
+            }
+            if let Some((id, present)) = finished {
+                return Some((Ok((id, Some(present))), (files, pending)));
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Checks one segment; the error is its report line, naming the segment.

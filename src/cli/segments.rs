@@ -8,7 +8,7 @@ use futures::StreamExt;
 use super::args::{CatFormat, SegmentsCommand};
 use super::output::{self, stdout_error};
 use super::{CliError, connect, ledger};
-use crate::segment::{SegmentStore, parse_id, segment_key};
+use crate::segment::{SegmentFile, SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
 use crate::store::{GetRequest, ObjectStore};
 
@@ -16,14 +16,7 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
     let store = connect(config).await?;
     let segments = SegmentStore::new(store.clone());
     match command {
-        SegmentsCommand::Ls => {
-            let ids = segments.list_segments().await?;
-            let mut out = std::io::stdout().lock();
-            for id in ids {
-                writeln!(out, "{id:016x}").map_err(stdout_error)?;
-            }
-            out.flush().map_err(stdout_error)
-        }
+        SegmentsCommand::Ls => print_ids(&segments).await,
         SegmentsCommand::Get { id, file } => {
             let id = id_arg(&id)?;
             download(store.as_ref(), id, &config.bucket, file.as_deref()).await
@@ -62,6 +55,24 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             ledger::verify(&segments, ids, parallel).await
         }
     }
+}
+
+/// `ls`: the ids page by page, each page flushed once written (a reader sees them as they are
+/// listed, and a closed output ends the listing).
+async fn print_ids(segments: &SegmentStore) -> Result<(), CliError> {
+    let mut pages = segments.files_in_order();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut last = None;
+    while let Some(page) = pages.next().await {
+        for (id, file) in page? {
+            if file == SegmentFile::Data && last != Some(id) {
+                writeln!(out, "{id:016x}").map_err(stdout_error)?;
+                last = Some(id);
+            }
+        }
+        out.flush().map_err(stdout_error)?;
+    }
+    Ok(())
 }
 
 pub(super) fn id_arg(text: &str) -> Result<u64, CliError> {

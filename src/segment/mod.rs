@@ -8,7 +8,7 @@ pub mod codec;
 pub mod entries;
 mod store;
 
-pub use store::SegmentStore;
+pub use store::{ListedFile, SegmentStore};
 
 /// The prefix every segment key lives under.
 pub const SEGMENTS_PREFIX: &str = "segments/";
