@@ -233,6 +233,12 @@ impl Registry {
             "scribefs_uploads_in_flight {}",
             self.uploads_in_flight.load(Ordering::Relaxed)
         );
+        gauge(
+            &mut out,
+            "scribefs_uploads_waiting_for_memory",
+            "Uploads waiting for their share of the mount's write budget",
+            crate::upload::uploads_waiting_for_memory(),
+        );
         let fuse = self.fuse.lock().map(|m| m.clone()).unwrap_or_default();
         header(
             &mut out,
