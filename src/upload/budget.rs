@@ -12,21 +12,12 @@
 //! cannot stall one another, and a close never waits behind a writer waiting for memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
-
-/// Uploads waiting for memory, in every budget of the process (one per mount): the metrics'
-/// gauge.
-static WAITING: AtomicU64 = AtomicU64::new(0);
-
-/// Uploads of this process waiting for memory now.
-pub fn uploads_waiting_for_memory() -> u64 {
-    WAITING.load(Ordering::Relaxed)
-}
 
 #[derive(Debug)]
 pub struct WriteBudget {
@@ -157,13 +148,14 @@ pub(super) async fn grow(budget: Option<&Arc<WriteBudget>>, held: &mut Reservati
     }
 }
 
-/// Counts one upload waiting for memory while alive, also when its future is dropped.
+/// Counts one upload waiting for memory while alive, also when its future is dropped: in its
+/// budget, and in the metrics' gauge.
 struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
     fn new(count: &'a AtomicUsize) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
-        WAITING.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::registry().waiting_for_memory(true);
         Waiting(count)
     }
 }
@@ -171,7 +163,7 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-        WAITING.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::registry().waiting_for_memory(false);
     }
 }
 
