@@ -14,6 +14,7 @@
 #   scripts/bench.sh [--quick] [--profiles raw,s3,proxy] [--tools scribefs,mount-s3,s3fs,rclone]
 #                    [--plain-tools LIST|none] [--plain-user NAME]
 #                    [--size-mib N] [--files N] [--small-files N] [--fio-seconds N] [--rand-mib N]
+#                    [--writers N] [--writer-mib N]
 #                    [--latency-ms MS] [--bandwidth-mbps MBPS] [--cache-size-mib N] [--runs N]
 #                    [--out FILE] [--chart FILE.png (default: FILE's name with .png, or target/bench.png)]
 #
@@ -27,7 +28,7 @@ usage() {
     exit "${1:-0}"
 }
 
-SIZE_MIB='' FILES='' SMALL_FILES='' FIO_SECONDS='' RAND_MIB='' LATENCY_MS=20 BANDWIDTH_MBPS=800
+SIZE_MIB='' FILES='' SMALL_FILES='' FIO_SECONDS='' RAND_MIB='' WRITERS='' WRITER_MIB='' LATENCY_MS=20 BANDWIDTH_MBPS=800
 CACHE_MIB=256 PROFILES='' TOOLS='' QUICK=0 OUT='' CHART='' PLAIN_TOOLS='' PLAIN_USER=nobody RUNS=1
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,6 +37,8 @@ while [ $# -gt 0 ]; do
     --small-files) SMALL_FILES=$2; shift 2 ;;
     --fio-seconds) FIO_SECONDS=$2; shift 2 ;;
     --rand-mib) RAND_MIB=$2; shift 2 ;;
+    --writers) WRITERS=$2; shift 2 ;;
+    --writer-mib) WRITER_MIB=$2; shift 2 ;;
     --latency-ms) LATENCY_MS=$2; shift 2 ;;
     --bandwidth-mbps) BANDWIDTH_MBPS=$2; shift 2 ;;
     --cache-size-mib) CACHE_MIB=$2; shift 2 ;;
@@ -55,11 +58,13 @@ done
 if [ "$QUICK" = 1 ]; then
     PROFILES=${PROFILES:-raw,s3}
     SIZE_MIB=${SIZE_MIB:-16} FILES=${FILES:-200} SMALL_FILES=${SMALL_FILES:-10} FIO_SECONDS=${FIO_SECONDS:-2} RAND_MIB=${RAND_MIB:-128}
+    WRITERS=${WRITERS:-8} WRITER_MIB=${WRITER_MIB:-8}
 else
     PROFILES=${PROFILES:-raw,s3,proxy}
     SIZE_MIB=${SIZE_MIB:-1024} FILES=${FILES:-10000} SMALL_FILES=${SMALL_FILES:-1000} FIO_SECONDS=${FIO_SECONDS:-20} RAND_MIB=${RAND_MIB:-2048}
+    WRITERS=${WRITERS:-32} WRITER_MIB=${WRITER_MIB:-64}
 fi
-for number in "$SIZE_MIB" "$RAND_MIB" "$FILES" "$SMALL_FILES" "$FIO_SECONDS" "$LATENCY_MS" "$BANDWIDTH_MBPS" "$CACHE_MIB" "$RUNS"; do
+for number in "$SIZE_MIB" "$RAND_MIB" "$FILES" "$SMALL_FILES" "$WRITERS" "$WRITER_MIB" "$FIO_SECONDS" "$LATENCY_MS" "$BANDWIDTH_MBPS" "$CACHE_MIB" "$RUNS"; do
     case "$number" in
     '' | *[!0-9]*) echo "bench: $number is not a whole number" >&2; exit 2 ;;
     esac
@@ -558,6 +563,7 @@ START=$SECONDS
 log "generating $SIZE_MIB MiB of random bytes and $SMALL_FILES files of $SMALL_KIB KiB"
 head -c "$SIZE_BYTES" /dev/urandom >"$WORK/source.bin"
 head -c $((QUARTER_MIB * 1024 * 1024)) "$WORK/source.bin" >"$WORK/quarter.bin"
+head -c $((WRITER_MIB << 20)) /dev/urandom >"$WORK/writer.bin"
 # Random reads need a file much larger than what a client fetches around each read, or they
 # measure its cache: its content does not matter, so it is sparse here.
 truncate -s "${RAND_MIB}M" "$WORK/rand.bin"
@@ -609,6 +615,30 @@ rsync_small_in() { # rsync_small_in TOOL
     timeout "$SMALL_TIMEOUT" rsync -a "$WORK/small/" "$MNT/rsync-$1/" 2>"$WORK/rsync-in-$P-$1.log" ||
         { log "$1: $(grep -m1 -v '^rsync error' "$WORK/rsync-in-$P-$1.log")"; return 1; }
     wait_objects "rsync-$1/f" "$SMALL_FILES" "$SMALL_TIMEOUT"
+}
+
+# WRITERS programs at once, each dd conv=fsync of its own WRITER_MIB MiB file into one mount
+# (backup tools' parallel transfers, log daemons), done when all are in the bucket. Only in the
+# S3-like profile; scripts/bench-writers.sh runs it alone.
+many_writers() { # many_writers TOOL
+    local i pids=() ok=0
+    for i in $(seq 1 "$WRITERS"); do
+        timeout "$TRANSFER_TIMEOUT" dd if="$WORK/writer.bin" of="$MNT/many-$1-$i.bin" bs=1M \
+            conv=fsync status=none &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || ok=1; done
+    [ "$ok" = 0 ] || { log "$1: a writer failed"; return 1; }
+    for i in $(seq 1 "$WRITERS"); do
+        wait_object "many-$1-$i.bin" $((WRITER_MIB << 20)) "$TRANSFER_TIMEOUT" || return 1
+    done
+}
+timed_seconds() { # timed_seconds VAR CMD...: runs CMD under the clock, stores its seconds in R[VAR]
+    local var=$1 t0
+    shift
+    t0=$(now)
+    "$@" || return 1
+    R[$var]=$(elapsed "$t0" "$(now)")
 }
 
 four_readers() {
@@ -672,7 +702,7 @@ requests_of() { # requests_of "STATS" PER_N
 
 # measure_writes TOOL: the write workloads, as root, on one mount.
 measure_writes() {
-    local tool=$1 files=$SMALL_FILES s
+    local tool=$1 files=$SMALL_FILES s i
     log "[$P] $tool: writes"
     become root
     mount_tool "$tool"
@@ -685,6 +715,14 @@ measure_writes() {
     note_rss "$tool"
     unmount_tool
     limit rm "w-$tool.bin" 2>>"$WORK/limit.log" || true # the dev server keeps objects in memory
+    [ "$P" = s3 ] || return 0
+    # On a mount of its own, so that its peak RSS is this workload's alone (not in the rss row).
+    mount_tool "$tool"
+    cat "$WORK/writer.bin" >/dev/null # every writer reads the source from the page cache
+    step writers "$tool" timed_seconds "$P,writers,$tool" many_writers "$tool"
+    R[$P,writers_rss,$tool]=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MOUNT_PID/status")
+    unmount_tool
+    for i in $(seq 1 "$WRITERS"); do limit rm "many-$tool-$i.bin" 2>>"$WORK/limit.log" || true; done
 }
 
 # measure_reads COLUMN: the read workloads, as the column's user, each group on a fresh mount;
@@ -877,6 +915,8 @@ ROWS=(
     "cp_out|copied out with cp -r, fresh mount|files/s|hi"
     "rsync_out|copied out with rsync -a, fresh mount|files/s|hi"
     "ls|ls -l of $LIST_FILES files, fresh mount|s|lo"
+    "writers|$WRITERS writers at once, $WRITER_MIB MiB each (dd bs=1M conv=fsync, until in the bucket; S3-like only)|s|lo"
+    "writers_rss|peak RSS of the mount process for those $WRITERS writers (a mount of their own)|MiB|lo"
     "rss|peak RSS of the mount process (VmHWM, all steps)|MiB|lo"
 )
 # Rows without a ratio: what each figure cost or meant.
@@ -938,6 +978,7 @@ report_profile() {
     echo "|$(echo "${row#|}" | sed 's/[^|]*|/---|/g')"
     for entry in "${ROWS[@]}"; do
         IFS='|' read -r metric label unit dir <<<"$entry"
+        [ "$P" = s3 ] || [ "${metric#writers}" = "$metric" ] || continue # S3-like only
         line="| $label | $unit |"
         for col in "${PCOLS[@]}"; do line+=" $(cell "$P,$metric,$col") |"; done
         line+=" $(cell "$P,$metric,limit") |"
