@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::mount::{Mount, scrape};
+use common::mount::{Mount, fuse_ops};
 use scribefs::devserver::RequestStats;
 use scribefs::store::PutOptions;
 use scribefs::store::memory::StoredObject;
@@ -491,16 +491,6 @@ fn rsync_of_small_files_into_a_new_directory_is_put_copy_delete_each() {
         ));
         assert_eq!(out.trim(), "same");
     }
-}
-
-/// FUSE operations `op` the mount at `addr` has served so far, from its metrics.
-fn fuse_ops(addr: &str, op: &str) -> f64 {
-    let prefix = format!("scribefs_fuse_operations_total{{operation=\"{op}\"");
-    scrape(addr)
-        .iter()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .map(|(_, v)| v)
-        .sum()
 }
 
 fn fuse_lookups(addr: &str) -> f64 {

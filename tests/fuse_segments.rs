@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use common::devserver::Server;
-use common::mount::{BUCKET, Mount, assert_fails_with, put_directly};
+use common::mount::{BUCKET, Mount, assert_fails_with, fuse_ops, put_directly};
 use scribefs::devserver::DevServerConfig;
 use scribefs::segment::{SegmentFile, file_name};
 
@@ -258,6 +258,30 @@ fn segment_id_xattr_is_the_decimal_id() {
     }
     let missing = getxattr(&mount.path(&data_name(SEEDED[0])), "user.other").unwrap_err();
     assert_eq!(missing.raw_os_error(), Some(libc::ENODATA));
+    // No labels or ACLs: EOPNOTSUPP, as on a local file system without them.
+    for name in ["security.selinux", "system.posix_acl_access", "trusted.x"] {
+        let unsupported = getxattr(&mount.path(&data_name(SEEDED[0])), name).unwrap_err();
+        assert_eq!(unsupported.raw_os_error(), Some(libc::EOPNOTSUPP), "{name}");
+    }
+}
+
+/// `ls -l` asks for a security label and an ACL per file; EOPNOTSUPP on the first makes it stop
+/// asking for the whole mount, so listing many segments costs no xattr request per file.
+#[test]
+fn ls_l_asks_for_no_xattr_per_file() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let args = ["--layout", "segments", "--metrics-addr", &addr];
+    let mount = Mount::on(seeded_server(), BUCKET, &args);
+    let listed = mount.sh_ok("LC_ALL=C ls -l | wc -l");
+    assert_eq!(listed.trim(), (2 * SEEDED.len() + 1).to_string());
+    // The root's label and its two ACLs at most; nothing per file.
+    let asked = fuse_ops(&addr, "getxattr") + fuse_ops(&addr, "listxattr");
+    assert!(asked <= 3.0, "{asked} xattr requests for ls -l");
 }
 
 #[test]

@@ -40,6 +40,11 @@ pub enum FsError {
     /// asking (`ls -l` would otherwise cost two requests per file).
     #[error("no extended attributes on this mount")]
     NoXattrs,
+    /// A name outside `user.` (security labels, ACLs): the mount keeps none, as a local file
+    /// system mounted without them. EOPNOTSUPP, which `ls -l` remembers for the whole device
+    /// instead of asking twice per file as it does after ENODATA.
+    #[error("extended attribute namespace not supported")]
+    XattrNamespaceUnsupported,
     #[error("too many entries: {0}")]
     TooMany(String),
     #[error(transparent)]
@@ -72,6 +77,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::Stale => libc::ESTALE,
             FsError::NoXattrs => libc::ENOSYS,
+            FsError::XattrNamespaceUnsupported => libc::EOPNOTSUPP,
             FsError::NoAttribute => libc::ENODATA,
             // EXDEV makes `mv` fall back to copying, which is what a too-large rename wants.
             FsError::TooMany(_) => libc::EXDEV,

@@ -49,6 +49,8 @@ async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
 
 /// The segment id xattr the segments layout puts on every file.
 pub const SEGMENT_ID_XATTR: &str = "user.scribe.segment_id";
+/// The only xattr namespace the mount has names in.
+const USER_XATTR_PREFIX: &str = "user.";
 /// How long an open, rename or chmod waits for the release of a file whose last close
 /// returned (the kernel sends release after close(2)); a file held open stays being written.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
@@ -901,6 +903,9 @@ impl Fs {
     pub fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
         if self.config.layout.kind == LayoutKind::Keys {
             return Err(FsError::NoXattrs);
+        }
+        if !name.starts_with(USER_XATTR_PREFIX) {
+            return Err(FsError::XattrNamespaceUnsupported);
         }
         if self.in_view(ino) {
             return match self.view_segment_id(ino) {

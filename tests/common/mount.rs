@@ -221,3 +221,13 @@ pub fn mount_pid(dir: &Path) -> u32 {
     assert_eq!(pids.len(), 1, "mount processes for {wanted}: {pids:?}");
     pids[0]
 }
+
+/// FUSE operations `op` the mount serving metrics at `addr` has answered so far.
+pub fn fuse_ops(addr: &str, op: &str) -> f64 {
+    let prefix = format!("scribefs_fuse_operations_total{{operation=\"{op}\"");
+    scrape(addr)
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
