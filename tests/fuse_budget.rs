@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::mount::{Mount, fuse_ops};
+use common::mount::{Mount, free_local_addr, fuse_ops};
 use scribefs::devserver::RequestStats;
 use scribefs::store::PutOptions;
 use scribefs::store::memory::StoredObject;
@@ -500,12 +500,7 @@ fn fuse_lookups(addr: &str) -> f64 {
 /// `ls -l` of `n` seeded entries after a fresh mount: its requests, and the FUSE lookups the
 /// kernel sent (readdirplus hands it every entry's attributes with its name).
 fn ls_l(n: usize, ttl: &str) -> (RequestStats, f64) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_local_addr();
     let mount = Mount::new(&[
         "--metadata-ttl",
         ttl,

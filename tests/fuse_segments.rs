@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use common::devserver::Server;
-use common::mount::{BUCKET, Mount, assert_fails_with, fuse_ops, put_directly};
+use common::mount::{BUCKET, Mount, assert_fails_with, free_local_addr, fuse_ops, put_directly};
 use scribefs::devserver::DevServerConfig;
 use scribefs::segment::{SegmentFile, file_name};
 
@@ -269,12 +269,7 @@ fn segment_id_xattr_is_the_decimal_id() {
 /// asking for the whole mount, so listing many segments costs no xattr request per file.
 #[test]
 fn ls_l_asks_for_no_xattr_per_file() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_local_addr();
     let args = ["--layout", "segments", "--metrics-addr", &addr];
     let mount = Mount::on(seeded_server(), BUCKET, &args);
     let listed = mount.sh_ok("LC_ALL=C ls -l | wc -l");

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::devserver::{ACCESS_KEY, SECRET_KEY, Server};
-use common::mount::{BUCKET, Mount, is_mounted, put_directly, scrape, scribefs};
+use common::mount::{BUCKET, Mount, free_local_addr, is_mounted, put_directly, scrape, scribefs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scribefs");
 
@@ -395,12 +395,7 @@ fn metrics_endpoint_counts_the_workload() {
     let object: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
     put_directly(&server, "big.bin", &object);
     server.reset_stats();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_local_addr();
     let work = tempfile::tempdir().unwrap();
     let log = work.path().join("mount.log");
     let log_arg = format!("--log-file={}", log.display());

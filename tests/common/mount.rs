@@ -231,3 +231,9 @@ pub fn fuse_ops(addr: &str, op: &str) -> f64 {
         .map(|(_, v)| v)
         .sum()
 }
+
+/// A loopback address with a port nothing listens on now, for a mount's `--metrics-addr`.
+pub fn free_local_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
