@@ -92,6 +92,7 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
         Err(e) => return Err(explain_bucket_check(&e, &config)),
     }
     let mut fs_config = fs_config(&args)?;
+    fs_config.max_heads_in_flight = config.pool_size;
     if let Some(dir) = &args.cache_dir {
         let budget = mib_bytes("--cache-dir-size", args.cache_dir_size)?;
         let disk = DiskCache::open(dir, budget, args.block_size)

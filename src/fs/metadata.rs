@@ -24,8 +24,6 @@ use crate::store::{CopyMetadata, ObjectMeta, PutOutput, StoreError, UserMetadata
 
 /// How long a metadata change of a closed file may wait for a rename to carry it.
 pub const METADATA_DELAY: Duration = Duration::from_secs(1);
-/// HEADs in flight when fetching a listed directory's metadata (`--posix-metadata`).
-const METADATA_HEADS_IN_FLIGHT: usize = 128;
 
 impl Fs {
     /// Persists `ino`'s pending metadata change after [`METADATA_DELAY`], unless something
@@ -100,10 +98,14 @@ impl Fs {
         let heads = self.answer_from_cache(unknown).await;
         let heads = futures::stream::iter(heads)
             .map(|(ino, key)| async move {
+                let slot = self.head_window.enter(self.store.throttled_answers()).await;
                 let at = self.config.clock.now();
-                (ino, at, self.store.head(&key).await)
+                let head = self.store.head(&key).await;
+                self.head_window
+                    .finish(slot, self.store.throttled_answers());
+                (ino, at, head)
             })
-            .buffer_unordered(METADATA_HEADS_IN_FLIGHT);
+            .buffer_unordered(self.config.max_heads_in_flight);
         futures::pin_mut!(heads);
         let mut learned = Vec::new();
         while let Some((ino, at, head)) = heads.next().await {

@@ -38,6 +38,7 @@ mod file;
 pub mod fuse;
 mod gates;
 mod handles;
+mod head_window;
 mod lookup;
 mod metadata;
 mod process;
@@ -104,6 +105,9 @@ pub struct FsConfig {
     /// Nodes kept before those the kernel does not reference are pruned (`--max-cached-nodes`);
     /// never a limit on what a listing shows.
     pub max_cached_nodes: usize,
+    /// The most metadata HEADs a listing keeps in flight (the connection pool); the window
+    /// that adapts below it starts smaller (see `head_window`).
+    pub max_heads_in_flight: usize,
     /// The clock TTLs are measured with; tests move it instead of sleeping.
     pub clock: Clock,
 }
@@ -135,6 +139,7 @@ impl FsConfig {
             metadata_cache: None,
             disk_cache: None,
             max_cached_nodes: namespace::DEFAULT_NODE_LIMIT,
+            max_heads_in_flight: crate::store::DEFAULT_POOL_SIZE,
             clock: Clock::default(),
         }
     }
@@ -169,6 +174,8 @@ pub struct Fs {
     streams: Mutex<readahead::Streams>,
     /// The memory the mount's uploads share for parts in flight.
     write_budget: Option<Arc<crate::upload::WriteBudget>>,
+    /// How many metadata HEADs are in flight, adapted to the server's answers.
+    head_window: head_window::HeadWindow,
     /// For the background tasks that persist delayed metadata changes.
     this: Weak<Fs>,
 }
@@ -197,6 +204,7 @@ impl Fs {
             write_budget: config
                 .write_budget_bytes
                 .map(crate::upload::WriteBudget::new),
+            head_window: head_window::HeadWindow::new(config.max_heads_in_flight),
             listing_gates: Gates::default(),
             metadata_gates: Gates::default(),
             store,

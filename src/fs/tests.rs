@@ -437,3 +437,72 @@ async fn a_directory_larger_than_the_node_limit_is_listed_whole() {
         );
     }
 }
+
+/// A listing's metadata HEADs over a store that delays them, 100 of them throttled first if
+/// `throttled`: the store, to count what was in flight at most.
+async fn list_with_heads(
+    throttled: bool,
+) -> (
+    Arc<crate::store::retry::Retrying<crate::store::faulty::FaultyStore<MemoryStore>>>,
+    Vec<String>,
+) {
+    use crate::store::StoreError;
+    use crate::store::faulty::{FaultyStore, Op};
+    use crate::store::retry::{RetryPolicy, Retrying};
+    let memory = MemoryStore::new();
+    for i in 0..600 {
+        memory
+            .put(
+                &format!("d/f{i:03}"),
+                Bytes::from("x"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let faulty = FaultyStore::new(memory);
+    faulty.delay(Op::Head, std::time::Duration::from_millis(5));
+    if throttled {
+        faulty.fail_next(Op::Head, 100, || StoreError::Throttled("slow down".into()));
+    }
+    let policy = RetryPolicy {
+        max_retries: 10,
+        base_delay: std::time::Duration::from_millis(1),
+        total: None,
+    };
+    let store = Arc::new(Retrying::new(faulty, policy));
+    let mut config = FsConfig::new(Layout::new(LayoutKind::Keys, None).unwrap());
+    config.max_heads_in_flight = 256;
+    let fs = Fs::new(store.clone(), config);
+    let d = fs.lookup(ROOT_INO, "d").await.unwrap();
+    (store, names(&fs, d.ino).await)
+}
+
+/// While the server keeps up, the HEADs' window opens past where it starts; SlowDown answers
+/// close it, and the listing is still whole, every HEAD retried until it succeeded.
+#[tokio::test]
+async fn metadata_heads_fan_out_grows_while_the_server_keeps_up_and_shrinks_on_slow_down() {
+    use crate::store::faulty::Op;
+    let (store, listed) = list_with_heads(false).await;
+    assert_eq!(listed.len(), 600);
+    let open = store.inner().max_in_flight(Op::Head);
+    assert!(
+        open >= 4 * super::head_window::INITIAL as u32,
+        "{open} in flight at most"
+    );
+    let (store, listed) = list_with_heads(true).await;
+    assert_eq!(listed.len(), 600);
+    let faulty = store.inner();
+    assert_eq!(
+        faulty.calls(Op::Head),
+        700,
+        "every HEAD succeeded in the end"
+    );
+    // The first window went out before any answer; after the cuts it grows back by about
+    // one per window of answers, far from where it went without SlowDown.
+    let throttled = faulty.max_in_flight(Op::Head);
+    assert!(
+        throttled <= super::head_window::INITIAL as u32 + 16,
+        "{throttled} in flight at most after SlowDown, {open} without"
+    );
+}

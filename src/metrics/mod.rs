@@ -39,6 +39,7 @@ pub struct Registry {
     s3_bytes_written: AtomicU64,
     uploads_in_flight: AtomicI64,
     uploads_waiting_for_memory: AtomicI64,
+    metadata_heads_window: AtomicU64,
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
@@ -161,6 +162,12 @@ impl Registry {
             .fetch_add(change, Ordering::Relaxed);
     }
 
+    /// The metadata HEADs a mount now allows in flight (its adaptive window).
+    pub fn set_metadata_heads_window(&self, heads: usize) {
+        self.metadata_heads_window
+            .store(heads as u64, Ordering::Relaxed);
+    }
+
     /// Requests of `operation` with `outcome` so far.
     pub fn s3_requests(&self, operation: &str, outcome: &str) -> u64 {
         self.s3.lock().map_or(0, |map| {
@@ -248,6 +255,12 @@ impl Registry {
             self.uploads_waiting_for_memory
                 .load(Ordering::Relaxed)
                 .max(0) as u64,
+        );
+        gauge(
+            &mut out,
+            "scribefs_metadata_heads_window",
+            "Metadata HEADs a listing may keep in flight now: grows while S3 keeps up, halves at SlowDown",
+            self.metadata_heads_window.load(Ordering::Relaxed),
         );
         let fuse = self.fuse.lock().map(|m| m.clone()).unwrap_or_default();
         header(

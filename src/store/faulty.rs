@@ -74,6 +74,8 @@ struct State {
     /// Calls of these operations wait for (and use up) a permit.
     gates: HashMap<Op, Arc<Semaphore>>,
     delays: HashMap<Op, Duration>,
+    /// Injected errors that were throttles, for [`ObjectStore::throttled_answers`].
+    throttled: u64,
 }
 
 pub struct FaultyStore<S> {
@@ -226,6 +228,9 @@ impl<S: ObjectStore> FaultyStore<S> {
                 Some(fault) => Err((fault.error)()),
                 None => Ok(()),
             };
+            if matches!(verdict, Err(StoreError::Throttled(_))) {
+                state.throttled += 1;
+            }
             (
                 verdict,
                 state.gates.get(&op).cloned(),
@@ -379,6 +384,10 @@ impl<S: ObjectStore> ObjectStore for FaultyStore<S> {
     async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
         let _call = self.enter(Op::ListUploads, None).await?;
         self.inner.list_uploads(prefix).await
+    }
+
+    fn throttled_answers(&self) -> u64 {
+        self.state().throttled + self.inner.throttled_answers()
     }
 }
 

@@ -2,6 +2,7 @@
 //! latency), the body bytes moved, and the uploads in flight, into [`crate::metrics`]. Placed
 //! under the retry layer, it sees each HTTP attempt, as the server and the bill do.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -16,11 +17,31 @@ use crate::metrics::registry;
 
 pub struct Metered<S> {
     inner: S,
+    /// Throttled answers seen, for [`ObjectStore::throttled_answers`].
+    throttled: AtomicU64,
 }
 
 impl<S> Metered<S> {
     pub fn new(inner: S) -> Self {
-        Metered { inner }
+        Metered {
+            inner,
+            throttled: AtomicU64::new(0),
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = outcome(&result);
+        if outcome == "throttled" {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        registry().s3_request(operation, outcome, started.elapsed());
+        result
     }
 
     pub fn inner(&self) -> &S {
@@ -47,24 +68,14 @@ pub fn outcome<T>(result: &StoreResult<T>) -> &'static str {
     }
 }
 
-async fn timed<T>(
-    operation: &'static str,
-    call: impl Future<Output = StoreResult<T>>,
-) -> StoreResult<T> {
-    let started = Instant::now();
-    let result = call.await;
-    registry().s3_request(operation, outcome(&result), started.elapsed());
-    result
-}
-
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for Metered<S> {
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
-        timed("HeadObject", self.inner.head(key)).await
+        self.timed("HeadObject", self.inner.head(key)).await
     }
 
     async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
-        let mut output = timed("GetObject", self.inner.get(request)).await?;
+        let mut output = self.timed("GetObject", self.inner.get(request)).await?;
         output.body = output
             .body
             .inspect(|chunk| {
@@ -79,7 +90,9 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
     async fn put(&self, key: &str, body: Bytes, options: PutOptions) -> StoreResult<PutOutput> {
         let len = body.len() as u64;
         registry().upload_started();
-        let result = timed("PutObject", self.inner.put(key, body, options)).await;
+        let result = self
+            .timed("PutObject", self.inner.put(key, body, options))
+            .await;
         registry().upload_ended();
         if result.is_ok() {
             registry().add_bytes_written(len);
@@ -88,11 +101,12 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
     }
 
     async fn create_multipart(&self, key: &str, options: PutOptions) -> StoreResult<String> {
-        let result = timed(
-            "CreateMultipartUpload",
-            self.inner.create_multipart(key, options),
-        )
-        .await;
+        let result = self
+            .timed(
+                "CreateMultipartUpload",
+                self.inner.create_multipart(key, options),
+            )
+            .await;
         if result.is_ok() {
             registry().upload_started();
         }
@@ -107,11 +121,12 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
         body: Bytes,
     ) -> StoreResult<CompletedPart> {
         let len = body.len() as u64;
-        let result = timed(
-            "UploadPart",
-            self.inner.upload_part(key, upload_id, part_number, body),
-        )
-        .await;
+        let result = self
+            .timed(
+                "UploadPart",
+                self.inner.upload_part(key, upload_id, part_number, body),
+            )
+            .await;
         if result.is_ok() {
             registry().add_bytes_written(len);
         }
@@ -125,12 +140,13 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
         parts: Vec<CompletedPart>,
         if_none_match: bool,
     ) -> StoreResult<PutOutput> {
-        let result = timed(
-            "CompleteMultipartUpload",
-            self.inner
-                .complete_multipart(key, upload_id, parts, if_none_match),
-        )
-        .await;
+        let result = self
+            .timed(
+                "CompleteMultipartUpload",
+                self.inner
+                    .complete_multipart(key, upload_id, parts, if_none_match),
+            )
+            .await;
         if result.is_ok() {
             registry().upload_ended();
         }
@@ -138,11 +154,12 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> StoreResult<()> {
-        let result = timed(
-            "AbortMultipartUpload",
-            self.inner.abort_multipart(key, upload_id),
-        )
-        .await;
+        let result = self
+            .timed(
+                "AbortMultipartUpload",
+                self.inner.abort_multipart(key, upload_id),
+            )
+            .await;
         if result.is_ok() {
             registry().upload_ended();
         }
@@ -155,7 +172,7 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
         dest_key: &str,
         metadata: CopyMetadata,
     ) -> StoreResult<PutOutput> {
-        timed(
+        self.timed(
             "CopyObject",
             self.inner.copy(source_key, dest_key, metadata),
         )
@@ -163,18 +180,23 @@ impl<S: ObjectStore> ObjectStore for Metered<S> {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        timed("DeleteObject", self.inner.delete(key)).await
+        self.timed("DeleteObject", self.inner.delete(key)).await
     }
 
     async fn list(&self, request: ListRequest) -> StoreResult<ListPage> {
-        timed("ListObjectsV2", self.inner.list(request)).await
+        self.timed("ListObjectsV2", self.inner.list(request)).await
     }
 
     async fn head_bucket(&self) -> StoreResult<()> {
-        timed("HeadBucket", self.inner.head_bucket()).await
+        self.timed("HeadBucket", self.inner.head_bucket()).await
     }
 
     async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>> {
-        timed("ListMultipartUploads", self.inner.list_uploads(prefix)).await
+        self.timed("ListMultipartUploads", self.inner.list_uploads(prefix))
+            .await
+    }
+
+    fn throttled_answers(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed) + self.inner.throttled_answers()
     }
 }

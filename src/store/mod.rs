@@ -30,6 +30,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+pub use config::DEFAULT_POOL_SIZE;
 pub use error::{StoreError, StoreResult};
 
 /// User metadata (`x-amz-meta-*` headers, names without the prefix, lower case).
@@ -218,6 +219,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Every pending multipart upload of a key starting with `prefix` (all pages), ordered by
     /// key, then upload id.
     async fn list_uploads(&self, prefix: &str) -> StoreResult<Vec<PendingUpload>>;
+    /// Answers so far that asked the client to slow down (503 SlowDown, 429), counted per
+    /// attempt, retried or not: how a fan-out learns to shrink. 0 where no layer counts them.
+    fn throttled_answers(&self) -> u64 {
+        0
+    }
 }
 
 /// Reads a whole object (or a range of it) into memory.

@@ -474,6 +474,10 @@ impl<S: ObjectStore> ObjectStore for Retrying<S> {
         })
         .await
     }
+
+    fn throttled_answers(&self) -> u64 {
+        self.inner.throttled_answers()
+    }
 }
 
 /// The outcome of a retried write that failed with `err` as a lost earlier success would:
