@@ -200,17 +200,21 @@ pub enum SegmentsCommand {
         /// KEY is base64 (for keys that are not UTF-8)
         #[arg(long)]
         base64: bool,
-        /// Segments fetched and decoded at once (1 to 1024)
-        #[arg(long, default_value = "8", value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
-        parallel: usize,
+        /// Segments fetched and decoded at once (1 to 1024) [default: --pool-size]
+        #[arg(long, value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
+        parallel: Option<usize>,
+        /// Fetch and decode every segment, neither reading nor writing the local index of
+        /// their keys
+        #[arg(long)]
+        no_index: bool,
     },
     /// Check that segments (all, or the IDs given) decompress, decode and match their sidecars;
     /// one line per bad segment, non-zero exit if any is bad
     Verify {
         ids: Vec<String>,
-        /// Segments fetched and decoded at once (1 to 1024)
-        #[arg(long, default_value = "8", value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
-        parallel: usize,
+        /// Segments fetched and decoded at once (1 to 1024) [default: --pool-size]
+        #[arg(long, value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
+        parallel: Option<usize>,
     },
     /// Copy every segment and sidecar to DIR, skipping files already identical (resumable)
     Pull {

@@ -10,7 +10,9 @@ use futures::StreamExt;
 
 use super::CliError;
 use super::output::{stdout_error, unless_closed};
+use crate::cache::metadata_cache::{LedgerIndex, ObjectVersionId};
 use crate::segment::entries::{self, EntriesError, SegmentEntries};
+use crate::segment::index::{key_hashes, may_hold};
 use crate::segment::{SegmentFile, SegmentStore, file_name};
 
 /// `cat ID`: the entries as JSON Lines on stdout.
@@ -41,35 +43,79 @@ pub fn key_arg(text: &str, is_base64: bool) -> Result<Vec<u8>, CliError> {
 
 /// `find KEY`: the ids of segments holding KEY, newest first, printed as they are confirmed.
 /// A segment that cannot be read is reported on stderr and makes the exit status non-zero.
-pub async fn find(segments: &SegmentStore, key: &[u8], parallel: usize) -> Result<(), CliError> {
-    let mut ids = segments.list_segments().await?;
-    ids.reverse();
-    let mut results = futures::stream::iter(ids)
-        .map(|id| async move {
+///
+/// With an `index`, a segment whose listed version (ETag, LastModified, size) is indexed is
+/// fetched only if its key hashes may hold KEY; every other segment is fetched, decoded and
+/// indexed on the way. The decoded segment alone decides, so the index never hides a holder.
+pub async fn find(
+    segments: &SegmentStore,
+    key: &[u8],
+    parallel: usize,
+    mut index: Option<LedgerIndex>,
+) -> Result<(), CliError> {
+    let mut listed = segments.list_data_versions().await?;
+    listed.reverse();
+    let versions: Vec<(u64, ObjectVersionId)> = listed
+        .into_iter()
+        .map(|(id, object)| {
+            let version = ObjectVersionId {
+                etag: object.etag,
+                last_modified: object.last_modified,
+                size: object.size,
+            };
+            (id, version)
+        })
+        .collect();
+    let known = match index.as_mut() {
+        Some(index) => index.get_many(&versions),
+        None => vec![None; versions.len()],
+    };
+    let indexing = index.is_some();
+    let wanted = versions
+        .into_iter()
+        .zip(known)
+        .filter(|(_, hashes)| hashes.as_deref().is_none_or(|h| may_hold(h, key)))
+        .map(|((id, version), hashes)| (id, version, indexing && hashes.is_none()));
+    let mut results = futures::stream::iter(wanted)
+        .map(|(id, version, to_index)| async move {
             let Some(stored) = segments.get_segment(id).await? else {
                 // Deleted since the listing: it holds nothing now.
-                return Ok((id, false));
+                return Ok((id, false, None));
             };
-            let decoded = decode(id, stored, None).await?;
-            Ok::<_, CliError>((id, decoded.get(key).is_some()))
+            let wanted_key = key.to_vec();
+            let (holds, hashes) = decode_with(id, stored, move |decoded| {
+                let hashes = to_index.then(|| key_hashes(decoded));
+                (decoded.get(&wanted_key).is_some(), hashes)
+            })
+            .await?;
+            Ok::<_, CliError>((id, holds, hashes.map(|h| (id, version, h))))
         })
         .buffered(parallel.max(1));
     let mut unreadable = 0usize;
+    let mut learned = Vec::new();
     let mut out = std::io::stdout().lock();
     while let Some(result) = results.next().await {
         match result {
-            Ok((id, true)) => {
-                // A closed output ends the search: the ids are all it gives.
-                writeln!(out, "{id:016x}")
-                    .and_then(|()| out.flush())
-                    .map_err(stdout_error)?;
+            Ok((id, holds, hashes)) => {
+                learned.extend(hashes);
+                if let Some(index) = index.as_mut().filter(|_| learned.len() >= INDEX_BATCH) {
+                    index.put_many(&std::mem::take(&mut learned));
+                }
+                if holds {
+                    // A closed output ends the search: the ids are all it gives.
+                    writeln!(out, "{id:016x}")
+                        .and_then(|()| out.flush())
+                        .map_err(stdout_error)?;
+                }
             }
-            Ok((_, false)) => {}
             Err(e) => {
                 unreadable += 1;
                 eprintln!("scribefs: cannot search {e}");
             }
         }
+    }
+    if let Some(index) = index.as_mut() {
+        index.put_many(&learned);
     }
     match unreadable {
         0 => Ok(()),
@@ -78,6 +124,9 @@ pub async fn find(segments: &SegmentStore, key: &[u8], parallel: usize) -> Resul
         ))),
     }
 }
+
+/// Segments indexed per write transaction: a search stopped half way keeps most of its work.
+const INDEX_BATCH: usize = 512;
 
 /// What the bucket holds of one segment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -182,4 +231,18 @@ async fn decode(
         .await
         .map_err(|e| CliError::Io(format!("segment {id:016x}: decoding stopped: {e}")))?
         .map_err(|e: EntriesError| e.into())
+}
+
+/// Decodes on the blocking pool and keeps only what `keep` takes of the segment.
+async fn decode_with<T: Send + 'static>(
+    id: u64,
+    stored: Bytes,
+    keep: impl FnOnce(&SegmentEntries) -> T + Send + 'static,
+) -> Result<T, CliError> {
+    tokio::task::spawn_blocking(move || {
+        entries::decode_checked(id, &stored, None).map(|d| keep(&d))
+    })
+    .await
+    .map_err(|e| CliError::Io(format!("segment {id:016x}: decoding stopped: {e}")))?
+    .map_err(|e: EntriesError| e.into())
 }

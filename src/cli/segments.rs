@@ -8,6 +8,7 @@ use futures::StreamExt;
 use super::args::{CatFormat, SegmentsCommand};
 use super::output::{self, stdout_error};
 use super::{CliError, connect, ledger};
+use crate::cache::metadata_cache::LedgerIndex;
 use crate::segment::{SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
 use crate::store::{GetRequest, ObjectStore};
@@ -56,10 +57,38 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             key,
             base64,
             parallel,
-        } => ledger::find(&segments, &ledger::key_arg(&key, base64)?, parallel).await,
+            no_index,
+        } => {
+            let key = ledger::key_arg(&key, base64)?;
+            let index = if no_index { None } else { open_index(config) };
+            let parallel = parallel.unwrap_or(config.pool_size);
+            ledger::find(&segments, &key, parallel, index).await
+        }
         SegmentsCommand::Verify { ids, parallel } => {
             let ids = ids.iter().map(|id| id_arg(id)).collect::<Result<_, _>>()?;
-            ledger::verify(&segments, ids, parallel).await
+            ledger::verify(&segments, ids, parallel.unwrap_or(config.pool_size)).await
+        }
+    }
+}
+
+/// The ledger index of this bucket, in the machine's metadata database (the one mounts use):
+/// `metadata/` below $XDG_CACHE_HOME/scribefs, /var/cache/scribefs as root, else
+/// ~/.cache/scribefs. One that cannot be opened is logged, and `find` scans every segment.
+fn open_index(config: &S3Config) -> Option<LedgerIndex> {
+    let dir = super::mount::default_state_dir()?.join("metadata");
+    let scope = format!(
+        "{} {}",
+        config.endpoint.as_deref().unwrap_or("aws"),
+        config.bucket
+    );
+    match LedgerIndex::open(&dir, &scope) {
+        Ok(index) => {
+            tracing::debug!(path = %index.path().display(), "ledger index");
+            Some(index)
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "no ledger index: find reads every segment");
+            None
         }
     }
 }

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{SEGMENTS_PREFIX, SegmentFile, meta_key, parse_file_name, segment_key};
-use crate::store::{ListRequest, ObjectStore, PutOptions, StoreResult, get_bytes};
+use crate::store::{ListRequest, ObjectStore, ObjectSummary, PutOptions, StoreResult, get_bytes};
 
 /// The ledger's segment operations on raw bytes, over any object store.
 #[derive(Clone)]
@@ -61,6 +61,23 @@ impl SegmentStore {
     /// Every segment file (data and sidecar) in the bucket, sorted by id then data before
     /// sidecar, across all listing pages. Stray keys under `segments/` are skipped.
     pub async fn list_files(&self) -> StoreResult<Vec<(u64, SegmentFile)>> {
+        let listed = self.list_versions().await?;
+        Ok(listed.into_iter().map(|(id, file, _)| (id, file)).collect())
+    }
+
+    /// Every segment data object, ascending by id, with what the listing tells of its version
+    /// (ETag, LastModified, size), across all listing pages.
+    pub async fn list_data_versions(&self) -> StoreResult<Vec<(u64, ObjectSummary)>> {
+        let listed = self.list_versions().await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|(id, file, object)| (file == SegmentFile::Data).then_some((id, object)))
+            .collect())
+    }
+
+    /// [`Self::list_files`] with each file's listing entry. Of two keys naming the same file
+    /// (other hex lengths or cases), the first listed is kept.
+    async fn list_versions(&self) -> StoreResult<Vec<(u64, SegmentFile, ObjectSummary)>> {
         let mut request = ListRequest {
             prefix: format!("{SEGMENTS_PREFIX}segment-"),
             ..Default::default()
@@ -68,19 +85,22 @@ impl SegmentStore {
         let mut files = Vec::new();
         loop {
             let page = self.store.list(request.clone()).await?;
-            files.extend(page.objects.iter().filter_map(|o| {
-                o.key
+            let next = page.next_continuation_token;
+            files.extend(page.objects.into_iter().filter_map(|o| {
+                let (id, file) = o
+                    .key
                     .strip_prefix(SEGMENTS_PREFIX)
-                    .and_then(parse_file_name)
+                    .and_then(parse_file_name)?;
+                Some((id, file, o))
             }));
-            match page.next_continuation_token {
+            match next {
                 Some(token) => request.continuation_token = Some(token),
                 None => break,
             }
         }
         // Keys of other hex lengths or cases do not sort by id.
-        files.sort_unstable();
-        files.dedup();
+        files.sort_by_key(|(id, file, _)| (*id, *file));
+        files.dedup_by_key(|(id, file, _)| (*id, *file));
         Ok(files)
     }
 

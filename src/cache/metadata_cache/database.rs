@@ -29,6 +29,8 @@ const SCHEMA_VERSION: i32 = 1;
 ///   `chk` is a CRC32 of the rest: a row damaged on disk reads as a miss.
 /// - `own_uploads`: what this machine wrote or copied, until a listing tells its
 ///   LastModified (see `uploads`).
+/// - `segment_keys`: the ledger index of `segments find` (see `ledger_index`): per segment id,
+///   the version read and the sorted hashes of its keys.
 const KEYSPACES: &str = "
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS object_versions (
@@ -50,6 +52,14 @@ CREATE TABLE IF NOT EXISTS own_uploads (
     seq INTEGER NOT NULL,
     chk INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS segment_keys (
+    id INTEGER PRIMARY KEY,
+    etag BLOB NOT NULL,
+    modified INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    hashes BLOB NOT NULL,
+    chk INTEGER NOT NULL
+);
 ";
 
 /// How long a write waits for the other mount's transaction before giving up on its batch.

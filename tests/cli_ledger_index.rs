@@ -1,0 +1,215 @@
+//! `scribefs segments find` with its local index (the `segment_keys` table of the bucket's
+//! metadata database), on the dev server and on moto: an entry answers only for the segment
+//! version it was read at, new segments are indexed on the way, and a deleted or damaged
+//! index file never changes the answer. On the dev server, request counts are exact.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use scribefs::segment::codec::demo_segment;
+
+use common::backend::CliTarget;
+
+macro_rules! for_each_target {
+    ($($case:ident),* $(,)?) => {
+        mod devserver {
+            $(
+                #[test]
+                fn $case() {
+                    let target = crate::common::backend::CliTarget::devserver(&["ledger"]);
+                    crate::$case(&crate::Ledger::new(target));
+                }
+            )*
+        }
+
+        mod moto {
+            $(
+                #[test]
+                fn $case() {
+                    let target = crate::common::backend::CliTarget::moto(stringify!($case));
+                    crate::$case(&crate::Ledger::new(target));
+                }
+            )*
+        }
+    };
+}
+
+for_each_target!(
+    a_replaced_segment_is_found_under_its_new_content,
+    a_segment_added_after_indexing_is_found,
+    a_deleted_or_damaged_index_still_answers_right,
+);
+
+struct Ledger {
+    target: CliTarget,
+    /// $XDG_CACHE_HOME of every command: the index lives below it.
+    cache: tempfile::TempDir,
+}
+
+impl Ledger {
+    fn new(target: CliTarget) -> Ledger {
+        Ledger {
+            target,
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = self.target.scribefs();
+        command.env("XDG_CACHE_HOME", self.cache.path());
+        command
+    }
+
+    /// Archives a segment whose keys are `keys` (plus a few demo ones), through the CLI.
+    fn archive(&self, id: u64, keys: &[&str], seed: u64) {
+        let mut segment = demo_segment(id, 3, seed);
+        for key in keys {
+            segment
+                .data
+                .insert(key.as_bytes().to_vec(), format!("{id}:{seed}").into_bytes());
+        }
+        segment.size = segment.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let archived = segment.archive(seed.is_multiple_of(2), 1).unwrap();
+        let file = self.cache.path().join("upload.bin");
+        std::fs::write(&file, &archived.body).unwrap();
+        let mut command = self.command();
+        command
+            .args(["segments", "put", &format!("{id:x}")])
+            .arg(&file);
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+    }
+
+    fn find(&self, key: &str, extra: &[&str]) -> String {
+        let mut command = self.command();
+        command.args(["segments", "find", key]).args(extra);
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "find {key} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// (LIST, GET) requests of `find KEY`, on the dev server; moto counts nothing.
+    fn find_counted(&self, key: &str, expected: &str) -> Option<(u64, u64)> {
+        let server = self.target.server();
+        if let Some(server) = server {
+            server.reset_stats();
+        }
+        assert_eq!(self.find(key, &[]), expected, "find {key}");
+        server.map(|s| {
+            let stats = s.stats();
+            (stats.list, stats.get)
+        })
+    }
+
+    /// The database files the index lives in.
+    fn index_files(&self) -> Vec<PathBuf> {
+        let dir = self.cache.path().join("scribefs").join("metadata");
+        let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| is_database(p))
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        files
+    }
+}
+
+fn is_database(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "sqlite")
+}
+
+fn a_replaced_segment_is_found_under_its_new_content(ledger: &Ledger) {
+    ledger.archive(1, &["alpha"], 1);
+    ledger.archive(2, &["beta"], 2);
+    ledger.archive(3, &["gamma"], 3);
+    // Cold: every segment read, and indexed.
+    if let Some(counts) = ledger.find_counted("alpha", "0000000000000001\n") {
+        assert_eq!(counts, (1, 3));
+    }
+    // Warm: only the holder is fetched.
+    if let Some(counts) = ledger.find_counted("alpha", "0000000000000001\n") {
+        assert_eq!(counts, (1, 1));
+    }
+    if let Some(counts) = ledger.find_counted("absent", "") {
+        assert_eq!(counts, (1, 0));
+    }
+    // Segment 1 now holds beta and no longer alpha: its old entry must not answer.
+    ledger.archive(1, &["beta"], 11);
+    if let Some(counts) = ledger.find_counted("alpha", "") {
+        assert_eq!(counts, (1, 1), "only the replaced segment is read again");
+    }
+    assert_eq!(
+        ledger.find("beta", &[]),
+        "0000000000000002\n0000000000000001\n"
+    );
+    if let Some(counts) = ledger.find_counted("beta", "0000000000000002\n0000000000000001\n") {
+        assert_eq!(counts, (1, 2));
+    }
+    assert_eq!(
+        ledger.find("beta", &["--no-index"]),
+        "0000000000000002\n0000000000000001\n"
+    );
+}
+
+fn a_segment_added_after_indexing_is_found(ledger: &Ledger) {
+    ledger.archive(0x10, &["shared"], 1);
+    ledger.archive(0x20, &["other"], 2);
+    assert_eq!(ledger.find("shared", &[]), "0000000000000010\n");
+    ledger.archive(0x30, &["shared"], 3);
+    ledger.archive(0x05, &["shared"], 4);
+    if let Some(counts) = ledger.find_counted(
+        "shared",
+        "0000000000000030\n0000000000000010\n0000000000000005\n",
+    ) {
+        assert_eq!(
+            counts,
+            (1, 3),
+            "the indexed holder and the two new segments"
+        );
+    }
+    if let Some(counts) = ledger.find_counted("other", "0000000000000020\n") {
+        assert_eq!(counts, (1, 1));
+    }
+}
+
+fn a_deleted_or_damaged_index_still_answers_right(ledger: &Ledger) {
+    for id in 1..=4u64 {
+        ledger.archive(id, &[if id % 2 == 0 { "even" } else { "odd" }], id);
+    }
+    assert_eq!(
+        ledger.find("even", &[]),
+        "0000000000000004\n0000000000000002\n"
+    );
+    for file in ledger.index_files() {
+        std::fs::remove_file(file).unwrap();
+    }
+    assert_eq!(
+        ledger.find("odd", &[]),
+        "0000000000000003\n0000000000000001\n"
+    );
+    // Rebuilt by that search: a warm one reads only the holders.
+    if let Some(counts) = ledger.find_counted("even", "0000000000000004\n0000000000000002\n") {
+        assert_eq!(counts, (1, 2));
+    }
+    for file in ledger.index_files() {
+        let size = std::fs::metadata(&file).unwrap().len() as usize;
+        std::fs::write(&file, vec![0x5a; size.max(4096)]).unwrap();
+    }
+    assert_eq!(
+        ledger.find("odd", &[]),
+        "0000000000000003\n0000000000000001\n"
+    );
+    if let Some(counts) = ledger.find_counted("even", "0000000000000004\n0000000000000002\n") {
+        assert_eq!(
+            counts,
+            (1, 2),
+            "the damaged file was started afresh and rebuilt"
+        );
+    }
+}
