@@ -8,7 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use bytes::Bytes;
 use scribefs::segment::codec::demo_segment;
+use scribefs::segment::{meta_key, segment_key};
+use scribefs::store::PutOptions;
 
 use common::backend::CliTarget;
 
@@ -40,6 +43,7 @@ for_each_target!(
     a_replaced_segment_is_found_under_its_new_content,
     a_segment_added_after_indexing_is_found,
     a_deleted_or_damaged_index_still_answers_right,
+    verify_changed_catches_a_segment_corrupted_after_it_was_verified,
 );
 
 struct Ledger {
@@ -80,6 +84,38 @@ impl Ledger {
             .arg(&file);
         let output = command.output().unwrap();
         assert!(output.status.success(), "{output:?}");
+    }
+
+    /// Stores `body` under `key` through the library's S3 client (segments with sidecars).
+    fn put(&self, key: &str, body: &[u8]) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = scribefs::cli::connect(&self.target.config).await.unwrap();
+            store
+                .put(key, Bytes::copy_from_slice(body), PutOptions::default())
+                .await
+                .unwrap();
+        });
+    }
+
+    /// `verify` with `args`: (success, stdout, stderr), and the GETs it made on the dev server.
+    fn verify(&self, args: &[&str]) -> (bool, String, String, Option<u64>) {
+        if let Some(server) = self.target.server() {
+            server.reset_stats();
+        }
+        let mut command = self.command();
+        command.args(["segments", "verify"]).args(args);
+        let output = command.output().unwrap();
+        let gets = self.target.server().map(|s| s.stats().get);
+        (
+            output.status.success(),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+            gets,
+        )
     }
 
     fn find(&self, key: &str, extra: &[&str]) -> String {
@@ -212,4 +248,58 @@ fn a_deleted_or_damaged_index_still_answers_right(ledger: &Ledger) {
             "the damaged file was started afresh and rebuilt"
         );
     }
+}
+
+fn verify_changed_catches_a_segment_corrupted_after_it_was_verified(ledger: &Ledger) {
+    let mut archived = Vec::new();
+    for id in 1..=3u64 {
+        let segment = demo_segment(id, 5, id).archive(id == 2, 1).unwrap();
+        ledger.put(&segment_key(id), &segment.body);
+        ledger.put(&meta_key(id), &segment.metadata_json());
+        archived.push(segment);
+    }
+    let skipped = |n: usize| format!("{n} skipped (unchanged since verified on this machine)");
+    let (ok, out, _, gets) = ledger.verify(&["--changed"]);
+    assert!(ok);
+    assert_eq!(out, format!("ok: 3 segment(s) verified, {}\n", skipped(0)));
+    assert!(gets.is_none_or(|g| g == 6));
+    let (ok, out, _, gets) = ledger.verify(&["--changed"]);
+    assert!(ok);
+    assert_eq!(out, format!("ok: 0 segment(s) verified, {}\n", skipped(3)));
+    assert!(gets.is_none_or(|g| g == 0), "{gets:?}");
+
+    // Corrupted after it was verified: its version moved, so it is checked, and again on
+    // every run until it passes.
+    ledger.put(&segment_key(2), b"not a segment");
+    for _ in 0..2 {
+        let (ok, out, err, gets) = ledger.verify(&["--changed"]);
+        assert!(!ok);
+        assert!(out.starts_with("segment 0000000000000002: "), "{out}");
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(
+            err.contains(&format!("1 of 1 segment(s) are bad, {}", skipped(2))),
+            "{err}"
+        );
+        assert!(gets.is_none_or(|g| g == 2), "{gets:?}");
+    }
+    // A sidecar whose version changed is checked again too.
+    let mut sidecar = archived[2].metadata_json().to_vec();
+    sidecar.push(b'\n');
+    ledger.put(&meta_key(3), &sidecar);
+    let (ok, _, err, _) = ledger.verify(&["--changed"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("1 of 2 segment(s) are bad, {}", skipped(1))),
+        "{err}"
+    );
+
+    ledger.put(&segment_key(2), &archived[1].body);
+    let (ok, out, _, _) = ledger.verify(&["--changed"]);
+    assert!(ok);
+    assert_eq!(out, format!("ok: 1 segment(s) verified, {}\n", skipped(2)));
+    // A plain verify checks everything.
+    let (ok, out, _, gets) = ledger.verify(&[]);
+    assert!(ok);
+    assert_eq!(out, "ok: 3 segment(s) verified\n");
+    assert!(gets.is_none_or(|g| g == 6));
 }

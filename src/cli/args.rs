@@ -215,6 +215,10 @@ pub enum SegmentsCommand {
         /// Segments fetched and decoded at once (1 to 1024) [default: --pool-size]
         #[arg(long, value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
         parallel: Option<usize>,
+        /// Check only segments whose data file or sidecar changed since this machine last
+        /// found them intact (and every one that failed before); say how many were skipped
+        #[arg(long)]
+        changed: bool,
     },
     /// Copy every segment and sidecar to DIR, skipping files already identical (resumable)
     Pull {

@@ -135,53 +135,125 @@ struct Present {
     sidecar: bool,
 }
 
+/// One segment `verify` checks: what the listing showed of its two files, and their versions.
+struct Target {
+    id: u64,
+    /// `None` for a named id: whether each file exists is learned from its GET.
+    present: Option<Present>,
+    data: Option<ObjectVersionId>,
+    sidecar: Option<ObjectVersionId>,
+}
+
+impl Target {
+    /// Both files' versions, when both were listed.
+    fn versions(&self) -> Option<(u64, ObjectVersionId, ObjectVersionId)> {
+        Some((self.id, self.data.clone()?, self.sidecar.clone()?))
+    }
+}
+
 /// `verify [ID...]`: one stdout line per bad segment, a summary, non-zero exit if any is bad.
+///
+/// Every result is remembered in `index` (a pass at the listed versions of both files; a
+/// failure forgets the segment, so it is checked again every run until it passes). With
+/// `changed`, a segment whose data file and sidecar are both at versions found intact before
+/// is skipped and counted.
 pub async fn verify(
     segments: &SegmentStore,
     ids: Vec<u64>,
     parallel: usize,
+    changed: bool,
+    mut index: Option<LedgerIndex>,
 ) -> Result<(), CliError> {
-    let targets: Vec<(u64, Option<Present>)> = if ids.is_empty() {
-        let files = segments.list_files().await?;
-        let mut targets: Vec<(u64, Option<Present>)> = Vec::new();
-        for (id, file) in files {
-            if targets.last().is_none_or(|(last, _)| *last != id) {
-                targets.push((id, Some(Present::default())));
+    let mut targets: Vec<Target> = if ids.is_empty() {
+        let mut targets: Vec<Target> = Vec::new();
+        for (id, file, object) in segments.list_versions().await? {
+            if targets.last().is_none_or(|last| last.id != id) {
+                targets.push(Target {
+                    id,
+                    present: Some(Present::default()),
+                    data: None,
+                    sidecar: None,
+                });
             }
-            if let Some((_, Some(present))) = targets.last_mut() {
+            let version = ObjectVersionId {
+                etag: object.etag,
+                last_modified: object.last_modified,
+                size: object.size,
+            };
+            if let Some(target) = targets.last_mut() {
+                let present = target.present.get_or_insert_with(Present::default);
                 match file {
-                    SegmentFile::Data => present.data = true,
-                    SegmentFile::Meta => present.sidecar = true,
+                    SegmentFile::Data => (present.data, target.data) = (true, Some(version)),
+                    SegmentFile::Meta => (present.sidecar, target.sidecar) = (true, Some(version)),
                 }
             }
         }
         targets
     } else {
-        // Named ids: whether each file exists is learned from its GET.
-        ids.into_iter().map(|id| (id, None)).collect()
+        ids.into_iter()
+            .map(|id| Target {
+                id,
+                present: None,
+                data: None,
+                sidecar: None,
+            })
+            .collect()
     };
+    let listed = targets.len();
+    if let Some(index) = index.as_mut().filter(|_| changed) {
+        let known: Vec<_> = targets.iter().filter_map(Target::versions).collect();
+        let unchanged: std::collections::HashSet<u64> = known
+            .iter()
+            .zip(index.verified(&known))
+            .filter_map(|((id, _, _), intact)| intact.then_some(*id))
+            .collect();
+        targets.retain(|t| !unchanged.contains(&t.id));
+    }
+    let skipped = listed - targets.len();
     let total = targets.len();
     let mut results = futures::stream::iter(targets)
-        .map(|(id, present)| verify_one(segments, id, present))
+        .map(|target| async move {
+            let result = verify_one(segments, target.id, target.present).await;
+            (target, result)
+        })
         .buffered(parallel.max(1));
     let mut bad = 0usize;
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
     let mut out = std::io::stdout().lock();
-    while let Some(result) = results.next().await {
-        if let Err(reason) = result {
-            bad += 1;
-            // A closed output does not end the check: the exit status must still count the
-            // bad segments past the ones a `| head` showed.
-            unless_closed(writeln!(out, "{reason}").map_err(stdout_error))?;
+    while let Some((target, result)) = results.next().await {
+        match result {
+            Ok(()) => passed.extend(target.versions()),
+            Err(reason) => {
+                bad += 1;
+                failed.push(target.id);
+                // A closed output does not end the check: the exit status must still count
+                // the bad segments past the ones a `| head` showed.
+                unless_closed(writeln!(out, "{reason}").map_err(stdout_error))?;
+            }
+        }
+        if let Some(index) = index.as_mut() {
+            if passed.len() + failed.len() >= INDEX_BATCH {
+                index.record_verified(&std::mem::take(&mut passed), &std::mem::take(&mut failed));
+            }
         }
     }
+    if let Some(index) = index.as_mut() {
+        index.record_verified(&passed, &failed);
+    }
+    let skipped_note = if changed {
+        format!(", {skipped} skipped (unchanged since verified on this machine)")
+    } else {
+        String::new()
+    };
     if bad > 0 {
         unless_closed(out.flush().map_err(stdout_error))?;
         return Err(CliError::Usage(format!(
-            "{bad} of {total} segment(s) are bad"
+            "{bad} of {total} segment(s) are bad{skipped_note}"
         )));
     }
     unless_closed(
-        writeln!(out, "ok: {total} segment(s) verified")
+        writeln!(out, "ok: {total} segment(s) verified{skipped_note}")
             .and_then(|()| out.flush())
             .map_err(stdout_error),
     )

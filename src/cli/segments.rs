@@ -64,9 +64,14 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             let parallel = parallel.unwrap_or(config.pool_size);
             ledger::find(&segments, &key, parallel, index).await
         }
-        SegmentsCommand::Verify { ids, parallel } => {
+        SegmentsCommand::Verify {
+            ids,
+            parallel,
+            changed,
+        } => {
             let ids = ids.iter().map(|id| id_arg(id)).collect::<Result<_, _>>()?;
-            ledger::verify(&segments, ids, parallel.unwrap_or(config.pool_size)).await
+            let parallel = parallel.unwrap_or(config.pool_size);
+            ledger::verify(&segments, ids, parallel, changed, open_index(config)).await
         }
     }
 }

@@ -77,7 +77,7 @@ impl SegmentStore {
 
     /// [`Self::list_files`] with each file's listing entry. Of two keys naming the same file
     /// (other hex lengths or cases), the first listed is kept.
-    async fn list_versions(&self) -> StoreResult<Vec<(u64, SegmentFile, ObjectSummary)>> {
+    pub async fn list_versions(&self) -> StoreResult<Vec<(u64, SegmentFile, ObjectSummary)>> {
         let mut request = ListRequest {
             prefix: format!("{SEGMENTS_PREFIX}segment-"),
             ..Default::default()

@@ -31,6 +31,8 @@ const SCHEMA_VERSION: i32 = 1;
 ///   LastModified (see `uploads`).
 /// - `segment_keys`: the ledger index of `segments find` (see `ledger_index`): per segment id,
 ///   the version read and the sorted hashes of its keys.
+/// - `verified_segments`: per segment id, the versions of its data file and sidecar that
+///   `segments verify` last found intact (see `ledger_index`).
 const KEYSPACES: &str = "
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS object_versions (
@@ -58,6 +60,16 @@ CREATE TABLE IF NOT EXISTS segment_keys (
     modified INTEGER NOT NULL,
     size INTEGER NOT NULL,
     hashes BLOB NOT NULL,
+    chk INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS verified_segments (
+    id INTEGER PRIMARY KEY,
+    data_etag BLOB NOT NULL,
+    data_modified INTEGER NOT NULL,
+    data_size INTEGER NOT NULL,
+    meta_etag BLOB NOT NULL,
+    meta_modified INTEGER NOT NULL,
+    meta_size INTEGER NOT NULL,
     chk INTEGER NOT NULL
 );
 ";

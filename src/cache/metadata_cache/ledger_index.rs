@@ -31,6 +31,19 @@ fn check(id: u64, etag: &[u8], modified: i64, size: i64, hashes: &[u8]) -> i64 {
     row_check(&format!("{id:016x}"), etag, &[modified, size], hashes)
 }
 
+/// The check of a verified row: its id and both versions (a damaged row reads as "not
+/// verified").
+fn verified_check(id: u64, data: &ObjectVersionId, meta: &ObjectVersionId) -> i64 {
+    let (d_etag, d_modified, d_size) = version_columns(data);
+    let (m_etag, m_modified, m_size) = version_columns(meta);
+    row_check(
+        &format!("{id:016x}"),
+        &d_etag,
+        &[d_modified, d_size, m_modified, m_size],
+        &m_etag,
+    )
+}
+
 impl LedgerIndex {
     /// Opens the index of `scope` (endpoint and bucket) in `dir`; a file that is damaged or
     /// not ours is started afresh.
@@ -136,6 +149,108 @@ impl LedgerIndex {
                     blob,
                     chk
                 ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Whether each segment was found intact at exactly these versions of its data file and
+    /// sidecar. One read transaction; any failure reads as "not verified".
+    pub fn verified(&mut self, wanted: &[(u64, ObjectVersionId, ObjectVersionId)]) -> Vec<bool> {
+        match self.try_verified(wanted) {
+            Ok(found) => found,
+            Err(e) => {
+                self.failed(&e);
+                vec![false; wanted.len()]
+            }
+        }
+    }
+
+    fn try_verified(
+        &mut self,
+        wanted: &[(u64, ObjectVersionId, ObjectVersionId)],
+    ) -> rusqlite::Result<Vec<bool>> {
+        let tx = self.conn.transaction()?;
+        let mut found = Vec::with_capacity(wanted.len());
+        {
+            let mut select = tx.prepare_cached(
+                "SELECT data_etag, data_modified, data_size, meta_etag, meta_modified,
+                 meta_size, chk FROM verified_segments WHERE id = ?1",
+            )?;
+            for (id, data, meta) in wanted {
+                let row = select
+                    .query_row([id_column(*id)], |r| {
+                        Ok((
+                            (
+                                r.get::<_, Vec<u8>>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, i64>(2)?,
+                            ),
+                            (
+                                r.get::<_, Vec<u8>>(3)?,
+                                r.get::<_, i64>(4)?,
+                                r.get::<_, i64>(5)?,
+                            ),
+                            r.get::<_, i64>(6)?,
+                        ))
+                    })
+                    .optional()?;
+                // The very versions (not just their check), and a sound row.
+                found.push(row.is_some_and(|(d, m, chk)| {
+                    d == version_columns(data)
+                        && m == version_columns(meta)
+                        && chk == verified_check(*id, data, meta)
+                }));
+            }
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
+    /// Records segments found intact at these versions, and forgets those found bad (so
+    /// they are checked again until they pass). One transaction.
+    pub fn record_verified(
+        &mut self,
+        passed: &[(u64, ObjectVersionId, ObjectVersionId)],
+        failed: &[u64],
+    ) {
+        if passed.is_empty() && failed.is_empty() {
+            return;
+        }
+        if let Err(e) = self.try_record_verified(passed, failed) {
+            self.failed(&e);
+        }
+    }
+
+    fn try_record_verified(
+        &mut self,
+        passed: &[(u64, ObjectVersionId, ObjectVersionId)],
+        failed: &[u64],
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO verified_segments (id, data_etag, data_modified,
+                 data_size, meta_etag, meta_modified, meta_size, chk)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for (id, data, meta) in passed {
+                let (d_etag, d_modified, d_size) = version_columns(data);
+                let (m_etag, m_modified, m_size) = version_columns(meta);
+                insert.execute(rusqlite::params![
+                    id_column(*id),
+                    d_etag,
+                    d_modified,
+                    d_size,
+                    m_etag,
+                    m_modified,
+                    m_size,
+                    verified_check(*id, data, meta)
+                ])?;
+            }
+            let mut delete = tx.prepare_cached("DELETE FROM verified_segments WHERE id = ?1")?;
+            for id in failed {
+                delete.execute([id_column(*id)])?;
             }
         }
         tx.commit()
