@@ -73,13 +73,8 @@ impl LedgerIndex {
     /// The key hashes of each segment at the version asked for, where this very version was
     /// indexed. A row whose check fails reads as not indexed. One read transaction.
     pub fn get_many(&mut self, wanted: &[(u64, ObjectVersionId)]) -> Vec<Option<Vec<u64>>> {
-        match self.try_get_many(wanted) {
-            Ok(found) => found,
-            Err(e) => {
-                self.failed(&e);
-                vec![None; wanted.len()]
-            }
-        }
+        let found = self.try_get_many(wanted);
+        self.or_failed(found, || vec![None; wanted.len()])
     }
 
     fn try_get_many(
@@ -157,13 +152,8 @@ impl LedgerIndex {
     /// Whether each segment was found intact at exactly these versions of its data file and
     /// sidecar. One read transaction; any failure reads as "not verified".
     pub fn verified(&mut self, wanted: &[(u64, ObjectVersionId, ObjectVersionId)]) -> Vec<bool> {
-        match self.try_verified(wanted) {
-            Ok(found) => found,
-            Err(e) => {
-                self.failed(&e);
-                vec![false; wanted.len()]
-            }
-        }
+        let found = self.try_verified(wanted);
+        self.or_failed(found, || vec![false; wanted.len()])
     }
 
     fn try_verified(
@@ -263,6 +253,14 @@ impl LedgerIndex {
                 r.get::<_, i64>(0)
             })
             .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+    }
+
+    /// What a read found, or `fallback` (nothing known) when it failed.
+    fn or_failed<T>(&mut self, result: rusqlite::Result<T>, fallback: impl FnOnce() -> T) -> T {
+        result.unwrap_or_else(|e| {
+            self.failed(&e);
+            fallback()
+        })
     }
 
     /// A read or write failed: a damaged file is started afresh so this run's segments index
