@@ -6,11 +6,16 @@
 # client meets the same server per profile. Read workloads also run as a plain user (fusermount3).
 # Beside them, the limit: scribefs's own S3 path with no FUSE (examples/bench_limit.rs).
 # Prints one Markdown table per profile and draws a PNG chart; docs/BENCHMARKS.md explains them.
+# With --runs N (3 where the VM is noisy) every figure is the median of N runs, shown with its
+# min-max spread. It changes no setting of the machine: no /sys or /proc/sys write (dropping the
+# page cache changes no setting), and /dev/fuse keeps its mode: when the plain user cannot open
+# it, the plain-user columns are left out and the report says why.
 #
 #   scripts/bench.sh [--quick] [--profiles raw,s3,proxy] [--tools scribefs,mount-s3,s3fs,rclone]
 #                    [--plain-tools LIST|none] [--plain-user NAME]
 #                    [--size-mib N] [--files N] [--small-files N] [--fio-seconds N] [--rand-mib N]
-#                    [--latency-ms MS] [--bandwidth-mbps MBPS] [--cache-size-mib N]
+#                    [--writers N] [--writer-mib N]
+#                    [--latency-ms MS] [--bandwidth-mbps MBPS] [--cache-size-mib N] [--runs N]
 #                    [--out FILE] [--chart FILE.png (default: FILE's name with .png, or target/bench.png)]
 #
 # mount-s3 is not packaged: MOUNT_S3=/path/to/mount-s3 includes it. Needs root. Not run in CI.
@@ -19,12 +24,12 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
-SIZE_MIB='' FILES='' SMALL_FILES='' FIO_SECONDS='' RAND_MIB='' LATENCY_MS=20 BANDWIDTH_MBPS=800
-CACHE_MIB=256 PROFILES='' TOOLS='' QUICK=0 OUT='' CHART='' PLAIN_TOOLS='' PLAIN_USER=nobody
+SIZE_MIB='' FILES='' SMALL_FILES='' FIO_SECONDS='' RAND_MIB='' WRITERS='' WRITER_MIB='' LATENCY_MS=20 BANDWIDTH_MBPS=800
+CACHE_MIB=256 PROFILES='' TOOLS='' QUICK=0 OUT='' CHART='' PLAIN_TOOLS='' PLAIN_USER=nobody RUNS=1
 while [ $# -gt 0 ]; do
     case "$1" in
     --size-mib) SIZE_MIB=$2; shift 2 ;;
@@ -32,9 +37,12 @@ while [ $# -gt 0 ]; do
     --small-files) SMALL_FILES=$2; shift 2 ;;
     --fio-seconds) FIO_SECONDS=$2; shift 2 ;;
     --rand-mib) RAND_MIB=$2; shift 2 ;;
+    --writers) WRITERS=$2; shift 2 ;;
+    --writer-mib) WRITER_MIB=$2; shift 2 ;;
     --latency-ms) LATENCY_MS=$2; shift 2 ;;
     --bandwidth-mbps) BANDWIDTH_MBPS=$2; shift 2 ;;
     --cache-size-mib) CACHE_MIB=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
     --profiles) PROFILES=$2; shift 2 ;;
     --tools) TOOLS=$2; shift 2 ;;
     --plain-tools) PLAIN_TOOLS=$2; shift 2 ;;
@@ -50,15 +58,18 @@ done
 if [ "$QUICK" = 1 ]; then
     PROFILES=${PROFILES:-raw,s3}
     SIZE_MIB=${SIZE_MIB:-16} FILES=${FILES:-200} SMALL_FILES=${SMALL_FILES:-10} FIO_SECONDS=${FIO_SECONDS:-2} RAND_MIB=${RAND_MIB:-128}
+    WRITERS=${WRITERS:-8} WRITER_MIB=${WRITER_MIB:-8}
 else
     PROFILES=${PROFILES:-raw,s3,proxy}
     SIZE_MIB=${SIZE_MIB:-1024} FILES=${FILES:-10000} SMALL_FILES=${SMALL_FILES:-1000} FIO_SECONDS=${FIO_SECONDS:-20} RAND_MIB=${RAND_MIB:-2048}
+    WRITERS=${WRITERS:-32} WRITER_MIB=${WRITER_MIB:-64}
 fi
-for number in "$SIZE_MIB" "$RAND_MIB" "$FILES" "$SMALL_FILES" "$FIO_SECONDS" "$LATENCY_MS" "$BANDWIDTH_MBPS" "$CACHE_MIB"; do
+for number in "$SIZE_MIB" "$RAND_MIB" "$FILES" "$SMALL_FILES" "$WRITERS" "$WRITER_MIB" "$FIO_SECONDS" "$LATENCY_MS" "$BANDWIDTH_MBPS" "$CACHE_MIB" "$RUNS"; do
     case "$number" in
     '' | *[!0-9]*) echo "bench: $number is not a whole number" >&2; exit 2 ;;
     esac
 done
+[ "$RUNS" -ge 1 ] || { echo "bench: --runs must be at least 1" >&2; exit 2; }
 if [ $((SIZE_MIB % 4)) -ne 0 ] || [ "$SIZE_MIB" -lt 4 ]; then
     echo "bench: --size-mib must be a multiple of 4 (the 4 readers read a quarter each)" >&2
     exit 2
@@ -188,10 +199,16 @@ ensure_bench_tools
 build_columns
 log "columns: ${COLUMNS[*]}"
 # A plain user's FUSE mount opens /dev/fuse itself, then lets fusermount3 mount it. Debian's udev
-# rule makes the device 0666; a container without udev may leave it 0600, root only.
-if [[ "${COLUMNS[*]}" == *~plain* ]] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
-    log "/dev/fuse is $(stat -c %a /dev/fuse): making it 0666 as udev does, for the plain user's mounts"
-    chmod 666 /dev/fuse
+# rule makes the device 0666; a container without udev may leave it 0600, root only. Its mode is
+# the machine's to set, not the benchmark's: without access the plain-user columns are dropped.
+PLAIN_SKIPPED=''
+if [[ "${COLUMNS[*]}" == *~plain* ]] &&
+    ! setpriv --reuid="$PLAIN_UID" --regid="$PLAIN_GID" --clear-groups -- sh -c ': <>/dev/fuse' 2>/dev/null; then
+    PLAIN_SKIPPED="/dev/fuse is $(stat -c '%a %U:%G' /dev/fuse), so $PLAIN_USER cannot open it: the plain-user columns were not measured (the benchmark leaves the device's mode alone; udev's rule makes it 0666)"
+    log "$PLAIN_SKIPPED"
+    kept=()
+    for col in "${COLUMNS[@]}"; do [[ "$col" == *~plain ]] || kept+=("$col"); done
+    COLUMNS=("${kept[@]}")
 fi
 EXAMPLES=(--example bench_limit)
 [[ " ${PROFILE_LIST[*]} " != *" proxy "* ]] || EXAMPLES+=(--example bench_fs_server)
@@ -253,9 +270,7 @@ cleanup() {
     done
     for pid in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$pid"; done
     rm -rf --one-file-system "$WORK"
-    [ -z "$SAVED_REPORTING_ORDER" ] || echo "$SAVED_REPORTING_ORDER" >"$PAGE_REPORTING_ORDER"
 }
-SAVED_REPORTING_ORDER=''
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -403,16 +418,9 @@ wait_objects() { # wait_objects PREFIX COUNT TIMEOUT
 # pay for the rest.
 # Touching alone does not last where the guest reports free memory to its host (virtio-balloon
 # free page reporting): every 2 MiB block freed (drop_caches, an unmount, a server deleting an
-# object) goes back and costs a host fault when touched again. Measured here: 4 GiB touched,
-# freed and touched again took 4.4-5.7 s of system time with reporting on, 2.6 s with it held.
-# So reporting is held for the run (an order no free block reaches) and restored on exit.
-PAGE_REPORTING_ORDER=/sys/module/page_reporting/parameters/page_reporting_order
-hold_page_reporting() {
-    [ -w "$PAGE_REPORTING_ORDER" ] || return 0
-    SAVED_REPORTING_ORDER=$(cat "$PAGE_REPORTING_ORDER")
-    echo 11 >"$PAGE_REPORTING_ORDER" || { SAVED_REPORTING_ORDER=''; return 0; }
-    log "free page reporting held for the run (page_reporting_order $SAVED_REPORTING_ORDER -> 11, restored on exit)"
-}
+# object) goes back and costs a host fault when touched again (4 GiB touched, freed and touched
+# again: 4.4-5.7 s of system time, 2.6 s with reporting held). The benchmark does not change that
+# setting (it is the machine's), so such a VM is noisy: run it with --runs 3 and read the spread.
 
 prefault_memory() {
     local bytes
@@ -555,6 +563,7 @@ START=$SECONDS
 log "generating $SIZE_MIB MiB of random bytes and $SMALL_FILES files of $SMALL_KIB KiB"
 head -c "$SIZE_BYTES" /dev/urandom >"$WORK/source.bin"
 head -c $((QUARTER_MIB * 1024 * 1024)) "$WORK/source.bin" >"$WORK/quarter.bin"
+head -c $((WRITER_MIB << 20)) /dev/urandom >"$WORK/writer.bin"
 # Random reads need a file much larger than what a client fetches around each read, or they
 # measure its cache: its content does not matter, so it is sparse here.
 truncate -s "${RAND_MIB}M" "$WORK/rand.bin"
@@ -606,6 +615,30 @@ rsync_small_in() { # rsync_small_in TOOL
     timeout "$SMALL_TIMEOUT" rsync -a "$WORK/small/" "$MNT/rsync-$1/" 2>"$WORK/rsync-in-$P-$1.log" ||
         { log "$1: $(grep -m1 -v '^rsync error' "$WORK/rsync-in-$P-$1.log")"; return 1; }
     wait_objects "rsync-$1/f" "$SMALL_FILES" "$SMALL_TIMEOUT"
+}
+
+# WRITERS programs at once, each dd conv=fsync of its own WRITER_MIB MiB file into one mount
+# (backup tools' parallel transfers, log daemons), done when all are in the bucket. Only in the
+# S3-like profile; scripts/bench-writers.sh runs it alone.
+many_writers() { # many_writers TOOL
+    local i pids=() ok=0
+    for i in $(seq 1 "$WRITERS"); do
+        timeout "$TRANSFER_TIMEOUT" dd if="$WORK/writer.bin" of="$MNT/many-$1-$i.bin" bs=1M \
+            conv=fsync status=none &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || ok=1; done
+    [ "$ok" = 0 ] || { log "$1: a writer failed"; return 1; }
+    for i in $(seq 1 "$WRITERS"); do
+        wait_object "many-$1-$i.bin" $((WRITER_MIB << 20)) "$TRANSFER_TIMEOUT" || return 1
+    done
+}
+timed_seconds() { # timed_seconds VAR CMD...: runs CMD under the clock, stores its seconds in R[VAR]
+    local var=$1 t0
+    shift
+    t0=$(now)
+    "$@" || return 1
+    R[$var]=$(elapsed "$t0" "$(now)")
 }
 
 four_readers() {
@@ -669,7 +702,7 @@ requests_of() { # requests_of "STATS" PER_N
 
 # measure_writes TOOL: the write workloads, as root, on one mount.
 measure_writes() {
-    local tool=$1 files=$SMALL_FILES s
+    local tool=$1 files=$SMALL_FILES s i
     log "[$P] $tool: writes"
     become root
     mount_tool "$tool"
@@ -682,6 +715,14 @@ measure_writes() {
     note_rss "$tool"
     unmount_tool
     limit rm "w-$tool.bin" 2>>"$WORK/limit.log" || true # the dev server keeps objects in memory
+    [ "$P" = s3 ] || return 0
+    # On a mount of its own, so that its peak RSS is this workload's alone (not in the rss row).
+    mount_tool "$tool"
+    cat "$WORK/writer.bin" >/dev/null # every writer reads the source from the page cache
+    step writers "$tool" timed_seconds "$P,writers,$tool" many_writers "$tool"
+    R[$P,writers_rss,$tool]=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MOUNT_PID/status")
+    unmount_tool
+    for i in $(seq 1 "$WRITERS"); do limit rm "many-$tool-$i.bin" 2>>"$WORK/limit.log" || true; done
 }
 
 # measure_reads COLUMN: the read workloads, as the column's user, each group on a fresh mount;
@@ -782,7 +823,11 @@ LIST_FILES=$(((FILES + 1) / 2 * 2)) # each demo segment is a .bin and a .meta.js
 # 8 MiB ranges, or smaller for small files so that 8 can still be in flight.
 LIMIT_RANGE_MIB=$(((SIZE_MIB / 8) < 8 ? ((SIZE_MIB / 8) > 0 ? SIZE_MIB / 8 : 1) : 8))
 
-hold_page_reporting
+# R_RUNS[KEY] = the values of R[KEY] in each run, space-separated, in run order.
+declare -A R_RUNS
+for RUN in $(seq 1 "$RUNS"); do
+[ "$RUNS" -eq 1 ] || log "run $RUN of $RUNS"
+R=()
 for P in "${PROFILE_LIST[@]}"; do
     drop_caches
     prefault_memory
@@ -822,7 +867,36 @@ for P in "${PROFILE_LIST[@]}"; do
     stop_server
     rm -rf --one-file-system "$ROOT"
 done
+for key in "${!R[@]}"; do R_RUNS[$key]+="${R[$key]} "; done
+done
 TOTAL_SECONDS=$((SECONDS - START))
+
+# Each figure of several runs: R holds its median (what the ratios use), SPREAD its min-max. A
+# value that is no number in some run (failed, yes/no) is shown as each run gave it.
+declare -A SPREAD
+summarize_runs() {
+    local key values median spread
+    for key in "${!R_RUNS[@]}"; do
+        values=${R_RUNS[$key]% }
+        if [[ "$values" =~ ^[0-9.]+( [0-9.]+)*$ ]]; then
+            read -r median spread < <(tr ' ' '\n' <<<"$values" | sort -g | awk '
+                { v[NR] = $1 }
+                END {
+                    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+                    printf "%s %s-%s\n", m, v[1], v[NR] }')
+            R[$key]=$median SPREAD[$key]=$spread
+        else
+            R[$key]=$(tr ' ' '\n' <<<"$values" | awk '!seen[$0]++' | paste -sd/)
+        fi
+    done
+}
+[ "$RUNS" -eq 1 ] || summarize_runs
+
+# A table cell: the figure, and with several runs its spread.
+cell() { # cell KEY
+    local value=${R[$1]:--}
+    if [ -n "${SPREAD[$1]:-}" ]; then echo "$value (${SPREAD[$1]})"; else echo "$value"; fi
+}
 
 # ---------------------------------------------------------------- report
 
@@ -841,6 +915,8 @@ ROWS=(
     "cp_out|copied out with cp -r, fresh mount|files/s|hi"
     "rsync_out|copied out with rsync -a, fresh mount|files/s|hi"
     "ls|ls -l of $LIST_FILES files, fresh mount|s|lo"
+    "writers|$WRITERS writers at once, $WRITER_MIB MiB each (dd bs=1M conv=fsync, until in the bucket; S3-like only)|s|lo"
+    "writers_rss|peak RSS of the mount process for those $WRITERS writers (a mount of their own)|MiB|lo"
     "rss|peak RSS of the mount process (VmHWM, all steps)|MiB|lo"
 )
 # Rows without a ratio: what each figure cost or meant.
@@ -902,9 +978,10 @@ report_profile() {
     echo "|$(echo "${row#|}" | sed 's/[^|]*|/---|/g')"
     for entry in "${ROWS[@]}"; do
         IFS='|' read -r metric label unit dir <<<"$entry"
+        [ "$P" = s3 ] || [ "${metric#writers}" = "$metric" ] || continue # S3-like only
         line="| $label | $unit |"
-        for col in "${PCOLS[@]}"; do line+=" ${R[$P,$metric,$col]:--} |"; done
-        line+=" ${R[$P,$metric,limit]:--} |"
+        for col in "${PCOLS[@]}"; do line+=" $(cell "$P,$metric,$col") |"; done
+        line+=" $(cell "$P,$metric,limit") |"
         for spec in "${SPECS[@]}"; do
             IFS='|' read -r label a b <<<"$spec"
             line+=" $(advantage "${R[$P,$metric,$a]:--}" "${R[$P,$metric,$b]:--}" "$dir") |"
@@ -914,7 +991,7 @@ report_profile() {
     for entry in "${INFO_ROWS[@]}"; do
         IFS='|' read -r metric label <<<"$entry"
         line="| $label | |"
-        for col in "${PCOLS[@]}"; do line+=" ${R[$P,$metric,$col]:--} |"; done
+        for col in "${PCOLS[@]}"; do line+=" $(cell "$P,$metric,$col") |"; done
         line+=" |"
         for spec in "${SPECS[@]}"; do line+=" |"; done
         echo "$line"
@@ -961,7 +1038,7 @@ report() {
     echo
     echo "Command: \`scripts/bench.sh --size-mib $SIZE_MIB --files $FILES --small-files $SMALL_FILES" \
         "--fio-seconds $FIO_SECONDS --latency-ms $LATENCY_MS --bandwidth-mbps $BANDWIDTH_MBPS" \
-        "--cache-size-mib $CACHE_MIB --profiles $PROFILES\` — $(nproc) cores," \
+        "--cache-size-mib $CACHE_MIB --profiles $PROFILES --runs $RUNS\` — $(nproc) cores," \
         "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
         "load average at the end $(cut -d' ' -f1-3 /proc/loadavg), run took ${TOTAL_SECONDS}s."
     echo
@@ -973,6 +1050,15 @@ report() {
         "\"as $PLAIN_USER\": the mount and the reads run as that plain user (fusermount3; the" \
         "kernel's FUSE readahead stays 128 KiB), the data written by root."
     echo
+    if [ "$RUNS" -gt 1 ]; then
+        echo "Each figure is the median of $RUNS runs, its min-max in brackets; the ratios are of" \
+            "the medians."
+        echo
+    fi
+    if [ -n "$PLAIN_SKIPPED" ]; then
+        echo "Not measured: $PLAIN_SKIPPED."
+        echo
+    fi
     for P in "${PROFILE_LIST[@]}"; do report_profile "$P"; done
     report_emulation_check
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The dead-server figures of docs/RELIABILITY.md: how long a mount with default options takes
-# to return EIO once its S3 server is gone, two ways:
+# to return EIO once its S3 server is gone, and how long a mount against a closed port takes
+# to fail. Two ways for the server to be gone:
 #   refused - the dev server is killed (SIGKILL): every connection is refused at once;
 #   silent  - the dev server is killed and a listener on its port accepts connections and
 #             never answers (a wedged proxy or load balancer).
@@ -88,6 +89,11 @@ start_server
 for i in $(seq 1 $((2 * runs))); do head -c 1048576 /dev/urandom > "$mnt/file$i"; done
 head -c 4096 /dev/urandom > "$work/small"
 unmount_dir "$mnt"
+
+for run in $(seq 1 "$runs"); do
+    closed=http://127.0.0.1:$(free_port)
+    echo "dead-server: closed port run $run: mount: $(S3_ENDPOINT=$closed timed "$bin/scribefs" mount dead "$mnt")"
+done
 
 n=0
 for kind in ${KINDS:-refused silent}; do

@@ -28,7 +28,14 @@ ensure_mount_packages() {
     fi
 }
 
-# What the quickstart, the tests, the soak and the benchmarks use besides: rsync, s3fs for the
+# What the quickstart uses besides a mount's: curl (is the demo's dev server up?). Nothing
+# else: the test tools come with ensure_packages.
+ensure_quickstart_packages() {
+    ensure_mount_packages
+    install_missing curl curl
+}
+
+# What the tests, the soak and the benchmarks use besides: rsync, s3fs for the
 # interoperability test, setpriv and unshare from util-linux, pgrep from procps, curl,
 # openssl for the TLS tests, python3 with pip (moto, free ports, the TLS proxy).
 ensure_packages() {
@@ -54,16 +61,39 @@ ensure_moto() {
     have=$(python3 -c 'import moto.server, flask, crc32c; print(moto.__version__)' 2>/dev/null || true)
     if [ "$have" != "$MOTO_VERSION" ]; then
         echo "scribefs: installing moto[server]==$MOTO_VERSION and crc32c${have:+ (have moto $have)}" >&2
-        python3 -m pip install -q "moto[server]==$MOTO_VERSION" crc32c 2>/dev/null ||
+        if ! python3 -m pip install -q "moto[server]==$MOTO_VERSION" crc32c 2>/dev/null; then
+            # Debian 12 and later refuse pip installs into the system python (PEP 668).
+            echo "scribefs: pip refused to install into the system python (externally managed);" \
+                "falling back to pip install --break-system-packages (moto then sits beside" \
+                "the distribution's packages; run the tests in a venv to avoid that)" >&2
             python3 -m pip install -q --break-system-packages "moto[server]==$MOTO_VERSION" crc32c
+        fi
     fi
 }
 
+# Rust 1.95 or newer (Cargo.toml's rust-version: edition 2024 and the let chains it uses): an
+# older distribution cargo would fail deep in the build, so say so here, with the way to get it.
+RUST_MIN=1.95
 ensure_rust() {
-    if ! command -v cargo >/dev/null; then
-        echo "scribefs: cargo not found; install Rust 1.95 (rustup) first" >&2
-        exit 1
-    fi
+    local how="install Rust $RUST_MIN with rustup: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain $RUST_MIN, then . \"\$HOME/.cargo/env\" (or: rustup toolchain install $RUST_MIN && rustup default $RUST_MIN)"
+    local tool version
+    for tool in cargo rustc; do
+        if ! command -v "$tool" >/dev/null; then
+            echo "scribefs: $tool not found; $how" >&2
+            exit 1
+        fi
+        version=$("$tool" --version | awk '{print $2}')
+        if ! version_at_least "$version" "$RUST_MIN"; then
+            echo "scribefs: $tool $version is older than $RUST_MIN; $how" >&2
+            exit 1
+        fi
+    done
+}
+
+# Whether dotted version $1 (1.95.0, 1.96.0-nightly) is at least $2 (1.95).
+version_at_least() {
+    local have=${1%%-*}
+    [ "$(printf '%s\n%s\n' "$2" "$have" | sort -V | head -n 1)" = "$2" ]
 }
 
 # The folder of the scribefs binaries a measuring script runs, as an absolute path:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: install what is missing, build, start the local S3 dev server
-# with a demo bucket of Scribe Ledger segments, mount it, and show it.
+# The main job on a fresh machine: install what is missing (fuse3 and curl, nothing else), build,
+# start the local S3 dev server with a demo bucket of Scribe Ledger segments, mount it, and
+# show it. The dev server listens on 127.0.0.1:$SCRIBEFS_DEMO_PORT (default 9000) and keeps its
+# data in $SCRIBEFS_DEMO_DIR (default /tmp/scribefs-demo).
 #   scripts/quickstart.sh        start (or reuse) the demo, mount it at $DEMO_DIR/mnt, list it
 #   scripts/quickstart.sh stop   unmount and stop the dev server
 set -euo pipefail
@@ -36,7 +38,7 @@ if [ "${1:-}" = stop ]; then
 fi
 
 ensure_rust
-ensure_packages
+ensure_quickstart_packages
 echo "building scribefs and its dev server (release)..." >&2
 cargo build --release --quiet --features devserver --bin scribefs --bin scribefs-devserver
 BIN=target/release

@@ -274,6 +274,11 @@ mod offline {
 mod devserver_only {
     use std::path::PathBuf;
 
+    use bytes::Bytes;
+    use scribefs::devserver::SeedShape;
+    use scribefs::store::PutOptions;
+    use scribefs::store::memory::StoredObject;
+
     use super::common::backend::{CliTarget, scribefs_bare};
     use super::common::devserver::{ACCESS_KEY, SECRET_KEY};
     use super::common::moto::free_port;
@@ -339,6 +344,62 @@ mod devserver_only {
         let output = env_only.output().unwrap();
         assert!(!output.status.success());
         assert!(String::from_utf8_lossy(&output.stderr).contains(&closed));
+    }
+
+    /// Past one listing page, `ls`, `verify`, `pull` and `push` work page by page and miss
+    /// nothing: a key spelled otherwise that lists among the ledger's keys (17 hex digits, id
+    /// 0x600, listed between 0x60 and 0x61) comes last in `ls`.
+    #[test]
+    fn ls_verify_pull_and_push_go_through_every_page() {
+        const SEGMENTS: u64 = 1_500;
+        let target = CliTarget::devserver(&["many"]);
+        let server = target.server().unwrap();
+        let shape = SeedShape::Segments { count: SEGMENTS };
+        assert_eq!(server.seed_objects("many", shape), 2 * SEGMENTS);
+        let stray = StoredObject::new(Bytes::from_static(b"x"), PutOptions::default());
+        server
+            .bucket("many")
+            .insert("segments/segment-00000000000000600.bin", stray);
+        let scribefs = |args: &[&str]| {
+            let mut command = target.scribefs();
+            command.arg("segments").args(args);
+            command
+        };
+
+        let listed = String::from_utf8(run_ok(scribefs(&["ls"]))).unwrap();
+        let mut expected: String = (0..SEGMENTS).map(|id| format!("{id:016x}\n")).collect();
+        expected.push_str("0000000000000600\n");
+        assert!(
+            listed == expected,
+            "ls printed {} lines",
+            listed.lines().count()
+        );
+
+        let verified = scribefs(&["verify", "--parallel", "16"]).output().unwrap();
+        assert!(!verified.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&verified.stdout),
+            "segment 0000000000000600: has no sidecar segment-0000000000000600.meta.json\n"
+        );
+        let stderr = String::from_utf8_lossy(&verified.stderr);
+        assert!(stderr.contains("1 of 1501 segment(s) are bad"), "{stderr}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let into = dir.path().to_str().unwrap();
+        let summary = |output: Vec<u8>| {
+            let text = String::from_utf8(output).unwrap();
+            text.lines().last().unwrap_or_default().to_string()
+        };
+        let pulled = summary(run_ok(scribefs(&["pull", into, "--jobs", "16"])));
+        assert!(pulled.starts_with("pulled 3001 files"), "{pulled}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3001);
+        let again = summary(run_ok(scribefs(&["pull", into])));
+        assert!(again.starts_with("pulled 0 files"), "{again}");
+        assert!(again.contains("3001 identical skipped"), "{again}");
+        // Push finds every remote ETag by walking the listing beside the sorted names.
+        let pushed = summary(run_ok(scribefs(&["push", into])));
+        assert!(pushed.starts_with("pushed 0 files"), "{pushed}");
+        assert!(pushed.contains("3001 identical skipped"), "{pushed}");
     }
 
     /// The done-when through the binary: at a 20 % failure rate with 8 retries, 100

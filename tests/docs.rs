@@ -6,6 +6,9 @@
 //!   and every spelling a row claims (`-o`, `[mount]` or `[storage.s3]` key, environment
 //!   variable) is tried on the code that reads it: a claimed spelling that does nothing, or a
 //!   working one left out, fails. The options of the other commands must be named too.
+//! - The README says which flags are no `-o` option and which are no `[mount]` key; both
+//!   lists are checked against the code, both ways. The `[default: ...]` that `--help` gives
+//!   for `--region` is the one CONFIGURATION.md gives.
 //! - `docs/ARCHITECTURE.md` names every module file and folder under `src/` in its tree and
 //!   nothing that does not exist, and its dependency table is the one the sources have.
 
@@ -59,6 +62,7 @@ struct Row {
     o_cell: String,
     toml_cell: String,
     env_cell: String,
+    default_cell: String,
 }
 
 /// Every row of CONFIGURATION.md's option tables, by the long options its first cell names.
@@ -101,6 +105,7 @@ fn option_rows(doc: &str) -> BTreeMap<String, Row> {
                     o_cell: cells[1].clone(),
                     toml_cell: cells[2].clone(),
                     env_cell: cells[3].clone(),
+                    default_cell: cells.get(4).cloned().unwrap_or_default(),
                 },
             );
             assert!(previous.is_none(), "--{name} has two rows");
@@ -345,6 +350,129 @@ fn configuration_md_has_every_mount_option_with_its_true_spellings() {
         problems.is_empty(),
         "docs/CONFIGURATION.md:\n{}",
         problems.join("\n")
+    );
+}
+
+/// The long options `scribefs mount` takes, and the global ones it does not (`--bucket`).
+fn mount_and_global_flags() -> Vec<Flag> {
+    let mut command = Cli::command();
+    command.build();
+    let mut flags = long_flags(command.find_subcommand("mount").expect("mount"));
+    for flag in long_flags(&command) {
+        if !flags.iter().any(|f| f.key == flag.key) {
+            flags.push(flag);
+        }
+    }
+    flags
+}
+
+/// Whether `-o item` becomes `expected` and `scribefs mount` then knows that flag (the value
+/// "1" may be refused: only an unknown argument counts against it).
+fn o_item_mounts(item: &str, expected: &[String]) -> bool {
+    if through_o(item).ok().as_deref() != Some(expected) {
+        return false;
+    }
+    let args = MOUNT
+        .iter()
+        .map(|a| a.to_string())
+        .chain(expected.iter().cloned());
+    match Cli::command().try_get_matches_from(args) {
+        Ok(_) => true,
+        Err(e) => e.kind() != clap::error::ErrorKind::UnknownArgument,
+    }
+}
+
+/// The option names (underscored) of the `--flag` code spans between `start` and the next
+/// `end` in `text`, read with its lines joined.
+fn flags_between(text: &str, start: &str, end: &str) -> BTreeSet<String> {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("README.md lacks {start:?}"))
+        + start.len();
+    let to = from
+        + text[from..]
+            .find(end)
+            .unwrap_or_else(|| panic!("README.md lacks {end:?} after {start:?}"));
+    code_spans(&text[from..to])
+        .into_iter()
+        .filter_map(|span| span.strip_prefix("--"))
+        .map(|name| name.replace('-', "_"))
+        .collect()
+}
+
+#[test]
+fn readme_names_exactly_the_flags_that_are_no_o_option_and_no_mount_key() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let flags = mount_and_global_flags();
+    assert!(flags.len() > 20, "{flags:?}");
+    let spelled = |flag: &Flag| -> (Vec<String>, String) {
+        let long = flag.key.replace('_', "-");
+        if flag.takes_value {
+            (vec![format!("--{long}=1")], "\"1\"".to_string())
+        } else {
+            (vec![format!("--{long}")], "true".to_string())
+        }
+    };
+    let mut no_o = BTreeSet::new();
+    let mut no_mount_key = BTreeSet::new();
+    for flag in &flags {
+        let (expected, toml_value) = spelled(flag);
+        let item = if flag.takes_value {
+            format!("{}=1", flag.key)
+        } else {
+            flag.key.clone()
+        };
+        if !o_item_mounts(&item, &expected) {
+            no_o.insert(flag.key.clone());
+        }
+        if through_mount_table(&flag.key, &toml_value) != Some(expected) {
+            no_mount_key.insert(flag.key.clone());
+        }
+    }
+    assert_eq!(
+        flags_between(
+            &readme,
+            "Every flag of `scribefs mount` but",
+            "is also a `-o` option"
+        ),
+        no_o,
+        "README.md: the flags that are no -o option"
+    );
+    assert_eq!(
+        flags_between(&readme, "which are not `[mount]` keys:", "which live in"),
+        no_mount_key,
+        "README.md: the flags that are no [mount] key"
+    );
+}
+
+/// `--region`'s help states the default the code applies (the profile's region, else the
+/// bucket's own, found from its answer), as CONFIGURATION.md does: not a fixed region.
+#[test]
+fn the_region_default_in_help_is_the_documented_one() {
+    let command = Cli::command();
+    let help = command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some("region"))
+        .and_then(|arg| arg.get_help())
+        .expect("--region has help")
+        .to_string();
+    let default = help
+        .split_once("[default: ")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(default, _)| default.to_string())
+        .unwrap_or_else(|| panic!("--region help names no default: {help}"));
+    let doc = read_doc("CONFIGURATION.md");
+    let rows = option_rows(&doc);
+    let documented = rows["region"]
+        .default_cell
+        .trim()
+        .replace(" (see Region)", "");
+    assert_eq!(default, documented, "--region: help and CONFIGURATION.md");
+    assert!(
+        !default.contains(scribefs::store::config::DEFAULT_REGION),
+        "{default}: the fixed region is only the first guess before the bucket answers"
     );
 }
 

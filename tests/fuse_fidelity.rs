@@ -2,7 +2,7 @@
 //! a remount with its symlinks, modes and times, so `diff -r` is equal and a second `rsync -a`
 //! sends nothing; a second mount of the bucket sees the first one's chmod once its TTL ran
 //! out; and of two exclusive creates of one name from two mounts, the second gets EEXIST and
-//! the first one's bytes stay.
+//! the first one's bytes stay (at open for an O_EXCL segment, at close otherwise).
 
 mod common;
 
@@ -101,20 +101,36 @@ fn a_second_mount_sees_the_first_ones_chmod_after_the_ttl() {
     assert_eq!(std::fs::read_to_string(b.path("f")).unwrap(), "data\n");
 }
 
-/// Two mounts of a segment bucket: B listed the directory before A wrote segment 0x42, so B
-/// believes the name free for its TTL (10 s). B's exclusive create uploads conditionally and
-/// gets EEXIST; A's segment stays.
-#[test]
-fn the_second_of_two_exclusive_creates_gets_eexist_and_the_first_stays() {
+/// Two mounts of a segment bucket (B trusts its listing for 10 s) and B's listing of the
+/// empty directory: a mount A and a mount B that believes every segment name free.
+fn two_segment_mounts() -> (Mount, PlainMount) {
     let args = ["--layout", "segments", "--metadata-ttl", "10"];
     let a = Mount::new(&args);
     let b = second_mount(&a.server, &args);
     assert_eq!(b.sh_ok("ls | wc -l"), "0\n");
+    (a, b)
+}
+
+fn stored_segment(a: &Mount, name: &str) -> Vec<u8> {
+    a.server
+        .bucket("test")
+        .object(&format!("segments/{name}"))
+        .unwrap()
+        .data
+        .to_vec()
+}
+
+/// B listed the directory before A wrote segment 0x42, so B believes the name free for its
+/// TTL. A plain create of a new segment is exclusive too (segments are immutable) but asks
+/// nothing at open: its conditional upload fails at close with EEXIST; A's segment stays.
+#[test]
+fn a_new_segment_made_elsewhere_meanwhile_fails_at_close_with_eexist_and_the_first_stays() {
+    let (a, b) = two_segment_mounts();
     let name = "segment-0000000000000042.bin";
     std::fs::write(a.path(name), b"written by A").unwrap();
     let script = format!(
         "import os\n\
-         fd = os.open('{name}', os.O_CREAT | os.O_EXCL | os.O_WRONLY)\n\
+         fd = os.open('{name}', os.O_CREAT | os.O_WRONLY)\n\
          os.write(fd, b'written by B')\n\
          try:\n    os.close(fd)\nexcept OSError as e:\n    print(e.errno)\n"
     );
@@ -130,15 +146,84 @@ fn the_second_of_two_exclusive_creates_gets_eexist_and_the_first_stays() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stored = a
-        .server
-        .bucket("test")
-        .object(&format!("segments/{name}"))
-        .unwrap();
-    assert_eq!(stored.data.as_ref(), b"written by A");
+    assert_eq!(stored_segment(&a, name), b"written by A");
     assert_eq!(
         std::fs::read(a.path(name)).unwrap(),
         b"written by A".to_vec()
+    );
+}
+
+/// The same two mounts, and a shell with `noclobber` on B: bash opens with O_CREAT|O_EXCL and
+/// ignores errors at close, so the name must be refused at open. It is, for one HEAD and no
+/// upload; A's bytes stay.
+#[test]
+fn noclobber_on_another_mount_is_refused_at_open_for_one_head() {
+    let (a, b) = two_segment_mounts();
+    let name = "segment-0000000000000042.bin";
+    std::fs::write(a.path(name), b"written by A").unwrap();
+    a.server.reset_stats();
+    let out = b.sh(&format!("set -o noclobber; echo from-B > {name}"));
+    assert!(!out.status.success(), "the shell's redirection succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot overwrite existing file"),
+        "{stderr}"
+    );
+    assert_eq!(
+        a.server.stats(),
+        scribefs::devserver::RequestStats {
+            head: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(stored_segment(&a, name), b"written by A");
+
+    // A name nobody took: the same one HEAD, then the upload at close.
+    a.server.reset_stats();
+    let free = "segment-0000000000000043.bin";
+    b.sh_ok(&format!("set -o noclobber; echo from-B > {free}"));
+    let stats = a.server.stats();
+    assert_eq!((stats.head, stats.put), (1, 1), "{stats:?}");
+    assert_eq!(stored_segment(&a, free), b"from-B\n");
+}
+
+/// The keys layout keeps the old bargain: an O_EXCL create of a name the mount believes free
+/// asks nothing at open; the conditional upload at close finds the name taken.
+#[test]
+fn an_exclusive_create_in_the_keys_layout_asks_nothing_at_open() {
+    let args = ["--metadata-ttl", "10"];
+    let a = Mount::new(&args);
+    let b = second_mount(&a.server, &args);
+    assert_eq!(b.sh_ok("ls | wc -l"), "0\n");
+    std::fs::write(a.path("lock"), b"A").unwrap();
+    a.server.reset_stats();
+    let script = "import os\n\
+         fd = os.open('lock', os.O_CREAT | os.O_EXCL | os.O_WRONLY)\n\
+         print('opened')\n\
+         os.write(fd, b'B')\n\
+         try:\n    os.close(fd)\nexcept OSError as e:\n    print(e.errno)\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .current_dir(b.root())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("opened\n{}\n", libc::EEXIST),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = a.server.stats();
+    assert_eq!((stats.head, stats.put), (0, 1), "{stats:?}");
+    assert_eq!(
+        a.server
+            .bucket("test")
+            .object("lock")
+            .unwrap()
+            .data
+            .as_ref(),
+        b"A"
     );
 }
 

@@ -491,7 +491,8 @@ async fn a_refused_connection_is_retried_then_reported() {
         panic!("{err:?}")
     };
     assert_eq!(*attempts, 3);
-    let StoreError::Connection(message) = source.as_ref() else {
+    // Refused at every attempt: the server is gone, not stumbling (3 attempts, not 10).
+    let StoreError::Unreachable(message) = source.as_ref() else {
         panic!("{source:?}")
     };
     assert!(message.contains(&endpoint), "{message}");

@@ -113,7 +113,7 @@ struct ServeArgs {
     /// Many small objects to put into each bucket, in memory only (made again at each start,
     /// never written under --root): segments:N (N tiny valid ledger segments and their
     /// sidecars, 2N keys), tree:DIRSxFILES (tree/d0000/f000000 ...), flat:N (flat/f0000000
-    /// ...). Repeatable. A million keys take about a second.
+    /// ...). Repeatable. A million keys take a few seconds.
     #[arg(long = "seed-objects", value_name = "SHAPE")]
     seed_objects: Vec<SeedShape>,
     #[command(flatten)]

@@ -582,6 +582,7 @@ pub(crate) fn duplicate_error(error: &StoreError) -> StoreError {
         },
         StoreError::Timeout(after) => StoreError::Timeout(*after),
         StoreError::Connection(m) => StoreError::Connection(m.clone()),
+        StoreError::Unreachable(m) => StoreError::Unreachable(m.clone()),
         StoreError::Config(m) => StoreError::Config(m.clone()),
         StoreError::Io(io) => StoreError::Io(std::io::Error::new(io.kind(), io.to_string())),
         StoreError::RetriesExhausted { attempts, source } => StoreError::RetriesExhausted {

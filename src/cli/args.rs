@@ -37,7 +37,7 @@ pub struct ConnectionArgs {
     /// Address buckets as ENDPOINT/BUCKET (needed by most non-AWS servers) [env: S3_PATH_STYLE]
     #[arg(long, global = true)]
     pub force_path_style: bool,
-    /// Region to sign requests for [default: us-east-1] [env: S3_REGION, AWS_REGION]
+    /// Region to sign requests for [default: the profile's, else the bucket's own] [env: S3_REGION, AWS_REGION, AWS_DEFAULT_REGION]
     #[arg(long, global = true)]
     pub region: Option<String>,
     /// Bucket name [env: S3_BUCKET]
@@ -173,6 +173,10 @@ pub struct UploadsFilter {
 #[derive(Debug, Subcommand)]
 pub enum SegmentsCommand {
     /// List segment ids, one per line, ascending
+    ///
+    /// Printed a listing page at a time: memory does not grow with the bucket. Ids whose keys
+    /// are spelled otherwise than the ledger writes them (another number of hex digits, or
+    /// upper case) come after the others, ascending.
     Ls,
     /// Write a segment's bytes to FILE (or standard output)
     Get {
@@ -337,9 +341,10 @@ pub struct MountArgs {
     )]
     pub cache_size_mib: u64,
     /// Memory the mount may use for its block cache and upload buffers together, in MiB: the
-    /// cache keeps --cache-size-mib, all uploads share the rest for parts being sent (writers
-    /// wait for memory instead of adding up); at least the cache plus one upload's (parts in
-    /// flight + 1) x part size [default: each upload bounded alone]
+    /// cache keeps --cache-size-mib, all uploads share the rest for the buffers they fill and
+    /// the parts being sent (writers wait for memory instead of adding up); at least the cache
+    /// plus one upload's (parts in flight + 1) x part size [default: uploads share (memory -
+    /// cache) / 8, at least one upload's and at most 32 parts]
     #[arg(
         long,
         value_name = "MIB",

@@ -9,8 +9,10 @@
 //!   is visible only once complete. Running the command again copies only what is missing or
 //!   differs (a file torn by a crash fails the hash check and is fetched again).
 //! - **Progress**: a bar on a terminal, one plain line per file otherwise.
+//! - **Streaming**: files are copied as the listing finds them, a page ahead at most (push
+//!   walks the listing alongside DIR's sorted names for the ETags): memory grows with `--jobs`
+//!   and, for push, with DIR's file count, never with the bucket.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 
 use std::path::{Path, PathBuf};
@@ -18,13 +20,13 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 
-use futures::StreamExt;
+use futures::stream::{BoxStream, Stream, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use super::CliError;
-use crate::segment::{SEGMENTS_PREFIX, parse_file_name};
-use crate::store::{GetRequest, ObjectStore, PutOptions, list_all};
+use crate::segment::{ListedFile, SEGMENTS_PREFIX, SegmentStore, parse_file_name};
+use crate::store::{GetRequest, ObjectStore, PutOptions, StoreError, StoreResult};
 use crate::upload::{StreamingUpload, UploadConfig, part_size_for};
 
 /// One file to consider: its name in DIR and under `segments/`, and the object's facts.
@@ -55,51 +57,44 @@ pub async fn run(
     jobs: usize,
 ) -> Result<(), CliError> {
     let started = Instant::now();
-    if direction == Direction::Pull {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CliError::Io(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let remote: HashMap<String, (u64, String)> = list_all(store.as_ref(), SEGMENTS_PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            let name = o.key.strip_prefix(SEGMENTS_PREFIX)?.to_string();
-            parse_file_name(&name).map(|_| (name, (o.size, o.etag)))
-        })
-        .collect();
-    let items = match direction {
-        Direction::Pull => remote
-            .iter()
-            .map(|(name, (size, etag))| Item {
-                name: name.clone(),
-                size: *size,
-                etag: Some(etag.clone()),
-            })
-            .collect(),
-        Direction::Push => local_items(dir, &remote)?,
+    let progress = Progress::new();
+    let remote = SegmentStore::new(store.clone()).file_pages();
+    let items: BoxStream<'_, StoreResult<Item>> = match direction {
+        Direction::Pull => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::Io(format!("cannot create {}: {e}", dir.display())))?;
+            remote_items(remote, &progress)
+        }
+        Direction::Push => {
+            let local = local_items(dir)?;
+            progress.grow(local.iter().map(|item| item.size).sum());
+            with_remote_etags(local, remote)
+        }
     };
-    let total_bytes: u64 = items.iter().map(|i| i.size).sum();
-    let progress = Progress::new(total_bytes);
-    let mut results = futures::stream::iter(items)
+    let mut results = items
         .map(|item| {
             let store = store.clone();
             let progress = &progress;
             async move {
+                let item = item?;
                 let outcome = transfer(store, direction, dir, &item).await;
                 progress.file_done(&item, &outcome);
-                (item, outcome)
+                Ok::<_, StoreError>((item, outcome))
             }
         })
         .buffer_unordered(jobs.max(1));
     let mut totals = Totals::default();
-    while let Some((item, outcome)) = results.next().await {
-        match outcome {
-            Ok(true) => {
+    // A failed listing ends the stream of files; the transfers under way still finish.
+    let mut listing_failed = None;
+    while let Some(result) = results.next().await {
+        match result {
+            Ok((item, Ok(true))) => {
                 totals.copied += 1;
                 totals.copied_bytes += item.size;
             }
-            Ok(false) => totals.skipped += 1,
-            Err(e) => totals.failed.push(format!("{}: {e}", item.name)),
+            Ok((_, Ok(false))) => totals.skipped += 1,
+            Ok((item, Err(e))) => totals.failed.push(format!("{}: {e}", item.name)),
+            Err(e) => listing_failed = Some(e),
         }
     }
     progress.finish();
@@ -119,6 +114,11 @@ pub async fn run(
         totals.failed.len(),
         started.elapsed().as_secs_f64()
     )));
+    if let Some(error) = listing_failed {
+        return Err(CliError::Io(format!(
+            "listing the bucket failed: {error}; run the command again to resume"
+        )));
+    }
     match totals.failed.first() {
         None => printed,
         Some(first) => Err(CliError::Io(format!(
@@ -128,8 +128,29 @@ pub async fn run(
     }
 }
 
-/// Segment files of `dir`, with the remote ETag of the same name when there is one.
-fn local_items(dir: &Path, remote: &HashMap<String, (u64, String)>) -> Result<Vec<Item>, CliError> {
+/// The bucket's segment files as items to pull, a listing page at a time (the progress bar's
+/// total grows with each page).
+fn remote_items<'a>(
+    remote: impl Stream<Item = StoreResult<Vec<ListedFile>>> + Send + 'a,
+    progress: &'a Progress,
+) -> BoxStream<'a, StoreResult<Item>> {
+    remote
+        .map_ok(move |page| {
+            progress.grow(page.iter().map(|listed| listed.size).sum());
+            futures::stream::iter(page.into_iter().map(|listed| {
+                Ok(Item {
+                    name: listed.name,
+                    size: listed.size,
+                    etag: Some(listed.etag),
+                })
+            }))
+        })
+        .try_flatten()
+        .boxed()
+}
+
+/// Segment files of `dir`, sorted by name.
+fn local_items(dir: &Path) -> Result<Vec<Item>, CliError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| CliError::Io(format!("cannot read {}: {e}", dir.display())))?;
     let mut items = Vec::new();
@@ -140,18 +161,74 @@ fn local_items(dir: &Path, remote: &HashMap<String, (u64, String)>) -> Result<Ve
         if !meta.is_file() || parse_file_name(&name).is_none() {
             continue;
         }
-        let etag = remote
-            .get(&name)
-            .filter(|(size, _)| *size == meta.len())
-            .map(|(_, etag)| etag.clone());
         items.push(Item {
             name,
             size: meta.len(),
-            etag,
+            etag: None,
         });
     }
     items.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(items)
+}
+
+/// `local` (sorted by name) with the ETag of the remote file of the same name and size, found
+/// by walking the listing alongside: S3 lists names in the same byte order, so one listing page
+/// is held at a time, not the bucket.
+fn with_remote_etags(
+    local: Vec<Item>,
+    remote: impl Stream<Item = StoreResult<Vec<ListedFile>>> + Send + 'static,
+) -> BoxStream<'static, StoreResult<Item>> {
+    let cursor = RemoteCursor {
+        files: remote
+            .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed(),
+        current: None,
+    };
+    futures::stream::unfold(
+        (local.into_iter(), cursor),
+        |(mut local, mut cursor)| async move {
+            let mut item = local.next()?;
+            match cursor.etag_of(&item.name, item.size).await {
+                Ok(etag) => item.etag = etag,
+                Err(error) => return Some((Err(error), (Vec::new().into_iter(), cursor))),
+            }
+            Some((Ok(item), (local, cursor)))
+        },
+    )
+    .boxed()
+}
+
+/// A position in the bucket's listing, moved forward by ascending names.
+struct RemoteCursor {
+    files: BoxStream<'static, StoreResult<ListedFile>>,
+    /// The first listed file not yet passed.
+    current: Option<ListedFile>,
+}
+
+impl RemoteCursor {
+    /// The ETag of the remote file `name` if it has `size` bytes; names asked must ascend.
+    async fn etag_of(&mut self, name: &str, size: u64) -> StoreResult<Option<String>> {
+        loop {
+            let listed = match self.current.take() {
+                Some(listed) => listed,
+                None => match self.files.next().await {
+                    Some(listed) => listed?,
+                    None => return Ok(None),
+                },
+            };
+            match listed.name.as_str().cmp(name) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    return Ok((listed.size == size).then_some(listed.etag));
+                }
+                std::cmp::Ordering::Greater => {
+                    self.current = Some(listed);
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 /// Copies one file unless both sides already hold the same bytes; `Ok(true)` when it copied.
@@ -209,7 +286,10 @@ fn local_etag_matches(path: &Path, size: u64, etag: &str) -> std::io::Result<boo
 fn md5_of(path: &Path, sizes: &mut dyn Iterator<Item = u64>) -> std::io::Result<Vec<[u8; 16]>> {
     let mut file = std::fs::File::open(path)?;
     let mut digests = Vec::new();
-    let mut buffer = vec![0u8; 1 << 20];
+    // No larger than the file: a MiB per small segment, on each of the blocking pool's
+    // threads, kept a skip-only pull of 100,000 segments at 62 MiB instead of 25.
+    let length = file.metadata()?.len();
+    let mut buffer = vec![0u8; usize::try_from(length.clamp(1, 1 << 20)).unwrap_or(1 << 20)];
     loop {
         let mut left = sizes.next().unwrap_or(u64::MAX);
         let mut hasher = Md5::new();
@@ -325,17 +405,24 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total_bytes: u64) -> Progress {
+    /// A bar of no length yet: [`Progress::grow`] adds the bytes found to copy.
+    fn new() -> Progress {
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             return Progress { bar: None };
         }
-        let bar = indicatif::ProgressBar::new(total_bytes);
+        let bar = indicatif::ProgressBar::new(0);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
         ) {
             bar.set_style(style);
         }
         Progress { bar: Some(bar) }
+    }
+
+    fn grow(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc_length(bytes);
+        }
     }
 
     fn file_done(&self, item: &Item, outcome: &Result<bool, CliError>) {

@@ -2,18 +2,21 @@
 //! [`crate::segment::entries`]. Decoding is CPU work and runs on the blocking pool; fetches run
 //! `parallel` segments at a time, so memory stays near `parallel` decoded segments.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::io::Write;
 
 use base64::Engine;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 use super::CliError;
 use super::output::{stdout_error, unless_closed};
 use crate::cache::metadata_cache::{LedgerIndex, ObjectVersionId};
 use crate::segment::entries::{self, EntriesError, SegmentEntries};
 use crate::segment::index::{key_hashes, may_hold};
-use crate::segment::{SegmentFile, SegmentStore, file_name};
+use crate::segment::{ListedFile, SegmentFile, SegmentStore, file_name};
+use crate::store::{StoreError, StoreResult};
 
 /// `cat ID`: the entries as JSON Lines on stdout.
 pub async fn cat_jsonl(segments: &SegmentStore, id: u64, bucket: &str) -> Result<(), CliError> {
@@ -41,8 +44,10 @@ pub fn key_arg(text: &str, is_base64: bool) -> Result<Vec<u8>, CliError> {
         .map_err(|e| CliError::Usage(format!("key {text:?} is not base64: {e}")))
 }
 
-/// `find KEY`: the ids of segments holding KEY, newest first, printed as they are confirmed.
-/// A segment that cannot be read is reported on stderr and makes the exit status non-zero.
+/// `find KEY`: the ids of segments holding KEY, newest first. The listing streams a page at
+/// a time and the holders are printed once it is through (8 bytes each until then): memory
+/// grows with the holders, not with the bucket. A segment that cannot be read is reported on
+/// stderr and makes the exit status non-zero.
 ///
 /// With an `index`, a segment whose listed version (ETag, LastModified, size) is indexed is
 /// fetched only if its key hashes may hold KEY; every other segment is fetched, decoded and
@@ -51,61 +56,35 @@ pub async fn find(
     segments: &SegmentStore,
     key: &[u8],
     parallel: usize,
-    mut index: Option<LedgerIndex>,
+    index: Option<LedgerIndex>,
 ) -> Result<(), CliError> {
-    let mut listed = segments.list_data_versions().await?;
-    listed.reverse();
-    let versions: Vec<(u64, ObjectVersionId)> = listed
-        .into_iter()
-        .map(|(id, object)| {
-            let version = ObjectVersionId {
-                etag: object.etag,
-                last_modified: object.last_modified,
-                size: object.size,
-            };
-            (id, version)
+    let index = RefCell::new(index);
+    let index = &index;
+    let mut results = segments
+        .files_in_order()
+        .map_ok(|page| {
+            let candidates = candidates(index, key, page);
+            futures::stream::iter(candidates.into_iter().map(Ok::<_, StoreError>))
         })
-        .collect();
-    let known = match index.as_mut() {
-        Some(index) => index.get_many(&versions),
-        None => vec![None; versions.len()],
-    };
-    let indexing = index.is_some();
-    let wanted = versions
-        .into_iter()
-        .zip(known)
-        .filter(|(_, hashes)| hashes.as_deref().is_none_or(|h| may_hold(h, key)))
-        .map(|((id, version), hashes)| (id, version, indexing && hashes.is_none()));
-    let mut results = futures::stream::iter(wanted)
-        .map(|(id, version, to_index)| async move {
-            let Some(stored) = segments.get_segment(id).await? else {
-                // Deleted since the listing: it holds nothing now.
-                return Ok((id, false, None));
-            };
-            let wanted_key = key.to_vec();
-            let (holds, hashes) = decode_with(id, stored, move |decoded| {
-                let hashes = to_index.then(|| key_hashes(decoded));
-                (decoded.get(&wanted_key).is_some(), hashes)
-            })
-            .await?;
-            Ok::<_, CliError>((id, holds, hashes.map(|h| (id, version, h))))
+        .try_flatten()
+        .map(|candidate| async move {
+            let (id, version, to_index) = candidate?;
+            Ok::<_, CliError>(search_one(segments, key, id, version, to_index).await)
         })
         .buffered(parallel.max(1));
     let mut unreadable = 0usize;
+    let mut holders = Vec::new();
     let mut learned = Vec::new();
-    let mut out = std::io::stdout().lock();
     while let Some(result) = results.next().await {
-        match result {
+        // A failed listing ends the search: the segments past it were never seen.
+        match result? {
             Ok((id, holds, hashes)) => {
                 learned.extend(hashes);
-                if let Some(index) = index.as_mut().filter(|_| learned.len() >= INDEX_BATCH) {
-                    index.put_many(&std::mem::take(&mut learned));
+                if learned.len() >= INDEX_BATCH {
+                    put_hashes(index, &mut learned);
                 }
                 if holds {
-                    // A closed output ends the search: the ids are all it gives.
-                    writeln!(out, "{id:016x}")
-                        .and_then(|()| out.flush())
-                        .map_err(stdout_error)?;
+                    holders.push(id);
                 }
             }
             Err(e) => {
@@ -114,9 +93,15 @@ pub async fn find(
             }
         }
     }
-    if let Some(index) = index.as_mut() {
-        index.put_many(&learned);
+    put_hashes(index, &mut learned);
+    holders.sort_unstable_by(|a, b| b.cmp(a));
+    holders.dedup();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for id in holders {
+        // A closed output ends the printing: the ids are all it gives.
+        writeln!(out, "{id:016x}").map_err(stdout_error)?;
     }
+    out.flush().map_err(stdout_error)?;
     match unreadable {
         0 => Ok(()),
         n => Err(CliError::Usage(format!(
@@ -125,7 +110,75 @@ pub async fn find(
     }
 }
 
-/// Segments indexed per write transaction: a search stopped half way keeps most of its work.
+/// Whether segment `id` holds `key`, and its key hashes at `version` if `to_index`.
+async fn search_one(
+    segments: &SegmentStore,
+    key: &[u8],
+    id: u64,
+    version: ObjectVersionId,
+    to_index: bool,
+) -> Result<(u64, bool, Option<(u64, ObjectVersionId, Vec<u64>)>), CliError> {
+    let Some(stored) = segments.get_segment(id).await? else {
+        // Deleted since the listing: it holds nothing now.
+        return Ok((id, false, None));
+    };
+    let wanted_key = key.to_vec();
+    let (holds, hashes) = decode_with(id, stored, move |decoded| {
+        let hashes = to_index.then(|| key_hashes(decoded));
+        (decoded.get(&wanted_key).is_some(), hashes)
+    })
+    .await?;
+    Ok((id, holds, hashes.map(|h| (id, version, h))))
+}
+
+/// The segments of one listing page `find` must fetch, with their versions and whether to
+/// index them: those not indexed at their listed version, and those whose hashes may hold
+/// `key`. One index read per page.
+fn candidates(
+    index: &RefCell<Option<LedgerIndex>>,
+    key: &[u8],
+    page: Vec<ListedFile>,
+) -> Vec<(u64, ObjectVersionId, bool)> {
+    let listed: Vec<(u64, ObjectVersionId)> = page
+        .into_iter()
+        .filter(|listed| listed.file == SegmentFile::Data)
+        .map(|listed| (listed.id, version_of(&listed)))
+        .collect();
+    let mut index = index.borrow_mut();
+    let Some(index) = index.as_mut() else {
+        return listed.into_iter().map(|(id, v)| (id, v, false)).collect();
+    };
+    let known = index.get_many(&listed);
+    listed
+        .into_iter()
+        .zip(known)
+        .filter(|(_, hashes)| hashes.as_deref().is_none_or(|h| may_hold(h, key)))
+        .map(|((id, version), hashes)| (id, version, hashes.is_none()))
+        .collect()
+}
+
+/// Writes the hashes learned so far to the index, if any, and empties `learned`.
+fn put_hashes(
+    index: &RefCell<Option<LedgerIndex>>,
+    learned: &mut Vec<(u64, ObjectVersionId, Vec<u64>)>,
+) {
+    if let Some(index) = index.borrow_mut().as_mut() {
+        index.put_many(learned);
+    }
+    learned.clear();
+}
+
+/// The version of a listed file, as the ledger index keys it.
+fn version_of(listed: &ListedFile) -> ObjectVersionId {
+    ObjectVersionId {
+        etag: listed.etag.clone(),
+        last_modified: listed.last_modified,
+        size: listed.size,
+    }
+}
+
+/// Segments indexed (or verified) per write transaction: a run stopped half way keeps most of
+/// its work.
 const INDEX_BATCH: usize = 512;
 
 /// What the bucket holds of one segment.
@@ -145,6 +198,15 @@ struct Target {
 }
 
 impl Target {
+    fn named(id: u64) -> Target {
+        Target {
+            id,
+            present: None,
+            data: None,
+            sidecar: None,
+        }
+    }
+
     /// Both files' versions, when both were listed.
     fn versions(&self) -> Option<(u64, ObjectVersionId, ObjectVersionId)> {
         Some((self.id, self.data.clone()?, self.sidecar.clone()?))
@@ -152,6 +214,8 @@ impl Target {
 }
 
 /// `verify [ID...]`: one stdout line per bad segment, a summary, non-zero exit if any is bad.
+/// Without ids, the bucket's segments stream from the listing a page at a time, `parallel`
+/// checked at once: memory does not grow with the bucket.
 ///
 /// Every result is remembered in `index` (a pass at the listed versions of both files; a
 /// failure forgets the segment, so it is checked again every run until it passes). With
@@ -162,67 +226,42 @@ pub async fn verify(
     ids: Vec<u64>,
     parallel: usize,
     changed: bool,
-    mut index: Option<LedgerIndex>,
+    index: Option<LedgerIndex>,
 ) -> Result<(), CliError> {
-    let mut targets: Vec<Target> = if ids.is_empty() {
-        let mut targets: Vec<Target> = Vec::new();
-        for (id, file, object) in segments.list_versions().await? {
-            if targets.last().is_none_or(|last| last.id != id) {
-                targets.push(Target {
-                    id,
-                    present: Some(Present::default()),
-                    data: None,
-                    sidecar: None,
-                });
-            }
-            let version = ObjectVersionId {
-                etag: object.etag,
-                last_modified: object.last_modified,
-                size: object.size,
-            };
-            if let Some(target) = targets.last_mut() {
-                let present = target.present.get_or_insert_with(Present::default);
-                match file {
-                    SegmentFile::Data => (present.data, target.data) = (true, Some(version)),
-                    SegmentFile::Meta => (present.sidecar, target.sidecar) = (true, Some(version)),
-                }
-            }
-        }
-        targets
+    let index = RefCell::new(index);
+    let index = &index;
+    let skipped = Cell::new(0usize);
+    let skipped_ref = &skipped;
+    let targets = if ids.is_empty() {
+        listed_segments(segments)
     } else {
-        ids.into_iter()
-            .map(|id| Target {
-                id,
-                present: None,
-                data: None,
-                sidecar: None,
-            })
-            .collect()
+        futures::stream::iter(ids.into_iter().map(|id| Ok(Target::named(id)))).boxed()
     };
-    let listed = targets.len();
-    if let Some(index) = index.as_mut().filter(|_| changed) {
-        let known: Vec<_> = targets.iter().filter_map(Target::versions).collect();
-        let unchanged: std::collections::HashSet<u64> = known
-            .iter()
-            .zip(index.verified(&known))
-            .filter_map(|((id, _, _), intact)| intact.then_some(*id))
-            .collect();
-        targets.retain(|t| !unchanged.contains(&t.id));
-    }
-    let skipped = listed - targets.len();
-    let total = targets.len();
-    let mut results = futures::stream::iter(targets)
+    let mut results = targets
+        .ready_chunks(INDEX_BATCH)
+        .map(move |chunk| {
+            let chunk = match changed {
+                true => unverified(index, chunk, skipped_ref),
+                false => chunk,
+            };
+            futures::stream::iter(chunk)
+        })
+        .flatten()
         .map(|target| async move {
+            let target = target?;
             let result = verify_one(segments, target.id, target.present).await;
-            (target, result)
+            Ok::<_, CliError>((target, result))
         })
         .buffered(parallel.max(1));
-    let mut bad = 0usize;
+    let (mut total, mut bad) = (0usize, 0usize);
     let mut passed = Vec::new();
     let mut failed = Vec::new();
     let mut out = std::io::stdout().lock();
-    while let Some((target, result)) = results.next().await {
-        match result {
+    while let Some(result) = results.next().await {
+        // A failed listing ends the check: the segments past it were never seen.
+        let (target, checked) = result?;
+        total += 1;
+        match checked {
             Ok(()) => passed.extend(target.versions()),
             Err(reason) => {
                 bad += 1;
@@ -232,16 +271,13 @@ pub async fn verify(
                 unless_closed(writeln!(out, "{reason}").map_err(stdout_error))?;
             }
         }
-        if let Some(index) = index.as_mut() {
-            if passed.len() + failed.len() >= INDEX_BATCH {
-                index.record_verified(&std::mem::take(&mut passed), &std::mem::take(&mut failed));
-            }
+        if passed.len() + failed.len() >= INDEX_BATCH {
+            record_verified(index, &mut passed, &mut failed);
         }
     }
-    if let Some(index) = index.as_mut() {
-        index.record_verified(&passed, &failed);
-    }
+    record_verified(index, &mut passed, &mut failed);
     let skipped_note = if changed {
+        let skipped = skipped.get();
         format!(", {skipped} skipped (unchanged since verified on this machine)")
     } else {
         String::new()
@@ -257,6 +293,88 @@ pub async fn verify(
             .and_then(|()| out.flush())
             .map_err(stdout_error),
     )
+}
+
+/// The targets of `chunk` not found intact before at their listed versions (and any listing
+/// failure); those dropped are counted in `skipped`. One index read per chunk.
+fn unverified(
+    index: &RefCell<Option<LedgerIndex>>,
+    chunk: Vec<StoreResult<Target>>,
+    skipped: &Cell<usize>,
+) -> Vec<StoreResult<Target>> {
+    let mut index = index.borrow_mut();
+    let Some(index) = index.as_mut() else {
+        return chunk;
+    };
+    let known: Vec<_> = chunk
+        .iter()
+        .filter_map(|t| t.as_ref().ok().and_then(Target::versions))
+        .collect();
+    let unchanged: HashSet<u64> = known
+        .iter()
+        .zip(index.verified(&known))
+        .filter_map(|((id, _, _), intact)| intact.then_some(*id))
+        .collect();
+    let before = chunk.len();
+    let kept: Vec<_> = chunk
+        .into_iter()
+        .filter(|t| t.as_ref().map_or(true, |t| !unchanged.contains(&t.id)))
+        .collect();
+    skipped.set(skipped.get() + before - kept.len());
+    kept
+}
+
+/// Writes the results so far to the index, if any, and empties both lists.
+fn record_verified(
+    index: &RefCell<Option<LedgerIndex>>,
+    passed: &mut Vec<(u64, ObjectVersionId, ObjectVersionId)>,
+    failed: &mut Vec<u64>,
+) {
+    if let Some(index) = index.borrow_mut().as_mut() {
+        index.record_verified(passed, failed);
+    }
+    passed.clear();
+    failed.clear();
+}
+
+/// The bucket's segments with the files each has and their versions, in id order, as the
+/// listing goes: a segment's data file and sidecar list next to each other, also across pages.
+fn listed_segments(segments: &SegmentStore) -> BoxStream<'static, StoreResult<Target>> {
+    let files = segments
+        .files_in_order()
+        .map_ok(|page| futures::stream::iter(page.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed();
+    futures::stream::unfold(
+        (files, None::<Target>),
+        |(mut files, mut pending)| async move {
+            loop {
+                let listed = match files.next().await {
+                    Some(Ok(listed)) => listed,
+                    Some(Err(error)) => return Some((Err(error), (files, None))),
+                    None => return Some((Ok(pending.take()?), (files, None))),
+                };
+                let finished = match &pending {
+                    Some(current) if current.id != listed.id => pending.take(),
+                    _ => None,
+                };
+                let target = pending.get_or_insert_with(|| Target {
+                    present: Some(Present::default()),
+                    ..Target::named(listed.id)
+                });
+                let present = target.present.get_or_insert_with(Present::default);
+                let version = Some(version_of(&listed));
+                match listed.file {
+                    SegmentFile::Data => (present.data, target.data) = (true, version),
+                    SegmentFile::Meta => (present.sidecar, target.sidecar) = (true, version),
+                }
+                if let Some(target) = finished {
+                    return Some((Ok(target), (files, pending)));
+                }
+            }
+        },
+    )
+    .boxed()
 }
 
 /// Checks one segment; the error is its report line, naming the segment.

@@ -76,9 +76,8 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
     }
     // The bucket check retries like any request (a fault at mount time must not fail the
     // mount), but ends within --connect-timeout-secs: a server that accepts connections and
-    // never answers would otherwise hold the mount for twice the request timeout, and one that
-    // refuses them for all 10 attempts. Ended by its deadline, it still reports the last error
-    // seen (connection refused, ...) when there was one.
+    // never answers would otherwise hold the mount for twice the request timeout. One that
+    // refuses them is gone after 3 attempts (retry::GONE_AFTER), well within that.
     let check_timeout = Duration::from_secs(args.connect_timeout_secs);
     let (store, check) = connect_with_check(&config, Some(check_timeout)).await?;
     match check.head_bucket().await {
@@ -110,6 +109,12 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
             fs_config.staging_dir.display()
         ))
     })?;
+    if let Some(bytes) = fs_config.write_budget_bytes {
+        tracing::info!(
+            "uploads share {} MiB of memory for buffers and parts in flight",
+            bytes >> 20
+        );
+    }
     let fs = Fs::new(store, fs_config);
     let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
     let mut session = fuser::Session::new(adapter, &args.dir, &fuse_config(&args, &config))
@@ -319,7 +324,7 @@ fn explain_bucket_check(error: &StoreError, config: &S3Config) -> CliError {
         StoreError::UntrustedCertificate { .. } | StoreError::Credentials(_) => {
             error.root().to_string()
         }
-        StoreError::Connection(_) | StoreError::Timeout(_) => {
+        StoreError::Connection(_) | StoreError::Unreachable(_) | StoreError::Timeout(_) => {
             format!("cannot reach the S3 endpoint {endpoint}: {error}")
         }
         _ => format!(
@@ -388,9 +393,15 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
     config.cache_bytes = mib_bytes("--cache-size-mib", args.cache_size_mib)?;
     config.block_size = args.block_size;
     config.part_size = args.part_size;
-    if let Some(target) = args.max_memory_target {
-        config.write_budget_bytes = Some(write_budget(target, &config)?);
-    }
+    config.write_budget_bytes = Some(match args.max_memory_target {
+        Some(target) => write_budget(target, &config)?,
+        None => crate::upload::WriteBudget::default_bytes(
+            machine_memory(),
+            config.cache_bytes,
+            config.part_size,
+            config.max_parts_in_flight,
+        ),
+    });
     config.allow_overwrite = args.allow_overwrite;
     config.list_entries = args.list_entries;
     config.rename_dir_limit = args.rename_dir_limit;
@@ -424,6 +435,32 @@ fn write_budget(target_mib: u64, config: &FsConfig) -> Result<u64, CliError> {
         )));
     }
     Ok(target - config.cache_bytes)
+}
+
+/// The machine's memory, or its cgroup's limit if smaller (a container's): what the default
+/// write budget is a share of. 0 if unknown, which leaves the budget at its floor.
+fn machine_memory() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib.saturating_mul(1024));
+    // cgroup v2, then v1; "max" (no limit) does not parse and is skipped.
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|path| {
+        std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    })
+    .fold(total, u64::min)
 }
 
 /// A MiB option in bytes. Its bound keeps it far below u64::MAX; checked all the same, so that a

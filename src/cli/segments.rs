@@ -9,7 +9,7 @@ use super::args::{CatFormat, SegmentsCommand};
 use super::output::{self, stdout_error};
 use super::{CliError, connect, ledger};
 use crate::cache::metadata_cache::LedgerIndex;
-use crate::segment::{SegmentStore, parse_id, segment_key};
+use crate::segment::{SegmentFile, SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
 use crate::store::{GetRequest, ObjectStore};
 
@@ -17,14 +17,7 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
     let store = connect(config).await?;
     let segments = SegmentStore::new(store.clone());
     match command {
-        SegmentsCommand::Ls => {
-            let ids = segments.list_segments().await?;
-            let mut out = std::io::stdout().lock();
-            for id in ids {
-                writeln!(out, "{id:016x}").map_err(stdout_error)?;
-            }
-            out.flush().map_err(stdout_error)
-        }
+        SegmentsCommand::Ls => print_ids(&segments).await,
         SegmentsCommand::Get { id, file } => {
             let id = id_arg(&id)?;
             download(store.as_ref(), id, &config.bucket, file.as_deref()).await
@@ -96,6 +89,25 @@ fn open_index(config: &S3Config) -> Option<LedgerIndex> {
             None
         }
     }
+}
+
+/// `ls`: the ids page by page, each page flushed once written (a reader sees them as they are
+/// listed, and a closed output ends the listing).
+async fn print_ids(segments: &SegmentStore) -> Result<(), CliError> {
+    let mut pages = segments.files_in_order();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut last = None;
+    while let Some(page) = pages.next().await {
+        for listed in page? {
+            let id = listed.id;
+            if listed.file == SegmentFile::Data && last != Some(id) {
+                writeln!(out, "{id:016x}").map_err(stdout_error)?;
+                last = Some(id);
+            }
+        }
+        out.flush().map_err(stdout_error)?;
+    }
+    Ok(())
 }
 
 pub(super) fn id_arg(text: &str) -> Result<u64, CliError> {

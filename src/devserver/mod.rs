@@ -233,7 +233,7 @@ impl DevServer {
 
     /// Puts `shape`'s small objects into bucket `name` straight into memory (not under the
     /// root, not counted as requests); returns how many keys were added, keeping keys the
-    /// bucket already holds. About a second per million keys of CPU: call it from a blocking
+    /// bucket already holds. A few seconds of CPU per million keys: call it from a blocking
     /// context (e.g. `spawn_blocking`), not from a task the server's runtime needs.
     pub fn seed_objects(&self, name: &str, shape: SeedShape) -> io::Result<u64> {
         let bucket = self.buckets.get(name).ok_or_else(|| {

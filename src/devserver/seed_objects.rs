@@ -1,5 +1,5 @@
 //! Seeding a bucket with many small objects at once, for tests and benchmarks at scale: a
-//! million keys take about a second and a few hundred bytes of memory each.
+//! million keys take a few seconds and 350 to 600 bytes of memory each.
 //!
 //! Three shapes ([`SeedShape`]): ledger segments that `scribefs segments verify` accepts, a tree
 //! of directories, and one flat directory. Objects go straight into the bucket's
@@ -85,7 +85,7 @@ impl fmt::Display for SeedShape {
 }
 
 /// Puts `shape`'s objects into `bucket`; returns how many keys were added (keys already there
-/// are kept). CPU-bound for about a second per million keys: call it from a blocking context.
+/// are kept). CPU-bound for a few seconds per million keys: call it from a blocking context.
 pub(crate) fn seed_objects(bucket: &Bucket, shape: SeedShape) -> io::Result<u64> {
     let now = SystemTime::now();
     let mut added = 0u64;

@@ -100,7 +100,9 @@ pub fn store_errno(error: &StoreError) -> libc::c_int {
         StoreError::Throttled(_) => libc::EIO,
         StoreError::Server { .. } => libc::EIO,
         StoreError::Timeout(_) => libc::ETIMEDOUT,
-        StoreError::Connection(_) | StoreError::RegionMoved(_) => libc::EIO,
+        StoreError::Connection(_) | StoreError::Unreachable(_) | StoreError::RegionMoved(_) => {
+            libc::EIO
+        }
         StoreError::Config(_) => libc::EIO,
         StoreError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
         StoreError::RetriesExhausted { source, .. } => store_errno(source),

@@ -317,7 +317,8 @@ impl Fs {
     /// Creates a file that exists only here until its first successful flush uploads it. With
     /// O_EXCL, and for every new segment in the segments layout (segments are immutable), the
     /// upload is a conditional create: if another client made the key meanwhile, close gives
-    /// EEXIST and its object stays.
+    /// EEXIST and its object stays. An O_EXCL create of a segment also asks S3 first (see
+    /// [`taken_in_s3`](Self::taken_in_s3)), so a segment made elsewhere is EEXIST at open.
     pub async fn create(
         &self,
         parent: Ino,
@@ -340,6 +341,14 @@ impl Fs {
         // An object this mount unlinked while open still sits at the key until its last close:
         // it is ours to replace, so the condition could only fail against it.
         let create_only = exclusive && !self.ns().delete_waiting(&key);
+        if create_only
+            && flags & libc::O_EXCL != 0
+            && self.config.layout.kind == LayoutKind::Segments
+            && self.config.layout.segment_id(name).is_some()
+            && self.taken_in_s3(parent, name, &key).await?
+        {
+            return Err(FsError::Exists);
+        }
         let (caller, mode) = self.inherit_group(parent, caller, mode, false);
         let metadata = owned_metadata(Kind::File, mode, caller.uid, caller.gid, &self.config);
         let upload = self.streaming(&key, &metadata, create_only)?;
@@ -367,6 +376,25 @@ impl Fs {
                 keep_cache: false,
             },
         ))
+    }
+
+    /// Whether `key` holds an object in S3 now: one HEAD. An O_EXCL create of a segment asks
+    /// before it opens, because most programs (shells with `noclobber`, lockfile makers) never
+    /// look at close's error, where the conditional upload would report the name taken. The
+    /// name was not found here, but a listing within the TTL may predate another client's
+    /// segment. The conditional upload at close still covers a segment made after this HEAD.
+    async fn taken_in_s3(&self, parent: Ino, name: &str, key: &str) -> FsResult<bool> {
+        let at = self.config.clock.now();
+        match self.store.head(key).await {
+            Ok(meta) => {
+                self.remember_metadata(&meta);
+                self.ns()
+                    .looked_up(parent, name, Some((Kind::File, meta_attrs(meta))), at);
+                Ok(true)
+            }
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads through a handle. A reader whose file was replaced (a rename onto its name, or

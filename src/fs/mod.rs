@@ -7,12 +7,14 @@
 //!
 //! | operation | requests |
 //! |---|---|
-//! | `ls -l` of a directory of N entries | ceil(N/1000) LIST, no HEAD, no FUSE lookup (readdirplus) |
+//! | `ls -l` of a directory of N entries whose metadata is known (segments layout, `--posix-metadata off`, versions in the metadata cache) | ceil(N/1000) LIST, no HEAD, no FUSE lookup (readdirplus) |
+//! | first `ls -l` on a machine, keys layout with stored metadata (the default) | ceil(N/1000) LIST + at most N HEAD |
 //! | lookup/stat of a name in a directory listed within the TTL, or made here | 0 |
 //! | lookups in a directory whose listing expired | 1 LIST for the directory (small) or for the 1000 names from the one asked (large) |
 //! | lookup of a name a windowed LIST could not settle | 1 HEAD + 1 LIST in parallel |
 //! | open + read of a small file | 1 GET (an expired node learns its ETag from that GET) |
 //! | create + write + close a small new file in a listed directory | 1 PUT |
+//! | `O_EXCL` create of a segment (segments layout), name not known here | + 1 HEAD at open (`EEXIST` there if the segment exists); keys layout: 0 at open |
 //! | create + write + close a large file | 1 create + N parts + 1 complete |
 //! | unlink | 1 DELETE |
 //! | mkdir | 1 PUT (the `dir/` marker) |

@@ -38,6 +38,7 @@ pub struct Registry {
     s3_bytes_read: AtomicU64,
     s3_bytes_written: AtomicU64,
     uploads_in_flight: AtomicI64,
+    uploads_waiting_for_memory: AtomicI64,
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
@@ -153,6 +154,13 @@ impl Registry {
         self.uploads_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// An upload began (`true`) or stopped (`false`) waiting for its share of the write budget.
+    pub fn waiting_for_memory(&self, waiting: bool) {
+        let change = if waiting { 1 } else { -1 };
+        self.uploads_waiting_for_memory
+            .fetch_add(change, Ordering::Relaxed);
+    }
+
     /// Requests of `operation` with `outcome` so far.
     pub fn s3_requests(&self, operation: &str, outcome: &str) -> u64 {
         self.s3.lock().map_or(0, |map| {
@@ -232,6 +240,14 @@ impl Registry {
             out,
             "scribefs_uploads_in_flight {}",
             self.uploads_in_flight.load(Ordering::Relaxed)
+        );
+        gauge(
+            &mut out,
+            "scribefs_uploads_waiting_for_memory",
+            "Uploads waiting for their share of the mount's write budget",
+            self.uploads_waiting_for_memory
+                .load(Ordering::Relaxed)
+                .max(0) as u64,
         );
         let fuse = self.fuse.lock().map(|m| m.clone()).unwrap_or_default();
         header(

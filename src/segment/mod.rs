@@ -9,7 +9,7 @@ pub mod entries;
 pub mod index;
 mod store;
 
-pub use store::SegmentStore;
+pub use store::{ListedFile, SegmentStore};
 
 /// The prefix every segment key lives under.
 pub const SEGMENTS_PREFIX: &str = "segments/";

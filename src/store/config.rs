@@ -16,8 +16,9 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// application. A request fails for good only if all 10 attempts fail: with 20% of requests
 /// failing at random that is 0.2^10 = 1e-7, so a `cp -a` of 200 files (about 1,000 requests)
 /// loses one in 10,000 runs, against 1 in 2 with 3 retries (0.2^4 = 1.6e-3 a request). A
-/// dead server still surfaces: the pauses of 9 retries add up to 32.7 s at most, and a call
-/// is bounded by twice the request timeout (`RetryPolicy::from_config`).
+/// dead server still surfaces: one that refuses connections is gone after 3 attempts
+/// (`retry::GONE_AFTER`), and any call is bounded by twice the request timeout
+/// (`RetryPolicy::from_config`).
 pub const MOUNT_MAX_RETRIES: u32 = 9;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

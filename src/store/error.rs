@@ -58,9 +58,15 @@ pub enum StoreError {
     Server { status: u16, message: String },
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
-    /// The connection could not be made or broke (refused, reset, body cut short): retryable.
+    /// The connection broke once made (reset, closed before the answer, body cut short):
+    /// retryable.
     #[error("connection error: {0}")]
     Connection(String),
+    /// No connection could be made at all: nobody listens at the endpoint (refused) or there is
+    /// no route to it. Retryable, but `Retrying` takes a few of these in a row for a server
+    /// that is gone and stops early.
+    #[error("cannot connect: {0}")]
+    Unreachable(String),
     /// Bad configuration found when building a client (missing bucket, bad endpoint, ...).
     #[error("configuration error: {0}")]
     Config(String),
@@ -79,8 +85,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether sending the same request again may succeed: throttling, 5xx, timeouts and broken
-    /// connections. 400/403/404/412 never are.
+    /// Whether sending the same request again may succeed: throttling, 5xx, timeouts, broken
+    /// and refused connections. 400/403/404/412 never are.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -88,6 +94,7 @@ impl StoreError {
                 | StoreError::Server { .. }
                 | StoreError::Timeout(_)
                 | StoreError::Connection(_)
+                | StoreError::Unreachable(_)
                 | StoreError::RegionMoved(_)
         )
     }

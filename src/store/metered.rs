@@ -42,6 +42,7 @@ pub fn outcome<T>(result: &StoreResult<T>) -> &'static str {
         StoreError::Server { .. } => "server_error",
         StoreError::Timeout(_) => "timeout",
         StoreError::Connection(_) => "connection",
+        StoreError::Unreachable(_) => "unreachable",
         _ => "error",
     }
 }

@@ -2,11 +2,17 @@
 //! connections.
 //!
 //! A call is retried only when [`StoreError::is_retryable`] says so (throttling, 5xx, timeouts,
-//! broken connections); 400/403/404/412 come back at once. Pauses double from 0.1 s up to
-//! [`MAX_BACKOFF`], each drawn uniformly below its nominal value (full jitter). A call that
-//! keeps failing ends in [`StoreError::RetriesExhausted`] with the number of attempts made,
-//! when its attempts are spent or its time ([`RetryPolicy::total`], twice the request timeout
-//! for the CLI and the mount) is up, whichever comes first. Bodies of PUT and UploadPart are
+//! broken and refused connections); 400/403/404/412 come back at once. Pauses double from 0.1 s
+//! up to [`MAX_BACKOFF`], each drawn uniformly below its nominal value (full jitter). A call
+//! that keeps failing ends in [`StoreError::RetriesExhausted`] with the number of attempts
+//! made, when its attempts are spent or its time ([`RetryPolicy::total`], twice the request
+//! timeout for the CLI and the mount) is up, whichever comes first.
+//!
+//! Gone versus stumbling: a server that answers badly (5xx, throttling), cuts a transfer or
+//! times out is stumbling and gets every attempt. One that no connection reaches is gone:
+//! after [`GONE_AFTER`] attempts in a row that got no answer, the last of them refused, the
+//! call ends (within 0.3 s of pauses), so a dead server surfaces as EIO in about a second
+//! instead of the 16 s on average that all the pauses take. Bodies of PUT and UploadPart are
 //! `Bytes`, so sending them again costs no copy.
 //!
 //! A GET body that breaks mid-way is resumed: the wrapper's stream asks for the rest with a
@@ -35,6 +41,10 @@ use super::{
 /// Backoff never grows beyond this, however many retries are allowed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(100);
+/// Attempts in a row without an answer (broken or refused connections), the last refused,
+/// that end a call: nobody listens at the endpoint any more. A server that resets or drops
+/// requests but still accepts connections keeps every attempt, as injected faults do.
+pub const GONE_AFTER: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -210,6 +220,8 @@ where
     Fut: Future<Output = StoreResult<T>>,
 {
     let mut attempts = attempts_before;
+    // Attempts in a row that got no answer at all (see GONE_AFTER).
+    let mut unanswered = 0;
     let started = tokio::time::Instant::now();
     let bound = policy.total.map(|total| (started + total, total));
     loop {
@@ -232,10 +244,15 @@ where
             }
             Err(err) => err,
         };
+        unanswered = match err {
+            StoreError::Connection(_) | StoreError::Unreachable(_) => unanswered + 1,
+            _ => 0,
+        };
+        let gone = unanswered >= GONE_AFTER && matches!(err, StoreError::Unreachable(_));
         let delay = policy.backoff(attempts);
         // A pause that would end past the deadline leaves no time for the attempt after it.
         let out_of_time = bound.is_some_and(|(d, _)| tokio::time::Instant::now() + delay >= d);
-        if attempts >= policy.max_attempts() || out_of_time {
+        if attempts >= policy.max_attempts() || out_of_time || gone {
             report_failure(op, key, attempts, started.elapsed(), &err);
             return Err(StoreError::RetriesExhausted {
                 attempts,
@@ -256,6 +273,7 @@ fn report_failure(op: &str, key: &str, attempts: u32, latency: Duration, err: &S
         StoreError::AccessDenied(_) => "403".to_string(),
         StoreError::Timeout(_) => "timeout".to_string(),
         StoreError::Connection(_) => "connection".to_string(),
+        StoreError::Unreachable(_) => "unreachable".to_string(),
         _ => "error".to_string(),
     };
     tracing::warn!(
@@ -688,23 +706,109 @@ mod tests {
         assert_eq!((command.max_retries, command.total), (3, policy.total));
     }
 
-    /// A server refusing connections fails each attempt at once: the call makes all 10
-    /// attempts, and the pauses between them are all the time it takes.
-    #[tokio::test(start_paused = true)]
-    async fn a_refusing_server_gets_all_10_attempts_within_the_pauses() {
-        let faulty = store_with("k", Bytes::from_static(b"v")).await;
-        faulty.fail_always(Op::Head, connection_reset);
-        let store = Retrying::new(faulty, mount_policy());
-        let started = tokio::time::Instant::now();
+    fn refused() -> StoreError {
+        StoreError::Unreachable("injected: connection refused".into())
+    }
+
+    fn server_error() -> StoreError {
+        StoreError::Server {
+            status: 503,
+            message: "injected".into(),
+        }
+    }
+
+    /// The attempts `store.head("k")` made before it gave up, and the error it gave up with.
+    async fn attempts_to_give_up(store: &Retrying<FaultyStore<MemoryStore>>) -> (u32, StoreError) {
         let err = store.head("k").await.unwrap_err();
-        let took = started.elapsed();
-        let StoreError::RetriesExhausted { attempts, source } = &err else {
+        let StoreError::RetriesExhausted { attempts, .. } = &err else {
             panic!("{err:?}")
         };
-        assert_eq!(*attempts, 10);
-        assert!(matches!(**source, StoreError::Connection(_)), "{err:?}");
-        assert_eq!(store.inner().calls(Op::Head), 10);
-        assert!(took <= store.policy().max_total_backoff(), "{took:?}");
+        assert_eq!(store.inner().calls(Op::Head), *attempts);
+        (*attempts, err)
+    }
+
+    /// A server that refuses every connection is gone: the call ends after 3 attempts, its
+    /// pauses (0.1 and 0.2 s nominal) all the time it takes, not the 10 attempts and 16 s on
+    /// average a stumbling server gets.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_server_is_gone_after_3_attempts_within_0_3_s() {
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        faulty.fail_always(Op::Head, refused);
+        let store = Retrying::new(faulty, mount_policy());
+        let started = tokio::time::Instant::now();
+        let (attempts, err) = attempts_to_give_up(&store).await;
+        assert_eq!(attempts, GONE_AFTER);
+        assert_eq!(GONE_AFTER, 3);
+        assert!(matches!(err.root(), StoreError::Unreachable(_)), "{err:?}");
+        let took = started.elapsed();
+        assert!(took <= Duration::from_millis(300), "{took:?}");
+    }
+
+    /// A server killed during a call: the attempt in flight breaks, the next ones are refused.
+    /// Gone after 3 attempts too.
+    #[tokio::test(start_paused = true)]
+    async fn a_server_killed_mid_call_is_gone_after_3_attempts() {
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        faulty.fail_call(Op::Head, 1, connection_reset);
+        faulty.fail_always(Op::Head, refused);
+        let store = Retrying::new(faulty, mount_policy());
+        let (attempts, err) = attempts_to_give_up(&store).await;
+        assert_eq!(attempts, 3);
+        assert!(matches!(err.root(), StoreError::Unreachable(_)), "{err:?}");
+    }
+
+    /// A server that still accepts connections but drops or resets every request is
+    /// stumbling, as injected faults are: all 10 attempts. So are 5xx and timeouts, and a
+    /// refusal between answers never ends a call early: only refusals in a row do.
+    #[tokio::test(start_paused = true)]
+    async fn resets_5xx_timeouts_and_refusals_between_answers_keep_all_10_attempts() {
+        let timeout = || StoreError::Timeout(Duration::from_secs(1));
+        let throttled = || StoreError::Throttled("slow down".into());
+        let makers: [fn() -> StoreError; 4] = [connection_reset, server_error, timeout, throttled];
+        for make in makers {
+            let faulty = store_with("k", Bytes::from_static(b"v")).await;
+            faulty.fail_always(Op::Head, make);
+            let store = Retrying::new(faulty, mount_policy());
+            let (attempts, err) = attempts_to_give_up(&store).await;
+            assert_eq!(attempts, 10, "{err:?}");
+        }
+
+        // refused, refused, 503, refused, refused, 503, ...: never 3 refusals in a row.
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        for call in 1..=10 {
+            if call % 3 == 0 {
+                faulty.fail_call(Op::Head, call, server_error);
+            } else {
+                faulty.fail_call(Op::Head, call, refused);
+            }
+        }
+        let store = Retrying::new(faulty, mount_policy());
+        let (attempts, err) = attempts_to_give_up(&store).await;
+        assert_eq!(attempts, 10, "{err:?}");
+
+        // Two refusals (a server restarting), then an answer: the call succeeds.
+        let faulty = store_with("k", Bytes::from_static(b"v")).await;
+        faulty.fail_next(Op::Head, 2, refused);
+        let store = Retrying::new(faulty, mount_policy());
+        assert_eq!(store.head("k").await.unwrap().size, 1);
+        assert_eq!(store.inner().calls(Op::Head), 3);
+    }
+
+    /// A GET body cut by a server that then dies: the resumption is refused 3 times and the
+    /// body ends with that error, not after the rest of the 10 attempts.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_cut_by_a_server_that_died_ends_after_3_refused_resumptions() {
+        let faulty = store_with("big", pattern(300_000)).await;
+        faulty.cut_get_bodies_after(1000, 1);
+        faulty.fail_call(Op::Get, 2, refused);
+        faulty.fail_call(Op::Get, 3, refused);
+        faulty.fail_call(Op::Get, 4, refused);
+        faulty.fail_call(Op::Get, 5, refused);
+        let store = Retrying::new(faulty, mount_policy());
+        let err = get_bytes(&store, "big", None).await.unwrap_err();
+        assert!(matches!(err.root(), StoreError::Unreachable(_)), "{err:?}");
+        // The first GET, then 3 refused resumptions.
+        assert_eq!(store.inner().calls(Op::Get), 4);
     }
 
     /// A server that accepts connections and never answers: each attempt ends at the store's
@@ -759,6 +863,7 @@ mod tests {
             },
             StoreError::Timeout(Duration::from_secs(1)),
             connection_reset(),
+            refused(),
         ];
         for err in retryable {
             assert!(err.is_retryable(), "{err:?}");

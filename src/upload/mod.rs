@@ -29,8 +29,10 @@
 //!   (8 MiB parts, 8 in flight) for files up to 7 GiB. A semaphore permit travels with each part's
 //!   task, so the writer waits for a free slot before it can fill another buffer. Staged uploads
 //!   read the staging file one part at a time under the same bound. All uploads of a mount
-//!   together hold at most a [`WriteBudget`] of parts in flight (`--max-memory-target`), so many
-//!   writers at once wait for memory instead of adding up.
+//!   together hold at most its [`WriteBudget`] (by default a share of the machine's memory, or
+//!   `--max-memory-target` less the block cache): the buffers being filled and the parts in
+//!   flight, so many writers at once wait for memory, first come first served, instead of
+//!   adding up. No one waits while holding memory, so a close never waits behind them.
 //!
 //! Further choices:
 //!

@@ -13,6 +13,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::{self, JoinError, JoinSet};
 
+use super::budget::{self, Reservation};
 use super::part_size::{S3_MAX_OBJECT_SIZE, S3_MAX_PARTS};
 use super::{StoreOperation, UploadConfig, UploadError, WriteBudget};
 use crate::store::{CompletedPart, ObjectStore, PutOptions, PutOutput, StoreResult};
@@ -55,7 +56,7 @@ pub(super) struct MultipartSession {
     part_of_task: HashMap<task::Id, u32>,
     /// A permit per part in flight; a part's body is freed when its task ends, with its permit.
     permits: Arc<Semaphore>,
-    /// The mount's memory for parts in flight, shared with its other uploads.
+    /// The mount's memory for buffers and parts in flight, shared with its other uploads.
     budget: Option<Arc<WriteBudget>>,
     completed: Vec<CompletedPart>,
     parts_sent: u32,
@@ -129,9 +130,25 @@ impl MultipartSession {
         self.failure.clone().map_or(Ok(()), Err)
     }
 
-    /// Sends the next part. Waits while `max_parts_in_flight` parts are running, which is what
-    /// bounds memory: the caller cannot fill another buffer until this returns.
-    pub(super) async fn send_part(&mut self, body: Bytes) -> Result<(), UploadError> {
+    /// Memory for a buffer of `bytes` from the mount's budget (see [`budget`]).
+    pub(super) async fn reserve(&self, bytes: u64) -> Reservation {
+        budget::reserve(self.budget.as_ref(), bytes).await
+    }
+
+    /// Grows `held` to `bytes` from the mount's budget (see [`WriteBudget::grow`]).
+    pub(super) async fn grow(&self, held: &mut Reservation, bytes: u64) {
+        budget::grow(self.budget.as_ref(), held, bytes).await;
+    }
+
+    /// Sends the next part, which holds `memory` of the budget until its request ends. Waits
+    /// while `max_parts_in_flight` parts are running, which is what bounds memory: the caller
+    /// cannot fill another buffer until this returns. Takes no more of the budget, so the last
+    /// part of a close never waits behind writers waiting for memory.
+    pub(super) async fn send_part(
+        &mut self,
+        body: Bytes,
+        memory: Reservation,
+    ) -> Result<(), UploadError> {
         self.check()?;
         let part_number = self.next_part_number();
         let size = self.bytes_sent + body.len() as u64;
@@ -149,10 +166,6 @@ impl MultipartSession {
                     message,
                 }));
             }
-        };
-        let memory = match &self.budget {
-            Some(budget) => budget.reserve(body.len() as u64).await,
-            None => None,
         };
         // A part may have failed while this one waited for its slot: do not send after a failure.
         self.check()?;

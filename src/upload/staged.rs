@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::budget;
 use super::part_size::{S3_MAX_OBJECT_SIZE, part_size_for};
 use super::session::{MultipartSession, put_object};
 use super::{StoreOperation, UploadConfig, UploadError};
@@ -133,7 +134,8 @@ impl StagedFile {
     }
 
     /// Uploads the whole file to `key`: one PutObject up to one part, else a multipart upload
-    /// read from the file part by part, so memory stays within `config.memory_bound`. On success
+    /// read from the file part by part, so memory stays within `config.memory_bound`; each part
+    /// takes its share of the mount's write budget before it is read. On success
     /// the file is clean; on failure the multipart upload is aborted and the key is untouched.
     pub async fn upload(
         &mut self,
@@ -144,6 +146,8 @@ impl StagedFile {
     ) -> Result<PutOutput, UploadError> {
         let base = config.part_size();
         let output = if self.size <= part_size_for(1, base) {
+            // Held until the PutObject ends: the body is in memory that long.
+            let _memory = budget::reserve(config.budget(), self.size).await;
             let body = self.read_at(0, self.size as usize).await?;
             put_object(store.as_ref(), key, body, options).await?
         } else {
@@ -167,8 +171,9 @@ impl StagedFile {
         while offset < self.size {
             let part_size = part_size_for(session.next_part_number(), base);
             let len = part_size.min(self.size - offset);
+            let memory = session.reserve(len).await;
             let body = read_range(&self.file, offset, len as usize).await?;
-            session.send_part(body).await?;
+            session.send_part(body, memory).await?;
             offset += len;
         }
         session.complete().await
@@ -447,6 +452,27 @@ mod tests {
             (2..=3).contains(&most),
             "{most} parts in flight with a limit of 3"
         );
+    }
+
+    /// Each part read from the staging file takes its share of the mount's budget first:
+    /// with a budget of two parts, no more than two are in memory, and all of it comes back.
+    #[tokio::test]
+    async fn parts_read_for_upload_share_the_budget() {
+        const BIG: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(BIG);
+        store.delay(StoreOp::UploadPart, std::time::Duration::from_millis(5));
+        let data = pattern(6 * BIG as usize + 7, 2);
+        let mut file = StagedFile::create_empty(dir.path()).await.unwrap();
+        file.write_at(0, &data).await.unwrap();
+        let budget = crate::upload::WriteBudget::new(2 * BIG);
+        let config = UploadConfig::with_small_parts(BIG, 4).with_budget(Some(budget.clone()));
+        file.upload(store.clone(), "shared", PutOptions::default(), config)
+            .await
+            .unwrap();
+        assert_eq!(store.inner().object("shared").unwrap().data, data);
+        assert_eq!(store.max_in_flight(StoreOp::UploadPart), 2);
+        assert_eq!(budget.available_bytes(), budget.total_bytes());
     }
 
     #[tokio::test]

@@ -4,11 +4,18 @@
 //! arrives (so a file of exactly one part is still a single PutObject), and parts run in parallel
 //! on a [`MultipartSession`](super::session). A file that never fills a part is one PutObject at
 //! `finish`.
+//!
+//! The buffer counts in the mount's write budget: it takes its share before it grows, and the
+//! share goes with it when it becomes a part. It grows geometrically up to an eighth of a part
+//! (1 MiB with 8 MiB parts) so that small files stay small, then takes a whole part at once: a
+//! writer that has to wait for memory keeps at most that eighth outside the budget
+//! (see [`WriteBudget::grow`](super::WriteBudget::grow)).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::budget::Reservation;
 use super::part_size::{S3_MAX_OBJECT_SIZE, part_size_for};
 use super::session::{MultipartSession, put_object};
 use super::{UploadConfig, UploadError};
@@ -23,6 +30,8 @@ pub struct StreamingUpload {
     base_part_size: u64,
     /// The part being filled; never longer than the current part size.
     buffer: Vec<u8>,
+    /// The buffer's share of the mount's write budget: its capacity.
+    buffer_memory: Reservation,
     written: u64,
 }
 
@@ -37,6 +46,7 @@ impl StreamingUpload {
             session: Box::new(MultipartSession::new(store, key, options, &config)),
             base_part_size: config.part_size(),
             buffer: Vec::new(),
+            buffer_memory: Reservation::default(),
             written: 0,
         }
     }
@@ -84,7 +94,7 @@ impl StreamingUpload {
                 continue;
             }
             let take = (part_size - self.buffer.len()).min(rest.len());
-            self.grow_buffer(take, part_size);
+            self.grow_buffer(take, part_size).await;
             self.buffer.extend_from_slice(&rest[..take]);
             self.written += take as u64;
             rest = &rest[take..];
@@ -134,7 +144,8 @@ impl StreamingUpload {
 
     async fn send_buffer(&mut self) -> Result<(), UploadError> {
         let body = Bytes::from(std::mem::take(&mut self.buffer));
-        self.session.send_part(body).await
+        let memory = std::mem::take(&mut self.buffer_memory);
+        self.session.send_part(body, memory).await
     }
 
     fn current_part_size(&self) -> usize {
@@ -142,19 +153,25 @@ impl StreamingUpload {
         usize::try_from(size).unwrap_or(usize::MAX)
     }
 
-    /// Grows the buffer geometrically but never past one part, so it never holds more than the
-    /// memory bound counts. Once a part has gone the file is large: the next buffer takes the
-    /// whole part at once, so no byte is copied by a reallocation (small files stay small).
-    fn grow_buffer(&mut self, additional: usize, part_size: usize) {
+    /// Grows the buffer, after taking its share of the budget, geometrically up to an eighth of
+    /// a part, then to the whole part at once, never past it: so it never holds more than the
+    /// memory bound counts, no byte is copied by a reallocation past that eighth, and small
+    /// files stay small. Once a part has gone the file is large: the next buffer takes the
+    /// whole part from the start.
+    async fn grow_buffer(&mut self, additional: usize, part_size: usize) {
         let needed = self.buffer.len() + additional;
         if needed <= self.buffer.capacity() {
             return;
         }
-        let target = if self.session.has_parts() {
+        let small = part_size / 8;
+        let target = if self.session.has_parts() || needed > small {
             part_size
         } else {
-            needed.max(self.buffer.capacity() * 2).min(part_size)
+            needed.max(self.buffer.capacity() * 2).min(small)
         };
+        self.session
+            .grow(&mut self.buffer_memory, target as u64)
+            .await;
         self.buffer.reserve_exact(target - self.buffer.len());
     }
 }
@@ -552,23 +569,26 @@ mod tests {
         }
     }
 
-    /// Uploads sharing a write budget hold no more parts in flight together than it allows
-    /// (each part takes at least 1 MiB of it), and all of them still finish whole.
+    fn budgeted(
+        store: &Arc<Store>,
+        key: &str,
+        part: u64,
+        budget: &Arc<crate::upload::WriteBudget>,
+    ) -> StreamingUpload {
+        let config = UploadConfig::with_small_parts(part, 4).with_budget(Some(budget.clone()));
+        StreamingUpload::new(store.clone(), key.into(), PutOptions::default(), config)
+    }
+
+    /// Uploads sharing a write budget hold no more buffers and parts in flight together than
+    /// it allows, and all of them still finish whole.
     #[tokio::test]
     async fn uploads_sharing_a_budget_wait_for_memory() {
         for budget_parts in [1u64, 3] {
             let store = store(PART);
             store.delay(Op::UploadPart, std::time::Duration::from_millis(5));
-            let budget = crate::upload::WriteBudget::new(budget_parts << 20);
+            let budget = crate::upload::WriteBudget::new(budget_parts * PART);
             let writers = (0..4).map(|i| {
-                let config =
-                    UploadConfig::with_small_parts(PART, 4).with_budget(Some(budget.clone()));
-                let mut upload = StreamingUpload::new(
-                    store.clone(),
-                    format!("w{i}"),
-                    PutOptions::default(),
-                    config,
-                );
+                let mut upload = budgeted(&store, &format!("w{i}"), PART, &budget);
                 async move {
                     let data = pattern(12 * PART as usize);
                     write_all(&mut upload, &data, 4096).await.unwrap();
@@ -587,6 +607,83 @@ mod tests {
             );
             assert_eq!(budget.available_bytes(), budget.total_bytes());
         }
+    }
+
+    /// The fairness the shared budget needs: a writer waiting on a full budget does not hold
+    /// up the close of a writer already uploading, which needs no more memory than it holds.
+    /// Once that close is done its memory goes to the one waiting. Both a close that is one
+    /// PutObject and one that sends the last part and completes.
+    #[tokio::test]
+    async fn a_writer_waiting_for_memory_does_not_block_another_close() {
+        const BIG: u64 = 64 * 1024;
+        for (case, length) in [("put", BIG), ("multipart", 2 * BIG + 100)] {
+            let store = store(BIG);
+            let budget = crate::upload::WriteBudget::new(BIG + BIG / 8);
+            let first_key = format!("{case}-first");
+            let data = pattern(length as usize);
+            let mut first = budgeted(&store, &first_key, BIG, &budget);
+            let mut second = budgeted(&store, &format!("{case}-second"), BIG, &budget);
+            let run = async {
+                write_all(&mut first, &data, BIG as usize).await.unwrap();
+                let waiting = tokio::spawn(async move {
+                    second.write(0, &pattern(BIG as usize)).await.unwrap();
+                    second.finish().await.unwrap()
+                });
+                while budget.waiting() == 0 {
+                    tokio::task::yield_now().await;
+                }
+                assert!(
+                    budget.available_bytes() < BIG,
+                    "{case}: the budget is not full"
+                );
+                first.finish().await.unwrap();
+                assert_eq!(store.inner().object(&first_key).unwrap().data, data);
+                waiting.await.unwrap();
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(10), run)
+                .await
+                .unwrap_or_else(|_| panic!("{case}: the close waited behind the waiting writer"));
+            assert_eq!(
+                store
+                    .inner()
+                    .object(&format!("{case}-second"))
+                    .unwrap()
+                    .data,
+                pattern(BIG as usize)
+            );
+            assert_eq!(budget.available_bytes(), budget.total_bytes());
+        }
+    }
+
+    /// Writers still in their first part, each holding a small buffer of a budget too small
+    /// for all of them to grow: each gives its share back while it waits for a whole part,
+    /// so none of them waits for ever, and the buffers never hold more than the budget.
+    #[tokio::test]
+    async fn writers_growing_their_first_buffer_do_not_stall_each_other() {
+        const BIG: u64 = 64 * 1024;
+        let store = store(BIG);
+        let budget = crate::upload::WriteBudget::new(BIG);
+        let writers = (0..8).map(|i| {
+            let mut upload = budgeted(&store, &format!("g{i}"), BIG, &budget);
+            async move {
+                let data = pattern(3 * BIG as usize + i);
+                for (n, piece) in data.chunks(3000).enumerate() {
+                    upload.write((n * 3000) as u64, piece).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                upload.finish().await.unwrap();
+                data
+            }
+        });
+        let all = futures::future::join_all(writers);
+        let written = tokio::time::timeout(std::time::Duration::from_secs(30), all)
+            .await
+            .expect("writers growing their buffers stalled each other");
+        for (i, data) in written.iter().enumerate() {
+            assert_eq!(&store.inner().object(&format!("g{i}")).unwrap().data, data);
+        }
+        assert_eq!(store.max_in_flight(Op::UploadPart), 1);
+        assert_eq!(budget.available_bytes(), budget.total_bytes());
     }
 
     proptest! {

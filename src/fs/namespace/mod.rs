@@ -806,10 +806,10 @@ impl Namespace {
 
     /// Puts back a change whose persisting failed, so a later attempt (or unmount) retries it.
     pub fn metadata_still_dirty(&mut self, ino: Ino) {
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            if !node.metadata_dirty() {
-                node.set_metadata_dirty(Some(Instant::now()));
-            }
+        if let Some(node) = self.nodes.get_mut(&ino)
+            && !node.metadata_dirty()
+        {
+            node.set_metadata_dirty(Some(Instant::now()));
         }
     }
 

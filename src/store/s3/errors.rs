@@ -91,6 +91,13 @@ where
         SdkError::DispatchFailure(failure) if failure.is_user() => {
             StoreError::InvalidRequest(format!("{}: {detail}", context.what()))
         }
+        SdkError::DispatchFailure(_) if could_not_connect(&err) => {
+            StoreError::Unreachable(format!(
+                "{}: cannot connect to {}: {detail}",
+                context.what(),
+                context.endpoint
+            ))
+        }
         SdkError::DispatchFailure(_) => StoreError::Connection(format!(
             "{}: cannot talk to {}: {detail}",
             context.what(),
@@ -171,6 +178,29 @@ where
 }
 
 /// The error and its causes by their `Display`, joined with ": ".
+/// Whether the call failed because no connection could be made: nobody listens at the endpoint
+/// (refused) or no route leads there. A connection reset or closed once made is not this: a
+/// server that drops a request may answer the next one.
+fn could_not_connect(err: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut current = Some(err);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            )
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
 fn causes(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
