@@ -1,7 +1,8 @@
 //! `scribefs segments find` with its local index (the `segment_keys` table of the bucket's
 //! metadata database), on the dev server and on moto: an entry answers only for the segment
 //! version it was read at, new segments are indexed on the way, and a deleted or damaged
-//! index file never changes the answer. On the dev server, request counts are exact.
+//! index file never changes the answer. On the dev server, request counts are exact, and
+//! segments over 100 MB show that `--max-in-flight-mib` bounds what find and verify hold.
 
 mod common;
 
@@ -302,4 +303,150 @@ fn verify_changed_catches_a_segment_corrupted_after_it_was_verified(ledger: &Led
     assert!(ok);
     assert_eq!(out, "ok: 3 segment(s) verified\n");
     assert!(gets.is_none_or(|g| g == 6));
+}
+
+/// What one run of the CLI left: its stdout and its stderr.
+struct Measured {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Measured {
+    /// A number of the command's debug line on what it held at most.
+    fn peak(&self, field: &str) -> u64 {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.contains("segments in flight at most"))
+            .unwrap_or_else(|| panic!("no peak line in {}", self.stderr));
+        let value = line.split(&format!("{field}=")).nth(1).unwrap();
+        let value = value.strip_prefix("Some(").unwrap_or(value);
+        let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap()
+    }
+
+    /// The most bytes of segments the command held at once.
+    fn peak_in_flight(&self) -> u64 {
+        self.peak("peak_bytes")
+    }
+
+    /// The command's peak RSS (its own VmHWM: a child's rusage would count the memory of the
+    /// test process it was forked from).
+    fn peak_rss(&self) -> u64 {
+        self.peak("peak_rss_bytes")
+    }
+}
+
+impl Ledger {
+    /// Runs `scribefs ARGS` with the in-flight debug line on.
+    fn measured(&self, args: &[&str]) -> Measured {
+        let mut command = self.command();
+        command
+            .args(["--log-level", "scribefs::cli::ledger=debug"])
+            .args(args);
+        let output = command.output().unwrap();
+        Measured {
+            success: output.status.success(),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+}
+
+/// A plain segment of `entries` values of 1 MiB each (101: more than 100 MB stored).
+fn large_segment(id: u64, entries: usize) -> scribefs::segment::codec::ArchivedSegment {
+    let mut segment = demo_segment(id, 0, id);
+    for n in 0..entries {
+        let value = vec![(id as u8).wrapping_add(n as u8); 1 << 20];
+        segment
+            .data
+            .insert(format!("big:{n:04}").into_bytes(), value);
+    }
+    segment.size = segment.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    segment.archive(false, 1).unwrap()
+}
+
+/// `find` and `verify` hold no more bytes of segments at once than `--max-in-flight-mib`
+/// (a segment larger than all of it alone), whatever `--parallel`: checked exactly on the
+/// command's own count, and on its peak RSS against a run whose budget lets all three in.
+#[test]
+fn segments_larger_than_100_mb_stay_within_the_in_flight_budget() {
+    const MIB: u64 = 1 << 20;
+    let ledger = Ledger::new(CliTarget::devserver(&["ledger"]));
+    let mut sizes = Vec::new();
+    for id in 1..=3u64 {
+        let segment = large_segment(id, 101);
+        assert!(segment.body.len() > 100_000_000);
+        ledger.put(&segment_key(id), &segment.body);
+        ledger.put(&meta_key(id), &segment.metadata_json());
+        sizes.push((
+            segment.body.len() as u64,
+            segment.metadata_json().len() as u64,
+        ));
+    }
+    let largest = sizes.iter().map(|(data, _)| *data).max().unwrap();
+    let largest_pair = sizes.iter().map(|(d, m)| d + m).max().unwrap();
+    let all_data: u64 = sizes.iter().map(|(data, _)| *data).sum();
+
+    let verify = ledger.measured(&[
+        "segments",
+        "verify",
+        "--parallel",
+        "8",
+        "--max-in-flight-mib",
+        "64",
+    ]);
+    assert!(verify.success, "{}", verify.stderr);
+    assert_eq!(verify.stdout, "ok: 3 segment(s) verified\n");
+    assert_eq!(
+        verify.peak_in_flight(),
+        largest_pair,
+        "one segment at a time"
+    );
+
+    let narrow = ledger.measured(&[
+        "segments",
+        "find",
+        "absent",
+        "--no-index",
+        "--parallel",
+        "8",
+        "--max-in-flight-mib",
+        "64",
+    ]);
+    assert!(narrow.success, "{}", narrow.stderr);
+    assert_eq!(narrow.peak_in_flight(), largest, "one segment at a time");
+
+    let wide = ledger.measured(&[
+        "segments",
+        "find",
+        "big:0000",
+        "--no-index",
+        "--parallel",
+        "8",
+        "--max-in-flight-mib",
+        "1024",
+    ]);
+    assert!(wide.success, "{}", wide.stderr);
+    assert_eq!(
+        wide.stdout,
+        "0000000000000003\n0000000000000002\n0000000000000001\n"
+    );
+    assert_eq!(wide.peak_in_flight(), all_data, "all three at once");
+
+    // Memory follows the count: the stored segment and its decoded copy, and the process's
+    // own (well under 64 MiB), against all three stored at once.
+    for run in [&verify, &narrow] {
+        assert!(
+            run.peak_rss() < 2 * largest + 64 * MIB,
+            "peak RSS {} MiB",
+            run.peak_rss() / MIB
+        );
+    }
+    assert!(
+        wide.peak_rss() > all_data,
+        "peak RSS {} MiB",
+        wide.peak_rss() / MIB
+    );
 }

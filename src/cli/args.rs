@@ -211,6 +211,10 @@ pub enum SegmentsCommand {
         /// their keys
         #[arg(long)]
         no_index: bool,
+        /// Most MiB of segments fetched and not yet decoded at once, whatever --parallel (a
+        /// larger segment goes alone); 1 to 1048576
+        #[arg(long, value_name = "MIB", default_value_t = super::in_flight::DEFAULT_MIB, value_parser = bounds::IN_FLIGHT_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        max_in_flight_mib: u64,
     },
     /// Check that segments (all, or the IDs given) decompress, decode and match their sidecars;
     /// one line per bad segment, non-zero exit if any is bad
@@ -223,6 +227,10 @@ pub enum SegmentsCommand {
         /// found them intact (and every one that failed before); say how many were skipped
         #[arg(long)]
         changed: bool,
+        /// Most MiB of segments fetched and not yet decoded at once, whatever --parallel (a
+        /// larger segment goes alone); 1 to 1048576
+        #[arg(long, value_name = "MIB", default_value_t = super::in_flight::DEFAULT_MIB, value_parser = bounds::IN_FLIGHT_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        max_in_flight_mib: u64,
     },
     /// Copy every segment and sidecar to DIR, skipping files already identical (resumable)
     Pull {
@@ -237,6 +245,10 @@ pub enum SegmentsCommand {
         /// Files copied at once (1 to 4096) [default: --pool-size]
         #[arg(long, value_name = "N", value_parser = bounds::JOBS.parser::<usize>(), allow_hyphen_values = true)]
         jobs: Option<usize>,
+        /// Most MiB the uploads hold at once (buffers and parts in flight), whatever --jobs;
+        /// 1 to 1048576
+        #[arg(long, value_name = "MIB", default_value_t = super::in_flight::DEFAULT_MIB, value_parser = bounds::IN_FLIGHT_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        max_in_flight_mib: u64,
     },
 }
 

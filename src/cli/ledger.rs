@@ -11,12 +11,13 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 
 use super::CliError;
+use super::in_flight::InFlight;
 use super::output::{stdout_error, unless_closed};
 use crate::cache::metadata_cache::{LedgerIndex, ObjectVersionId};
 use crate::segment::entries::{self, EntriesError, SegmentEntries};
 use crate::segment::index::{key_hashes, may_hold};
 use crate::segment::{ListedFile, SegmentFile, SegmentStore, file_name};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{GetObjectOutput, StoreError, StoreResult};
 
 /// `cat ID`: the entries as JSON Lines on stdout.
 pub async fn cat_jsonl(segments: &SegmentStore, id: u64, bucket: &str) -> Result<(), CliError> {
@@ -57,6 +58,7 @@ pub async fn find(
     key: &[u8],
     parallel: usize,
     index: Option<LedgerIndex>,
+    in_flight: &InFlight,
 ) -> Result<(), CliError> {
     let index = RefCell::new(index);
     let index = &index;
@@ -69,7 +71,8 @@ pub async fn find(
         .try_flatten()
         .map(|candidate| async move {
             let (id, version, to_index) = candidate?;
-            Ok::<_, CliError>(search_one(segments, key, id, version, to_index).await)
+            let searched = search_one(segments, in_flight, key, id, version, to_index).await;
+            Ok::<_, CliError>(searched)
         })
         .buffered(parallel.max(1));
     let mut unreadable = 0usize;
@@ -94,6 +97,7 @@ pub async fn find(
         }
     }
     put_hashes(index, &mut learned);
+    report_peak(in_flight);
     holders.sort_unstable_by(|a, b| b.cmp(a));
     holders.dedup();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -113,15 +117,20 @@ pub async fn find(
 /// Whether segment `id` holds `key`, and its key hashes at `version` if `to_index`.
 async fn search_one(
     segments: &SegmentStore,
+    in_flight: &InFlight,
     key: &[u8],
     id: u64,
     version: ObjectVersionId,
     to_index: bool,
 ) -> Result<(u64, bool, Option<(u64, ObjectVersionId, Vec<u64>)>), CliError> {
-    let Some(stored) = segments.get_segment(id).await? else {
+    let mut held = in_flight.reserve(version.size).await;
+    let Some(output) = segments.open(id, SegmentFile::Data).await? else {
         // Deleted since the listing: it holds nothing now.
         return Ok((id, false, None));
     };
+    in_flight.grow(&mut held, output.meta.size).await;
+    let stored = output.collect().await?;
+    let _decoding = in_flight.decoding().await;
     let wanted_key = key.to_vec();
     let (holds, hashes) = decode_with(id, stored, move |decoded| {
         let hashes = to_index.then(|| key_hashes(decoded));
@@ -177,6 +186,16 @@ fn version_of(listed: &ListedFile) -> ObjectVersionId {
     }
 }
 
+/// Logs the most bytes of segments held at once (what bounded the command's memory), and the
+/// process's peak RSS.
+fn report_peak(in_flight: &InFlight) {
+    tracing::debug!(
+        peak_bytes = in_flight.peak_bytes(),
+        peak_rss_bytes = super::in_flight::peak_rss_bytes(),
+        "segments in flight at most"
+    );
+}
+
 /// Segments indexed (or verified) per write transaction: a run stopped half way keeps most of
 /// its work.
 const INDEX_BATCH: usize = 512;
@@ -227,6 +246,7 @@ pub async fn verify(
     parallel: usize,
     changed: bool,
     index: Option<LedgerIndex>,
+    in_flight: &InFlight,
 ) -> Result<(), CliError> {
     let index = RefCell::new(index);
     let index = &index;
@@ -249,7 +269,7 @@ pub async fn verify(
         .flatten()
         .map(|target| async move {
             let target = target?;
-            let result = verify_one(segments, target.id, target.present).await;
+            let result = verify_one(segments, in_flight, &target).await;
             Ok::<_, CliError>((target, result))
         })
         .buffered(parallel.max(1));
@@ -276,6 +296,7 @@ pub async fn verify(
         }
     }
     record_verified(index, &mut passed, &mut failed);
+    report_peak(in_flight);
     let skipped_note = if changed {
         let skipped = skipped.get();
         format!(", {skipped} skipped (unchanged since verified on this machine)")
@@ -380,27 +401,50 @@ fn listed_segments(segments: &SegmentStore) -> BoxStream<'static, StoreResult<Ta
 /// Checks one segment; the error is its report line, naming the segment.
 async fn verify_one(
     segments: &SegmentStore,
-    id: u64,
-    present: Option<Present>,
+    in_flight: &InFlight,
+    target: &Target,
 ) -> Result<(), String> {
+    let id = target.id;
     let cannot_read =
         |e: crate::store::StoreError| format!("segment {id:016x}: cannot be read: {e}");
-    let (stored, sidecar) = match present {
+    let listed_size = [&target.data, &target.sidecar]
+        .into_iter()
+        .flatten()
+        .map(|version| version.size)
+        .sum();
+    let mut held = None;
+    let (stored, sidecar) = match target.present {
         Some(Present {
             data: true,
             sidecar: true,
         })
-        | None => tokio::try_join!(segments.get_segment(id), segments.get_metadata(id))
-            .map_err(cannot_read)?,
+        | None => {
+            let reserved = held.insert(in_flight.reserve(listed_size).await);
+            let (stored, sidecar) = tokio::try_join!(
+                segments.open(id, SegmentFile::Data),
+                segments.open(id, SegmentFile::Meta)
+            )
+            .map_err(cannot_read)?;
+            let size = [&stored, &sidecar]
+                .into_iter()
+                .flatten()
+                .map(|output| output.meta.size)
+                .sum();
+            in_flight.grow(reserved, size).await;
+            tokio::try_join!(read_body(stored), read_body(sidecar)).map_err(cannot_read)?
+        }
         Some(Present { data, sidecar }) => (data.then(Bytes::new), sidecar.then(Bytes::new)),
     };
     let data_name = file_name(id, SegmentFile::Data);
     let sidecar_name = file_name(id, SegmentFile::Meta);
     match (stored, sidecar) {
-        (Some(stored), Some(sidecar)) => decode(id, stored, Some(sidecar))
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        (Some(stored), Some(sidecar)) => {
+            let _decoding = in_flight.decoding().await;
+            decode(id, stored, Some(sidecar))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
         (Some(_), None) => Err(format!("segment {id:016x}: has no sidecar {sidecar_name}")),
         (None, Some(_)) => Err(format!(
             "segment {id:016x}: sidecar {sidecar_name} has no segment {data_name}"
@@ -408,6 +452,14 @@ async fn verify_one(
         (None, None) => Err(format!(
             "segment {id:016x}: no such segment ({data_name} and {sidecar_name} are missing)"
         )),
+    }
+}
+
+/// The whole body of a GET response, if there was one.
+async fn read_body(output: Option<GetObjectOutput>) -> StoreResult<Option<Bytes>> {
+    match output {
+        Some(output) => output.collect().await.map(Some),
+        None => Ok(None),
     }
 }
 

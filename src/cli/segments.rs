@@ -6,12 +6,14 @@ use std::path::Path;
 use futures::StreamExt;
 
 use super::args::{CatFormat, SegmentsCommand};
+use super::in_flight::InFlight;
 use super::output::{self, stdout_error};
 use super::{CliError, connect, ledger};
 use crate::cache::metadata_cache::LedgerIndex;
 use crate::segment::{SegmentFile, SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
 use crate::store::{GetRequest, ObjectStore};
+use crate::upload::WriteBudget;
 
 pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliError> {
     let store = connect(config).await?;
@@ -23,15 +25,21 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             download(store.as_ref(), id, &config.bucket, file.as_deref()).await
         }
         SegmentsCommand::Put { id, file } => {
-            super::bulk::upload(store, segment_key(id_arg(&id)?), &file).await
+            super::bulk::upload(store, segment_key(id_arg(&id)?), &file, None).await
         }
         SegmentsCommand::Pull { dir, jobs } => {
             let jobs = jobs.unwrap_or(config.pool_size);
-            super::bulk::run(store, super::bulk::Direction::Pull, &dir, jobs).await
+            super::bulk::run(store, super::bulk::Direction::Pull, &dir, jobs, None).await
         }
-        SegmentsCommand::Push { dir, jobs } => {
+        SegmentsCommand::Push {
+            dir,
+            jobs,
+            max_in_flight_mib,
+        } => {
             let jobs = jobs.unwrap_or(config.pool_size);
-            super::bulk::run(store, super::bulk::Direction::Push, &dir, jobs).await
+            let budget = WriteBudget::new(max_in_flight_mib << 20);
+            let push = super::bulk::Direction::Push;
+            super::bulk::run(store, push, &dir, jobs, Some(budget)).await
         }
         SegmentsCommand::Rm { id } => Ok(segments.delete_segment(id_arg(&id)?).await?),
         SegmentsCommand::Health => {
@@ -51,20 +59,25 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             base64,
             parallel,
             no_index,
+            max_in_flight_mib,
         } => {
             let key = ledger::key_arg(&key, base64)?;
             let index = if no_index { None } else { open_index(config) };
             let parallel = parallel.unwrap_or(config.pool_size);
-            ledger::find(&segments, &key, parallel, index).await
+            let in_flight = InFlight::new(max_in_flight_mib << 20);
+            ledger::find(&segments, &key, parallel, index, &in_flight).await
         }
         SegmentsCommand::Verify {
             ids,
             parallel,
             changed,
+            max_in_flight_mib,
         } => {
             let ids = ids.iter().map(|id| id_arg(id)).collect::<Result<_, _>>()?;
             let parallel = parallel.unwrap_or(config.pool_size);
-            ledger::verify(&segments, ids, parallel, changed, open_index(config)).await
+            let in_flight = InFlight::new(max_in_flight_mib << 20);
+            let index = open_index(config);
+            ledger::verify(&segments, ids, parallel, changed, index, &in_flight).await
         }
     }
 }

@@ -6,7 +6,9 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
 
 use super::{SEGMENTS_PREFIX, SegmentFile, file_name, meta_key, parse_file_name, segment_key};
-use crate::store::{ListRequest, ObjectStore, PutOptions, StoreResult, get_bytes};
+use crate::store::{
+    GetObjectOutput, GetRequest, ListRequest, ObjectStore, PutOptions, StoreResult, get_bytes,
+};
 
 /// Listing pages that may wait, listed, while the caller works on the current one: enough to
 /// hide a LIST's round trip behind the work on a page, and no more, so memory stays at a few
@@ -66,6 +68,16 @@ impl SegmentStore {
 
     pub async fn get_metadata(&self, id: u64) -> StoreResult<Option<Bytes>> {
         optional(get_bytes(self.store.as_ref(), &meta_key(id), None).await)
+    }
+
+    /// The segment's or sidecar's GET response, its size known before its body is read (to
+    /// hold memory for it first), or `None` if there is no such file.
+    pub async fn open(&self, id: u64, file: SegmentFile) -> StoreResult<Option<GetObjectOutput>> {
+        let key = match file {
+            SegmentFile::Data => segment_key(id),
+            SegmentFile::Meta => meta_key(id),
+        };
+        optional(self.store.get(GetRequest::whole(key)).await)
     }
 
     /// Deletes the segment and its sidecar; deleting a missing segment succeeds, as in S3.
@@ -220,7 +232,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn optional(result: StoreResult<Bytes>) -> StoreResult<Option<Bytes>> {
+fn optional<T>(result: StoreResult<T>) -> StoreResult<Option<T>> {
     match result {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.is_not_found() => Ok(None),
