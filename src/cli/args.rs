@@ -211,6 +211,10 @@ pub enum SegmentsCommand {
         /// their keys
         #[arg(long)]
         no_index: bool,
+        /// Most the bucket's metadata database (the mounts' cache and this index) may hold on
+        /// disk, in MiB, 1 to 1048576; the oldest written rows go first
+        #[arg(long, value_name = "MIB", default_value = "2048", value_parser = bounds::METADATA_CACHE_SIZE_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        metadata_cache_size_mib: u64,
         /// Most MiB of segments fetched and not yet decoded at once, whatever --parallel (a
         /// larger segment goes alone); 1 to 1048576
         #[arg(long, value_name = "MIB", default_value_t = super::in_flight::DEFAULT_MIB, value_parser = bounds::IN_FLIGHT_MIB.parser::<u64>(), allow_hyphen_values = true)]
@@ -227,6 +231,10 @@ pub enum SegmentsCommand {
         /// found them intact (and every one that failed before); say how many were skipped
         #[arg(long)]
         changed: bool,
+        /// Most the bucket's metadata database (the mounts' cache and this index) may hold on
+        /// disk, in MiB, 1 to 1048576; the oldest written rows go first
+        #[arg(long, value_name = "MIB", default_value = "2048", value_parser = bounds::METADATA_CACHE_SIZE_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        metadata_cache_size_mib: u64,
         /// Most MiB of segments fetched and not yet decoded at once, whatever --parallel (a
         /// larger segment goes alone); 1 to 1048576
         #[arg(long, value_name = "MIB", default_value_t = super::in_flight::DEFAULT_MIB, value_parser = bounds::IN_FLIGHT_MIB.parser::<u64>(), allow_hyphen_values = true)]
@@ -381,8 +389,8 @@ pub struct MountArgs {
     )]
     pub cache_dir_size: u64,
     /// Most the metadata cache (what HEADs told and what this machine uploaded, kept across
-    /// mounts in a database per bucket) may hold on disk, in MiB, 1 to 1048576; the oldest
-    /// entries go first (about 140 bytes an object)
+    /// mounts in a database per bucket, beside the index of `segments find`) may hold on disk,
+    /// in MiB, 1 to 1048576; the oldest entries go first (about 140 bytes an object)
     #[arg(
         long,
         default_value = "2048",

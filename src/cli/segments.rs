@@ -59,10 +59,14 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             base64,
             parallel,
             no_index,
+            metadata_cache_size_mib,
             max_in_flight_mib,
         } => {
             let key = ledger::key_arg(&key, base64)?;
-            let index = if no_index { None } else { open_index(config) };
+            let index = match no_index {
+                true => None,
+                false => open_index(config, metadata_cache_size_mib),
+            };
             let parallel = parallel.unwrap_or(config.pool_size);
             let in_flight = InFlight::new(max_in_flight_mib << 20);
             ledger::find(&segments, &key, parallel, index, &in_flight).await
@@ -71,12 +75,13 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             ids,
             parallel,
             changed,
+            metadata_cache_size_mib,
             max_in_flight_mib,
         } => {
             let ids = ids.iter().map(|id| id_arg(id)).collect::<Result<_, _>>()?;
             let parallel = parallel.unwrap_or(config.pool_size);
             let in_flight = InFlight::new(max_in_flight_mib << 20);
-            let index = open_index(config);
+            let index = open_index(config, metadata_cache_size_mib);
             ledger::verify(&segments, ids, parallel, changed, index, &in_flight).await
         }
     }
@@ -85,14 +90,15 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
 /// The ledger index of this bucket, in the machine's metadata database (the one mounts use):
 /// `metadata/` below $XDG_CACHE_HOME/scribefs, /var/cache/scribefs as root, else
 /// ~/.cache/scribefs. One that cannot be opened is logged, and `find` scans every segment.
-fn open_index(config: &S3Config) -> Option<LedgerIndex> {
+/// The database may hold `bound_mib` MiB (the oldest written rows of every table go first).
+fn open_index(config: &S3Config, bound_mib: u64) -> Option<LedgerIndex> {
     let dir = super::mount::default_state_dir()?.join("metadata");
     let scope = format!(
         "{} {}",
         config.endpoint.as_deref().unwrap_or("aws"),
         config.bucket
     );
-    match LedgerIndex::open(&dir, &scope) {
+    match LedgerIndex::open(&dir, &scope, bound_mib << 20) {
         Ok(index) => {
             tracing::debug!(path = %index.path().display(), "ledger index");
             Some(index)

@@ -33,6 +33,9 @@ const SCHEMA_VERSION: i32 = 1;
 ///   the version read and the sorted hashes of its keys.
 /// - `verified_segments`: per segment id, the versions of its data file and sidecar that
 ///   `segments verify` last found intact (see `ledger_index`).
+///
+/// Every table but `meta` counts against the file's bound, and its rows carry the `seq` they
+/// were written at: a sweep deletes the oldest of all of them alike.
 const KEYSPACES: &str = "
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS object_versions (
@@ -60,6 +63,7 @@ CREATE TABLE IF NOT EXISTS segment_keys (
     modified INTEGER NOT NULL,
     size INTEGER NOT NULL,
     hashes BLOB NOT NULL,
+    seq INTEGER NOT NULL,
     chk INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS verified_segments (
@@ -70,6 +74,7 @@ CREATE TABLE IF NOT EXISTS verified_segments (
     meta_etag BLOB NOT NULL,
     meta_modified INTEGER NOT NULL,
     meta_size INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
     chk INTEGER NOT NULL
 );
 ";

@@ -2,15 +2,18 @@
 //! LastModified, size) it was read at and the hashes of its keys
 //! (`segment::index`). An entry answers only for that very version, so a replaced
 //! segment is fetched again. It lives in the bucket's database as the `segment_keys` table; a
-//! damaged file is started afresh (the index is rebuilt from S3 as segments are read).
+//! damaged file is started afresh (the index is rebuilt from S3 as segments are read). Its
+//! rows count against the database's bound like the mounts' entries: each carries the write
+//! `seq`, and past the bound the oldest written rows of every table go, whoever writes.
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::ObjectVersionId;
-use super::database::{self, Refused};
+use super::database::{self, Refused, meta_number, set_meta_number};
 use super::record::{row_check, version_columns};
+use super::writer::{start_sweep, sweep_step};
 
 /// Page cache of the index's connection (SQLite's, in KiB).
 const CACHE_KIB: u32 = 8 << 10;
@@ -19,6 +22,8 @@ pub struct LedgerIndex {
     path: PathBuf,
     scope: String,
     conn: Connection,
+    /// Bytes the database may hold (`--metadata-cache-size-mib`).
+    budget: u64,
 }
 
 /// The row key of a segment id (SQLite integers are signed).
@@ -45,9 +50,9 @@ fn verified_check(id: u64, data: &ObjectVersionId, meta: &ObjectVersionId) -> i6
 }
 
 impl LedgerIndex {
-    /// Opens the index of `scope` (endpoint and bucket) in `dir`; a file that is damaged or
-    /// not ours is started afresh.
-    pub fn open(dir: &Path, scope: &str) -> std::io::Result<LedgerIndex> {
+    /// Opens the index of `scope` (endpoint and bucket) in `dir`, whose database may hold
+    /// `budget` bytes; a file that is damaged or not ours is started afresh.
+    pub fn open(dir: &Path, scope: &str, budget: u64) -> std::io::Result<LedgerIndex> {
         std::fs::create_dir_all(dir)?;
         let path = database::path_of(dir, scope);
         let conn = match database::open(&path, scope, CACHE_KIB) {
@@ -63,6 +68,7 @@ impl LedgerIndex {
             path,
             scope: scope.to_string(),
             conn,
+            budget,
         })
     }
 
@@ -117,7 +123,10 @@ impl LedgerIndex {
         if entries.is_empty() {
             return;
         }
-        if let Err(e) = self.try_put_many(entries) {
+        if let Err(e) = self
+            .try_put_many(entries)
+            .and_then(|()| self.keep_within_bound())
+        {
             self.failed(&e);
         }
     }
@@ -126,11 +135,14 @@ impl LedgerIndex {
         &mut self,
         entries: &[(u64, ObjectVersionId, Vec<u64>)],
     ) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut seq = meta_number(&tx, "next_seq")?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO segment_keys (id, etag, modified, size, hashes, chk)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO segment_keys (id, etag, modified, size, hashes, seq, chk)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for (id, version, hashes) in entries {
                 let (etag, modified, size) = version_columns(version);
@@ -142,10 +154,13 @@ impl LedgerIndex {
                     modified,
                     size,
                     blob,
+                    seq,
                     chk
                 ])?;
+                seq += 1;
             }
         }
+        set_meta_number(&tx, "next_seq", seq)?;
         tx.commit()
     }
 
@@ -207,7 +222,8 @@ impl LedgerIndex {
         if passed.is_empty() && failed.is_empty() {
             return;
         }
-        if let Err(e) = self.try_record_verified(passed, failed) {
+        let recorded = self.try_record_verified(passed, failed);
+        if let Err(e) = recorded.and_then(|()| self.keep_within_bound()) {
             self.failed(&e);
         }
     }
@@ -217,12 +233,15 @@ impl LedgerIndex {
         passed: &[(u64, ObjectVersionId, ObjectVersionId)],
         failed: &[u64],
     ) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut seq = meta_number(&tx, "next_seq")?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO verified_segments (id, data_etag, data_modified,
-                 data_size, meta_etag, meta_modified, meta_size, chk)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 data_size, meta_etag, meta_modified, meta_size, seq, chk)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for (id, data, meta) in passed {
                 let (d_etag, d_modified, d_size) = version_columns(data);
@@ -235,15 +254,27 @@ impl LedgerIndex {
                     m_etag,
                     m_modified,
                     m_size,
+                    seq,
                     verified_check(*id, data, meta)
                 ])?;
+                seq += 1;
             }
             let mut delete = tx.prepare_cached("DELETE FROM verified_segments WHERE id = ?1")?;
             for id in failed {
                 delete.execute([id_column(*id)])?;
             }
         }
+        set_meta_number(&tx, "next_seq", seq)?;
         tx.commit()
+    }
+
+    /// Past the bound, deletes the oldest written rows of every table (the mounts' entries
+    /// too), as a mount's writer does, a chunk per transaction.
+    fn keep_within_bound(&mut self) -> rusqlite::Result<()> {
+        if let Some(mut sweep) = start_sweep(&self.conn, self.budget)? {
+            while !sweep_step(&mut self.conn, &mut sweep, self.budget)? {}
+        }
+        Ok(())
     }
 
     /// Segments indexed (for tests and benchmarks).
@@ -317,13 +348,13 @@ mod tests {
     #[test]
     fn an_entry_answers_only_for_its_version_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let mut index = LedgerIndex::open(dir.path(), "test bucket").unwrap();
+        let mut index = LedgerIndex::open(dir.path(), "test bucket", 1 << 30).unwrap();
         index.put_many(&[
             (7, version("\"aa\"", 10), vec![1, 5, 9]),
             (u64::MAX, version("\"bb\"", 10), vec![]),
         ]);
         drop(index);
-        let mut index = LedgerIndex::open(dir.path(), "test bucket").unwrap();
+        let mut index = LedgerIndex::open(dir.path(), "test bucket", 1 << 30).unwrap();
         assert_eq!(index.entries(), 2);
         let found = index.get_many(&[
             (7, version("\"aa\"", 10)),
