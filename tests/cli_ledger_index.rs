@@ -2,7 +2,8 @@
 //! metadata database), on the dev server and on moto: an entry answers only for the segment
 //! version it was read at, new segments are indexed on the way, and a deleted or damaged
 //! index file never changes the answer. On the dev server, request counts are exact, and
-//! segments over 100 MB show that `--max-in-flight-mib` bounds what find and verify hold.
+//! segments over 100 MB show that `--max-in-flight-mib` bounds what find, verify and push
+//! hold, and that pull streams.
 
 mod common;
 
@@ -313,13 +314,13 @@ struct Measured {
 }
 
 impl Measured {
-    /// A number of the command's debug line on what it held at most.
+    /// A number the command's debug lines give as `field=N`.
     fn peak(&self, field: &str) -> u64 {
         let line = self
             .stderr
             .lines()
-            .find(|l| l.contains("segments in flight at most"))
-            .unwrap_or_else(|| panic!("no peak line in {}", self.stderr));
+            .find(|l| l.contains(&format!("{field}=")))
+            .unwrap_or_else(|| panic!("no {field} in {}", self.stderr));
         let value = line.split(&format!("{field}=")).nth(1).unwrap();
         let value = value.strip_prefix("Some(").unwrap_or(value);
         let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
@@ -339,11 +340,14 @@ impl Measured {
 }
 
 impl Ledger {
-    /// Runs `scribefs ARGS` with the in-flight debug line on.
+    /// Runs `scribefs ARGS` with the debug lines of find, verify, pull and push on.
     fn measured(&self, args: &[&str]) -> Measured {
         let mut command = self.command();
         command
-            .args(["--log-level", "scribefs::cli::ledger=debug"])
+            .args([
+                "--log-level",
+                "scribefs::cli::ledger=debug,scribefs::cli::bulk=debug",
+            ])
             .args(args);
         let output = command.output().unwrap();
         Measured {
@@ -448,5 +452,76 @@ fn segments_larger_than_100_mb_stay_within_the_in_flight_budget() {
         wide.peak_rss() > all_data,
         "peak RSS {} MiB",
         wide.peak_rss() / MIB
+    );
+}
+
+/// pull streams each file to disk, and push's uploads share one `--max-in-flight-mib`
+/// budget: with 8 jobs over three segments of 106 MB, neither holds a segment, and push's
+/// peak follows its budget.
+#[test]
+fn pull_and_push_of_segments_larger_than_100_mb_stay_bounded() {
+    const MIB: u64 = 1 << 20;
+    let ledger = Ledger::new(CliTarget::devserver(&["ledger"]));
+    let local = tempfile::tempdir().unwrap();
+    for id in 1..=3u64 {
+        let segment = large_segment(id, 101);
+        let data = scribefs::segment::file_name(id, scribefs::segment::SegmentFile::Data);
+        std::fs::write(local.path().join(data), &segment.body).unwrap();
+        let meta = scribefs::segment::file_name(id, scribefs::segment::SegmentFile::Meta);
+        std::fs::write(local.path().join(meta), segment.metadata_json()).unwrap();
+    }
+    let dir = local.path().to_str().unwrap();
+    let push = |budget: &str| {
+        let run = ledger.measured(&[
+            "segments",
+            "push",
+            dir,
+            "--jobs",
+            "8",
+            "--max-in-flight-mib",
+            budget,
+        ]);
+        assert!(run.success, "{}", run.stderr);
+        run.peak_rss()
+    };
+    let narrow = push("32");
+    let copy = tempfile::tempdir().unwrap();
+    let pull = ledger.measured(&[
+        "segments",
+        "pull",
+        copy.path().to_str().unwrap(),
+        "--jobs",
+        "8",
+    ]);
+    assert!(pull.success, "{}", pull.stderr);
+    for id in 1..=3u64 {
+        let name = scribefs::segment::file_name(id, scribefs::segment::SegmentFile::Data);
+        let pulled = std::fs::read(copy.path().join(&name)).unwrap();
+        assert!(
+            pulled == std::fs::read(local.path().join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+    // Objects now identical are skipped: delete them so the second push copies again.
+    for id in 1..=3u64 {
+        ledger.put(&segment_key(id), b"older");
+    }
+    let wide = push("1024");
+    // The process's own memory is well under 64 MiB; a segment is 106 MB.
+    assert!(
+        narrow < 32 * MIB + 64 * MIB,
+        "push peak RSS {} MiB",
+        narrow / MIB
+    );
+    assert!(
+        pull.peak_rss() < 64 * MIB,
+        "pull peak RSS {} MiB",
+        pull.peak_rss() / MIB
+    );
+    assert!(
+        wide > narrow + 64 * MIB,
+        "push peak RSS {} MiB with a 1024 MiB budget, {} MiB with 32",
+        wide / MIB,
+        narrow / MIB
     );
 }

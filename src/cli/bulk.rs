@@ -102,6 +102,11 @@ pub async fn run(
         }
     }
     progress.finish();
+    // What --jobs and the upload budget let the copies hold, for tuning them.
+    tracing::debug!(
+        peak_rss_bytes = super::in_flight::peak_rss_bytes(),
+        "copies done"
+    );
     if direction == Direction::Pull {
         sync_filesystem(dir);
     }
