@@ -94,3 +94,31 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::*;
+
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+
+    #[tokio::test]
+    async fn segments_wait_for_the_budget_and_the_peak_counts_their_bytes() {
+        let in_flight = InFlight::new(MIB);
+        let first = in_flight.reserve(600 * KIB).await;
+        let over = in_flight.reserve(600 * KIB).now_or_never();
+        assert!(over.is_none(), "past the budget: waits");
+        let mut second = in_flight.reserve(300 * KIB).await;
+        assert_eq!(in_flight.peak_bytes(), 900 * KIB);
+        drop(first);
+        // Larger than the whole budget: it takes all of it, and counts as itself.
+        in_flight.grow(&mut second, 3 * MIB).await;
+        assert!(in_flight.reserve(1).now_or_never().is_none(), "alone");
+        assert_eq!(in_flight.peak_bytes(), 3 * MIB);
+        drop(second);
+        assert!(in_flight.reserve(MIB).now_or_never().is_some());
+        assert!(peak_rss_bytes().is_some_and(|rss| rss > 0));
+    }
+}
