@@ -70,8 +70,8 @@ pub async fn find(
         })
         .try_flatten()
         .map(|candidate| async move {
-            let (id, version, to_index) = candidate?;
-            let searched = search_one(segments, in_flight, key, id, version, to_index).await;
+            let (id, listed_size, to_index) = candidate?;
+            let searched = search_one(segments, in_flight, key, id, listed_size, to_index).await;
             Ok::<_, CliError>(searched)
         })
         .buffered(parallel.max(1));
@@ -114,21 +114,27 @@ pub async fn find(
     }
 }
 
-/// Whether segment `id` holds `key`, and its key hashes at `version` if `to_index`.
+/// Whether segment `id` holds `key`, and if `to_index` its key hashes at the version read
+/// (the GET's, which a replacement since the listing makes newer than the listed one).
 async fn search_one(
     segments: &SegmentStore,
     in_flight: &InFlight,
     key: &[u8],
     id: u64,
-    version: ObjectVersionId,
+    listed_size: u64,
     to_index: bool,
 ) -> Result<(u64, bool, Option<(u64, ObjectVersionId, Vec<u64>)>), CliError> {
-    let mut held = in_flight.reserve(version.size).await;
+    let mut held = in_flight.reserve(listed_size).await;
     let Some(output) = segments.open(id, SegmentFile::Data).await? else {
         // Deleted since the listing: it holds nothing now.
         return Ok((id, false, None));
     };
     in_flight.grow(&mut held, output.meta.size).await;
+    let version = ObjectVersionId {
+        etag: output.meta.etag.clone(),
+        last_modified: output.meta.last_modified,
+        size: output.meta.size,
+    };
     let stored = output.collect().await?;
     let _decoding = in_flight.decoding().await;
     let wanted_key = key.to_vec();
@@ -140,14 +146,14 @@ async fn search_one(
     Ok((id, holds, hashes.map(|h| (id, version, h))))
 }
 
-/// The segments of one listing page `find` must fetch, with their versions and whether to
+/// The segments of one listing page `find` must fetch, with their listed sizes and whether to
 /// index them: those not indexed at their listed version, and those whose hashes may hold
 /// `key`. One index read per page.
 fn candidates(
     index: &RefCell<Option<LedgerIndex>>,
     key: &[u8],
     page: Vec<ListedFile>,
-) -> Vec<(u64, ObjectVersionId, bool)> {
+) -> Vec<(u64, u64, bool)> {
     let listed: Vec<(u64, ObjectVersionId)> = page
         .into_iter()
         .filter(|listed| listed.file == SegmentFile::Data)
@@ -155,14 +161,17 @@ fn candidates(
         .collect();
     let mut index = index.borrow_mut();
     let Some(index) = index.as_mut() else {
-        return listed.into_iter().map(|(id, v)| (id, v, false)).collect();
+        return listed
+            .into_iter()
+            .map(|(id, v)| (id, v.size, false))
+            .collect();
     };
     let known = index.get_many(&listed);
     listed
         .into_iter()
         .zip(known)
         .filter(|(_, hashes)| hashes.as_deref().is_none_or(|h| may_hold(h, key)))
-        .map(|((id, version), hashes)| (id, version, hashes.is_none()))
+        .map(|((id, version), hashes)| (id, version.size, hashes.is_none()))
         .collect()
 }
 
