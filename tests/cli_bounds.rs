@@ -193,6 +193,12 @@ const COMMAND_OPTIONS: &[Case] = &[
         good: &["8"],
     },
     Case {
+        command: &["segments", "find", "k"],
+        flag: "--max-in-flight-mib",
+        bad: &["0", "1048577"],
+        good: &["1", "1048576"],
+    },
+    Case {
         command: &["segments", "pull", "/tmp"],
         flag: "--jobs",
         bad: &["0", "4097"],

@@ -204,17 +204,41 @@ pub enum SegmentsCommand {
         /// KEY is base64 (for keys that are not UTF-8)
         #[arg(long)]
         base64: bool,
-        /// Segments fetched and decoded at once (1 to 1024)
-        #[arg(long, default_value = "8", value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
-        parallel: usize,
+        /// Segments fetched and decoded at once (1 to 1024) [default: --pool-size]
+        #[arg(long, value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
+        parallel: Option<usize>,
+        /// Fetch and decode every segment, neither reading nor writing the local index of
+        /// their keys
+        #[arg(long)]
+        no_index: bool,
+        /// Most the bucket's metadata database (the mounts' cache and this index) may hold on
+        /// disk, in MiB, 1 to 1048576; the oldest written rows go first
+        #[arg(long, value_name = "MIB", default_value = "2048", value_parser = bounds::METADATA_CACHE_SIZE_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        metadata_cache_size_mib: u64,
+        /// Most MiB of segments fetched and not yet decoded at once, whatever --parallel (a
+        /// larger segment goes alone); 1 to 1048576
+        #[arg(long, value_name = "MIB", default_value_t = super::in_flight::DEFAULT_MIB, value_parser = bounds::IN_FLIGHT_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        max_in_flight_mib: u64,
     },
     /// Check that segments (all, or the IDs given) decompress, decode and match their sidecars;
     /// one line per bad segment, non-zero exit if any is bad
     Verify {
         ids: Vec<String>,
-        /// Segments fetched and decoded at once (1 to 1024)
-        #[arg(long, default_value = "8", value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
-        parallel: usize,
+        /// Segments fetched and decoded at once (1 to 1024) [default: --pool-size]
+        #[arg(long, value_name = "N", value_parser = bounds::PARALLEL.parser::<usize>(), allow_hyphen_values = true)]
+        parallel: Option<usize>,
+        /// Check only segments whose data file or sidecar changed since this machine last
+        /// found them intact (and every one that failed before); say how many were skipped
+        #[arg(long)]
+        changed: bool,
+        /// Most the bucket's metadata database (the mounts' cache and this index) may hold on
+        /// disk, in MiB, 1 to 1048576; the oldest written rows go first
+        #[arg(long, value_name = "MIB", default_value = "2048", value_parser = bounds::METADATA_CACHE_SIZE_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        metadata_cache_size_mib: u64,
+        /// Most MiB of segments fetched and not yet decoded at once, whatever --parallel (a
+        /// larger segment goes alone); 1 to 1048576
+        #[arg(long, value_name = "MIB", default_value_t = super::in_flight::DEFAULT_MIB, value_parser = bounds::IN_FLIGHT_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        max_in_flight_mib: u64,
     },
     /// Copy every segment and sidecar to DIR, skipping files already identical (resumable)
     Pull {
@@ -229,6 +253,10 @@ pub enum SegmentsCommand {
         /// Files copied at once (1 to 4096) [default: --pool-size]
         #[arg(long, value_name = "N", value_parser = bounds::JOBS.parser::<usize>(), allow_hyphen_values = true)]
         jobs: Option<usize>,
+        /// Most MiB the uploads hold at once (buffers and parts in flight), whatever --jobs;
+        /// 1 to 1048576
+        #[arg(long, value_name = "MIB", default_value_t = super::in_flight::DEFAULT_MIB, value_parser = bounds::IN_FLIGHT_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        max_in_flight_mib: u64,
     },
 }
 
@@ -361,8 +389,8 @@ pub struct MountArgs {
     )]
     pub cache_dir_size: u64,
     /// Most the metadata cache (what HEADs told and what this machine uploaded, kept across
-    /// mounts in a database per bucket) may hold on disk, in MiB, 1 to 1048576; the oldest
-    /// entries go first (about 140 bytes an object)
+    /// mounts in a database per bucket, beside the index of `segments find`) may hold on disk,
+    /// in MiB, 1 to 1048576; the oldest entries go first (about 140 bytes an object)
     #[arg(
         long,
         default_value = "2048",

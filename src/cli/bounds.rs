@@ -81,10 +81,13 @@ pub const CONNECT_TIMEOUT_SECS: Bound = Bound::new(Unit::Secs, 1, 3600);
 pub const MAX_TTL_SECS: u64 = 365 * 86_400;
 
 // --- segments and uploads ---
-/// Segments fetched and decoded at once; each holds a decoded segment in memory.
+/// Segments fetched and decoded at once (their bytes bounded by `--max-in-flight-mib`).
 pub const PARALLEL: Bound = Bound::new(Unit::Count, 1, 1024);
 /// Files copied at once by pull and push.
 pub const JOBS: Bound = Bound::new(Unit::Count, 1, 4096);
+/// Memory of segments in flight (find, verify) or of uploads (push); what one holds beyond it
+/// is one segment or part larger than the whole.
+pub const IN_FLIGHT_MIB: Bound = Bound::new(Unit::Mib, 1, TIB / MIB);
 pub const AGE: Bound = Bound::new(Unit::Age, 0, 3650 * 86_400);
 
 impl Bound {

@@ -11,7 +11,9 @@
 //! - **Progress**: a bar on a terminal, one plain line per file otherwise.
 //! - **Streaming**: files are copied as the listing finds them, a page ahead at most (push
 //!   walks the listing alongside DIR's sorted names for the ETags): memory grows with `--jobs`
-//!   and, for push, with DIR's file count, never with the bucket.
+//!   (pull: a network chunk each; push: a 1 MiB read buffer each, while the uploads' buffers
+//!   and parts share one `--max-in-flight-mib` budget) and, for push, with DIR's file count,
+//!   never with the bucket.
 
 use std::io::{Read, Write};
 
@@ -27,7 +29,7 @@ use tokio::io::AsyncReadExt;
 use super::CliError;
 use crate::segment::{ListedFile, SEGMENTS_PREFIX, SegmentStore, parse_file_name};
 use crate::store::{GetRequest, ObjectStore, PutOptions, StoreError, StoreResult};
-use crate::upload::{StreamingUpload, UploadConfig, part_size_for};
+use crate::upload::{StreamingUpload, UploadConfig, WriteBudget, part_size_for};
 
 /// One file to consider: its name in DIR and under `segments/`, and the object's facts.
 struct Item {
@@ -55,6 +57,7 @@ pub async fn run(
     direction: Direction,
     dir: &Path,
     jobs: usize,
+    upload_budget: Option<Arc<WriteBudget>>,
 ) -> Result<(), CliError> {
     let started = Instant::now();
     let progress = Progress::new();
@@ -75,9 +78,10 @@ pub async fn run(
         .map(|item| {
             let store = store.clone();
             let progress = &progress;
+            let budget = upload_budget.clone();
             async move {
                 let item = item?;
-                let outcome = transfer(store, direction, dir, &item).await;
+                let outcome = transfer(store, direction, dir, &item, budget).await;
                 progress.file_done(&item, &outcome);
                 Ok::<_, StoreError>((item, outcome))
             }
@@ -98,6 +102,11 @@ pub async fn run(
         }
     }
     progress.finish();
+    // What --jobs and the upload budget let the copies hold, for tuning them.
+    tracing::debug!(
+        peak_rss_bytes = super::in_flight::peak_rss_bytes(),
+        "copies done"
+    );
     if direction == Direction::Pull {
         sync_filesystem(dir);
     }
@@ -237,6 +246,7 @@ async fn transfer(
     direction: Direction,
     dir: &Path,
     item: &Item,
+    upload_budget: Option<Arc<WriteBudget>>,
 ) -> Result<bool, CliError> {
     let local = dir.join(&item.name);
     let key = format!("{SEGMENTS_PREFIX}{}", item.name);
@@ -247,7 +257,7 @@ async fn transfer(
     }
     match direction {
         Direction::Pull => download(store.as_ref(), &key, &local).await?,
-        Direction::Push => upload(store, key, &local).await?,
+        Direction::Push => upload(store, key, &local, upload_budget).await?,
     }
     Ok(true)
 }
@@ -373,12 +383,19 @@ fn partial_path(path: &Path) -> PathBuf {
 }
 
 /// Streams `path` into `key`: one PutObject when small, else a multipart upload.
-pub async fn upload(store: Arc<dyn ObjectStore>, key: String, path: &Path) -> Result<(), CliError> {
+/// Uploads `path` to `key`; with a `budget`, its buffer and parts count in it with those of the
+/// other uploads sharing it.
+pub async fn upload(
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    path: &Path,
+    budget: Option<Arc<WriteBudget>>,
+) -> Result<(), CliError> {
     let cannot_read =
         |e: std::io::Error| CliError::Io(format!("cannot read {}: {e}", path.display()));
     let mut input = tokio::fs::File::open(path).await.map_err(cannot_read)?;
-    let mut upload =
-        StreamingUpload::new(store, key, PutOptions::default(), UploadConfig::default());
+    let config = UploadConfig::default().with_budget(budget);
+    let mut upload = StreamingUpload::new(store, key, PutOptions::default(), config);
     let mut buffer = vec![0u8; 1 << 20];
     let mut offset = 0u64;
     loop {

@@ -8,6 +8,7 @@ pub mod bounds;
 mod bulk;
 pub mod config;
 mod generate;
+mod in_flight;
 pub mod layers;
 mod ledger;
 pub mod logging;

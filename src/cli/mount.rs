@@ -360,7 +360,7 @@ fn open_metadata_cache(args: &MountArgs, s3: &S3Config, budget: u64) -> Option<A
     }
 }
 
-fn default_state_dir() -> Option<PathBuf> {
+pub(super) fn default_state_dir() -> Option<PathBuf> {
     if let Some(base) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(base).join("scribefs"));
     }

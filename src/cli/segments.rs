@@ -6,11 +6,14 @@ use std::path::Path;
 use futures::StreamExt;
 
 use super::args::{CatFormat, SegmentsCommand};
+use super::in_flight::InFlight;
 use super::output::{self, stdout_error};
 use super::{CliError, connect, ledger};
+use crate::cache::metadata_cache::LedgerIndex;
 use crate::segment::{SegmentFile, SegmentStore, parse_id, segment_key};
 use crate::store::config::S3Config;
 use crate::store::{GetRequest, ObjectStore};
+use crate::upload::WriteBudget;
 
 pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliError> {
     let store = connect(config).await?;
@@ -22,15 +25,21 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             download(store.as_ref(), id, &config.bucket, file.as_deref()).await
         }
         SegmentsCommand::Put { id, file } => {
-            super::bulk::upload(store, segment_key(id_arg(&id)?), &file).await
+            super::bulk::upload(store, segment_key(id_arg(&id)?), &file, None).await
         }
         SegmentsCommand::Pull { dir, jobs } => {
             let jobs = jobs.unwrap_or(config.pool_size);
-            super::bulk::run(store, super::bulk::Direction::Pull, &dir, jobs).await
+            super::bulk::run(store, super::bulk::Direction::Pull, &dir, jobs, None).await
         }
-        SegmentsCommand::Push { dir, jobs } => {
+        SegmentsCommand::Push {
+            dir,
+            jobs,
+            max_in_flight_mib,
+        } => {
             let jobs = jobs.unwrap_or(config.pool_size);
-            super::bulk::run(store, super::bulk::Direction::Push, &dir, jobs).await
+            let budget = WriteBudget::new(max_in_flight_mib << 20);
+            let push = super::bulk::Direction::Push;
+            super::bulk::run(store, push, &dir, jobs, Some(budget)).await
         }
         SegmentsCommand::Rm { id } => Ok(segments.delete_segment(id_arg(&id)?).await?),
         SegmentsCommand::Health => {
@@ -49,10 +58,54 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             key,
             base64,
             parallel,
-        } => ledger::find(&segments, &ledger::key_arg(&key, base64)?, parallel).await,
-        SegmentsCommand::Verify { ids, parallel } => {
+            no_index,
+            metadata_cache_size_mib,
+            max_in_flight_mib,
+        } => {
+            let key = ledger::key_arg(&key, base64)?;
+            let index = match no_index {
+                true => None,
+                false => open_index(config, metadata_cache_size_mib),
+            };
+            let parallel = parallel.unwrap_or(config.pool_size);
+            let in_flight = InFlight::new(max_in_flight_mib << 20);
+            ledger::find(&segments, &key, parallel, index, &in_flight).await
+        }
+        SegmentsCommand::Verify {
+            ids,
+            parallel,
+            changed,
+            metadata_cache_size_mib,
+            max_in_flight_mib,
+        } => {
             let ids = ids.iter().map(|id| id_arg(id)).collect::<Result<_, _>>()?;
-            ledger::verify(&segments, ids, parallel).await
+            let parallel = parallel.unwrap_or(config.pool_size);
+            let in_flight = InFlight::new(max_in_flight_mib << 20);
+            let index = open_index(config, metadata_cache_size_mib);
+            ledger::verify(&segments, ids, parallel, changed, index, &in_flight).await
+        }
+    }
+}
+
+/// The ledger index of this bucket, in the machine's metadata database (the one mounts use):
+/// `metadata/` below $XDG_CACHE_HOME/scribefs, /var/cache/scribefs as root, else
+/// ~/.cache/scribefs. One that cannot be opened is logged, and `find` scans every segment.
+/// The database may hold `bound_mib` MiB (the oldest written rows of every table go first).
+fn open_index(config: &S3Config, bound_mib: u64) -> Option<LedgerIndex> {
+    let dir = super::mount::default_state_dir()?.join("metadata");
+    let scope = format!(
+        "{} {}",
+        config.endpoint.as_deref().unwrap_or("aws"),
+        config.bucket
+    );
+    match LedgerIndex::open(&dir, &scope, bound_mib << 20) {
+        Ok(index) => {
+            tracing::debug!(path = %index.path().display(), "ledger index");
+            Some(index)
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "no ledger index: find reads every segment");
+            None
         }
     }
 }
@@ -64,8 +117,9 @@ async fn print_ids(segments: &SegmentStore) -> Result<(), CliError> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut last = None;
     while let Some(page) = pages.next().await {
-        for (id, file) in page? {
-            if file == SegmentFile::Data && last != Some(id) {
+        for listed in page? {
+            let id = listed.id;
+            if listed.file == SegmentFile::Data && last != Some(id) {
                 writeln!(out, "{id:016x}").map_err(stdout_error)?;
                 last = Some(id);
             }

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod entries;
+pub mod index;
 mod store;
 
 pub use store::{ListedFile, SegmentStore};

@@ -1,11 +1,14 @@
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
 
 use super::{SEGMENTS_PREFIX, SegmentFile, file_name, meta_key, parse_file_name, segment_key};
-use crate::store::{ListRequest, ObjectStore, PutOptions, StoreResult, get_bytes};
+use crate::store::{
+    GetObjectOutput, GetRequest, ListRequest, ObjectStore, PutOptions, StoreResult, get_bytes,
+};
 
 /// Listing pages that may wait, listed, while the caller works on the current one: enough to
 /// hide a LIST's round trip behind the work on a page, and no more, so memory stays at a few
@@ -21,6 +24,8 @@ pub struct ListedFile {
     pub name: String,
     pub size: u64,
     pub etag: String,
+    /// With the ETag and size, the version of the file: what the ledger index is keyed by.
+    pub last_modified: SystemTime,
 }
 
 impl ListedFile {
@@ -65,6 +70,16 @@ impl SegmentStore {
         optional(get_bytes(self.store.as_ref(), &meta_key(id), None).await)
     }
 
+    /// The segment's or sidecar's GET response, its size known before its body is read (to
+    /// hold memory for it first), or `None` if there is no such file.
+    pub async fn open(&self, id: u64, file: SegmentFile) -> StoreResult<Option<GetObjectOutput>> {
+        let key = match file {
+            SegmentFile::Data => segment_key(id),
+            SegmentFile::Meta => meta_key(id),
+        };
+        optional(self.store.get(GetRequest::whole(key)).await)
+    }
+
     /// Deletes the segment and its sidecar; deleting a missing segment succeeds, as in S3.
     pub async fn delete_segment(&self, id: u64) -> StoreResult<()> {
         self.store.delete(&segment_key(id)).await?;
@@ -88,25 +103,25 @@ impl SegmentStore {
         .fuse()
     }
 
-    /// Every segment file as `(id, file)`, ascending, a listing page at a time: the ledger's
-    /// own keys (16 lowercase hex digits) list in id order and stream through; keys spelled
-    /// otherwise (another hex length or case, which the ledger never writes) are held until
-    /// the end and come last, ascending, so only they cost memory.
-    pub fn files_in_order(&self) -> BoxStream<'static, StoreResult<Vec<(u64, SegmentFile)>>> {
+    /// Every segment file, ascending by id then data before sidecar, a listing page at a time:
+    /// the ledger's own keys (16 lowercase hex digits) list in id order and stream through;
+    /// keys spelled otherwise (another hex length or case, which the ledger never writes) are
+    /// held until the end and come last, ascending (of two naming the same file, the first
+    /// listed), so only they cost memory.
+    pub fn files_in_order(&self) -> BoxStream<'static, StoreResult<Vec<ListedFile>>> {
         let state = InOrder {
             pages: self.file_pages().boxed(),
-            strays: Some(BTreeSet::new()),
+            strays: Some(BTreeMap::new()),
         };
         futures::stream::unfold(state, |mut state| async move {
             match state.pages.next().await {
                 Some(Ok(page)) => {
                     let mut in_order = Vec::with_capacity(page.len());
                     for listed in page {
-                        let file = (listed.id, listed.file);
                         if listed.is_canonical() {
-                            in_order.push(file);
+                            in_order.push(listed);
                         } else if let Some(strays) = &mut state.strays {
-                            strays.insert(file);
+                            strays.entry((listed.id, listed.file)).or_insert(listed);
                         }
                     }
                     Some((Ok(in_order), state))
@@ -117,7 +132,7 @@ impl SegmentStore {
                 }
                 None => {
                     let strays = state.strays.take()?;
-                    (!strays.is_empty()).then(|| (Ok(strays.into_iter().collect()), state))
+                    (!strays.is_empty()).then(|| (Ok(strays.into_values().collect()), state))
                 }
             }
         })
@@ -195,6 +210,7 @@ fn listed_files(objects: Vec<crate::store::ObjectSummary>) -> Vec<ListedFile> {
                 name: name.to_string(),
                 size: object.size,
                 etag: object.etag,
+                last_modified: object.last_modified,
             })
         })
         .collect()
@@ -204,7 +220,7 @@ fn listed_files(objects: Vec<crate::store::ObjectSummary>) -> Vec<ListedFile> {
 /// held for the end (`None` once they were handed out or the listing failed).
 struct InOrder {
     pages: BoxStream<'static, StoreResult<Vec<ListedFile>>>,
-    strays: Option<BTreeSet<(u64, SegmentFile)>>,
+    strays: Option<BTreeMap<(u64, SegmentFile), ListedFile>>,
 }
 
 /// Aborts the task when dropped.
@@ -216,7 +232,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn optional(result: StoreResult<Bytes>) -> StoreResult<Option<Bytes>> {
+fn optional<T>(result: StoreResult<T>) -> StoreResult<Option<T>> {
     match result {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.is_not_found() => Ok(None),
@@ -298,13 +314,17 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let pages: Vec<Vec<(u64, SegmentFile)>> = segments
+        let pages: Vec<Vec<ListedFile>> = segments
             .files_in_order()
             .map(|page| page.unwrap())
             .collect()
             .await;
         assert!(pages.len() >= 4, "{} pages", pages.len());
-        let files: Vec<(u64, SegmentFile)> = pages.into_iter().flatten().collect();
+        let files: Vec<(u64, SegmentFile)> = pages
+            .into_iter()
+            .flatten()
+            .map(|listed| (listed.id, listed.file))
+            .collect();
         assert_eq!(files.len(), 2403);
         assert!(files[..2400].windows(2).all(|w| w[0] < w[1]));
         assert_eq!(
@@ -323,7 +343,9 @@ mod tests {
         assert_eq!(listed.len(), 2403);
         assert_eq!(listed[0].name, "segment-0000000000000000.bin");
         assert_eq!(listed[0].size, 1);
-        assert_eq!(listed[0].etag, memory.object(&segment_key(0)).unwrap().etag);
+        let stored = memory.object(&segment_key(0)).unwrap();
+        assert_eq!(listed[0].etag, stored.etag);
+        assert_eq!(listed[0].last_modified, stored.last_modified);
 
         // A merge may ask again after the end: the streams stay ended.
         let mut in_order = segments.files_in_order();

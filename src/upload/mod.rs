@@ -60,7 +60,7 @@ mod staged;
 mod streaming;
 
 pub use abort_retry::{pending_aborts, settle_pending_aborts};
-pub use budget::WriteBudget;
+pub use budget::{Reservation, WriteBudget};
 pub use config::UploadConfig;
 pub use error::{StoreFailure, StoreOperation, UploadError};
 pub use part_size::part_size_for;

@@ -29,6 +29,13 @@ const SCHEMA_VERSION: i32 = 1;
 ///   `chk` is a CRC32 of the rest: a row damaged on disk reads as a miss.
 /// - `own_uploads`: what this machine wrote or copied, until a listing tells its
 ///   LastModified (see `uploads`).
+/// - `segment_keys`: the ledger index of `segments find` (see `ledger_index`): per segment id,
+///   the version read and the sorted hashes of its keys.
+/// - `verified_segments`: per segment id, the versions of its data file and sidecar that
+///   `segments verify` last found intact (see `ledger_index`).
+///
+/// Every table but `meta` counts against the file's bound, and its rows carry the `seq` they
+/// were written at: a sweep deletes the oldest of all of them alike.
 const KEYSPACES: &str = "
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS object_versions (
@@ -50,6 +57,26 @@ CREATE TABLE IF NOT EXISTS own_uploads (
     seq INTEGER NOT NULL,
     chk INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS segment_keys (
+    id INTEGER PRIMARY KEY,
+    etag BLOB NOT NULL,
+    modified INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    hashes BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    chk INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS verified_segments (
+    id INTEGER PRIMARY KEY,
+    data_etag BLOB NOT NULL,
+    data_modified INTEGER NOT NULL,
+    data_size INTEGER NOT NULL,
+    meta_etag BLOB NOT NULL,
+    meta_modified INTEGER NOT NULL,
+    meta_size INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    chk INTEGER NOT NULL
+);
 ";
 
 /// How long a write waits for the other mount's transaction before giving up on its batch.

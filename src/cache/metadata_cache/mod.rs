@@ -22,6 +22,7 @@
 //! not hold reads as a miss.
 
 mod database;
+pub mod ledger_index;
 mod record;
 pub mod uploads;
 mod writer;
@@ -38,6 +39,7 @@ use rusqlite::Connection;
 
 use crate::store::UserMetadata;
 use database::Refused;
+pub use ledger_index::LedgerIndex;
 use record::{decode_stored, row_check, version_columns};
 pub use uploads::OwnUpload;
 use uploads::Verdict;

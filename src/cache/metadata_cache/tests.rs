@@ -180,24 +180,30 @@ fn a_damaged_file_never_answers_wrong_and_is_started_afresh() {
     }
 }
 
+/// Writes entries `0..n` in batches of 500, then one more at a time until `settled` (the sweep
+/// runs between writes; more writes let it finish), and returns the first `n`.
+fn fill(cache: &MetadataCache, n: u64, settled: impl Fn() -> bool) -> Vec<VersionEntry> {
+    let entries: Vec<VersionEntry> = (0..n).map(entry).collect();
+    for chunk in entries.chunks(500) {
+        cache.put_many(chunk.to_vec());
+        cache.flush();
+    }
+    for _ in 0..200 {
+        if settled() {
+            break;
+        }
+        cache.put_many(vec![entry(n)]);
+        cache.flush();
+    }
+    entries
+}
+
 #[test]
 fn the_tables_stay_within_the_bound_keeping_the_newest() {
     let dir = tempfile::tempdir().unwrap();
     let budget = 1 << 20;
     let cache = MetadataCache::open(dir.path(), "s", budget).unwrap();
-    let entries: Vec<VersionEntry> = (0..40_000).map(entry).collect();
-    for chunk in entries.chunks(500) {
-        cache.put_many(chunk.to_vec());
-        cache.flush();
-    }
-    // The sweep runs between writes; one more write lets it finish.
-    for _ in 0..200 {
-        if cache.used_bytes() <= budget {
-            break;
-        }
-        cache.put_many(vec![entry(40_000)]);
-        cache.flush();
-    }
+    let entries = fill(&cache, 40_000, || cache.used_bytes() <= budget);
     assert!(
         cache.used_bytes() <= budget,
         "{} bytes, {} entries",
@@ -417,5 +423,65 @@ fn an_upload_is_adopted_by_the_listing_that_shows_it_and_no_other() {
         cache.get("replaced", &version("\"e\"", 101)),
         Some(stored("33261")),
         "a listing older than the upload does not drop it"
+    );
+}
+
+/// Segments `0..n` indexed with 500 key hashes each (about 4 KiB a row).
+fn index_segments(index: &mut LedgerIndex, ids: std::ops::Range<u64>) {
+    let rows: Vec<(u64, ObjectVersionId, Vec<u64>)> = ids
+        .map(|id| {
+            (
+                id,
+                version("\"s\"", id),
+                (0..500).map(|h| h * 7 + id).collect(),
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(64) {
+        index.put_many(chunk);
+    }
+}
+
+/// The ledger index's rows and a mount's entries share one bound and one age: whichever
+/// writes past it, the oldest written rows of both go first.
+#[test]
+fn the_ledger_index_counts_against_the_bound_and_its_oldest_rows_go_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 1 << 20;
+    let mut index = LedgerIndex::open(dir.path(), "s", budget).unwrap();
+    // 1,000 rows of 4 KiB: four times the bound, written by the index alone.
+    index_segments(&mut index, 0..1000);
+    let used = database::used_bytes(&database::open(index.path(), "s", 64).unwrap())
+        .unwrap()
+        .0;
+    assert!(used <= budget, "{used} bytes used");
+    let kept = index.entries();
+    assert!((100..1000).contains(&kept), "{kept} rows kept");
+    let asked = |ids: std::ops::Range<u64>| -> Vec<(u64, ObjectVersionId)> {
+        ids.map(|id| (id, version("\"s\"", id))).collect()
+    };
+    assert!(
+        index.get_many(&asked(0..100)).iter().all(Option::is_none),
+        "the oldest went"
+    );
+    assert!(
+        index
+            .get_many(&asked(990..1000))
+            .iter()
+            .all(Option::is_some),
+        "the newest stay"
+    );
+
+    // A mount writing past the bound now sweeps the index's rows, older than its own.
+    let cache = MetadataCache::open(dir.path(), "s", budget).unwrap();
+    let entries = fill(&cache, 20_000, || {
+        index.entries() == 0 && cache.used_bytes() <= budget
+    });
+    assert_eq!(index.entries(), 0, "the index's rows were the oldest");
+    assert!(cache.used_bytes() <= budget, "{} bytes", cache.used_bytes());
+    let newest = cache.get_many(&wanted(&entries[19_500..]));
+    assert!(
+        newest.iter().all(Option::is_some),
+        "the mount's newest are kept"
     );
 }

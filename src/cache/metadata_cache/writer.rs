@@ -146,7 +146,7 @@ impl Writer {
 }
 
 /// Deleting entries written before `cutoff`, key by key from after `after`.
-struct Sweep {
+pub(super) struct Sweep {
     cutoff: i64,
     after: Option<String>,
 }
@@ -261,101 +261,117 @@ impl Thread {
         tx.commit()
     }
 
-    /// Starts a sweep when the tables outgrow the bound: the oldest written share of the
-    /// entries goes, enough to bring them to three quarters of the bound (a quarter at least).
+    /// Starts a sweep when the tables outgrow the bound.
     fn check_bound(&mut self) -> rusqlite::Result<()> {
-        if self.sweep.is_some() {
-            return Ok(());
+        if self.sweep.is_none() {
+            self.sweep = start_sweep(&self.conn, self.budget)?;
         }
-        let (used, _) = used_bytes(&self.conn)?;
-        if used <= self.budget {
-            return Ok(());
-        }
-        let first = meta_number(&self.conn, "min_seq")?;
-        let next = meta_number(&self.conn, "next_seq")?;
-        let share = (1.0 - 0.75 * self.budget as f64 / used as f64).max(0.25);
-        let span = ((next - first) as f64 * share).ceil() as i64;
-        self.sweep = Some(Sweep {
-            cutoff: first + span.max(1),
-            after: None,
-        });
-        tracing::debug!(
-            used,
-            budget = self.budget,
-            share,
-            "metadata cache over its bound: oldest entries go"
-        );
         Ok(())
     }
 
-    /// Deletes the swept entries among the next chunk of keys; at the end, the uploads of the
-    /// same age too, and gives free pages back if the file is well past the bound.
+    /// One step of the sweep under way, if any.
     fn sweep_step(&mut self) -> rusqlite::Result<()> {
-        let Some(sweep) = self.sweep.as_mut() else {
-            return Ok(());
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut scanned = 0;
-        let mut old = Vec::new();
+        if let Some(sweep) = self.sweep.as_mut()
+            && sweep_step(&mut self.conn, sweep, self.budget)?
         {
-            let mut chunk = match &sweep.after {
-                None => {
-                    tx.prepare_cached("SELECT key, seq FROM object_versions ORDER BY key LIMIT ?1")?
-                }
-                Some(_) => tx.prepare_cached(
-                    "SELECT key, seq FROM object_versions WHERE key > ?2 ORDER BY key LIMIT ?1",
-                )?,
-            };
-            let mut rows = match &sweep.after {
-                None => chunk.query(params![SWEEP_CHUNK as i64])?,
-                Some(after) => chunk.query(params![SWEEP_CHUNK as i64, after])?,
-            };
-            while let Some(row) = rows.next()? {
-                let key: String = row.get(0)?;
-                let seq: i64 = row.get(1)?;
-                scanned += 1;
-                if seq < sweep.cutoff {
-                    old.push(key.clone());
-                }
-                sweep.after = Some(key);
-            }
-        }
-        {
-            let mut delete = tx.prepare_cached("DELETE FROM object_versions WHERE key = ?1")?;
-            for key in &old {
-                delete.execute([key])?;
-            }
-        }
-        let done = scanned < SWEEP_CHUNK;
-        if done {
-            tx.execute("DELETE FROM own_uploads WHERE seq < ?1", [sweep.cutoff])?;
-            let first = meta_number(&tx, "min_seq")?;
-            set_meta_number(&tx, "min_seq", first.max(sweep.cutoff))?;
-        }
-        tx.commit()?;
-        if done {
             self.sweep = None;
-            let (used, file) = used_bytes(&self.conn)?;
-            if file > self.budget.max(used) + self.budget / 4 {
-                // Only pages past the bound go back: the rest are reused by the next writes.
-                let pages = (file - self.budget.max(used)) / 4096;
-                // The pragma frees a page per step: step it to the end.
-                let mut vacuum = self
-                    .conn
-                    .prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
-                let mut steps = vacuum.query([])?;
-                while steps.next()?.is_some() {}
-                drop(steps);
-                drop(vacuum);
-                // The file itself shrinks when the WAL is copied back into it.
-                self.conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-            }
         }
         Ok(())
     }
+}
+
+/// A sweep, if the tables outgrew `budget`: the oldest written share of the entries goes,
+/// enough to bring them to three quarters of the bound (a quarter at least).
+pub(super) fn start_sweep(conn: &Connection, budget: u64) -> rusqlite::Result<Option<Sweep>> {
+    let (used, _) = used_bytes(conn)?;
+    if used <= budget {
+        return Ok(None);
+    }
+    let first = meta_number(conn, "min_seq")?;
+    let next = meta_number(conn, "next_seq")?;
+    let share = (1.0 - 0.75 * budget as f64 / used as f64).max(0.25);
+    let span = ((next - first) as f64 * share).ceil() as i64;
+    tracing::debug!(
+        used,
+        budget,
+        share,
+        "metadata cache over its bound: oldest entries go"
+    );
+    Ok(Some(Sweep {
+        cutoff: first + span.max(1),
+        after: None,
+    }))
+}
+
+/// Deletes the swept entries among the next chunk of keys; at the end (`Ok(true)`), the
+/// uploads and the ledger index's rows of the same age too, and gives free pages back if the
+/// file is well past the bound.
+pub(super) fn sweep_step(
+    conn: &mut Connection,
+    sweep: &mut Sweep,
+    budget: u64,
+) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut scanned = 0;
+    let mut old = Vec::new();
+    {
+        let mut chunk = match &sweep.after {
+            None => {
+                tx.prepare_cached("SELECT key, seq FROM object_versions ORDER BY key LIMIT ?1")?
+            }
+            Some(_) => tx.prepare_cached(
+                "SELECT key, seq FROM object_versions WHERE key > ?2 ORDER BY key LIMIT ?1",
+            )?,
+        };
+        let mut rows = match &sweep.after {
+            None => chunk.query(params![SWEEP_CHUNK as i64])?,
+            Some(after) => chunk.query(params![SWEEP_CHUNK as i64, after])?,
+        };
+        while let Some(row) = rows.next()? {
+            let key: String = row.get(0)?;
+            let seq: i64 = row.get(1)?;
+            scanned += 1;
+            if seq < sweep.cutoff {
+                old.push(key.clone());
+            }
+            sweep.after = Some(key);
+        }
+    }
+    {
+        let mut delete = tx.prepare_cached("DELETE FROM object_versions WHERE key = ?1")?;
+        for key in &old {
+            delete.execute([key])?;
+        }
+    }
+    let done = scanned < SWEEP_CHUNK;
+    if done {
+        // One row per segment, a few hundred thousand at most: one statement each.
+        for table in ["own_uploads", "segment_keys", "verified_segments"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE seq < ?1"),
+                [sweep.cutoff],
+            )?;
+        }
+        let first = meta_number(&tx, "min_seq")?;
+        set_meta_number(&tx, "min_seq", first.max(sweep.cutoff))?;
+    }
+    tx.commit()?;
+    if done {
+        let (used, file) = used_bytes(conn)?;
+        if file > budget.max(used) + budget / 4 {
+            // Only pages past the bound go back: the rest are reused by the next writes.
+            let pages = (file - budget.max(used)) / 4096;
+            // The pragma frees a page per step: step it to the end.
+            let mut vacuum = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+            let mut steps = vacuum.query([])?;
+            while steps.next()?.is_some() {}
+            drop(steps);
+            drop(vacuum);
+            // The file itself shrinks when the WAL is copied back into it.
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        }
+    }
+    Ok(done)
 }
 
 fn put_version(
