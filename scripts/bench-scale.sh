@@ -7,13 +7,14 @@
 # metadata cache's size on disk, and `ls -l` again on a second mount (remount).
 #
 #   scripts/bench-scale.sh [--quick] [--objects N] [--s3-objects N] [--dirs D]
-#                          [--profiles raw,s3] [--cases segments,keys,keys-off,tree]
+#                          [--profiles raw,s3] [--cases segments,keys,keys-off,tree,tree-off]
 #                          [--latency-ms MS] [--cache-size-mib N] [--out FILE]
 #
 # Cases: segments, N/2 ledger segments with their sidecars (N keys under segments/) mounted with
 # --layout segments; keys, the same directory in the keys layout (default options: stored POSIX
 # metadata, a HEAD per object the metadata cache does not know); keys-off, the same with
-# --posix-metadata off; tree, N objects in D directories (`ls -lR` and `find` over them).
+# --posix-metadata off; tree, N objects in D directories (`ls -lR` and `find` over them);
+# tree-off, the same with --posix-metadata off.
 # --objects (default 1000000) is N on raw loopback, --s3-objects (default 100000) on the S3-like
 # profile; --quick is N=2000 / 1000 in 10 directories. The buckets are seeded in the dev
 # server's memory (--seed-objects). Prints one Markdown table per profile; exits 1 if a listing
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -68,8 +69,8 @@ done
 IFS=, read -r -a CASE_LIST <<<"$CASES"
 for case_name in "${CASE_LIST[@]}"; do
     case "$case_name" in
-    segments | keys | keys-off | tree) ;;
-    *) echo "bench-scale: unknown case $case_name (segments, keys, keys-off, tree)" >&2; exit 2 ;;
+    segments | keys | keys-off | tree | tree-off) ;;
+    *) echo "bench-scale: unknown case $case_name (segments, keys, keys-off, tree, tree-off)" >&2; exit 2 ;;
     esac
 done
 if [ "$(id -u)" -ne 0 ]; then
@@ -170,6 +171,7 @@ mount_case() {
     keys) DIR=$MNT/segments ;;
     keys-off) DIR=$MNT/segments; options=(--posix-metadata off) ;;
     tree) DIR=$MNT/tree ;;
+    tree-off) DIR=$MNT/tree; options=(--posix-metadata off) ;;
     esac
     [ -z "$CACHE_MIB" ] || options+=(--cache-size-mib "$CACHE_MIB")
     case "$tool" in
@@ -257,7 +259,7 @@ ROWS=()
 measure() {
     local profile=$1 case_name=$2 tool=$3 machine ls_flags=() cache_size='-'
     machine=$WORK/machine-$profile-$case_name-$tool
-    [ "$case_name" != tree ] || ls_flags=(-R)
+    [ "${case_name%-off}" != tree ] || ls_flags=(-R)
     log "[$profile] $case_name, $tool: first mount"
     mount_case "$tool" "$case_name" "$machine"
     step first ls ls -l "${ls_flags[@]}" "$DIR"
@@ -291,7 +293,7 @@ for profile in "${PROFILE_LIST[@]}"; do
     for case_name in "${CASE_LIST[@]}"; do
         for tool in "${TOOLS[@]}"; do
             # mount-s3 has neither layout nor metadata option: its keys row stands for both.
-            if [ "$tool" = mount-s3 ] && [ "$case_name" = keys-off ]; then continue; fi
+            if [ "$tool" = mount-s3 ] && [ "${case_name%-off}" != "$case_name" ]; then continue; fi
             measure "$profile" "$case_name" "$tool"
         done
     done
@@ -308,7 +310,7 @@ done
 {
     echo "Scale benchmark: segments = --layout segments over N/2 segments and sidecars; keys, keys-off = the"
     echo "same directory in the keys layout (default options, --posix-metadata off); tree = N objects in"
-    echo "$DIRS directories (ls -lR). Peak RSS is the mount process's VmHWM before unmount."
+    echo "$DIRS directories (ls -lR), tree-off the same with --posix-metadata off. Peak RSS is the mount process's VmHWM before unmount."
     echo
     printf '%s\n' "${TABLES[@]}"
 } | tee "${OUT:-/dev/null}"
