@@ -60,6 +60,10 @@ enum From<'a> {
     Name(&'a str),
 }
 
+/// One LIST page's entries (name, kind, attributes), the last key it covers and its
+/// continuation token.
+pub(super) type ListedEntries = (Vec<(String, Kind, Attrs)>, Option<String>, Option<String>);
+
 impl Fs {
     /// Resolves `name` in `parent` and takes a kernel reference on the result.
     pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
@@ -308,7 +312,7 @@ impl Fs {
         &self,
         prefix: &str,
         request: &ListRequest,
-    ) -> FsResult<(Vec<(String, Kind, Attrs)>, Option<String>, Option<String>)> {
+    ) -> FsResult<ListedEntries> {
         let page = self.store.list(request.clone()).await?;
         let mut entries = BTreeMap::new();
         let mut skipped = 0usize;

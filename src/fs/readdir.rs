@@ -6,10 +6,12 @@
 //!
 //! - **From S3.** A producer task lists the prefix one ListObjectsV2 page at a time (1000 keys)
 //!   and installs each page in the namespace as it arrives (names it did not return in its range
-//!   are gone). With stored metadata on (`--posix-metadata`), the HEADs of a page's names start
-//!   at once, while the next page is being listed; the page goes out when they are done, so
-//!   `ls -l` shows modes and owners, and the link stays busy. The producer runs at most
-//!   [`PAGES_AHEAD`] pages ahead of the kernel.
+//!   are gone). The next page's LIST is sent as soon as a page's continuation token is known,
+//!   before that page is installed, so the LISTs follow one another back to back. With stored
+//!   metadata on (`--posix-metadata`), the HEADs of a page's names start at once, while the
+//!   next page is being listed; the page goes out when they are done, so `ls -l` shows modes
+//!   and owners, and the link stays busy. The producer runs at most [`PAGES_AHEAD`] pages
+//!   (and one LIST) ahead of the kernel.
 //! - **From memory.** When a complete listing of the directory is fresh (the TTL has not run
 //!   out since it ended), batches are read from the namespace in name order, with no request.
 //!
@@ -31,7 +33,8 @@ use tokio::sync::mpsc;
 use super::Fs;
 use super::attr::attr_of;
 use super::dir::DirEntry;
-use super::error::FsResult;
+use super::error::{FsError, FsResult};
+use super::lookup::ListedEntries;
 use super::namespace::{Ino, Kind, ListedPage};
 use crate::store::ListRequest;
 
@@ -284,8 +287,9 @@ impl Fs {
         };
         let started = self.config.clock.now();
         let mut after: Option<String> = None;
-        loop {
-            let listed = match self.list_one_page(&prefix, &request).await {
+        let mut next = Some(self.list_in_background(&prefix, &request));
+        while let Some(listing) = next.take() {
+            let listed = match listing.finish().await {
                 Ok(listed) => listed,
                 Err(e) => {
                     let _ = pages.send(Err(e)).await;
@@ -293,6 +297,12 @@ impl Fs {
                 }
             };
             let (entries, through, token) = listed;
+            // The next page's LIST goes out before this one is installed and handed over, so
+            // the link never waits for the namespace or the kernel.
+            if let Some(token) = token {
+                request.continuation_token = Some(token);
+                next = Some(self.list_in_background(&prefix, &request));
+            }
             let page = ListedPage {
                 after: after.clone(),
                 through: through.clone(),
@@ -324,13 +334,34 @@ impl Fs {
             if pages.send(Ok(prepared)).await.is_err() {
                 return;
             }
-            match token {
-                Some(token) => {
-                    request.continuation_token = Some(token);
-                    after = through;
-                }
-                None => return,
-            }
+            after = through;
         }
+    }
+
+    fn list_in_background(self: &Arc<Self>, prefix: &str, request: &ListRequest) -> PageListing {
+        let (fs, prefix, request) = (self.clone(), prefix.to_string(), request.clone());
+        PageListing(tokio::spawn(async move {
+            fs.list_one_page(&prefix, &request).await
+        }))
+    }
+}
+
+/// A LIST page being fetched by a task of its own; dropped unfinished (the reader went away),
+/// the request is abandoned.
+struct PageListing(tokio::task::JoinHandle<FsResult<ListedEntries>>);
+
+impl PageListing {
+    async fn finish(mut self) -> FsResult<ListedEntries> {
+        match (&mut self.0).await {
+            Ok(listed) => listed,
+            // Only a panic ends the task early (nothing aborts it while awaited): a bug, EIO.
+            Err(e) => Err(FsError::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+impl Drop for PageListing {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
