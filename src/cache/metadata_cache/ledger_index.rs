@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::ObjectVersionId;
 use super::database::{self, Refused, meta_number, set_meta_number};
-use super::record::{row_check, version_columns};
+use super::record::{row_check, stored_version, version_columns};
 use super::writer::{start_sweep, sweep_step};
 
 /// Page cache of the index's connection (SQLite's, in KiB).
@@ -97,16 +97,14 @@ impl LedgerIndex {
                 let row = select
                     .query_row([id_column(*id)], |r| {
                         Ok((
-                            r.get::<_, Vec<u8>>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
+                            stored_version(r, 0)?,
                             r.get::<_, Vec<u8>>(3)?,
                             r.get::<_, i64>(4)?,
                         ))
                     })
                     .optional()?;
                 let (etag, modified, size) = version_columns(version);
-                found.push(row.and_then(|(e, m, s, hashes, chk)| {
+                found.push(row.and_then(|((e, m, s), hashes, chk)| {
                     let same = e == etag && m == modified && s == size;
                     let sound = chk == check(*id, &e, m, s, &hashes);
                     (same && sound).then(|| decode(&hashes)).flatten()
@@ -186,16 +184,8 @@ impl LedgerIndex {
                 let row = select
                     .query_row([id_column(*id)], |r| {
                         Ok((
-                            (
-                                r.get::<_, Vec<u8>>(0)?,
-                                r.get::<_, i64>(1)?,
-                                r.get::<_, i64>(2)?,
-                            ),
-                            (
-                                r.get::<_, Vec<u8>>(3)?,
-                                r.get::<_, i64>(4)?,
-                                r.get::<_, i64>(5)?,
-                            ),
+                            stored_version(r, 0)?,
+                            stored_version(r, 3)?,
                             r.get::<_, i64>(6)?,
                         ))
                     })

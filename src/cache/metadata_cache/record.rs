@@ -77,6 +77,14 @@ pub fn version_columns(version: &ObjectVersionId) -> (Vec<u8>, i64, i64) {
     )
 }
 
+/// The three version columns (as [`version_columns`] writes them) of `row` from column `first`.
+pub fn stored_version(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<(Vec<u8>, i64, i64)> {
+    Ok((row.get(first)?, row.get(first + 1)?, row.get(first + 2)?))
+}
+
 /// The metadata and Content-Type as one blob: the Content-Type (flag byte, then length and
 /// bytes), then each name and value with its length. Lengths are LEB128 varints.
 pub fn encode_stored(stored: &StoredMetadata) -> Vec<u8> {
