@@ -48,6 +48,7 @@ for_each_backend!(
     delimiter_listing_keeps_a_ab_and_dir_apart,
     exclusive_creates_refuse_an_existing_key,
     every_upload_checksum_mode_stores_whole_objects,
+    lean_head_answers_as_the_sdk_does,
 );
 
 /// Bytes where a read from the wrong offset shows: a ramp of prime period.
@@ -492,6 +493,72 @@ mod cases {
         }
     }
 
+    /// HEADs take a lean path outside the SDK's orchestrator (store/s3/lean_head.rs). For keys
+    /// that need encoding, user metadata (one value with a comma and spaces), content types
+    /// and a missing key, its answer is the SDK's HeadObject's, field by field.
+    pub async fn lean_head_answers_as_the_sdk_does(backend: &Backend) {
+        let store = backend.store.as_ref();
+        let keys = [
+            "plain",
+            "with space/and+plus",
+            "percent%25 and ~tilde/",
+            "unicode/\u{e9}t\u{e9} \u{43a}\u{43b}\u{44e}\u{447}",
+            "query?x=1&y=2#frag",
+            "quote'star*paren(1)",
+            "deep/a/b/c/d.bin",
+        ];
+        for (i, key) in keys.iter().enumerate() {
+            let options = PutOptions {
+                metadata: metadata(&[
+                    ("mode", "100644"),
+                    ("list", " a, \"b\" "),
+                    ("n", &i.to_string()),
+                ]),
+                content_type: (i % 2 == 0).then(|| "application/x-test".to_string()),
+                ..PutOptions::default()
+            };
+            store
+                .put(key, Bytes::from(vec![b'x'; i * 100]), options)
+                .await
+                .unwrap();
+        }
+        let sdk = backend.sdk().await;
+        for key in keys {
+            let lean = store.head(key).await.unwrap();
+            let reference = sdk
+                .client()
+                .head_object()
+                .bucket(&backend.config.bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(lean.key, key);
+            assert_eq!(Some(lean.size as i64), reference.content_length(), "{key}");
+            assert_eq!(Some(lean.etag.as_str()), reference.e_tag(), "{key}");
+            let modified = reference.last_modified().map(|t| t.secs()).unwrap_or(0);
+            let lean_secs = lean
+                .last_modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            assert_eq!(lean_secs, modified, "{key}");
+            let expected: BTreeMap<String, String> = reference
+                .metadata()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect();
+            assert_eq!(lean.metadata, expected, "{key}");
+            assert_eq!(
+                lean.content_type.as_deref(),
+                reference.content_type(),
+                "{key}"
+            );
+        }
+        assert!(store.head("no/such/key").await.unwrap_err().is_not_found());
+    }
+
     pub async fn exclusive_creates_refuse_an_existing_key(backend: &Backend) {
         let store = backend.store.as_ref();
         let exclusive = PutOptions {
@@ -893,6 +960,47 @@ mod devserver_only {
             gets += 1;
         }
         assert!(server.stats().get > gets, "{:?}", server.stats());
+    }
+
+    /// A HEAD is one request on the wire, sent the lean way (its User-Agent is scribefs's own,
+    /// not the SDK's): a found key, a missing one, and one with user metadata.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_head_is_one_lean_request() {
+        let backend = devserver().await;
+        let store = &backend.store;
+        store
+            .put("found", Bytes::from_static(b"x"), PutOptions::default())
+            .await
+            .unwrap();
+        let listed = PutOptions {
+            metadata: [("list".to_string(), "a,b".to_string())]
+                .into_iter()
+                .collect(),
+            ..PutOptions::default()
+        };
+        store
+            .put("listed", Bytes::from_static(b"y"), listed)
+            .await
+            .unwrap();
+        let server = backend.server().unwrap();
+        backend.reset_stats();
+        let before = server.recorded_requests().len();
+        assert_eq!(store.head("found").await.unwrap().size, 1);
+        assert!(store.head("missing").await.unwrap_err().is_not_found());
+        assert_eq!(backend.stats().unwrap().head, 2);
+        let head = store.head("listed").await.unwrap();
+        assert_eq!(head.metadata.get("list").map(String::as_str), Some("a,b"));
+        assert_eq!(backend.stats().unwrap().head, 3);
+        let recorded = server.recorded_requests();
+        let heads: Vec<_> = recorded[before..]
+            .iter()
+            .filter(|r| r.method == "HEAD")
+            .collect();
+        assert_eq!(heads.len(), 3, "{recorded:?}");
+        for request in heads {
+            let agent = request.header("user-agent").unwrap_or_default();
+            assert!(agent.starts_with("scribefs/"), "{request:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

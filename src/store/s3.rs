@@ -23,6 +23,7 @@ mod body;
 mod encoding;
 mod errors;
 mod headers;
+mod lean_head;
 mod region;
 pub mod tls;
 
@@ -49,6 +50,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use self::body::{Mismatch, collect_checked, etag_is_content_md5, permit_holding_body};
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
+use self::lean_head::{Answer, LeanHead, LeanShared};
 use self::region::{Target, endpoint_name, profile_region};
 use super::checksum::{content_md5, crc32c, crc32c_combine, crc32c_header, etag_md5};
 use super::config::{DEFAULT_REGION, RequestOptions, S3Config, UploadChecksums};
@@ -113,8 +115,9 @@ impl S3Store {
         };
         let mut loader =
             aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.clone()));
-        if let Some(client) = tls::client_from_env()? {
-            loader = loader.http_client(client);
+        let bundle = tls::bundle_from_env()?;
+        if let Some(bundle) = &bundle {
+            loader = loader.http_client(tls::sdk_client(bundle.clone()));
         }
         if let Some(profile) = &config.profile {
             loader = loader.profile_name(profile);
@@ -157,10 +160,20 @@ impl S3Store {
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint.clone());
         }
+        let lean = lean_head_enabled().then(|| {
+            let shared = LeanShared::new(
+                tls::connector(bundle, None, None),
+                shared.credentials_provider(),
+                headers::signed_headers(&config.requests),
+                config.requests.user_agent_prefix.as_deref(),
+            );
+            LeanHead::new(Arc::new(shared))
+        });
         let target = Target {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             endpoint: endpoint_name(config.endpoint.as_deref(), &region),
             region,
+            lean,
         };
         Ok(S3Store {
             target: RwLock::new(Arc::new(target)),
@@ -229,7 +242,16 @@ impl S3Store {
             return StoreError::RegionMoved(region);
         }
         let target = self.target();
-        let context = CallContext {
+        from_sdk_error(err, &self.context(op, key, &target))
+    }
+
+    fn context<'a>(
+        &'a self,
+        op: &'static str,
+        key: &'a str,
+        target: &'a Target,
+    ) -> CallContext<'a> {
+        CallContext {
             op,
             key,
             bucket: &self.bucket,
@@ -238,8 +260,7 @@ impl S3Store {
             region_given: self.region_given,
             credentials: &self.credentials,
             timeout: self.timeout,
-        };
-        from_sdk_error(err, &context)
+        }
     }
 
     /// The ETag of a successful write. Some servers (file-backed ones, for `dir/` markers) answer
@@ -355,6 +376,12 @@ impl S3Store {
 }
 
 /// `Range: bytes=a-b` with an inclusive end, from a half-open range.
+/// HEADs go the lean way (`lean_head`) unless `SCRIBEFS_LEAN_HEAD=0`: a switch to compare the
+/// two paths in a benchmark, or to rule the lean one out when chasing a problem.
+fn lean_head_enabled() -> bool {
+    std::env::var("SCRIBEFS_LEAN_HEAD").map_or(true, |v| v != "0")
+}
+
 fn range_header(key: &str, range: &Range<u64>) -> StoreResult<String> {
     if range.start >= range.end {
         return Err(StoreError::InvalidRequest(format!(
@@ -399,8 +426,19 @@ fn length(value: Option<i64>) -> u64 {
 impl ObjectStore for S3Store {
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
         let _permit = self.permit().await?;
-        let output = self
-            .client()
+        let target = self.target();
+        if let Some(lean) = &target.lean {
+            let context = self.context("HEAD", key, &target);
+            match lean
+                .head(&target.client, &self.bucket, key, self.timeout, &context)
+                .await
+            {
+                Answer::Decided(answer) => return answer,
+                Answer::Undecided => {}
+            }
+        }
+        let output = target
+            .client
             .head_object()
             .bucket(&self.bucket)
             .key(key)

@@ -10,6 +10,18 @@ use aws_sdk_s3::error::BoxError;
 
 use crate::store::config::RequestOptions;
 
+/// The headers [`BucketHeaders`] signs into every request, for requests sent outside the SDK.
+pub(super) fn signed_headers(options: &RequestOptions) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::new();
+    if options.requester_pays {
+        headers.push(("x-amz-request-payer", "requester".to_string()));
+    }
+    if let Some(owner) = &options.expected_bucket_owner {
+        headers.push(("x-amz-expected-bucket-owner", owner.clone()));
+    }
+    headers
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct BucketHeaders {
     requester_pays: bool,

@@ -4,10 +4,11 @@
 //! certificates are then trusted instead, as the CLI does. A certificate the client refuses is
 //! told apart from a broken connection, so it is reported at once and not retried.
 
-use aws_sdk_s3::config::SharedHttpClient;
+use aws_sdk_s3::config::{SharedAsyncSleep, SharedHttpClient};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder, Connector};
+use aws_smithy_runtime_api::client::http::HttpConnectorSettings;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -15,10 +16,9 @@ use super::StoreError;
 
 pub const CA_BUNDLE_VAR: &str = "AWS_CA_BUNDLE";
 
-/// An https client trusting only the certificates of `AWS_CA_BUNDLE`, or `None` when it is
-/// unset (the SDK's default client then). A bundle that cannot be read or holds no
-/// certificate is a configuration error naming the file.
-pub(super) fn client_from_env() -> Result<Option<SharedHttpClient>, StoreError> {
+/// The trust store of `AWS_CA_BUNDLE`, or `None` when it is unset (the system roots then). A
+/// bundle that cannot be read or holds no certificate is a configuration error naming the file.
+pub(super) fn bundle_from_env() -> Result<Option<TlsContext>, StoreError> {
     let Some(path) = std::env::var_os(CA_BUNDLE_VAR).filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
@@ -39,22 +39,38 @@ pub(super) fn client_from_env() -> Result<Option<SharedHttpClient>, StoreError> 
         .with_trust_store(TrustStore::empty().with_pem_certificate(pem))
         .build()
         .map_err(|e| StoreError::Config(format!("{CA_BUNDLE_VAR}={shown}: {e}")))?;
-    // The SDK's default https client (aws-smithy-runtime's `default_https_client`) with the
-    // trust store replaced: same crypto, proxy from the environment, timeouts from the config.
-    let client = Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut builder = Connector::builder()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .tls_context(context.clone());
-        builder.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            builder.set_sleep_impl(components.sleep_impl());
-        }
+    Ok(Some(context))
+}
+
+/// An https client trusting only the certificates of `bundle`: the SDK's default https client
+/// (aws-smithy-runtime's `default_https_client`) with the trust store replaced, same crypto,
+/// proxy from the environment, timeouts from the config.
+pub(super) fn sdk_client(bundle: TlsContext) -> SharedHttpClient {
+    Builder::new().build_with_connector_fn(move |settings, components| {
+        let sleep = components.and_then(|c| c.sleep_impl());
+        connector(Some(bundle.clone()), settings, sleep)
+    })
+}
+
+/// A connector with the trust of `bundle` (the system roots when `None`). The SDK's default
+/// client uses no proxy; the client of a bundle takes it from the environment, as the AWS CLI
+/// does. The requests sent outside the SDK (`lean_head`) use one built the same way, so both
+/// reach the server alike; their timeouts are the caller's.
+pub(super) fn connector(
+    bundle: Option<TlsContext>,
+    settings: Option<&HttpConnectorSettings>,
+    sleep: Option<SharedAsyncSleep>,
+) -> Connector {
+    let mut builder = Connector::builder().tls_provider(tls::Provider::Rustls(
+        tls::rustls_provider::CryptoMode::AwsLc,
+    ));
+    if let Some(bundle) = bundle {
+        builder = builder.tls_context(bundle);
         builder.set_proxy_config(Some(ProxyConfig::from_env()));
-        builder.build()
-    });
-    Ok(Some(client))
+    }
+    builder.set_connector_settings(settings.cloned());
+    builder.set_sleep_impl(sleep);
+    builder.build()
 }
 
 /// The certificate failure under `err`, if the TLS handshake failed because the client refused
