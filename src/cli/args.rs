@@ -52,7 +52,7 @@ pub struct ConnectionArgs {
     /// Timeout of one request attempt, in seconds (1 to 86400); a request with its retries ends within twice this [default: 30]
     #[arg(long, global = true, value_name = "SECS", value_parser = bounds::TIMEOUT_SECS.parser::<u64>(), allow_hyphen_values = true)]
     pub timeout_secs: Option<u64>,
-    /// Most connections (and requests) open to S3 at once (1 to 4096) [default: 128]
+    /// Most connections (and requests) open to S3 at once (1 to 4096) [default: 512]
     #[arg(long, global = true, value_name = "N", value_parser = bounds::POOL_SIZE.parser::<usize>(), allow_hyphen_values = true)]
     pub pool_size: Option<usize>,
     /// Named profile of ~/.aws/config and ~/.aws/credentials [env: AWS_PROFILE]

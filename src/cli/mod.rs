@@ -14,6 +14,7 @@ mod ledger;
 pub mod logging;
 mod mount;
 mod notify;
+mod open_files;
 pub mod options;
 mod output;
 mod segments;
@@ -88,6 +89,7 @@ pub fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return usage_error(&e.to_string()),
     };
+    open_files::raise_for_pool(config.pool_size);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

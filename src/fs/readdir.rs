@@ -38,8 +38,9 @@ use super::lookup::ListedEntries;
 use super::namespace::{Ino, Kind, ListedPage};
 use crate::store::ListRequest;
 
-/// LIST pages prepared (listed, installed, their metadata fetched) ahead of the kernel's reads.
-pub const PAGES_AHEAD: usize = 2;
+/// LIST pages prepared (listed, installed, their metadata fetched) ahead of the kernel's reads:
+/// enough names queued for the HEAD window to stay full on a 20 ms link (ARCHITECTURE.md).
+pub const PAGES_AHEAD: usize = 8;
 /// Entries per batch when reading from memory.
 const MEMORY_BATCH: usize = 1000;
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::StoreError;
 
 pub const DEFAULT_REGION: &str = "us-east-1";
-pub const DEFAULT_POOL_SIZE: usize = 128;
+pub const DEFAULT_POOL_SIZE: usize = 512;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// Extra attempts of one request for the `segments` and `uploads` commands and for library
 /// users: a command run by a person or a script reports its failure and can be run again.
