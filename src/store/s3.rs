@@ -25,6 +25,7 @@ mod errors;
 mod headers;
 mod lean_head;
 mod region;
+mod sigv4;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -219,6 +220,29 @@ impl S3Store {
         }
         tracing::info!(bucket = %self.bucket, from = %target.region, to = region, "the bucket is in another region: signing for its own");
         *target = Arc::new(target.in_region(region));
+    }
+
+    /// HeadObject through the SDK: every HEAD the lean path does not decide.
+    async fn sdk_head(&self, target: &Target, key: &str) -> StoreResult<ObjectMeta> {
+        let output = target
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("HEAD", key, e))?;
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: length(output.content_length()),
+            etag: output
+                .e_tag()
+                .ok_or_else(|| self.missing("HEAD", key, "ETag"))?
+                .to_string(),
+            last_modified: system_time(output.last_modified()),
+            metadata: user_metadata(output.metadata()),
+            content_type: output.content_type().map(str::to_string),
+        })
     }
 
     async fn permit(&self) -> StoreResult<OwnedSemaphorePermit> {
@@ -435,27 +459,16 @@ impl ObjectStore for S3Store {
             {
                 Answer::Decided(answer) => return answer,
                 Answer::Undecided => {}
+                Answer::Refused => {
+                    let answer = self.sdk_head(&target, key).await;
+                    if answer.is_ok() {
+                        lean.distrust();
+                    }
+                    return answer;
+                }
             }
         }
-        let output = target
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.error("HEAD", key, e))?;
-        Ok(ObjectMeta {
-            key: key.to_string(),
-            size: length(output.content_length()),
-            etag: output
-                .e_tag()
-                .ok_or_else(|| self.missing("HEAD", key, "ETag"))?
-                .to_string(),
-            last_modified: system_time(output.last_modified()),
-            metadata: user_metadata(output.metadata()),
-            content_type: output.content_type().map(str::to_string),
-        })
+        self.sdk_head(&target, key).await
     }
 
     async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {

@@ -11,8 +11,9 @@
 //!   (`--endpoint`, path style, FIPS, dual stack, `AWS_ENDPOINT_URL_S3`), and its credential
 //!   scope names the signing region and service.
 //! - **Who.** Credentials are asked for once and kept until shortly before they expire.
-//! - **Signed** by aws-sigv4, the SDK's own signer, with S3's settings; sent through the same
-//!   kind of connector (TLS trust, proxy) as the SDK's requests.
+//! - **Signed** with SigV4 written out for this one request (`sigv4`, checked against
+//!   aws-sigv4, the SDK's signer); sent through the same kind of connector (TLS trust, proxy)
+//!   as the SDK's requests.
 //!
 //! **What it decides.** Only answers it reads in full: a 2xx whose fields all parse the way the
 //! SDK parses them, an error status (HEAD answers carry no body, so the status alone
@@ -22,6 +23,7 @@
 //! that cannot be had, a header sent twice or not in UTF-8, a presigned URL that is not plain SigV4 for "s3" (S3 Express, SigV4a). A decided answer is
 //! therefore the same `ObjectMeta` or `StoreError` the SDK path would give.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,19 +34,14 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{DateTime, DateTimeFormat, SdkBody};
-use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode, sign,
-};
-use aws_sigv4::sign::v4;
 use aws_smithy_http::label::{EncodingStrategy, fmt_string};
 use aws_smithy_http_client::Connector;
 use aws_smithy_runtime_api::client::http::HttpConnector;
-use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_runtime_api::http::Headers;
 use tokio::sync::{Mutex, OnceCell};
 
 use super::errors::{CallContext, classify, from_sdk_error};
+use super::sigv4::{self, Keys};
 use crate::store::{ObjectMeta, StoreError, StoreResult, UserMetadata};
 
 /// Credentials without an expiry are asked for again after this long, as the SDK's identity
@@ -62,6 +59,9 @@ pub(super) enum Answer {
     Decided(StoreResult<ObjectMeta>),
     /// Not an answer this path reads: send the SDK's HeadObject instead.
     Undecided,
+    /// Refused (400, 403): send the SDK's HeadObject, and if that succeeds, call
+    /// [`LeanHead::distrust`].
+    Refused,
 }
 
 /// What all regions of a store share: the connector, the credentials, the fixed headers.
@@ -98,6 +98,9 @@ impl LeanShared {
 struct Route {
     /// The URL of the probe key without `/PROBE_KEY`: the bucket's, without a trailing `/`.
     base: String,
+    /// The Host header as SigV4 signs it (no default port) and the path of `base`.
+    host: String,
+    path: String,
     signing_region: String,
 }
 
@@ -106,6 +109,8 @@ pub(super) struct LeanHead {
     shared: Arc<LeanShared>,
     /// `Some(None)` once the presigned URL showed a route this path does not take.
     route: OnceCell<Option<Route>>,
+    /// Set when the server refused a lean HEAD that the SDK's then got through.
+    distrusted: AtomicBool,
 }
 
 impl LeanHead {
@@ -113,6 +118,17 @@ impl LeanHead {
         LeanHead {
             shared,
             route: OnceCell::new(),
+            distrusted: AtomicBool::new(false),
+        }
+    }
+
+    /// The server refused a lean HEAD that the SDK's got through: something in this path's
+    /// request differs from the SDK's for this server, so the SDK sends every HEAD from now on.
+    pub fn distrust(&self) {
+        if !self.distrusted.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a HEAD sent outside the SDK was refused where the SDK's was not: HEADs go through the SDK from now on (slower cold listings)"
+            );
         }
     }
 
@@ -133,14 +149,14 @@ impl LeanHead {
         let Some(route) = route else {
             return Answer::Undecided;
         };
-        let identity = match &self.shared.credentials {
-            Some(cache) => match cache.identity().await {
-                Some(identity) => Some(identity),
+        let keys = match &self.shared.credentials {
+            Some(cache) => match cache.keys().await {
+                Some(keys) => Some(keys),
                 None => return Answer::Undecided,
             },
             None => None,
         };
-        let Some(request) = self.signed_request(route, key, identity.as_ref()) else {
+        let Some(request) = self.signed_request(route, key, keys.as_deref()) else {
             return Answer::Undecided;
         };
         let response =
@@ -155,56 +171,33 @@ impl LeanHead {
         read_answer(key, &response, context)
     }
 
-    fn signed_request(
-        &self,
-        route: &Route,
-        key: &str,
-        identity: Option<&Identity>,
-    ) -> Option<HttpRequest> {
-        let uri = format!(
-            "{}/{}",
-            route.base,
-            fmt_string(key, EncodingStrategy::Greedy)
-        );
+    fn signed_request(&self, route: &Route, key: &str, keys: Option<&Keys>) -> Option<HttpRequest> {
+        let encoded = fmt_string(key, EncodingStrategy::Greedy);
         let mut request = http::Request::builder()
             .method("HEAD")
-            .uri(&uri)
+            .uri(format!("{}/{encoded}", route.base))
             .body(SdkBody::empty())
             .ok()?;
         let headers = request.headers_mut();
         for (name, value) in &self.shared.signed_headers {
             headers.insert(*name, http::HeaderValue::from_str(value).ok()?);
         }
-        if let Some(identity) = identity {
-            let mut settings = SigningSettings::default();
-            // S3's signing: the path is signed as sent (no second encoding, no `..` folding),
-            // and the payload hash travels as x-amz-content-sha256.
-            settings.percent_encoding_mode = PercentEncodingMode::Single;
-            settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-            let params = v4::SigningParams::builder()
-                .identity(identity)
-                .region(&route.signing_region)
-                .name("s3")
-                .time(SystemTime::now())
-                .settings(settings)
-                .build()
-                .ok()?
-                .into();
-            let signable = SignableRequest::new(
+        if let Some(keys) = keys {
+            let path = format!("{}/{encoded}", route.path);
+            let signature = sigv4::sign(
+                keys,
                 "HEAD",
-                &uri,
-                request
-                    .headers()
-                    .iter()
-                    .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
-                SignableBody::Bytes(&[]),
-            )
-            .ok()?;
-            let (instructions, _signature) = sign(signable, &params).ok()?.into_parts();
-            instructions.apply_to_request_http1x(&mut request);
+                &route.host,
+                &path,
+                &self.shared.signed_headers,
+                &route.signing_region,
+                SystemTime::now(),
+            );
+            for (name, value) in signature {
+                headers.insert(name, http::HeaderValue::from_str(&value).ok()?);
+            }
         }
-        request.headers_mut().insert(
+        headers.insert(
             http::header::USER_AGENT,
             http::HeaderValue::from_str(&self.shared.user_agent).ok()?,
         );
@@ -251,8 +244,19 @@ fn route_of(presigned: &str) -> Option<Route> {
     if terminator != "aws4_request" || service != "s3" || region.is_empty() {
         return None;
     }
+    let uri: http::Uri = base.parse().ok()?;
+    let host = match (uri.scheme_str(), uri.host(), uri.port_u16()) {
+        (_, None, _) => return None,
+        (Some("http"), Some(host), Some(80)) | (Some("https"), Some(host), Some(443)) => {
+            host.to_string()
+        }
+        (_, Some(host), Some(port)) => format!("{host}:{port}"),
+        (_, Some(host), None) => host.to_string(),
+    };
     Some(Route {
         base: base.to_string(),
+        host,
+        path: uri.path().trim_end_matches('/').to_string(),
         signing_region: region.to_string(),
     })
 }
@@ -264,6 +268,9 @@ fn read_answer(key: &str, response: &HttpResponse, context: &CallContext<'_>) ->
         // A bucket in another region says so in a header: the SDK's path follows it.
         if headers.get("x-amz-bucket-region").is_some() {
             return Answer::Undecided;
+        }
+        if status == 400 || status == 403 {
+            return Answer::Refused;
         }
         return Answer::Decided(Err(classify(status, None, "", context)));
     }
@@ -332,7 +339,7 @@ fn single<'h>(headers: &'h Headers, name: &str) -> Result<Option<&'h str>, ()> {
 /// them, so the read is a shared lock; one caller at a time renews them.
 struct CredentialCache {
     provider: SharedCredentialsProvider,
-    current: RwLock<Option<(Identity, Instant)>>,
+    current: RwLock<Option<(Arc<Keys>, Instant)>>,
     renewing: Mutex<()>,
 }
 
@@ -345,29 +352,29 @@ impl CredentialCache {
         }
     }
 
-    fn fresh(&self) -> Option<Identity> {
+    fn fresh(&self) -> Option<Arc<Keys>> {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
         match current.as_ref() {
-            Some((identity, renew_at)) if Instant::now() < *renew_at => Some(identity.clone()),
+            Some((keys, renew_at)) if Instant::now() < *renew_at => Some(Arc::clone(keys)),
             _ => None,
         }
     }
 
     /// `None` when the provider fails: the SDK's path then reports why, in its words.
-    async fn identity(&self) -> Option<Identity> {
-        if let Some(identity) = self.fresh() {
-            return Some(identity);
+    async fn keys(&self) -> Option<Arc<Keys>> {
+        if let Some(keys) = self.fresh() {
+            return Some(keys);
         }
         let _renewing = self.renewing.lock().await;
-        if let Some(identity) = self.fresh() {
-            return Some(identity);
+        if let Some(keys) = self.fresh() {
+            return Some(keys);
         }
         let credentials = self.provider.provide_credentials().await.ok()?;
         let renew_at = Instant::now() + lifetime(&credentials);
-        let identity = Identity::from(credentials);
+        let keys = Arc::new(Keys::new(&credentials));
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((identity.clone(), renew_at));
-        Some(identity)
+            Some((Arc::clone(&keys), renew_at));
+        Some(keys)
     }
 }
 
@@ -392,14 +399,20 @@ mod tests {
             route_of(path_style),
             Some(Route {
                 base: "http://127.0.0.1:9000/demo".into(),
+                host: "127.0.0.1:9000".into(),
+                path: "/demo".into(),
                 signing_region: "eu-west-1".into(),
             })
         );
         let virtual_host = "https://demo.s3.us-east-1.amazonaws.com/scribefs-route-probe?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20261207%2Fus-east-1%2Fs3%2Faws4_request";
+        let route = route_of(virtual_host).unwrap();
+        assert_eq!(route.base, "https://demo.s3.us-east-1.amazonaws.com");
         assert_eq!(
-            route_of(virtual_host).map(|r| r.base),
-            Some("https://demo.s3.us-east-1.amazonaws.com".to_string())
+            (route.host.as_str(), route.path.as_str()),
+            ("demo.s3.us-east-1.amazonaws.com", "")
         );
+        let default_port = "https://minio.example:443/b/scribefs-route-probe?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20261207%2Fus-east-1%2Fs3%2Faws4_request";
+        assert_eq!(route_of(default_port).unwrap().host, "minio.example");
     }
 
     #[test]
@@ -412,5 +425,75 @@ mod tests {
             route_of("http://127.0.0.1:9000/demo/other?X-Amz-Algorithm=AWS4-HMAC-SHA256"),
             None
         );
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> Answer {
+        let mut response = http::Response::builder().status(status);
+        for (name, value) in headers {
+            response = response.header(*name, *value);
+        }
+        let response = HttpResponse::try_from(response.body(SdkBody::empty()).unwrap()).unwrap();
+        let context = CallContext {
+            op: "HEAD",
+            key: "k",
+            bucket: "b",
+            endpoint: "http://127.0.0.1:1",
+            region: "us-east-1",
+            region_given: true,
+            credentials: "test",
+            timeout: Duration::from_secs(1),
+        };
+        read_answer("k", &response, &context)
+    }
+
+    #[test]
+    fn answers_are_read_as_the_sdk_reads_them_or_handed_to_it() {
+        let found = answer(
+            200,
+            &[
+                ("etag", "\"abc\""),
+                ("content-length", "42"),
+                ("last-modified", "Mon, 07 Dec 2026 06:00:00 GMT"),
+                ("x-amz-meta-mode", " 33188 "),
+                ("x-amz-meta-list", "a,\"b\""),
+            ],
+        );
+        let Answer::Decided(Ok(meta)) = found else {
+            panic!("a plain 200 is decided");
+        };
+        assert_eq!((meta.size, meta.etag.as_str()), (42, "\"abc\""));
+        assert_eq!(meta.metadata.get("mode").map(String::as_str), Some("33188"));
+        assert_eq!(
+            meta.metadata.get("list").map(String::as_str),
+            Some("a,\"b\"")
+        );
+        assert_eq!(meta.content_type, None);
+        assert!(matches!(
+            answer(404, &[]),
+            Answer::Decided(Err(StoreError::NotFound(_)))
+        ));
+        assert!(matches!(
+            answer(503, &[]),
+            Answer::Decided(Err(StoreError::Server { .. }))
+        ));
+        assert!(matches!(answer(403, &[]), Answer::Refused));
+        assert!(matches!(answer(400, &[]), Answer::Refused));
+        assert!(matches!(
+            answer(301, &[("x-amz-bucket-region", "eu-west-1")]),
+            Answer::Undecided
+        ));
+        let twice = answer(
+            200,
+            &[
+                ("etag", "\"a\""),
+                ("x-amz-meta-m", "1"),
+                ("x-amz-meta-m", "2"),
+            ],
+        );
+        assert!(matches!(twice, Answer::Undecided));
+        let no_etag = answer(200, &[("content-length", "1")]);
+        assert!(matches!(no_etag, Answer::Undecided));
+        let bad_date = answer(200, &[("etag", "\"a\""), ("last-modified", "yesterday")]);
+        assert!(matches!(bad_date, Answer::Undecided));
     }
 }
