@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use super::attr::{Attr, attr_of};
 use super::error::{FsError, FsResult};
-use super::namespace::{Answer, Attrs, ContentType, Ino, Kind, ListedPage, ROOT_INO};
+use super::namespace::{Answer, Attrs, ContentType, Ino, Kind, ListedPage, MimeType, ROOT_INO};
 use super::{Fs, LayoutKind};
 use crate::store::{ListRequest, ObjectMeta, ObjectSummary};
 
@@ -47,7 +47,7 @@ pub(super) fn meta_attrs(meta: ObjectMeta) -> Attrs {
         mtime: meta.last_modified,
         etag: Some(meta.etag),
         metadata: meta.metadata,
-        content_type: ContentType::Known(meta.content_type),
+        content_type: ContentType::Known(meta.content_type.map(MimeType::from)),
         last_modified: Some(meta.last_modified),
     }
 }

@@ -18,7 +18,7 @@ use super::Fs;
 use super::attr::{attr_of, keep_mtime};
 use super::error::{FsError, FsResult};
 use super::lookup::meta_attrs;
-use super::namespace::{Attrs, ContentType, Ino, Origin};
+use super::namespace::{Attrs, ContentType, Ino, MimeType, Origin};
 use crate::cache::{ObjectVersionId, OwnUpload, StoredMetadata};
 use crate::store::{CopyMetadata, ObjectMeta, PutOutput, StoreError, UserMetadata};
 
@@ -177,7 +177,7 @@ impl Fs {
                 mtime: version.last_modified,
                 etag: Some(version.etag),
                 metadata: stored.metadata,
-                content_type: ContentType::Known(stored.content_type),
+                content_type: ContentType::Known(stored.content_type.map(MimeType::from)),
                 last_modified: Some(version.last_modified),
             };
             ns.metadata_seen(ino, attrs, at);
@@ -215,7 +215,7 @@ impl Fs {
                 size: Some(attrs.size),
                 stored: StoredMetadata {
                     metadata: attrs.metadata.clone(),
-                    content_type: content_type.clone(),
+                    content_type: content_type.clone().map(String::from),
                 },
                 started,
                 finished: SystemTime::now(),
@@ -249,7 +249,7 @@ impl Fs {
         etag: Option<String>,
     ) -> FsResult<(PutOutput, ContentType)> {
         let (content_type, source_etag) = match content_type {
-            ContentType::Known(content_type) => (content_type, etag),
+            ContentType::Known(content_type) => (content_type.map(String::from), etag),
             ContentType::Unknown => {
                 let head = self.store.head(source).await?;
                 if etag.as_ref().is_some_and(|etag| *etag != head.etag) {
@@ -280,7 +280,7 @@ impl Fs {
                 finished: SystemTime::now(),
             }]);
         }
-        Ok((output, ContentType::Known(content_type)))
+        Ok((output, ContentType::Known(content_type.map(MimeType::from))))
     }
 }
 

@@ -26,7 +26,7 @@ mod node;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use node::{Attrs, ContentType, DeferredDelete, Ino, Kind, Node, Origin, ROOT_INO};
+pub use node::{Attrs, ContentType, DeferredDelete, Ino, Kind, MimeType, Node, Origin, ROOT_INO};
 
 use super::clock::Clock;
 use super::error::{FsError, FsResult};

@@ -39,6 +39,19 @@ fn ttl() -> Option<Duration> {
     Some(Duration::from_secs(60))
 }
 
+/// Common Content-Types are kept without a copy per node; any other is kept as given, and
+/// every one comes back as it went in.
+#[test]
+fn common_content_types_are_shared_and_every_one_comes_back() {
+    use std::borrow::Cow;
+    let common = MimeType::from("binary/octet-stream".to_string());
+    assert!(matches!(common, MimeType(Cow::Borrowed(_))));
+    let rare = MimeType::from("image/x-rare".to_string());
+    assert!(matches!(rare, MimeType(Cow::Owned(_))));
+    assert_eq!(String::from(common), "binary/octet-stream");
+    assert_eq!(String::from(rare), "image/x-rare");
+}
+
 #[test]
 fn a_complete_listing_answers_hits_and_misses() {
     let mut ns = Namespace::new("p/", ttl(), Clock::default());
