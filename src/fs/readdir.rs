@@ -17,7 +17,7 @@
 //!
 //! A batch is the namespace's linked children in the page's key range, read right after the
 //! page went in: names this mount is writing are merged in, and a name another operation removed
-//! meanwhile is not handed out. Every node of a page is *pinned* from the moment its page is
+//! before the batch is handed out is left out. Every node of a page is *pinned* from the moment its page is
 //! installed until the batch after it is asked for, so pruning (the namespace's node limit)
 //! cannot drop a name between the LIST that found it and the kernel taking its reference: no
 //! listing is ever short because of a limit. A LIST that fails fails the readdir with its errno.
@@ -66,8 +66,6 @@ enum Source {
 
 /// One LIST page installed in the namespace, its nodes pinned.
 struct PreparedPage {
-    after: Option<String>,
-    through: Option<String>,
     pins: Pins,
     /// The HEADs of the page's stored metadata, done before the page goes out.
     metadata: Option<tokio::task::JoinHandle<()>>,
@@ -210,12 +208,10 @@ impl Fs {
                     // A failed HEAD leaves the mount's defaults; a panic would be a bug.
                     let _ = metadata.await;
                 }
-                let inos = self.ns().children_in_range(
-                    stream.dir,
-                    page.after.as_deref(),
-                    page.through.as_deref(),
-                );
-                (inos, page.pins)
+                // The page's nodes as the producer found them right after installing it (local
+                // names in its range included); a name removed since is filtered out below, and
+                // one created since may or may not show, as POSIX allows for readdir.
+                (page.pins.inos.clone(), page.pins)
             }
         };
         let mut entries = self.entries_of(stream.dir, &inos, first);
@@ -324,8 +320,6 @@ impl Fs {
                 tokio::spawn(async move { fs.fetch_metadata_of(inos).await })
             });
             let prepared = PreparedPage {
-                after: after.clone(),
-                through: through.clone(),
                 pins: Pins {
                     fs: self.this.clone(),
                     inos,

@@ -23,6 +23,7 @@
 mod coverage;
 mod node;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -299,6 +300,13 @@ impl Namespace {
         // Before the page goes in, so that nothing it brings is dropped before it is used.
         self.prune_if_large();
         let count = page.entries.len();
+        let range = KeyRange {
+            after: page.after,
+            through: page.through,
+        };
+        // What the range held before the page: only those can be gone. A first listing of a
+        // directory finds nothing here, and skips the search below.
+        let before = self.children_in_range(dir, range.after.as_deref(), range.through.as_deref());
         let mut returned = Vec::with_capacity(count);
         for (name, kind, attrs) in page.entries {
             if kind == Kind::File && self.key_delete_waiting(dir, &name) {
@@ -307,10 +315,11 @@ impl Namespace {
                 continue;
             }
             // Removed or changed here while the listing ran: this mount knows better.
-            let removed_since = self
-                .misses
-                .get(&(dir, name.clone()))
-                .is_some_and(|missed| *missed >= started);
+            let removed_since = !self.misses.is_empty()
+                && self
+                    .misses
+                    .get(&(dir, name.clone()))
+                    .is_some_and(|missed| *missed >= started);
             let changed_since = self
                 .child(dir, &name)
                 .is_some_and(|n| n.validated.is_some_and(|v| v >= started));
@@ -319,21 +328,20 @@ impl Namespace {
             }
             returned.push(name);
         }
-        let range = KeyRange {
-            after: page.after,
-            through: page.through,
+        let gone: Vec<String> = if before.is_empty() {
+            Vec::new()
+        } else {
+            returned.sort_unstable();
+            before
+                .into_iter()
+                .filter_map(|ino| self.get(ino))
+                .filter(|c| c.linked() && c.parent == dir)
+                .filter(|c| !c.is_local() && !c.is_open_for_writing() && !c.metadata_dirty())
+                .filter(|c| returned.binary_search_by(|r| (**r).cmp(&*c.name)).is_err())
+                .filter(|c| c.validated.is_none_or(|v| v < started))
+                .map(|c| c.name.to_string())
+                .collect()
         };
-        returned.sort_unstable();
-        // Only the page's range: a page of a huge directory costs the page, not the directory.
-        let gone: Vec<String> = self
-            .children_in_range(dir, range.after.as_deref(), range.through.as_deref())
-            .into_iter()
-            .filter_map(|ino| self.get(ino))
-            .filter(|c| !c.is_local() && !c.is_open_for_writing() && !c.metadata_dirty())
-            .filter(|c| returned.binary_search_by(|r| (**r).cmp(&*c.name)).is_err())
-            .filter(|c| c.validated.is_none_or(|v| v < started))
-            .map(|c| c.name.to_string())
-            .collect();
         for name in gone {
             self.unlink(dir, &name);
         }
@@ -373,7 +381,7 @@ impl Namespace {
         });
         let upper = through.map_or(Unbounded, Included);
         let lower = lower.map_or(Unbounded, Included);
-        let mut found: Vec<(String, Ino)> = prefixes
+        let mut found: Vec<(Cow<'_, str>, Ino)> = prefixes
             .chain(names.range::<str, _>((lower, upper)).map(|(_, ino)| ino))
             .filter_map(|ino| self.get(*ino))
             .map(|node| (relative_key(node), node.ino))
@@ -1104,10 +1112,10 @@ impl Namespace {
 
 /// A node's key relative to its directory: its name, and `name/` for a directory, which is
 /// where a LIST page puts it.
-fn relative_key(node: &Node) -> String {
+fn relative_key(node: &Node) -> Cow<'_, str> {
     match node.kind {
-        Kind::File => node.name.to_string(),
-        Kind::Directory => format!("{}/", node.name),
+        Kind::File => Cow::Borrowed(&node.name),
+        Kind::Directory => Cow::Owned(format!("{}/", node.name)),
     }
 }
 
