@@ -38,20 +38,23 @@ EOF
 }
 
 # index_step LABEL SEGMENTS ARGS...: runs `scribefs ARGS` under /usr/bin/time and prints a
-# table row: time, requests by kind, peak RSS, and the command's last line of output.
+# table row: time, requests by kind, CPU time (user + system), peak RSS, and the command's
+# last line of output.
 index_step() {
-    local label=$1 segments=$2 start secs rss out row status=0
+    local label=$1 segments=$2 start secs rss cpu out row status=0
     shift 2
     requests_by_kind "$INDEX_ADDR" >/dev/null
     start=$(now)
-    /usr/bin/time -f '%M' -o "$WORK/time.out" "$BIN/scribefs" "$@" >"$WORK/step.out" 2>"$WORK/step.err" || status=$?
+    /usr/bin/time -f '%M %U %S' -o "$WORK/time.out" "$BIN/scribefs" "$@" >"$WORK/step.out" 2>"$WORK/step.err" || status=$?
     secs=$(elapsed "$start" "$(now)")
-    rss=$(awk '/^[0-9]+$/ { kib = $1 } END { printf "%.0f", kib / 1024 }' "$WORK/time.out")
+    # The last line: a command that fails has a "Command exited" line before it.
+    rss=$(awk 'END { printf "%.0f", $1 / 1024 }' "$WORK/time.out")
+    cpu=$(awk 'END { printf "%.1f", $2 + $3 }' "$WORK/time.out")
     out=$(cat "$WORK/step.out" "$WORK/step.err" | awk 'NF { last = $0 } END { print last }')
     [ "$2" = ls ] && out="$(wc -l <"$WORK/step.out") ids"
     [ "$status" -ne 0 ] && out="exit $status: $out"
-    row=$(printf '| %s | %s | %s | %s | %s | %s |' "$label" "$segments" "$secs" \
-        "$(requests_by_kind "$INDEX_ADDR")" "$rss" "${out//|/\\|}")
+    row=$(printf '| %s | %s | %s | %s | %s | %s | %s |' "$label" "$segments" "$secs" \
+        "$(requests_by_kind "$INDEX_ADDR")" "$cpu" "$rss" "${out//|/\\|}")
     echo "$row"
     log "$row"
     STEP_SECS=$secs
@@ -69,8 +72,8 @@ index_part() {
     export S3_ENDPOINT=http://$INDEX_ADDR
     {
         echo
-        echo "| command | segments | time s | requests | peak RSS MiB | output |"
-        echo "|---|---|---|---|---|---|"
+        echo "| command | segments | time s | requests | CPU s | peak RSS MiB | output |"
+        echo "|---|---|---|---|---|---|---|"
         index_step '`segments ls` (the LIST pages alone)' "$n" segments ls
         ls_secs=$STEP_SECS
         index_step "\`segments find KEY --no-index\` (every segment GET and decoded)" "$n" segments find --no-index "$key"
