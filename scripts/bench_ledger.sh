@@ -6,8 +6,8 @@
 # --index-segments tiny segments (default 100,000), `segments ls` (the LIST pages alone),
 # `segments find KEY` cold (no index), warm (index built, nothing new) for a key one segment
 # holds and one none holds, `--no-index`, `segments verify`, then `verify --changed` and `find`
-# after 100 new segments; each with its time, requests by kind and the CLI's peak RSS.
-# Prints Markdown tables.
+# after 100 new segments; each with its time, requests by kind, the CLI's CPU and peak RSS.
+# Prints Markdown tables. SCRIBEFS_BIN_DIR=DIR uses the binaries there instead of building.
 #
 #   scripts/bench_ledger.sh [--parts disk,verify,index] [--size-mib N] [--segments N]
 #                           [--index-segments N] [--latency-ms MS] [--bandwidth-mbps M]
