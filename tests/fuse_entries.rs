@@ -9,7 +9,6 @@ use std::collections::HashMap;
 
 use common::devserver::Server;
 use common::mount::{BUCKET, Mount, assert_fails_with, delete_directly, put_directly};
-use scribefs::devserver::{DevServerConfig, RequestStats, SeedShape};
 use scribefs::segment::codec::{ArchivedSegment, Segment, demo_segment};
 use scribefs::segment::entries::render_jsonl;
 use scribefs::segment::{SegmentFile, file_name};
@@ -251,44 +250,4 @@ fn a_50_mb_segment_decodes_through_the_mount() {
     std::fs::write(local.path(), expected(&big)).unwrap();
     let want = mount.sh_ok(&format!("sha256sum < {}", local.path().display()));
     assert_eq!(sum, want);
-}
-
-/// `ls entries/` and `ls -l entries/` of 2,500 segments (5,000 keys: 5 LIST pages) cost what
-/// `ls` and `ls -l` of the root cost, request for request: the root's listing, no GET of any
-/// segment (a size not decoded yet shows as 0) and no HEAD.
-#[test]
-fn listing_entries_costs_what_listing_the_root_costs() {
-    const SEGMENTS: u64 = 2500;
-    let server = Server::start_with(DevServerConfig {
-        seed_objects: vec![SeedShape::Segments { count: SEGMENTS }],
-        ..DevServerConfig::for_tests(&[BUCKET])
-    });
-    // A TTL shorter than the pause between steps: each listing starts cold.
-    let mount = mount_segments(server, &["--metadata-ttl", "0.3"]);
-    let count = |script: &str| -> (usize, RequestStats) {
-        std::thread::sleep(std::time::Duration::from_millis(400));
-        mount.server.reset_stats();
-        let lines = mount.sh_ok(&format!("LC_ALL=C {script}")).lines().count();
-        (lines, mount.server.stats())
-    };
-    for (root, entries) in [("ls", "ls entries"), ("ls -l", "ls -l entries")] {
-        let (root_lines, root_cost) = count(root);
-        let (entries_lines, entries_cost) = count(entries);
-        assert_eq!(root_lines, 2 * entries_lines - usize::from(root == "ls -l"));
-        assert_eq!(entries_cost, root_cost, "{entries} against {root}");
-        assert_eq!(
-            (root_cost.list, root_cost.get, root_cost.head),
-            (5, 0, 0),
-            "{root}"
-        );
-    }
-    // Sizes not decoded yet are 0; a decoded one shows its length at once.
-    let name = jsonl_name(7);
-    assert!(mount.sh_ok(&format!("ls -l {name}")).contains(" 0 "));
-    let cat = mount.sh_ok(&format!("cat {name}"));
-    assert_eq!(cat, "{\"key\":\"tx:0000000000000007\",\"value\":\"{}\"}\n");
-    assert_eq!(
-        mount.sh_ok(&format!("stat -c %s {name}")).trim(),
-        cat.len().to_string()
-    );
 }

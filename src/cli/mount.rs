@@ -120,9 +120,6 @@ async fn serve(args: MountArgs, config: S3Config, ready: &ReadyPipe) -> Result<(
     let adapter = FuseAdapter::new(fs.clone(), tokio::runtime::Handle::current());
     let mut session = fuser::Session::new(adapter, &args.dir, &fuse_config(&args, &config))
         .map_err(|e| CliError::Io(format!("cannot mount at {}: {e}", args.dir.display())))?;
-    fs.set_kernel_cache(Box::new(crate::fs::fuse::FuseKernelCache::new(
-        session.notifier(),
-    )));
     let mut unmounter = session.unmount_callable();
     let background = session
         .spawn()

@@ -11,23 +11,18 @@
 //! The view lives beside the namespace, not in it: no S3 key backs these names, so they get
 //! inode numbers above any the namespace hands out ([`VIEW_INO_BASE`]) and every `Fs`
 //! operation asks [`Fs::in_view`] first. The segment list is the root's own listing (no
-//! extra LIST). A file's size is its rendered length, which only decoding tells, and decoding
-//! costs two GETs a segment: `ls -l` of 100,000 segments at 20 ms took the better part of an
-//! hour when every `stat` decoded. So, as /proc does for what it cannot size in advance:
+//! extra LIST). A file's size is its rendered length, which only decoding tells, so:
 //!
-//! - `ls entries/` and `ls -l entries/` cost what `ls` of the root costs: a file's size is its
-//!   rendering's length when the block cache holds the rendering, else 0 ("not decoded yet"),
-//!   from the root's listing alone;
-//! - open renders the segment: its `.bin` and `.meta.json` are read through the block cache
-//!   (1 GET each for a small segment, none when cached), decoded, checked against the sidecar,
-//!   and the JSON Lines kept in the block cache's memory budget, keyed by both objects' ETags,
-//!   so a replaced segment is decoded again and never served stale. The file is opened with
-//!   direct I/O, so reads go to the rendering's end whatever size the kernel was told, and the
-//!   kernel is told to forget the attributes it holds, so the next `stat` shows the real size;
-//! - reads then cost no request: an open handle holds the rendered bytes until release (each
-//!   at most [`segment::entries::MAX_DECODED_BYTES`] decoded).
+//! - `ls entries/` costs what `ls` of the root costs; `readdirplus` hands out the entries
+//!   whose rendering is not cached with a zero TTL, so a `stat` comes back as a lookup;
+//! - a lookup (or `stat`) renders the segment: its `.bin` and `.meta.json` are read through the
+//!   block cache (1 GET each for a small segment, none when cached), decoded, checked against
+//!   the sidecar, and the JSON Lines kept in the block cache's memory budget, keyed by both
+//!   objects' ETags, so a replaced segment is decoded again and never served stale;
+//! - open and read then cost no request: an open handle holds the rendered bytes until
+//!   release (each at most [`segment::entries::MAX_DECODED_BYTES`] decoded).
 //!
-//! A segment that does not decode, or does not match its sidecar, gives EIO on open and
+//! A segment that does not decode, or does not match its sidecar, gives EIO on lookup and
 //! one log line naming it; `scribefs segments verify` says why in full.
 
 use std::collections::HashMap;
@@ -53,41 +48,30 @@ pub const ENTRIES_DIR: &str = "entries";
 const VIEW_INO_BASE: Ino = 1 << 62;
 const ENTRIES_DIR_INO: Ino = VIEW_INO_BASE;
 
-const FIRST_FILE_INO: Ino = ENTRIES_DIR_INO + 1;
-
-/// Segment ids below this have the inode `FIRST_FILE_INO + id`, computed both ways, so the view
-/// remembers nothing per segment listed or read (a map of them grew by some 100 bytes a
-/// segment for as long as the mount ran). The rare larger id gets a number from a map, above.
-const COMPUTED_IDS: u64 = 1 << 61;
-
 /// Whole objects are read in pieces of this size (the reader prefetches ahead of them).
 const READ_PIECE: u32 = 8 << 20;
 
-/// The inodes of segment ids too large to compute, and the open handles.
+/// The view's inodes and open handles.
 #[derive(Default)]
 pub(super) struct EntriesView {
-    large_ino_of: HashMap<u64, Ino>,
-    large_segment_of: HashMap<Ino, u64>,
+    ino_of: HashMap<u64, Ino>,
+    segment_of: HashMap<Ino, u64>,
     open: HashMap<u64, Bytes>,
 }
 
 impl EntriesView {
     fn ino(&mut self, segment_id: u64) -> Ino {
-        if segment_id < COMPUTED_IDS {
-            return FIRST_FILE_INO + segment_id;
-        }
-        let next = FIRST_FILE_INO + COMPUTED_IDS + self.large_ino_of.len() as u64;
-        let ino = *self.large_ino_of.entry(segment_id).or_insert(next);
-        self.large_segment_of.insert(ino, segment_id);
+        let next = ENTRIES_DIR_INO + 1 + self.ino_of.len() as u64;
+        let ino = *self.ino_of.entry(segment_id).or_insert(next);
+        self.segment_of.insert(ino, segment_id);
         ino
     }
+}
 
-    fn segment(&self, ino: Ino) -> Option<u64> {
-        match ino.checked_sub(FIRST_FILE_INO) {
-            Some(id) if id < COMPUTED_IDS => Some(id),
-            _ => self.large_segment_of.get(&ino).copied(),
-        }
-    }
+/// A rendered segment and the `.bin` node it came from.
+struct Rendered {
+    jsonl: Bytes,
+    bin: Ino,
 }
 
 impl Fs {
@@ -144,11 +128,9 @@ impl Fs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(FsError::ReadOnly);
         }
-        let jsonl = self.render(self.view_segment(ino)?).await?;
+        let rendered = self.render(self.view_segment(ino)?).await?;
         let handle = self.new_handle();
-        lock(&self.view).open.insert(handle, jsonl);
-        // The kernel may hold size 0 from the listing: the next stat asks again.
-        self.forget_kernel_attributes(ino);
+        lock(&self.view).open.insert(handle, rendered.jsonl);
         Ok(handle)
     }
 
@@ -198,14 +180,14 @@ impl Fs {
                 continue;
             }
             let ino = view.ino(id);
-            let size = self.cached_rendering(id).map(|jsonl| jsonl.len() as u64);
+            let cached = self.cached_rendering(id);
             files.push(DirEntry {
                 ino,
                 kind: Kind::File,
                 name: jsonl_file_name(id),
                 next_offset: 0,
-                attr_known: true,
-                attr: file_attr(ino, &entry.attr, size),
+                attr_known: cached.is_some(),
+                attr: file_attr(ino, &entry.attr, cached.as_ref().map(|c| c.len() as u64)),
             });
         }
         files
@@ -226,7 +208,7 @@ impl Fs {
 
     /// The segment id xattr, which the view's files carry like the segments they decode.
     pub(super) fn view_segment_id(&self, ino: Ino) -> Option<u64> {
-        lock(&self.view).segment(ino)
+        lock(&self.view).segment_of.get(&ino).copied()
     }
 
     fn view_segment(&self, ino: Ino) -> FsResult<u64> {
@@ -248,19 +230,16 @@ impl Fs {
         }
     }
 
-    /// A file's attributes from its segment's listing, without decoding: its size is known
-    /// only when the rendering is cached.
     async fn view_file_attr(&self, id: u64) -> FsResult<Attr> {
-        let bin = self.resolve_segment_file(id, SegmentFile::Data).await?;
-        let bin = attr_of(self.ns().node(bin)?, &self.config);
-        let size = self.cached_rendering(id).map(|jsonl| jsonl.len() as u64);
+        let rendered = self.render(id).await?;
+        let bin = attr_of(self.ns().node(rendered.bin)?, &self.config);
         let ino = lock(&self.view).ino(id);
-        Ok(file_attr(ino, &bin, size))
+        Ok(file_attr(ino, &bin, Some(rendered.jsonl.len() as u64)))
     }
 
     /// The segment's JSON Lines: from the cache when both objects are unchanged, else read,
     /// decoded, checked and cached.
-    async fn render(&self, id: u64) -> FsResult<Bytes> {
+    async fn render(&self, id: u64) -> FsResult<Rendered> {
         let bin = self.resolve_segment_file(id, SegmentFile::Data).await?;
         let meta = match self.resolve_segment_file(id, SegmentFile::Meta).await {
             Ok(ino) => Some(ino),
@@ -301,7 +280,10 @@ impl Fs {
         if let Some((handle, _)) = meta_reader {
             self.release_reader(handle);
         }
-        result
+        Ok(Rendered {
+            jsonl: result?,
+            bin,
+        })
     }
 
     async fn decode(

@@ -125,9 +125,6 @@ pub struct Opened {
     pub handle: u64,
     /// The kernel may keep the pages it cached of this file: the object has not changed.
     pub keep_cache: bool,
-    /// Reads bypass the kernel's page cache and its idea of the file's size, up to the end
-    /// the file system reports: an `entries/` file whose size was not known when it was listed.
-    pub direct_io: bool,
 }
 
 impl Fs {
@@ -167,7 +164,6 @@ impl Fs {
             return Ok(Opened {
                 handle,
                 keep_cache: false,
-                direct_io: true,
             });
         }
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
@@ -234,7 +230,6 @@ impl Fs {
         Ok(Opened {
             handle,
             keep_cache: false,
-            direct_io: false,
         })
     }
 
@@ -295,11 +290,7 @@ impl Fs {
             ino,
             reader: std::sync::Arc::new(reader),
         });
-        Ok(Opened {
-            handle,
-            keep_cache,
-            direct_io: false,
-        })
+        Ok(Opened { handle, keep_cache })
     }
 
     /// GETs the object's first block without If-Match (it lands in the block cache) and
@@ -385,7 +376,6 @@ impl Fs {
             Opened {
                 handle,
                 keep_cache: false,
-                direct_io: false,
             },
         ))
     }

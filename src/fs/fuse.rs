@@ -18,11 +18,10 @@ use fuser::{
 use super::Caller;
 use tracing::Instrument;
 
+use super::Fs;
 use super::attr::{Attr, FileType as NodeType, SetAttr};
 use super::error::FsError;
-use super::file::Opened;
 use super::namespace::Kind;
-use super::{Fs, KernelCache};
 
 /// The largest read the kernel sends ahead of a sequential reader, and the largest write.
 pub const MAX_READAHEAD: u32 = 1 << 20;
@@ -131,32 +130,12 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
-/// The kernel's caches through the session's notification channel.
-pub struct FuseKernelCache(fuser::Notifier);
-
-impl FuseKernelCache {
-    pub fn new(notifier: fuser::Notifier) -> Self {
-        FuseKernelCache(notifier)
+fn open_flags(keep_cache: bool) -> FopenFlags {
+    if keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
     }
-}
-
-impl KernelCache for FuseKernelCache {
-    fn forget_attributes(&self, ino: u64) {
-        // A negative offset drops the attributes and keeps the pages; ENOENT (the kernel holds
-        // no such inode) means there is nothing to forget.
-        let _ = self.0.inval_inode(INodeNo(ino), -1, 0);
-    }
-}
-
-fn open_flags(opened: &Opened) -> FopenFlags {
-    let mut flags = FopenFlags::empty();
-    if opened.keep_cache {
-        flags |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    if opened.direct_io {
-        flags |= FopenFlags::FOPEN_DIRECT_IO;
-    }
-    flags
 }
 
 fn time(t: TimeOrNow) -> SystemTime {
@@ -334,7 +313,9 @@ impl Filesystem for FuseAdapter {
         let caller = caller(req);
         self.spawn("open", ino.0, req, move |fs| async move {
             match fs.open(ino.0, flags.0, caller).await {
-                Ok(opened) => reply.opened(FileHandle(opened.handle), open_flags(&opened)),
+                Ok(opened) => {
+                    reply.opened(FileHandle(opened.handle), open_flags(opened.keep_cache))
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -368,7 +349,7 @@ impl Filesystem for FuseAdapter {
                     &file_attr(&attr),
                     Generation(0),
                     FileHandle(opened.handle),
-                    open_flags(&opened),
+                    open_flags(opened.keep_cache),
                 ),
                 Err(e) => reply.error(errno(&e)),
             }

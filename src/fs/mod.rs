@@ -19,7 +19,7 @@
 //! | unlink | 1 DELETE |
 //! | mkdir | 1 PUT (the `dir/` marker) |
 //! | rmdir | 1 LIST + 1 DELETE |
-//! | `ls entries/`, `ls -l entries/` (segments layout) | what `ls`, `ls -l` of the root cost (sizes not decoded yet show 0) |
+//! | `ls entries/` (segments layout) | what `ls` of the root costs |
 //! | `cat entries/segment-<id>.jsonl` | 1 GET of the `.bin` + 1 GET of the sidecar (1 MiB blocks for larger ones); 0 when its rendering is cached |
 //! | rename of a file | 1 COPY + 1 DELETE (the COPY carries pending metadata changes) |
 //! | rename of a file open here | 1 COPY now; 1 HEAD + 1 DELETE of the old object at its last close (+1 COPY + 1 DELETE if its multipart upload had started) |
@@ -151,13 +151,6 @@ impl FsConfig {
     }
 }
 
-/// What the core may ask of the kernel's caches, given by the FUSE adapter once its session
-/// exists (the core knows no fuser types, and tests run without a kernel).
-pub trait KernelCache: Send + Sync {
-    /// The kernel forgets the attributes it cached of `ino`; its next `stat` asks again.
-    fn forget_attributes(&self, ino: Ino);
-}
-
 /// The file system core: the namespace, open handles, over one object store.
 pub struct Fs {
     store: Arc<dyn ObjectStore>,
@@ -183,8 +176,6 @@ pub struct Fs {
     write_budget: Option<Arc<crate::upload::WriteBudget>>,
     /// How many metadata HEADs are in flight, adapted to the server's answers.
     head_window: head_window::HeadWindow,
-    /// The kernel's caches, once a FUSE session serves this core.
-    kernel: std::sync::OnceLock<Box<dyn KernelCache>>,
     /// For the background tasks that persist delayed metadata changes.
     this: Weak<Fs>,
 }
@@ -223,20 +214,8 @@ impl Fs {
             released: tokio::sync::Notify::new(),
             view: Mutex::new(entries::EntriesView::default()),
             streams: Mutex::new(readahead::Streams::default()),
-            kernel: std::sync::OnceLock::new(),
             this: this.clone(),
         })
-    }
-
-    /// Connects the core to the kernel's caches (once; a second call is ignored).
-    pub fn set_kernel_cache(&self, kernel: Box<dyn KernelCache>) {
-        let _ = self.kernel.set(kernel);
-    }
-
-    fn forget_kernel_attributes(&self, ino: Ino) {
-        if let Some(kernel) = self.kernel.get() {
-            kernel.forget_attributes(ino);
-        }
     }
 
     pub fn config(&self) -> &FsConfig {
