@@ -1,43 +1,58 @@
 #!/usr/bin/env bash
 # Benchmarks the ledger features on the S3-like profile (dev server --latency-ms 20
-# --bandwidth-mbps 800): (1) a mount re-reading segments from its disk tier (--cache-dir) after a
-# remount, against the same read cold; (2) `scribefs segments verify` over --segments ledger
-# segments against copying them out with `rclone copy`. Prints a Markdown table.
+# --bandwidth-mbps 800): (1) disk: a mount re-reading segments from its disk tier (--cache-dir)
+# after a remount, against the same read cold; (2) verify: `scribefs segments verify` over
+# --segments ledger segments against copying them out with `rclone copy`; (3) index: on
+# --index-segments tiny segments (default 100,000), `segments ls` (the LIST pages alone),
+# `segments find KEY` cold (no index), warm (index built, nothing new) for a key one segment
+# holds and one none holds, `--no-index`, `segments verify`, then `verify --changed` and `find`
+# after 100 new segments; each with its time, requests by kind, the CLI's CPU and peak RSS.
+# Prints Markdown tables. SCRIBEFS_BIN_DIR=DIR uses the binaries there instead of building.
 #
-#   scripts/bench_ledger.sh [--size-mib N] [--segments N] [--latency-ms MS] [--bandwidth-mbps M]
+#   scripts/bench_ledger.sh [--parts disk,verify,index] [--size-mib N] [--segments N]
+#                           [--index-segments N] [--latency-ms MS] [--bandwidth-mbps M]
 #
-# Everything it starts (two dev servers on free loopback ports, one mount at a time) is stopped
-# and unmounted on exit. Needs root (drop_caches before each read, so the warm read is from disk).
+# Everything it starts (dev servers on free loopback ports, one mount at a time) is stopped
+# and unmounted on exit. The disk part needs root (drop_caches before each read, so the warm
+# read is from disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-SIZE_MIB=1024 SEGMENTS=1000 LATENCY_MS=20 BANDWIDTH_MBPS=800
+SIZE_MIB=1024 SEGMENTS=1000 INDEX_SEGMENTS=100000 LATENCY_MS=20 BANDWIDTH_MBPS=800
+PARTS=disk,verify,index
 while [ $# -gt 0 ]; do
     case "$1" in
+    --parts) PARTS=$2; shift 2 ;;
+    --index-segments) INDEX_SEGMENTS=$2; shift 2 ;;
     --size-mib) SIZE_MIB=$2; shift 2 ;;
     --segments) SEGMENTS=$2; shift 2 ;;
     --latency-ms) LATENCY_MS=$2; shift 2 ;;
     --bandwidth-mbps) BANDWIDTH_MBPS=$2; shift 2 ;;
-    -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench_ledger: unknown option $1" >&2; exit 2 ;;
     esac
 done
-for number in "$SIZE_MIB" "$SEGMENTS" "$LATENCY_MS" "$BANDWIDTH_MBPS"; do
+for number in "$SIZE_MIB" "$SEGMENTS" "$INDEX_SEGMENTS" "$LATENCY_MS" "$BANDWIDTH_MBPS"; do
     case "$number" in '' | *[!0-9]*) echo "bench_ledger: $number is not a whole number" >&2; exit 2 ;; esac
 done
-if [ "$(id -u)" -ne 0 ]; then
-    echo "bench_ledger: run as root (it drops the page cache between reads)" >&2
+IFS=, read -r -a PART_LIST <<<"$PARTS"
+for part in "${PART_LIST[@]}"; do
+    case "$part" in disk | verify | index) ;; *) echo "bench_ledger: unknown part $part (disk, verify, index)" >&2; exit 2 ;; esac
+done
+wants() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+if wants disk && [ "$(id -u)" -ne 0 ]; then
+    echo "bench_ledger: run the disk part as root (it drops the page cache between reads)" >&2
     exit 2
 fi
 ensure_packages
 ensure_rust
-command -v rclone >/dev/null || {
+if wants verify && ! command -v rclone >/dev/null; then
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq rclone >/dev/null
-}
-nice -n 10 cargo build --release -q --features devserver
-BIN=$PWD/target/release
+fi
+# SCRIBEFS_BIN_DIR=DIR uses the binaries there instead of building.
+BIN=$(nice -n 10 bash -c '. scripts/lib.sh; bin_dir')
 
 ACCESS_KEY=benchkey SECRET_KEY=benchsecret
 SEGMENT_MIB=16
@@ -91,6 +106,7 @@ export S3_PATH_STYLE=true S3_REGION=us-east-1 S3_ACCESS_KEY_ID=$ACCESS_KEY \
 EMULATION=(--latency-ms "$LATENCY_MS" --bandwidth-mbps "$BANDWIDTH_MBPS")
 
 # ---------------------------------------------------------------- 1. disk tier
+disk_part() {
 COUNT=$(((SIZE_MIB + SEGMENT_MIB - 1) / SEGMENT_MIB))
 log "loading $COUNT segments of $SEGMENT_MIB MiB without emulation"
 start_server load "$WORK/bulk" 0
@@ -130,9 +146,21 @@ COLD_SECS=$SECS COLD_GETS=$GETS
 read_all warm
 WARM_SECS=$SECS WARM_GETS=$GETS
 CACHE_MIB=$(du -sm "$WORK/cache" | cut -f1)
-kill "$SERVER_PID"
+stop_server
+cat <<EOF
+
+| measurement | value |
+| --- | --- |
+| profile | dev server --latency-ms $LATENCY_MS --bandwidth-mbps $BANDWIDTH_MBPS |
+| cold read, $COUNT x $SEGMENT_MIB MiB segments, empty --cache-dir | ${COLD_SECS} s, $(rate $((COUNT * SEGMENT_MIB)) "$COLD_SECS") MiB/s, $COLD_GETS GETs |
+| second mount re-reading from the disk tier | ${WARM_SECS} s, $(rate $((COUNT * SEGMENT_MIB)) "$WARM_SECS") MiB/s, $WARM_GETS GETs |
+| speed-up | $(awk -v c="$COLD_SECS" -v w="$WARM_SECS" 'BEGIN { printf "%.1fx", c / w }') |
+| --cache-dir on disk | ${CACHE_MIB} MiB |
+EOF
+}
 
 # ---------------------------------------------------------------- 2. verify vs rclone copy
+verify_part() {
 log "seeding $SEGMENTS ledger segments"
 start_server ledger "$WORK/ledger" "$SEGMENTS" "${EMULATION[@]}"
 LEDGER=$ADDR
@@ -148,16 +176,19 @@ env -u AWS_CA_BUNDLE RCLONE_CONFIG_B_TYPE=s3 RCLONE_CONFIG_B_PROVIDER=Other \
     rclone copy b:bench/segments "$WORK/copy" --config /dev/null --transfers 8 --checkers 8
 RCLONE_SECS=$(elapsed "$start" "$(now)")
 COPIED=$(find "$WORK/copy" -type f | wc -l)
-
+stop_server
 cat <<EOF
 
 | measurement | value |
 | --- | --- |
 | profile | dev server --latency-ms $LATENCY_MS --bandwidth-mbps $BANDWIDTH_MBPS |
-| cold read, $COUNT x $SEGMENT_MIB MiB segments, empty --cache-dir | ${COLD_SECS} s, $(rate $((COUNT * SEGMENT_MIB)) "$COLD_SECS") MiB/s, $COLD_GETS GETs |
-| second mount re-reading from the disk tier | ${WARM_SECS} s, $(rate $((COUNT * SEGMENT_MIB)) "$WARM_SECS") MiB/s, $WARM_GETS GETs |
-| speed-up | $(awk -v c="$COLD_SECS" -v w="$WARM_SECS" 'BEGIN { printf "%.1fx", c / w }') |
-| --cache-dir on disk | ${CACHE_MIB} MiB |
 | \`segments verify\`, $SEGMENTS segments (+ sidecars, ${LEDGER_MIB} MiB stored) | ${VERIFY_SECS} s ($(cat "$WORK/verify.out")) |
 | \`rclone copy --transfers 8\` of the same $COPIED files | ${RCLONE_SECS} s |
 EOF
+}
+
+. scripts/bench_ledger_index.sh
+wants disk && disk_part
+wants verify && verify_part
+wants index && index_part
+exit 0

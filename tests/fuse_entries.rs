@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use common::devserver::Server;
 use common::mount::{BUCKET, Mount, assert_fails_with, delete_directly, put_directly};
+use scribefs::devserver::{DevServerConfig, RequestStats, SeedShape};
 use scribefs::segment::codec::{ArchivedSegment, Segment, demo_segment};
 use scribefs::segment::entries::render_jsonl;
 use scribefs::segment::{SegmentFile, file_name};
@@ -250,4 +251,29 @@ fn a_50_mb_segment_decodes_through_the_mount() {
     std::fs::write(local.path(), expected(&big)).unwrap();
     let want = mount.sh_ok(&format!("sha256sum < {}", local.path().display()));
     assert_eq!(sum, want);
+}
+
+/// `ls entries/` of 2,500 segments (5,000 keys: 5 LIST pages) costs what `ls` of the root
+/// costs, request for request: the root's listing, no GET of any segment and no HEAD. (`ls -l`
+/// decodes each segment for its true size: a size is never shown before it is known.)
+#[test]
+fn listing_entries_costs_what_listing_the_root_costs() {
+    const SEGMENTS: u64 = 2500;
+    let server = Server::start_with(DevServerConfig {
+        seed_objects: vec![SeedShape::Segments { count: SEGMENTS }],
+        ..DevServerConfig::for_tests(&[BUCKET])
+    });
+    // A TTL shorter than the pause between steps: each listing starts cold.
+    let mount = mount_segments(server, &["--metadata-ttl", "0.3"]);
+    let count = |script: &str| -> (usize, RequestStats) {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        mount.server.reset_stats();
+        let lines = mount.sh_ok(&format!("LC_ALL=C {script}")).lines().count();
+        (lines, mount.server.stats())
+    };
+    let (root_lines, root_cost) = count("ls");
+    let (entries_lines, entries_cost) = count("ls entries");
+    assert_eq!(root_lines, 2 * entries_lines);
+    assert_eq!(entries_cost, root_cost);
+    assert_eq!((root_cost.list, root_cost.get, root_cost.head), (5, 0, 0));
 }

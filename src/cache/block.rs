@@ -21,6 +21,11 @@
 //! streams each 64 MiB ahead in a 256 MiB cache, one shared LRU evicted a quarter of the
 //! prefetched bytes unread. Speculation itself is bounded: prefetch claims are refused once
 //! unread and in-flight prefetched bytes reach half the budget ([`BlockCache::may_prefetch`]).
+//!
+//! The budget counts what a block costs in memory, not only its bytes ([`footprint`]): a
+//! million tiny objects (ledger segments of a few entries, their sidecars, `entries/`
+//! renderings) are a million LRU entries whose keys and bookkeeping outweigh their data, and
+//! counted by data alone they grew the mount past its budget with the number of objects read.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -101,6 +106,16 @@ struct Unread {
 /// abandoned (its reader closed the file or jumped away) and moved to the read LRU's cold end.
 const UNREAD_PATIENCE: Duration = Duration::from_secs(5);
 
+/// What one cached block costs beside its bytes and its key's: the LRU node (key, value and
+/// links), the map's slot, and the heap headers of the key's strings and the bytes' allocation.
+/// Measured as the growth of a mount's RSS per cached tiny object, rounded up.
+const BLOCK_ENTRY_OVERHEAD: u64 = 256;
+
+/// The bytes a cached block counts against the budget.
+fn footprint(id: &BlockId, block_len: usize) -> u64 {
+    (block_len + id.key.len() + id.etag.len()) as u64 + BLOCK_ENTRY_OVERHEAD
+}
+
 struct State {
     /// Blocks someone has read (or inserted for reading), least recently used first.
     blocks: LruCache<BlockId, Bytes>,
@@ -108,6 +123,8 @@ struct State {
     unread: LruCache<BlockId, Unread>,
     /// Bytes of both pools together.
     held_bytes: u64,
+    /// Their [`footprint`]s: what the budget bounds.
+    charged_bytes: u64,
     unread_bytes: u64,
     /// Bytes claimed by prefetches still under way.
     prefetching_bytes: u64,
@@ -133,12 +150,17 @@ impl State {
 
     fn remove(&mut self, id: &BlockId) {
         if let Some(old) = self.blocks.pop(id) {
-            self.held_bytes -= old.len() as u64;
+            self.uncharge(id, old.len());
         }
         if let Some(old) = self.unread.pop(id) {
-            self.held_bytes -= old.block.len() as u64;
+            self.uncharge(id, old.block.len());
             self.unread_bytes -= old.block.len() as u64;
         }
+    }
+
+    fn uncharge(&mut self, id: &BlockId, len: usize) {
+        self.held_bytes -= len as u64;
+        self.charged_bytes -= footprint(id, len);
     }
 }
 
@@ -187,6 +209,7 @@ impl BlockCache {
             blocks: LruCache::unbounded(),
             unread: LruCache::unbounded(),
             held_bytes: 0,
+            charged_bytes: 0,
             unread_bytes: 0,
             prefetching_bytes: 0,
             in_flight: HashMap::new(),
@@ -396,23 +419,23 @@ impl BlockCache {
 
     /// Stores a block in the read LRU, or with `unread` in the prefetched pool, after evicting
     /// what it needs room for: least recently read blocks first, unread prefetched blocks only
-    /// when no read block is left. A block larger than the whole budget is not kept.
+    /// when no read block is left. A block whose footprint exceeds the whole budget is not kept.
     fn store_block(&self, state: &mut State, id: BlockId, block: Bytes, unread: bool) {
         let c = &self.shared.counters;
         let len = block.len() as u64;
+        let charge = footprint(&id, block.len());
         state.remove(&id);
-        if len <= self.shared.budget_bytes {
-            while state.held_bytes + len > self.shared.budget_bytes {
-                let evicted_len = if let Some((_, evicted)) = state.blocks.pop_lru() {
-                    evicted.len() as u64
-                } else if let Some((_, evicted)) = state.unread.pop_lru() {
+        if charge <= self.shared.budget_bytes {
+            while state.charged_bytes + charge > self.shared.budget_bytes {
+                if let Some((evicted_id, evicted)) = state.blocks.pop_lru() {
+                    state.uncharge(&evicted_id, evicted.len());
+                } else if let Some((evicted_id, evicted)) = state.unread.pop_lru() {
                     c.prefetch_wasted.fetch_add(1, Ordering::Relaxed);
                     state.unread_bytes -= evicted.block.len() as u64;
-                    evicted.block.len() as u64
+                    state.uncharge(&evicted_id, evicted.block.len());
                 } else {
                     break;
-                };
-                state.held_bytes -= evicted_len;
+                }
                 c.evictions.fetch_add(1, Ordering::Relaxed);
             }
             if unread {
@@ -423,6 +446,7 @@ impl BlockCache {
                 state.blocks.put(id, block);
             }
             state.held_bytes += len;
+            state.charged_bytes += charge;
         }
         self.publish_sizes(state);
     }
@@ -613,9 +637,14 @@ mod tests {
         Bytes::from(vec![fill; len])
     }
 
+    /// What a test block of `len` bytes counts against the budget.
+    fn charged(len: usize) -> u64 {
+        footprint(&id(0), len)
+    }
+
     #[test]
     fn evicts_least_recently_used_until_within_budget() {
-        let cache = BlockCache::new(300);
+        let cache = BlockCache::new(3 * charged(100));
         cache.insert(id(0), block(100, 0));
         cache.insert(id(1), block(100, 1));
         cache.insert(id(2), block(100, 2));
@@ -643,7 +672,7 @@ mod tests {
 
     #[test]
     fn read_blocks_are_evicted_before_unread_prefetched_ones() {
-        let cache = BlockCache::new(400);
+        let cache = BlockCache::new(4 * charged(100));
         cache.insert(id(0), block(100, 0));
         prefetch(&cache, 1, 100);
         prefetch(&cache, 2, 100);
@@ -661,7 +690,7 @@ mod tests {
         assert!(cache.get(&id(1)).is_some());
         assert_eq!(cache.stats().unread_prefetch_bytes, 100);
         // Only when no read block is left does an unread one go, and it counts as wasted.
-        let big = BlockCache::new(200);
+        let big = BlockCache::new(2 * charged(100));
         prefetch(&big, 0, 100);
         prefetch(&big, 1, 100);
         big.insert(id(2), block(100, 2));
@@ -698,12 +727,33 @@ mod tests {
 
     #[test]
     fn a_block_larger_than_the_budget_is_not_kept_and_evicts_nothing() {
-        let cache = BlockCache::new(150);
+        let cache = BlockCache::new(charged(150));
         cache.insert(id(0), block(100, 0));
         cache.insert(id(1), block(200, 1));
         assert!(cache.get(&id(1)).is_none());
         assert!(cache.get(&id(0)).is_some());
         assert_eq!(cache.stats().bytes_held, 100);
+    }
+
+    /// A million tiny objects read once (sidecars, `entries/` renderings) must not hold a
+    /// million entries because their bytes alone are few: each counts its key and bookkeeping.
+    #[test]
+    fn tiny_blocks_count_their_keys_and_bookkeeping() {
+        let budget = 1 << 20;
+        let cache = BlockCache::new(budget);
+        let tiny = |n: u64| BlockId {
+            key: format!("segments/segment-{n:016x}.meta.json"),
+            etag: "\"0123456789abcdef0123456789abcdef\"".into(),
+            index: 0,
+        };
+        for n in 0..100_000u64 {
+            cache.insert(tiny(n), block(60, 0));
+        }
+        let stats = cache.stats();
+        // 60 bytes of data, 77 of key and ETag, 256 of bookkeeping: 2,668 blocks, not 17,476.
+        let each = footprint(&tiny(0), 60);
+        assert_eq!(each, 393);
+        assert_eq!(stats.blocks_held, budget / each, "{stats:?}");
     }
 
     #[test]

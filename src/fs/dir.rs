@@ -12,7 +12,6 @@ use super::attr::{Attr, attr_of, owned_metadata, renamed_metadata};
 use super::error::{FsError, FsResult};
 use super::handles::Handle;
 use super::namespace::{ContentType, DeferredDelete, Ino, Kind, Origin};
-use super::readdir::DirStream;
 use super::{Caller, Fs};
 use crate::store::{CopyMetadata, ListRequest, PutOptions, StoreError};
 use bytes::Bytes;
@@ -44,7 +43,7 @@ impl Fs {
     /// directory S3 cannot list fails at opendir.
     pub async fn opendir(&self, dir: Ino) -> FsResult<u64> {
         let mut stream = if self.in_view(dir) {
-            DirStream::fixed(dir, self.view_opendir(dir).await?)
+            self.view_dir_stream(dir)?
         } else {
             self.ns().directory(dir)?;
             self.dir_stream(dir)

@@ -35,6 +35,7 @@ use super::dir::DirEntry;
 use super::error::{FsError, FsResult};
 use super::handles::Handle;
 use super::namespace::{Ino, Kind, ROOT_INO};
+use super::readdir::DirStream;
 use super::{Fs, LayoutKind, lock};
 use crate::cache::BlockId;
 use crate::segment::entries::{jsonl_file_name, parse_jsonl_file_name, render_jsonl};
@@ -146,42 +147,50 @@ impl Fs {
         lock(&self.view).open.remove(&handle);
     }
 
-    /// The directory's entries: one per segment the root's listing holds.
-    pub(super) async fn view_opendir(&self, ino: Ino) -> FsResult<Vec<DirEntry>> {
+    /// The directory's stream: the root's, its segments handed out as the view's files as
+    /// its pages come (see `readdir.rs`).
+    pub(super) fn view_dir_stream(&self, ino: Ino) -> FsResult<DirStream> {
         if ino != ENTRIES_DIR_INO {
             return Err(FsError::NotDirectory);
         }
-        self.list_directory(ROOT_INO).await?;
-        let dir = self.view_dir_attr();
+        Ok(DirStream::over_view(ino, self.dir_stream(ROOT_INO)))
+    }
+
+    /// `.` and `..` of the view.
+    pub(super) fn view_dots(&self) -> FsResult<Vec<DirEntry>> {
         let root = attr_of(self.ns().node(ROOT_INO)?, &self.config);
-        let mut segments: Vec<(u64, Attr)> = {
-            let ns = self.ns();
-            ns.children(ROOT_INO)
-                .filter(|node| node.kind() == Kind::File)
-                .filter_map(|node| match segment::parse_file_name(node.name()) {
-                    Some((id, SegmentFile::Data)) => Some((id, attr_of(node, &self.config))),
-                    _ => None,
-                })
-                .collect()
-        };
-        segments.sort_by_key(|(id, _)| *id);
-        segments.dedup_by_key(|(id, _)| *id);
-        let mut entries = vec![dot_entry(".", dir.clone(), 1), dot_entry("..", root, 2)];
+        Ok(vec![
+            dot_entry(".", self.view_dir_attr(), 1),
+            dot_entry("..", root, 2),
+        ])
+    }
+
+    /// The view's files for the segments among a batch of the root's entries, in its order.
+    /// A size is known only when the rendering is cached (see the module's comment).
+    pub(super) fn view_files_of(&self, root_entries: &[DirEntry]) -> Vec<DirEntry> {
         let mut view = lock(&self.view);
-        for (id, bin) in segments {
+        let mut files: Vec<DirEntry> = Vec::new();
+        let mut last_id = None;
+        for entry in root_entries.iter().filter(|entry| entry.kind == Kind::File) {
+            let Some((id, SegmentFile::Data)) = segment::parse_file_name(&entry.name) else {
+                continue;
+            };
+            // Two spellings of one id (fewer digits, upper case) are one segment.
+            if last_id.replace(id) == Some(id) {
+                continue;
+            }
             let ino = view.ino(id);
             let cached = self.cached_rendering(id);
-            let attr = file_attr(ino, &bin, cached.as_ref().map(|c| c.len() as u64));
-            entries.push(DirEntry {
+            files.push(DirEntry {
                 ino,
                 kind: Kind::File,
                 name: jsonl_file_name(id),
-                next_offset: entries.len() as u64 + 1,
+                next_offset: 0,
                 attr_known: cached.is_some(),
-                attr,
+                attr: file_attr(ino, &entry.attr, cached.as_ref().map(|c| c.len() as u64)),
             });
         }
-        Ok(entries)
+        files
     }
 
     /// The view's entry in the root's listing, when `dir` is the root of a segments mount that

@@ -237,18 +237,6 @@ impl Fs {
             || page.objects.iter().any(|o| !ns.delete_waiting(&o.key)))
     }
 
-    /// Lists `dir` completely (every page) unless a fresh complete listing exists.
-    pub(super) async fn list_directory(&self, dir: Ino) -> FsResult<()> {
-        if self.ns().listed_completely(dir) {
-            return Ok(());
-        }
-        let _gate = self.listing_gates.enter(dir).await;
-        if self.ns().listed_completely(dir) {
-            return Ok(());
-        }
-        self.list_pages(dir, From::Start, usize::MAX).await
-    }
-
     /// Lists up to `max_pages` pages of `dir` from `from` and installs what they say, together,
     /// as of when the last page arrived: a listing that takes longer than the TTL (100,000
     /// entries at 20 ms a page) must not be stale before it is used. So another client's

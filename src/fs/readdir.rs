@@ -14,6 +14,9 @@
 //!   (and one LIST) ahead of the kernel.
 //! - **From memory.** When a complete listing of the directory is fresh (the TTL has not run
 //!   out since it ended), batches are read from the namespace in name order, with no request.
+//! - **The `entries/` view.** The root's own stream (either of the above), each batch's
+//!   segments handed out as the view's files: `ls entries/` lists what `ls` of the root lists,
+//!   as it goes, a few pages at a time.
 //!
 //! A batch is the namespace's linked children in the page's key range, read right after the
 //! page went in: names this mount is writing are merged in, and a name another operation removed
@@ -35,7 +38,7 @@ use super::attr::attr_of;
 use super::dir::DirEntry;
 use super::error::{FsError, FsResult};
 use super::lookup::ListedEntries;
-use super::namespace::{Ino, Kind, ListedPage};
+use super::namespace::{Ino, Kind, ListedPage, ROOT_INO};
 use crate::store::ListRequest;
 
 /// LIST pages prepared (listed, installed, their metadata fetched) ahead of the kernel's reads:
@@ -56,8 +59,8 @@ pub(super) struct DirStream {
 }
 
 enum Source {
-    /// Entries fixed at opendir (the `entries/` view).
-    Fixed(Option<Vec<DirEntry>>),
+    /// The root's stream, mapped to the `entries/` view's files.
+    View(Box<DirStream>),
     /// A fresh complete listing in the namespace: names after this one.
     Memory { after: Option<String>, done: bool },
     /// LIST pages from the producer task; closed after the last one.
@@ -98,14 +101,14 @@ impl Drop for Pins {
 }
 
 impl DirStream {
-    /// A stream of entries fixed in advance.
-    pub(super) fn fixed(dir: Ino, entries: Vec<DirEntry>) -> DirStream {
+    /// The stream of the `entries/` view `dir`, over the root's stream.
+    pub(super) fn over_view(dir: Ino, root: DirStream) -> DirStream {
         DirStream {
             dir,
             start: 0,
             batch: Arc::new(Vec::new()),
             pins: Pins::none(),
-            source: Source::Fixed(Some(entries)),
+            source: Source::View(Box::new(root)),
         }
     }
 }
@@ -144,14 +147,10 @@ impl Fs {
     ) -> FsResult<(Arc<Vec<DirEntry>>, usize)> {
         if offset < stream.start {
             // rewinddir or seekdir to an earlier position: list again from the start.
-            let fixed = match &mut stream.source {
-                Source::Fixed(_) => None,
-                _ => Some(self.dir_stream(stream.dir)),
+            *stream = match stream.source {
+                Source::View(_) => DirStream::over_view(stream.dir, self.dir_stream(ROOT_INO)),
+                _ => self.dir_stream(stream.dir),
             };
-            match fixed {
-                Some(fresh) => *stream = fresh,
-                None => stream.start = 0,
-            }
         }
         loop {
             let end = stream.start + stream.batch.len() as u64;
@@ -169,10 +168,22 @@ impl Fs {
         let first = stream.start == 0 && stream.batch.is_empty();
         let position = stream.start + stream.batch.len() as u64;
         let (inos, pins) = match &mut stream.source {
-            Source::Fixed(entries) => {
-                let Some(entries) = entries.take() else {
+            Source::View(root) => {
+                let mut entries = if first { self.view_dots()? } else { Vec::new() };
+                // A root batch may hold no segment (sidecars only): take the next one.
+                while entries.is_empty() || first && entries.len() <= 2 {
+                    if !Box::pin(self.next_batch(root)).await? {
+                        break;
+                    }
+                    entries.extend(self.view_files_of(&root.batch));
+                }
+                if entries.is_empty() {
                     return Ok(false);
-                };
+                }
+                for (i, entry) in entries.iter_mut().enumerate() {
+                    entry.next_offset = position + i as u64 + 1;
+                }
+                stream.start = position;
                 stream.batch = Arc::new(entries);
                 return Ok(true);
             }
