@@ -37,18 +37,9 @@ use bytes::Bytes;
 use lru::LruCache;
 use tokio::sync::watch;
 
+use super::block_id::BlockId;
 use super::disk::DiskCache;
 use crate::store::{StoreError, StoreResult};
-
-/// One block of one object version. The ETag is part of the key so that blocks of a replaced
-/// object are never served for the new version (they simply age out of the LRU).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BlockId {
-    pub key: String,
-    pub etag: String,
-    /// Block number: the block covers bytes `index * block_size ..` of the object.
-    pub index: u64,
-}
 
 /// A snapshot of the cache's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -44,7 +44,7 @@ use bytes::Bytes;
 use lru::LruCache;
 use md5::{Digest, Md5};
 
-use super::block::BlockId;
+use super::block_id::BlockId;
 
 /// Blocks waiting for the writer thread at most.
 pub const WRITE_QUEUE: usize = 16;

@@ -51,6 +51,7 @@
 
 pub mod block;
 mod block_buf;
+mod block_id;
 pub mod disk;
 pub mod fetch;
 pub mod metadata_cache;
@@ -60,7 +61,8 @@ pub mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use block::{BlockCache, BlockId, CacheStats, FetchTicket, Lookup, PendingBlock};
+pub use block::{BlockCache, CacheStats, FetchTicket, Lookup, PendingBlock};
+pub use block_id::BlockId;
 pub use disk::{DiskCache, DiskError, DiskStats};
 pub use fetch::ObjectVersion;
 pub use metadata_cache::{MetadataCache, ObjectVersionId, OwnUpload, StoredMetadata};

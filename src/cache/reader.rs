@@ -24,7 +24,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::block::{BlockCache, BlockId, FetchTicket, Lookup, PendingBlock};
+use super::block::{BlockCache, FetchTicket, Lookup, PendingBlock};
+use super::block_id::BlockId;
 use super::fetch::{ObjectVersion, fetch_range, fetch_run};
 use super::pattern::{Access, AccessPattern};
 use crate::metrics::{ReadPathCounters, ReadPathSource};
