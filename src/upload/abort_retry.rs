@@ -4,10 +4,11 @@
 //! pending are listed by [`pending_aborts`], which the mount logs at unmount with their ids.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 
 use crate::store::ObjectStore;
 
@@ -17,6 +18,8 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// (Upload id, key) of every abort being retried.
 static PENDING: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+/// Woken whenever an abort leaves [`PENDING`], for [`settle_pending_aborts`] to look again.
+static SETTLED: LazyLock<Notify> = LazyLock::new(Notify::new);
 
 fn pending() -> MutexGuard<'static, BTreeSet<(String, String)>> {
     // Only ids are kept here: a panic elsewhere cannot leave the map inconsistent.
@@ -80,6 +83,7 @@ fn retry_with_delay(
             }
         }
         pending().remove(&entry);
+        SETTLED.notify_waiters();
     });
 }
 
@@ -87,8 +91,17 @@ fn retry_with_delay(
 /// with its upload id (for `scribefs uploads abort` or a lifecycle rule) and returns them.
 pub async fn settle_pending_aborts(grace: Duration) -> Vec<(String, String)> {
     let deadline = tokio::time::Instant::now() + grace;
-    while !pending().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    loop {
+        // Registered before the check, so that an abort settling in between still wakes us.
+        let settled = SETTLED.notified();
+        let mut settled = std::pin::pin!(settled);
+        settled.as_mut().enable();
+        if pending().is_empty() {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, settled).await.is_err() {
+            break;
+        }
     }
     let left = pending_aborts();
     for (key, upload_id) in &left {
