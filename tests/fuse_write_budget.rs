@@ -33,19 +33,22 @@ fn until_waiting(addr: &str, n: f64) {
     }
 }
 
-/// `--cache-size-mib 1 --max-memory-target 73` leaves the uploads 72 MiB: nine files of one
-/// 8 MiB part, held open, hold all of it in the buffers they filled (a part leaves only when
-/// more follows or at close). A tenth writer then waits for memory, and closing one of the nine
+/// `--part-size 5M --cache-size-mib 1 --max-memory-target 46` leaves the uploads 45 MiB: nine
+/// files of one 5 MiB part, held open, hold all of it in the buffers they filled (a part leaves
+/// only when more follows or at close). 5 MiB parts are what crowded uploads get anyway, so
+/// the part size stays the same however many writers share the budget. A tenth writer then waits for memory, and closing one of the nine
 /// still completes: its PutObject needs no more memory than its buffer holds. The memory it
 /// gives back lets the tenth go on.
 #[test]
 fn a_writer_waiting_for_memory_does_not_block_another_close() {
     let addr = metrics_addr();
     let mount = Mount::new(&[
+        "--part-size",
+        "5M",
         "--cache-size-mib",
         "1",
         "--max-memory-target",
-        "73",
+        "46",
         "--metrics-addr",
         &addr,
     ]);
@@ -53,7 +56,7 @@ fn a_writer_waiting_for_memory_does_not_block_another_close() {
         .map(|i| {
             let name = format!("held-{i}");
             let mut file = File::create(mount.path(&name)).unwrap();
-            file.write_all(&content(i, 8 * MIB)).unwrap();
+            file.write_all(&content(i, 5 * MIB)).unwrap();
             (name, file)
         })
         .collect();
@@ -71,14 +74,14 @@ fn a_writer_waiting_for_memory_does_not_block_another_close() {
     let (name, first) = held.remove(0);
     drop(first); // close(2): flush uploads the file, and returns once S3 has it
     let bucket = mount.server.bucket(BUCKET);
-    assert_eq!(bucket.object(&name).unwrap().data, content(0, 8 * MIB));
+    assert_eq!(bucket.object(&name).unwrap().data, content(0, 5 * MIB));
 
     tenth.join().unwrap();
     assert_eq!(bucket.object("tenth").unwrap().data, content(10, 3 * MIB));
     for (name, file) in held {
         file.sync_all().unwrap();
         let seed: usize = name.trim_start_matches("held-").parse().unwrap();
-        assert_eq!(bucket.object(&name).unwrap().data, content(seed, 8 * MIB));
+        assert_eq!(bucket.object(&name).unwrap().data, content(seed, 5 * MIB));
     }
     assert_eq!(scrape(&addr)[WAITING], 0.0);
 }

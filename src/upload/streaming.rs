@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::budget::Reservation;
+use super::budget::{Reservation, UploadSlot};
 use super::part_size::{S3_MAX_OBJECT_SIZE, part_size_for};
 use super::session::{MultipartSession, put_object};
 use super::{UploadConfig, UploadError};
@@ -33,6 +33,10 @@ pub struct StreamingUpload {
     /// The buffer's share of the mount's write budget: its capacity.
     buffer_memory: Reservation,
     written: u64,
+    /// Counted among the uploads sharing the budget while this one lives; it sizes each buffer.
+    slot: Option<UploadSlot>,
+    /// The size of the buffer being filled, fixed when it started.
+    buffer_part_size: usize,
 }
 
 impl StreamingUpload {
@@ -48,6 +52,8 @@ impl StreamingUpload {
             buffer: Vec::new(),
             buffer_memory: Reservation::default(),
             written: 0,
+            slot: config.budget().map(|budget| budget.enter_upload()),
+            buffer_part_size: 0,
         }
     }
 
@@ -88,7 +94,10 @@ impl StreamingUpload {
         }
         let mut rest = data;
         while !rest.is_empty() {
-            let part_size = self.current_part_size();
+            if self.buffer.is_empty() {
+                self.buffer_part_size = self.current_part_size();
+            }
+            let part_size = self.buffer_part_size;
             if self.buffer.len() == part_size {
                 self.send_buffer().await?;
                 continue;
@@ -148,8 +157,13 @@ impl StreamingUpload {
         self.session.send_part(body, memory).await
     }
 
+    /// The size of a buffer that starts now: smaller while many uploads share the budget.
     fn current_part_size(&self) -> usize {
-        let size = part_size_for(self.session.next_part_number(), self.base_part_size);
+        let base = match &self.slot {
+            Some(slot) => slot.part_size(self.base_part_size),
+            None => self.base_part_size,
+        };
+        let size = part_size_for(self.session.next_part_number(), base);
         usize::try_from(size).unwrap_or(usize::MAX)
     }
 
