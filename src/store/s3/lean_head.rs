@@ -145,6 +145,9 @@ impl LeanHead {
         timeout: Duration,
         context: &CallContext<'_>,
     ) -> Answer {
+        if self.distrusted.load(Ordering::Relaxed) {
+            return Answer::Undecided;
+        }
         let route = self.route.get_or_init(|| learn_route(client, bucket)).await;
         let Some(route) = route else {
             return Answer::Undecided;
@@ -495,5 +498,37 @@ mod tests {
         assert!(matches!(no_etag, Answer::Undecided));
         let bad_date = answer(200, &[("etag", "\"a\""), ("last-modified", "yesterday")]);
         assert!(matches!(bad_date, Answer::Undecided));
+    }
+
+    #[tokio::test]
+    async fn a_distrusted_path_leaves_every_head_to_the_sdk() {
+        let shared = LeanShared::new(
+            super::super::tls::connector(None, None, None),
+            None,
+            vec![],
+            None,
+        );
+        let lean = LeanHead::new(Arc::new(shared));
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        let context = CallContext {
+            op: "HEAD",
+            key: "k",
+            bucket: "b",
+            endpoint: "http://127.0.0.1:1",
+            region: "us-east-1",
+            region_given: true,
+            credentials: "test",
+            timeout: Duration::from_secs(1),
+        };
+        lean.distrust();
+        let answer = lean
+            .head(&client, "b", "k", Duration::from_secs(1), &context)
+            .await;
+        assert!(matches!(answer, Answer::Undecided));
+        assert!(lean.route.get().is_none(), "no route was asked for");
     }
 }
