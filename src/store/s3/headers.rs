@@ -24,16 +24,15 @@ pub(super) fn signed_headers(options: &RequestOptions) -> Vec<(&'static str, Str
 
 #[derive(Debug, Clone)]
 pub(super) struct BucketHeaders {
-    requester_pays: bool,
-    expected_bucket_owner: Option<String>,
+    /// Who pays and the expected owner: [`signed_headers`], signed into every request.
+    signed: Vec<(&'static str, String)>,
     user_agent_prefix: Option<String>,
 }
 
 impl BucketHeaders {
     pub fn new(options: &RequestOptions) -> Self {
         BucketHeaders {
-            requester_pays: options.requester_pays,
-            expected_bucket_owner: options.expected_bucket_owner.clone(),
+            signed: signed_headers(options),
             user_agent_prefix: options.user_agent_prefix.clone(),
         }
     }
@@ -52,11 +51,8 @@ impl Intercept for BucketHeaders {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let headers = context.request_mut().headers_mut();
-        if self.requester_pays {
-            headers.try_insert("x-amz-request-payer", "requester")?;
-        }
-        if let Some(owner) = &self.expected_bucket_owner {
-            headers.try_insert("x-amz-expected-bucket-owner", owner.clone())?;
+        for (name, value) in &self.signed {
+            headers.try_insert(*name, value.clone())?;
         }
         Ok(())
     }

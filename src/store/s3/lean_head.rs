@@ -430,13 +430,8 @@ mod tests {
         );
     }
 
-    fn answer(status: u16, headers: &[(&str, &str)]) -> Answer {
-        let mut response = http::Response::builder().status(status);
-        for (name, value) in headers {
-            response = response.header(*name, *value);
-        }
-        let response = HttpResponse::try_from(response.body(SdkBody::empty()).unwrap()).unwrap();
-        let context = CallContext {
+    fn test_context() -> CallContext<'static> {
+        CallContext {
             op: "HEAD",
             key: "k",
             bucket: "b",
@@ -445,7 +440,16 @@ mod tests {
             region_given: true,
             credentials: "test",
             timeout: Duration::from_secs(1),
-        };
+        }
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> Answer {
+        let mut response = http::Response::builder().status(status);
+        for (name, value) in headers {
+            response = response.header(*name, *value);
+        }
+        let response = HttpResponse::try_from(response.body(SdkBody::empty()).unwrap()).unwrap();
+        let context = test_context();
         read_answer("k", &response, &context)
     }
 
@@ -514,16 +518,7 @@ mod tests {
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .build();
         let client = aws_sdk_s3::Client::from_conf(config);
-        let context = CallContext {
-            op: "HEAD",
-            key: "k",
-            bucket: "b",
-            endpoint: "http://127.0.0.1:1",
-            region: "us-east-1",
-            region_given: true,
-            credentials: "test",
-            timeout: Duration::from_secs(1),
-        };
+        let context = test_context();
         lean.distrust();
         let answer = lean
             .head(&client, "b", "k", Duration::from_secs(1), &context)
