@@ -12,23 +12,10 @@ use super::attr::{Attr, attr_of, owned_metadata, renamed_metadata};
 use super::error::{FsError, FsResult};
 use super::handles::Handle;
 use super::namespace::{ContentType, DeferredDelete, Ino, Kind, Origin};
+use super::readdir::DirEntry;
 use super::{Caller, Fs};
 use crate::store::{CopyMetadata, ListRequest, PutOptions, StoreError};
 use bytes::Bytes;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: Ino,
-    pub kind: Kind,
-    pub name: String,
-    /// The offset the kernel passes back to continue after this entry.
-    pub next_offset: u64,
-    /// Attributes as of opendir, for readdirplus.
-    pub attr: Attr,
-    /// Whether `attr` may be cached by the kernel; when not, readdirplus gives it with a zero
-    /// TTL, so a `stat` comes back as a lookup (the `entries/` view's unrendered sizes).
-    pub attr_known: bool,
-}
 
 /// What a directory rename leaves: the deletes that wait for open files' last close, and each
 /// copy's (key, ETag).

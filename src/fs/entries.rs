@@ -31,11 +31,10 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 
 use super::attr::{Attr, FileType, attr_of};
-use super::dir::DirEntry;
 use super::error::{FsError, FsResult};
 use super::handles::Handle;
 use super::namespace::{Ino, Kind, ROOT_INO};
-use super::readdir::DirStream;
+use super::readdir::{DirEntry, DirStream};
 use super::{Fs, LayoutKind, lock};
 use crate::cache::BlockId;
 use crate::segment::entries::{jsonl_file_name, parse_jsonl_file_name, render_jsonl};

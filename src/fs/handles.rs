@@ -7,9 +7,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::file::WriteHandle;
 use super::namespace::Ino;
 use super::readdir::DirStream;
+use super::write_handle::WriteHandle;
 use crate::cache::ObjectReader;
 
 pub(super) type SharedWriter = Arc<tokio::sync::Mutex<WriteHandle>>;

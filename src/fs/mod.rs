@@ -45,6 +45,7 @@ mod process;
 mod readahead;
 mod readdir;
 mod special;
+mod write_handle;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -56,13 +57,13 @@ use clock::Clock;
 use handles::Handles;
 
 pub use attr::{Attr, FileType, SetAttr};
-pub use dir::DirEntry;
 pub use error::{FsError, FsResult};
 use gates::Gates;
 pub use layout::{Layout, LayoutKind};
 pub use metadata::METADATA_DELAY;
 use namespace::Namespace;
 pub use namespace::{Ino, Kind, ROOT_INO};
+pub use readdir::DirEntry;
 pub use special::Caller;
 
 /// What a mount is configured with (the CLI builds it from flags).

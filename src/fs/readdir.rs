@@ -34,8 +34,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
 
 use super::Fs;
-use super::attr::attr_of;
-use super::dir::DirEntry;
+use super::attr::{Attr, attr_of};
 use super::error::{FsError, FsResult};
 use super::lookup::ListedEntries;
 use super::namespace::{Ino, Kind, ListedPage, ROOT_INO};
@@ -46,6 +45,21 @@ use crate::store::ListRequest;
 pub const PAGES_AHEAD: usize = 8;
 /// Entries per batch when reading from memory.
 const MEMORY_BATCH: usize = 1000;
+
+/// One entry of a listing, as readdir hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub name: String,
+    /// The offset the kernel passes back to continue after this entry.
+    pub next_offset: u64,
+    /// Attributes as of opendir, for readdirplus.
+    pub attr: Attr,
+    /// Whether `attr` may be cached by the kernel; when not, readdirplus gives it with a zero
+    /// TTL, so a `stat` comes back as a lookup (the `entries/` view's unrendered sizes).
+    pub attr_known: bool,
+}
 
 /// An open directory handle's listing.
 pub(super) struct DirStream {
