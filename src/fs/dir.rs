@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::attr::{Attr, attr_of, owned_metadata, renamed_metadata};
 use super::error::{FsError, FsResult};
 use super::handles::Handle;
-use super::namespace::{ContentType, DeferredDelete, Ino, Kind, Origin};
+use super::namespace::{ContentType, DeferredDelete, Ino, Kind, Origin, WriteStatus};
 use super::readdir::DirEntry;
 use super::{Caller, Fs};
 use crate::store::{CopyMetadata, ListRequest, PutOptions, StoreError};
@@ -106,11 +106,11 @@ impl Fs {
         let ino = self.resolve(parent, name).await?;
         // A file just closed (its release on the way) is deleted now, not at its release.
         self.wait_for_releases(ino).await;
-        let (kind, origin, key, etag) = {
+        let (kind, in_s3, key, etag) = {
             let ns = self.ns();
             let node = ns.node(ino)?;
             let etag = node.attrs().etag.clone();
-            (node.kind(), node.origin(), node.key().to_string(), etag)
+            (node.kind(), !node.is_local(), node.key().to_string(), etag)
         };
         if kind == Kind::Directory {
             return Err(FsError::IsDirectory);
@@ -119,9 +119,9 @@ impl Fs {
         self.stage_open_writers(ino).await?;
         // A file still being written has no object yet; its upload is dropped at close. One
         // open here keeps its object until its last close, for its readers and writers.
-        let delete_now = match origin {
-            Origin::Remote => self.ns().delete_at_close(ino, key, etag),
-            _ => None,
+        let delete_now = match in_s3 {
+            true => self.ns().delete_at_close(ino, key, etag),
+            false => None,
         };
         if let Some(delete) = delete_now {
             self.store.delete(&delete.key).await?;
@@ -200,10 +200,11 @@ impl Fs {
         let ino = self.resolve(parent, name).await?;
         // A release in flight may be uploading the file: let it land first.
         self.wait_for_releases(ino).await;
-        let (kind, source_key, origin) = {
+        let (kind, source_key, created) = {
             let ns = self.ns();
             let node = ns.node(ino)?;
-            (node.kind(), node.key().to_string(), node.origin())
+            let created = node.write_status() == WriteStatus::Created;
+            (node.kind(), node.key().to_string(), created)
         };
         // Into its own subtree is EINVAL before anything else is looked at (the kernel checks
         // it too, but the core must not act on the target first).
@@ -247,9 +248,9 @@ impl Fs {
         }
         let dest_key = self.ns().new_child_key(new_parent, new_name, kind)?;
         let mut copied = Vec::new();
-        let (etag, deferred) = match (kind, origin) {
+        let (etag, deferred) = match (kind, created) {
             // Not in S3 yet: its upload goes to the new name. What it replaces goes now.
-            (Kind::File, Origin::Writing) => {
+            (Kind::File, true) => {
                 if let Some(target) = target {
                     self.delete_replaced(target).await?;
                 }
@@ -290,7 +291,7 @@ impl Fs {
         let delete = {
             let mut ns = self.ns();
             let node = ns.node(target)?;
-            if node.origin() != Origin::Remote {
+            if node.is_local() {
                 return Ok(());
             }
             let (key, etag) = (node.key().to_string(), node.attrs().etag.clone());

@@ -365,7 +365,7 @@ impl Fs {
         let Some(Handle::Reader { ino, .. }) = self.handles().remove(handle) else {
             return;
         };
-        let deletes = self.ns().reader_closed(ino);
+        let deletes = self.ns().handle_released(ino, handle);
         if let (false, Some(fs), Ok(runtime)) = (
             deletes.is_empty(),
             self.this.upgrade(),

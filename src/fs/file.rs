@@ -14,7 +14,7 @@ use super::attr::{Attr, SetAttr, attr_of, data_changed, owned_metadata};
 use super::error::{FsError, FsResult};
 use super::handles::Handle;
 use super::lookup::meta_attrs;
-use super::namespace::{Attrs, DeferredDelete, Ino, Kind, Origin};
+use super::namespace::{Access, Attrs, DeferredDelete, Ino, Kind, ReleaseWait, WriteStatus};
 use super::process::thread_group;
 use super::write_handle::{BaseVersion, WriteHandle, WriteState};
 use super::{Caller, Fs, LayoutKind};
@@ -52,12 +52,10 @@ async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
 pub const SEGMENT_ID_XATTR: &str = "user.scribe.segment_id";
 /// The only xattr namespace the mount has names in.
 const USER_XATTR_PREFIX: &str = "user.";
-/// How long an open, rename or chmod waits for the release of a file whose last close
-/// returned (the kernel sends release after close(2)); a file held open stays being written.
-const RELEASE_WAIT: Duration = Duration::from_secs(2);
-/// How long the same wait lasts when the release has not started but every descriptor saw a
-/// close: the kernel sends it within a millisecond or so, but a FLUSH is also what closing a
-/// duplicate (`exec 3>log; echo >&3`) sends, and that file stays open.
+/// How long an open, rename or chmod waits for a release that has not started when every
+/// descriptor of the file saw a close: the kernel sends it within a millisecond or so, but a
+/// FLUSH is also what closing a duplicate (`exec 3>log; echo >&3`) sends, and that file stays
+/// open. A release that has started is awaited to its end, not timed.
 const CLOSING_WAIT: Duration = Duration::from_millis(100);
 
 /// What `open` and `create` return.
@@ -113,7 +111,7 @@ impl Fs {
             return Err(FsError::IsDirectory);
         }
         self.wait_for_releases(ino).await;
-        if self.ns().node(ino)?.origin() == Origin::Writing {
+        if self.ns().node(ino)?.write_status() == WriteStatus::Created {
             return Err(FsError::NotPermitted(
                 "the file is still being written through another handle".into(),
             ));
@@ -132,9 +130,9 @@ impl Fs {
             // Staging is seeded from the object version known here: make sure it is current.
             self.getattr(ino).await?;
         }
+        let number = self.new_handle();
         let (key, base, metadata) = {
             let mut ns = self.ns();
-            ns.writer_opened(ino);
             let node = ns.node(ino)?;
             let base = node.attrs().etag.clone().map(|etag| BaseVersion {
                 key: node.key().to_string(),
@@ -143,6 +141,7 @@ impl Fs {
             });
             let mut metadata = node.attrs().metadata.clone();
             let key = node.key().to_string();
+            ns.handle_opened(ino, number, Access::Write);
             if truncating {
                 // The new object's times are its upload's, so the upload starts without old ones.
                 data_changed(&mut metadata);
@@ -152,7 +151,13 @@ impl Fs {
             (key, base, metadata)
         };
         let state = if truncating {
-            WriteState::Streaming(self.streaming(&key, &metadata, false)?)
+            match self.streaming(&key, &metadata, false) {
+                Ok(upload) => WriteState::Streaming(upload),
+                Err(e) => {
+                    self.ns().handle_released(ino, number);
+                    return Err(e);
+                }
+            }
         } else {
             WriteState::Clean
         };
@@ -164,40 +169,42 @@ impl Fs {
             opener: thread_group(caller.pid),
             upload_since: SystemTime::now(),
         };
-        let handle = self.handles().insert(Handle::Writer {
-            ino,
-            writer: std::sync::Arc::new(tokio::sync::Mutex::new(writer)),
-        });
+        self.handles().put(
+            number,
+            Handle::Writer {
+                ino,
+                writer: std::sync::Arc::new(tokio::sync::Mutex::new(writer)),
+            },
+        );
         Ok(Opened {
-            handle,
+            handle: number,
             keep_cache: false,
         })
     }
 
-    /// Waits (for at most [`RELEASE_WAIT`]) until no release of `ino` is in flight: one that
-    /// started (the node counts a writer until its release is done, the handle table only
-    /// until it starts), or one the kernel is about to send (every open handle saw a close).
-    /// So `cat f; rm f` or `echo x > f; mv f g` act on a closed file, not an open one.
+    /// Waits until no release of `ino` is in flight: one that started (its last upload is
+    /// awaited to its end, whatever it takes) or, for at most [`CLOSING_WAIT`], one the kernel
+    /// is about to send (every open handle saw a close). So `cat f; rm f` or
+    /// `echo x > f; mv f g` act on a closed file, not an open one.
     pub(super) async fn wait_for_releases(&self, ino: Ino) {
-        let started = tokio::time::Instant::now();
+        let closing_deadline = tokio::time::Instant::now() + CLOSING_WAIT;
         loop {
-            let released = self.released.notified();
-            let (closing, releasing) = {
-                let handles = self.handles();
-                let table = handles.writers_of(ino).len() as u32;
-                let releasing = self
-                    .ns()
-                    .get(ino)
-                    .is_some_and(|node| node.writers() > table);
-                (handles.closing(ino), releasing)
-            };
-            let deadline = match (releasing, closing) {
-                (true, _) => started + RELEASE_WAIT,
-                (false, true) => started + CLOSING_WAIT,
-                (false, false) => return,
-            };
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return;
+            // Made before the record is read: a release that starts in between still wakes it.
+            let release_started = self.released.notified();
+            let wait = self.ns().release_wait(ino);
+            match wait {
+                ReleaseWait::Nothing => return,
+                ReleaseWait::Uploads(uploads) => {
+                    for upload in uploads {
+                        upload.finished().await;
+                    }
+                }
+                ReleaseWait::Closing => {
+                    let started = tokio::time::timeout_at(closing_deadline, release_started);
+                    if started.await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -221,17 +228,19 @@ impl Fs {
             Some(version) => version,
             None => self.learn_current_version(ino, &key).await?,
         };
+        let number = self.new_handle();
         let keep_cache = {
             let mut ns = self.ns();
-            ns.reader_opened(ino);
+            ns.handle_opened(ino, number, Access::Read);
             ns.opened_for_reading(ino, &etag)
         };
         let reader = self.reads.open(ObjectVersion::new(key, etag, size));
-        let handle = self.handles().insert(Handle::Reader {
-            ino,
-            reader: std::sync::Arc::new(reader),
-        });
-        Ok(Opened { handle, keep_cache })
+        let reader = std::sync::Arc::new(reader);
+        self.handles().put(number, Handle::Reader { ino, reader });
+        Ok(Opened {
+            handle: number,
+            keep_cache,
+        })
     }
 
     /// GETs the object's first block without If-Match (it lands in the block cache) and
@@ -295,9 +304,10 @@ impl Fs {
         let (caller, mode) = self.inherit_group(parent, caller, mode, false);
         let metadata = owned_metadata(Kind::File, mode, caller.uid, caller.gid, &self.config);
         let upload = self.streaming(&key, &metadata, create_only)?;
+        let number = self.new_handle();
         let (ino, attr) = {
             let mut ns = self.ns();
-            let ino = ns.created(parent, name, Attrs::new_file(metadata))?;
+            let ino = ns.created(parent, name, Attrs::new_file(metadata), number)?;
             (ino, attr_of(ns.node(ino)?, &self.config))
         };
         let writer = WriteHandle {
@@ -308,14 +318,17 @@ impl Fs {
             opener: thread_group(caller.pid),
             upload_since: SystemTime::now(),
         };
-        let handle = self.handles().insert(Handle::Writer {
-            ino,
-            writer: std::sync::Arc::new(tokio::sync::Mutex::new(writer)),
-        });
+        self.handles().put(
+            number,
+            Handle::Writer {
+                ino,
+                writer: std::sync::Arc::new(tokio::sync::Mutex::new(writer)),
+            },
+        );
         Ok((
             attr,
             Opened {
-                handle,
+                handle: number,
                 keep_cache: false,
             },
         ))
@@ -447,8 +460,12 @@ impl Fs {
     /// rename about to replace that object: the descriptors keep their file's bytes (one GET
     /// each, only for handles with nothing staged yet).
     pub(super) async fn stage_open_writers(&self, ino: Ino) -> FsResult<()> {
-        let writers = self.handles().writers_of(ino);
-        for (_, writer) in writers {
+        let numbers = self.ns().live_writers(ino);
+        let writers: Vec<_> = {
+            let handles = self.handles();
+            numbers.iter().filter_map(|n| handles.writer(*n)).collect()
+        };
+        for writer in writers {
             let mut writer = writer.lock().await;
             let needs_base = matches!(writer.state, WriteState::Clean)
                 && writer.base.as_ref().is_some_and(|b| b.size > 0);
@@ -480,11 +497,13 @@ impl Fs {
     /// and a new file with nothing written yet waits for the last close: a program that dup2s
     /// its output and closes the original (GNU dd) must not leave an empty object behind.
     pub async fn flush(&self, handle: u64, caller: Caller) -> FsResult<()> {
-        let writer = {
-            let mut handles = self.handles();
-            handles.flushed(handle);
-            handles.writer(handle)
+        let (ino, writer) = {
+            let handles = self.handles();
+            (handles.ino_of(handle), handles.writer(handle))
         };
+        if let Some(ino) = ino {
+            self.ns().handle_flushed(ino, handle);
+        }
         let Some(writer) = writer else {
             return Ok(());
         };
@@ -509,15 +528,20 @@ impl Fs {
             }
             Handle::Reader { ino, .. } => {
                 self.handles().remove(handle);
-                (self.ns().reader_closed(ino), Ok(()))
+                (self.ns().handle_released(ino, handle), Ok(()))
             }
             Handle::Writer { ino, writer } => {
-                // Locked first, so an operation in progress on the handle ends before it goes;
-                // once out of the table, a chmod or truncate by path waits for this release.
+                // Locked first, so an operation in progress on the handle ends before it goes.
+                // From here on the record says the release runs: an open, rename, chmod or
+                // truncate of the file awaits its upload.
                 let mut writer = writer.lock().await;
+                let in_flight = self.ns().release_started(ino, handle);
                 self.handles().remove(handle);
+                self.released.notify_waiters();
                 let result = self.finish_write(&mut writer, true).await;
-                (self.ns().writer_closed(ino), result)
+                let deletes = self.ns().handle_released(ino, handle);
+                drop(in_flight);
+                (deletes, result)
             }
         };
         self.released.notify_waiters();
@@ -684,13 +708,17 @@ impl Fs {
         ino: Ino,
         handle: Option<u64>,
     ) -> Option<tokio::sync::OwnedMutexGuard<WriteHandle>> {
-        let candidates = {
+        let live = self.ns().live_writers(ino);
+        let candidates: Vec<_> = {
             let handles = self.handles();
             match handle.and_then(|h| Some((h, handles.writer(h)?))) {
                 Some(own) => vec![own],
                 // A change by path (or through a read handle) while the file is open for
                 // writing applies to that open file.
-                None => handles.writers_of(ino),
+                None => live
+                    .into_iter()
+                    .filter_map(|n| Some((n, handles.writer(n)?)))
+                    .collect(),
             }
         };
         for (number, writer) in candidates {
@@ -808,13 +836,13 @@ impl Fs {
         }
         // Held while the node changes, so an upload of the open file cannot run in between.
         let writer = self.live_writer(ino, handle).await;
-        let (key, metadata, origin, linked) = {
+        let (key, metadata, in_s3, linked) = {
             let ns = self.ns();
             let node = ns.node(ino)?;
             (
                 node.key().to_string(),
                 change.apply_to(kind, &node.attrs().metadata),
-                node.origin(),
+                !node.is_local(),
                 node.linked(),
             )
         };
@@ -828,7 +856,7 @@ impl Fs {
             self.ns().attrs_changed(ino, metadata, None, false);
             return Ok(());
         }
-        let persist = linked && origin == Origin::Remote;
+        let persist = linked && in_s3;
         self.ns().attrs_changed(ino, metadata, None, persist);
         // An open file with data pending carries the change in its upload; otherwise S3
         // holds the file, and the change waits like any closed file's.

@@ -1,10 +1,10 @@
-//! Open handles of this mount, indexed by handle number and by inode, in one place: readers
-//! (pinned to an object version), writers (with their pending data) and directory streams.
-//! What a handle's file *is* - its key, metadata, whether it is linked, which deletes wait for
-//! its last close - lives in the file's namespace node, not here: a rename or unlink changes the
-//! node, and every handle sees it at its next operation.
+//! The handle table: what each open handle number holds - a reader pinned to an object version,
+//! a write handle's pending data, or a directory stream - and nothing else. Whether a file is
+//! open, how, and where each of its handles is in its life is the file's open-file record in
+//! the namespace (`namespace/open_file.rs`); what the file *is* (key, metadata, linked) is its
+//! node's.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::namespace::Ino;
@@ -27,25 +27,24 @@ pub(super) enum Handle {
 pub(super) struct Handles {
     next: u64,
     open: HashMap<u64, Handle>,
-    /// File handles of each inode (readers and writers; not directories).
-    by_ino: HashMap<Ino, BTreeSet<u64>>,
-    /// Handles a close(2) was seen on (FLUSH): their release is likely on its way.
-    flushed: std::collections::HashSet<u64>,
 }
 
 impl Handles {
-    /// A handle number no open handle has (the `entries/` view takes numbers from here too).
+    /// A handle number no open handle has: a file's open-file record takes it before its
+    /// handle goes into the table (the `entries/` view takes numbers from here too).
     pub fn reserve(&mut self) -> u64 {
         self.next += 1;
         self.next
     }
 
+    /// Puts `handle` under a number [`reserve`](Self::reserve) gave.
+    pub fn put(&mut self, number: u64, handle: Handle) {
+        self.open.insert(number, handle);
+    }
+
     pub fn insert(&mut self, handle: Handle) -> u64 {
         let number = self.reserve();
-        if let Handle::Reader { ino, .. } | Handle::Writer { ino, .. } = &handle {
-            self.by_ino.entry(*ino).or_default().insert(number);
-        }
-        self.open.insert(number, handle);
+        self.put(number, handle);
         number
     }
 
@@ -78,47 +77,20 @@ impl Handles {
         }
     }
 
-    /// A close(2) of a descriptor of this handle was seen.
-    pub fn flushed(&mut self, number: u64) {
-        if self.open.contains_key(&number) {
-            self.flushed.insert(number);
+    /// The inode a file handle is open on.
+    pub fn ino_of(&self, number: u64) -> Option<Ino> {
+        match self.open.get(&number)? {
+            Handle::Reader { ino, .. } | Handle::Writer { ino, .. } => Some(*ino),
+            Handle::Directory(_) => None,
         }
-    }
-
-    /// Whether `ino` has open handles and every one of them saw a close(2): the program closed
-    /// the file, and the kernel's releases are on their way.
-    pub fn closing(&self, ino: Ino) -> bool {
-        self.by_ino
-            .get(&ino)
-            .is_some_and(|numbers| numbers.iter().all(|n| self.flushed.contains(n)))
-    }
-
-    /// The open write handles of `ino`, by number.
-    pub fn writers_of(&self, ino: Ino) -> Vec<(u64, SharedWriter)> {
-        self.by_ino
-            .get(&ino)
-            .into_iter()
-            .flatten()
-            .filter_map(|number| Some((*number, self.writer(*number)?)))
-            .collect()
     }
 
     pub fn remove(&mut self, number: u64) -> Option<Handle> {
-        let handle = self.open.remove(&number)?;
-        self.flushed.remove(&number);
-        if let Handle::Reader { ino, .. } | Handle::Writer { ino, .. } = &handle
-            && let Some(numbers) = self.by_ino.get_mut(ino)
-        {
-            numbers.remove(&number);
-            if numbers.is_empty() {
-                self.by_ino.remove(ino);
-            }
-        }
-        Some(handle)
+        self.open.remove(&number)
     }
 
-    /// Every write handle, taken out (unmount).
-    pub fn drain_writers(&mut self) -> Vec<(Ino, SharedWriter)> {
+    /// Every write handle, taken out (unmount): (number, inode, handle).
+    pub fn drain_writers(&mut self) -> Vec<(u64, Ino, SharedWriter)> {
         let numbers: Vec<u64> = self
             .open
             .iter()
@@ -128,7 +100,7 @@ impl Handles {
         numbers
             .into_iter()
             .filter_map(|number| match self.remove(number)? {
-                Handle::Writer { ino, writer } => Some((ino, writer)),
+                Handle::Writer { ino, writer } => Some((number, ino, writer)),
                 _ => None,
             })
             .collect()

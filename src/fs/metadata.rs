@@ -18,7 +18,7 @@ use super::Fs;
 use super::attr::{attr_of, keep_mtime};
 use super::error::{FsError, FsResult};
 use super::lookup::meta_attrs;
-use super::namespace::{Attrs, ContentType, Ino, MimeType, Origin};
+use super::namespace::{Attrs, ContentType, Ino, MimeType};
 use crate::cache::{ObjectVersionId, OwnUpload, StoredMetadata};
 use crate::store::{CopyMetadata, ObjectMeta, PutOutput, StoreError, UserMetadata};
 
@@ -87,9 +87,7 @@ impl Fs {
         {
             let ns = self.ns();
             for node in nodes.iter().filter_map(|ino| ns.get(*ino)) {
-                if node.origin() == Origin::Remote
-                    && node.attrs().content_type == ContentType::Unknown
-                {
+                if !node.is_local() && node.attrs().content_type == ContentType::Unknown {
                     let version = cache_version(node.attrs());
                     unknown.push((node.ino(), node.key().to_string(), version));
                 }
@@ -201,7 +199,7 @@ impl Fs {
         };
         let upload = {
             let ns = self.ns();
-            let Some(node) = ns.get(ino).filter(|n| n.origin() == Origin::Remote) else {
+            let Some(node) = ns.get(ino).filter(|n| !n.is_local()) else {
                 return;
             };
             let attrs = node.attrs();

@@ -251,12 +251,12 @@ impl Fs {
     /// change and runs the deletes that waited for open files (used at unmount).
     pub async fn flush_all(&self) {
         let writers = self.handles().drain_writers();
-        for (ino, writer) in writers {
+        for (number, ino, writer) in writers {
             let mut writer = writer.lock().await;
             if let Err(e) = self.finish_write(&mut writer, true).await {
                 tracing::error!(ino, error = %e, "upload at unmount failed");
             }
-            let deletes = self.ns().writer_closed(ino);
+            let deletes = self.ns().handle_released(ino, number);
             self.run_deferred_deletes(deletes).await;
         }
         self.persist_all_metadata().await;

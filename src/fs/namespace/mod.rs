@@ -22,12 +22,16 @@
 
 mod coverage;
 mod node;
+mod open_file;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use node::{Attrs, ContentType, DeferredDelete, Ino, Kind, MimeType, Node, Origin, ROOT_INO};
+pub use node::{Attrs, ContentType, Ino, Kind, MimeType, Node, Origin, ROOT_INO};
+pub use open_file::{
+    Access, DeferredDelete, OpenFile, PendingUpload, ReleaseWait, UploadInFlight, WriteStatus,
+};
 
 use super::clock::Clock;
 use super::error::{FsError, FsResult};
@@ -260,7 +264,7 @@ impl Namespace {
         names
             .range::<str, _>((Excluded(name), Unbounded))
             .filter_map(|(_, ino)| self.get(*ino))
-            .filter(|n| n.kind == Kind::File && n.origin == Origin::Remote)
+            .filter(|n| n.kind == Kind::File && !n.is_local())
             .filter_map(|n| {
                 Some(Sibling {
                     ino: n.ino,
@@ -517,15 +521,15 @@ impl Namespace {
 
     // ----- transitions: what this mount did -----
 
-    /// A file created here: it exists only here until its upload succeeds.
-    pub fn created(&mut self, parent: Ino, name: &str, attrs: Attrs) -> FsResult<Ino> {
+    /// A file created here, open through `handle`: it exists only here until its upload
+    /// succeeds.
+    pub fn created(&mut self, parent: Ino, name: &str, attrs: Attrs, handle: u64) -> FsResult<Ino> {
         let key = self.new_child_key(parent, name, Kind::File)?;
         let ino = self.insert_fresh(parent, name, Kind::File, key);
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.attrs = attrs;
-            node.origin = Origin::Writing;
             node.lookups = 1;
-            node.local_mut().writers = 1;
+            node.local_mut().open = OpenFile::created(handle);
         }
         Ok(ino)
     }
@@ -557,37 +561,55 @@ impl Namespace {
         Ok(ino)
     }
 
-    /// A write handle was opened on an existing file.
-    pub fn writer_opened(&mut self, ino: Ino) {
+    /// Handle `handle` was opened on an existing file.
+    pub fn handle_opened(&mut self, ino: Ino, handle: u64, access: Access) {
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.local_mut().writers += 1;
+            node.open_file_mut().opened(handle, access);
         }
     }
 
-    /// A read handle was opened.
-    pub fn reader_opened(&mut self, ino: Ino) {
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            node.local_mut().readers += 1;
+    /// A close(2) of a descriptor of `handle` was seen.
+    pub fn handle_flushed(&mut self, ino: Ino, handle: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino)
+            && node.local.is_some()
+        {
+            node.open_file_mut().flushed(handle);
         }
     }
 
-    /// A write handle's last upload is done (or abandoned). Returns the deletes that waited
-    /// for the file's last close here.
-    pub fn writer_closed(&mut self, ino: Ino) -> Vec<DeferredDelete> {
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            let local = node.local_mut();
-            local.writers = local.writers.saturating_sub(1);
+    /// A write handle's release began: its last upload is in flight, and operations that must
+    /// act on the closed file await it, until the returned value is dropped.
+    pub fn release_started(&mut self, ino: Ino, handle: u64) -> Option<UploadInFlight> {
+        self.nodes
+            .get_mut(&ino)
+            .filter(|node| node.local.is_some())
+            .and_then(|node| node.open_file_mut().releasing(handle))
+    }
+
+    /// A handle's release is done (a writer's last upload landed or was abandoned). Returns the
+    /// deletes that waited for the file's last close here.
+    pub fn handle_released(&mut self, ino: Ino, handle: u64) -> Vec<DeferredDelete> {
+        if let Some(node) = self.nodes.get_mut(&ino)
+            && node.local.is_some()
+        {
+            node.open_file_mut().released(handle);
         }
         self.closed(ino)
     }
 
-    /// A read handle was released. Returns the deletes that waited for the last close.
-    pub fn reader_closed(&mut self, ino: Ino) -> Vec<DeferredDelete> {
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            let local = node.local_mut();
-            local.readers = local.readers.saturating_sub(1);
-        }
-        self.closed(ino)
+    /// What an operation that must act on `ino` closed waits for first.
+    pub fn release_wait(&self, ino: Ino) -> ReleaseWait {
+        self.nodes
+            .get(&ino)
+            .map_or(ReleaseWait::Nothing, |node| node.open_file().release_wait())
+    }
+
+    /// The write handles of `ino` whose release has not begun.
+    pub fn live_writers(&self, ino: Ino) -> Vec<u64> {
+        self.nodes
+            .get(&ino)
+            .map(|node| node.open_file().live_writers())
+            .unwrap_or_default()
     }
 
     fn closed(&mut self, ino: Ino) -> Vec<DeferredDelete> {
@@ -625,7 +647,7 @@ impl Namespace {
     fn wait_for_close(&mut self, ino: Ino, delete: DeferredDelete) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             *self.waiting_deletes.entry(delete.key.clone()).or_default() += 1;
-            node.local_mut().deletes_at_close.push(delete);
+            node.open_file_mut().wait_for_close(delete);
         }
     }
 
@@ -666,7 +688,7 @@ impl Namespace {
         if self
             .nodes
             .get(&holder)
-            .is_some_and(|n| n.origin == Origin::Writing && n.is_open())
+            .is_some_and(|n| n.write_status() == WriteStatus::Created && n.is_open())
         {
             self.wait_for_close(holder, delete.clone());
         }
@@ -687,7 +709,7 @@ impl Namespace {
         self.nodes
             .values()
             .filter(|n| n.kind == Kind::File && n.linked && n.is_open())
-            .filter(|n| n.origin == Origin::Remote && n.key.starts_with(prefix))
+            .filter(|n| !n.is_local() && n.key.starts_with(prefix))
             .map(|n| (n.ino, n.key.to_string(), n.attrs.etag.clone()))
             .collect()
     }
@@ -732,7 +754,9 @@ impl Namespace {
             node.attrs.metadata = metadata;
             node.attrs.content_type = ContentType::Known(None);
             node.attrs.last_modified = None;
-            node.origin = Origin::Remote;
+            if node.local.is_some() {
+                node.open_file_mut().uploaded();
+            }
             node.validated = Some(self.clock.now());
             node.set_metadata_dirty(None);
         }
@@ -747,7 +771,7 @@ impl Namespace {
         if self.waiting_deletes.remove(key).is_some() {
             for node in self.nodes.values_mut() {
                 if let Some(local) = &mut node.local {
-                    local.deletes_at_close.retain(|d| d.key != key);
+                    local.open.forget_deletes_of(key);
                 }
             }
         }
@@ -759,10 +783,9 @@ impl Namespace {
         let Some(node) = self.nodes.get_mut(&ino) else {
             return;
         };
-        if node.origin != Origin::Writing {
+        if node.local.is_none() || !node.open_file_mut().upload_failed() {
             return;
         }
-        node.origin = Origin::Remote;
         let (parent, name, linked) = (node.parent, node.name.to_string(), node.linked);
         if linked {
             self.unlink(parent, &name);
@@ -973,7 +996,7 @@ impl Namespace {
             && node.kind == kind
         {
             let ino = node.ino;
-            let keep_local = node.origin == Origin::Writing
+            let keep_local = node.write_status() == WriteStatus::Created
                 || node.is_open_for_writing()
                 || node.metadata_dirty();
             let same_data = node.attrs.etag == attrs.etag;
@@ -1086,7 +1109,7 @@ impl Namespace {
                     && n.lookups == 0
                     && n.pins == 0
                     && !n.is_open()
-                    && n.origin == Origin::Remote
+                    && !n.is_local()
                     && !n.metadata_dirty()
                     && n.deletes_at_close().is_empty()
                     && self.children.get(&n.ino).is_none_or(|c| c.is_empty())

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::time::{Instant, SystemTime};
 
 use super::coverage::Coverage;
+use super::open_file::{DeferredDelete, OpenFile, WriteStatus};
 use crate::store::UserMetadata;
 
 pub type Ino = u64;
@@ -122,20 +123,11 @@ impl Attrs {
 /// Where a node's truth lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// In S3.
+    /// In S3 (a file made here and not uploaded yet says so in its open-file record:
+    /// [`WriteStatus::Created`]).
     Remote,
-    /// Created through this mount and not uploaded yet: it exists only while being written.
-    Writing,
     /// A directory made here whose marker the server refused; it lives until it has children.
     LocalDirectory,
-}
-
-/// An object to delete once nothing of this mount has its file open, if it is still the
-/// version (`etag`) that was unlinked or renamed away.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeferredDelete {
-    pub key: String,
-    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,18 +156,13 @@ pub struct Node {
 }
 
 /// A node's state that only files opened or changed here have.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Local {
     /// ETag whose bytes the kernel may keep in its page cache across opens.
     pub(super) page_cache_etag: Option<String>,
-    /// Open write handles of this mount on the node (releases in flight included): its size
-    /// and data are newer than S3's.
-    pub(super) writers: u32,
-    /// Open read handles of this mount on the node.
-    pub(super) readers: u32,
-    /// Objects whose DELETE waits for the node's last close here: an unlinked or renamed file
-    /// that is open keeps its bytes for its readers and as its writers' base.
-    pub(super) deletes_at_close: Vec<DeferredDelete>,
+    /// What this mount has open of the file: handles, write status, pending uploads and the
+    /// deletes that wait for its last close.
+    pub(super) open: OpenFile,
     /// Replaced by a rename onto its name: its open readers get ESTALE.
     pub(super) replaced: bool,
     /// Since when `attrs.metadata` holds a chmod/chown/utimens not yet copied onto the object.
@@ -203,15 +190,20 @@ impl Node {
 
     /// The local state, made when first needed.
     pub(super) fn local_mut(&mut self) -> &mut Local {
-        self.local.get_or_insert_with(Box::default)
+        self.local.get_or_insert_with(|| {
+            Box::new(Local {
+                page_cache_etag: None,
+                open: OpenFile::CLOSED,
+                replaced: false,
+                metadata_dirty: None,
+            })
+        })
     }
 
     fn local_or_default(&self) -> &Local {
         static NONE: Local = Local {
             page_cache_etag: None,
-            writers: 0,
-            readers: 0,
-            deletes_at_close: Vec::new(),
+            open: OpenFile::CLOSED,
             replaced: false,
             metadata_dirty: None,
         };
@@ -240,14 +232,23 @@ impl Node {
     }
 
     pub(super) fn deletes_at_close(&self) -> &[DeferredDelete] {
-        &self.local_or_default().deletes_at_close
+        self.open_file().deletes_at_close()
     }
 
     pub(super) fn take_deletes_at_close(&mut self) -> Vec<DeferredDelete> {
         self.local
             .as_mut()
-            .map(|local| std::mem::take(&mut local.deletes_at_close))
+            .map(|local| local.open.take_deletes_at_close())
             .unwrap_or_default()
+    }
+
+    /// What this mount has open of the node (nothing, for most nodes).
+    pub fn open_file(&self) -> &OpenFile {
+        &self.local_or_default().open
+    }
+
+    pub(super) fn open_file_mut(&mut self) -> &mut OpenFile {
+        &mut self.local_mut().open
     }
 
     /// Which names a listing confirmed (nothing, for a directory never listed).
@@ -288,19 +289,20 @@ impl Node {
     pub fn linked(&self) -> bool {
         self.linked
     }
-    /// A file or directory that exists only here (being written, or a refused marker).
+    /// A file or directory that exists only here (made here and not uploaded yet, or a
+    /// directory whose marker the server refused).
     pub fn is_local(&self) -> bool {
-        self.origin != Origin::Remote
+        self.origin != Origin::Remote || self.write_status() == WriteStatus::Created
+    }
+    pub fn write_status(&self) -> WriteStatus {
+        self.open_file().status()
     }
     pub fn is_open_for_writing(&self) -> bool {
-        self.writers() > 0
+        self.open_file().is_open_for_writing()
     }
     /// Whether this mount has the file open (for reading or writing).
     pub fn is_open(&self) -> bool {
-        self.writers() > 0 || self.local_or_default().readers > 0
-    }
-    pub fn writers(&self) -> u32 {
-        self.local_or_default().writers
+        self.open_file().is_open()
     }
     pub fn replaced(&self) -> bool {
         self.local_or_default().replaced

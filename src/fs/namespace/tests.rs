@@ -91,7 +91,7 @@ fn a_relisting_drops_names_gone_from_s3_but_keeps_local_ones() {
         page(&[("gone", Kind::File), ("kept", Kind::File)]),
     );
     let writing = ns
-        .created(ROOT_INO, "new", Attrs::new_file(UserMetadata::new()))
+        .created(ROOT_INO, "new", Attrs::new_file(UserMetadata::new()), 1)
         .unwrap();
     ns.listed(ROOT_INO, page(&[("kept", Kind::File)]));
     assert_eq!(ns.answer(ROOT_INO, "gone").unwrap(), Answer::Missing);
@@ -126,7 +126,7 @@ fn a_directory_made_here_is_complete_and_empty() {
     let d = ns.made_directory(ROOT_INO, "d", Origin::Remote).unwrap();
     assert_eq!(ns.answer(d, "x").unwrap(), Answer::Missing);
     let f = ns
-        .created(d, "x", Attrs::new_file(UserMetadata::new()))
+        .created(d, "x", Attrs::new_file(UserMetadata::new()), 1)
         .unwrap();
     assert_eq!(ns.get(f).unwrap().key(), "d/x");
     ns.uploaded(f, "\"e\"".into(), 3, UserMetadata::new());
@@ -338,10 +338,10 @@ fn a_file_uploaded_during_a_listing_stays_found_while_the_listing_is_fresh() {
     let mut ns = Namespace::new("", Some(ttl), clock.clone());
     let started = clock.now();
     let ino = ns
-        .created(ROOT_INO, "new", Attrs::new_file(UserMetadata::new()))
+        .created(ROOT_INO, "new", Attrs::new_file(UserMetadata::new()), 1)
         .unwrap();
     ns.uploaded(ino, "\"v1\"".into(), 3, UserMetadata::new());
-    assert!(ns.writer_closed(ino).is_empty());
+    assert!(ns.handle_released(ino, 1).is_empty());
     let mut listing = page(&[("old", Kind::File)]);
     listing.started = Some(started);
     listing.at = Some(clock.now() + Duration::from_millis(900));
@@ -360,15 +360,15 @@ fn deletes_of_open_files_wait_for_the_last_close() {
     let Answer::Found(f) = ns.answer(ROOT_INO, "f").unwrap() else {
         panic!("f is listed")
     };
-    ns.reader_opened(f);
-    ns.reader_opened(f);
+    ns.handle_opened(f, 1, Access::Read);
+    ns.handle_opened(f, 2, Access::Read);
     assert!(
         ns.delete_at_close(f, "f".into(), Some("\"v1\"".into()))
             .is_none()
     );
     ns.removed(ROOT_INO, "f");
-    assert!(ns.reader_closed(f).is_empty(), "one reader is left");
-    let deletes = ns.reader_closed(f);
+    assert!(ns.handle_released(f, 1).is_empty(), "one reader is left");
+    let deletes = ns.handle_released(f, 2);
     assert_eq!(deletes.len(), 1);
     assert!(
         ns.get(f).is_none(),
@@ -376,12 +376,12 @@ fn deletes_of_open_files_wait_for_the_last_close() {
     );
     assert!(ns.may_delete(&deletes[0]), "nothing holds the key");
     let g = ns
-        .created(ROOT_INO, "f", Attrs::new_file(UserMetadata::new()))
+        .created(ROOT_INO, "f", Attrs::new_file(UserMetadata::new()), 3)
         .unwrap();
     assert!(!ns.may_delete(&deletes[0]), "a new file holds the key");
     ns.uploaded(g, "\"v2\"".into(), 1, UserMetadata::new());
     assert!(
-        ns.writer_closed(g).is_empty(),
+        ns.handle_released(g, 3).is_empty(),
         "its upload replaced what the delete meant"
     );
 }
@@ -394,7 +394,7 @@ fn a_rename_over_a_file_marks_it_replaced() {
     let Answer::Found(b) = ns.answer(ROOT_INO, "b").unwrap() else {
         panic!("b is listed")
     };
-    ns.reader_opened(b);
+    ns.handle_opened(b, 1, Access::Read);
     ns.renamed(ROOT_INO, "a", ROOT_INO, "b", None).unwrap();
     assert!(ns.get(b).unwrap().replaced());
     assert!(!ns.get(b).unwrap().linked());
