@@ -29,12 +29,12 @@ impl Fs {
     /// Opens a directory stream (see `readdir.rs`): its first batch is read here, so a
     /// directory S3 cannot list fails at opendir.
     pub async fn opendir(&self, dir: Ino) -> FsResult<u64> {
-        let mut stream = if self.in_view(dir) {
-            self.view_dir_stream(dir)?
-        } else {
-            self.ns().directory(dir)?;
-            self.dir_stream(dir)
-        };
+        self.ns().directory(dir)?;
+        self.open_stream(self.dir_stream(dir)).await
+    }
+
+    /// Reads a new stream's first batch and puts it in the handle table.
+    pub(super) async fn open_stream(&self, mut stream: super::readdir::DirStream) -> FsResult<u64> {
         self.read_stream(&mut stream, 0).await?;
         let stream = Arc::new(tokio::sync::Mutex::new(stream));
         Ok(self.handles().insert(Handle::Directory(stream)))
@@ -66,7 +66,6 @@ impl Fs {
         mode: u32,
         caller: Caller,
     ) -> FsResult<Attr> {
-        self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         self.config.layout.check_new_name(name, true)?;
         match self.resolve(parent, name).await {
@@ -101,7 +100,6 @@ impl Fs {
     }
 
     pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
-        self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
         // A file just closed (its release on the way) is deleted now, not at its release.
@@ -131,7 +129,6 @@ impl Fs {
     }
 
     pub async fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
-        self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         let ino = self.resolve(parent, name).await?;
         let prefix = {
@@ -178,8 +175,6 @@ impl Fs {
         new_name: &str,
         flags: u32,
     ) -> FsResult<()> {
-        self.refuse_in_view(parent, name)?;
-        self.refuse_in_view(new_parent, new_name)?;
         self.check_writable()?;
         if flags & RENAME_EXCHANGE != 0 {
             return Err(FsError::Unsupported("RENAME_EXCHANGE"));

@@ -9,9 +9,10 @@
 //! # How it is served
 //!
 //! The view lives beside the namespace, not in it: no S3 key backs these names, so they get
-//! inode numbers above any the namespace hands out ([`VIEW_INO_BASE`]) and every `Fs`
-//! operation asks [`Fs::in_view`] first. The segment list is the root's own listing (no
-//! extra LIST). A file's size is its rendered length, which only decoding tells, so:
+//! inode numbers above any the namespace hands out ([`VIEW_INO_BASE`]), and it plugs in behind
+//! the [`View`] seam (`view.rs`), which `fuse.rs` consults once per operation. The segment
+//! list is the root's own listing (no extra LIST). A file's size is its rendered length, which
+//! only decoding tells, so:
 //!
 //! - `ls entries/` costs what `ls` of the root costs; `readdirplus` hands out the entries
 //!   whose rendering is not cached with a zero TTL, so a `stat` comes back as a lookup;
@@ -26,6 +27,7 @@
 //! one log line naming it; `scribefs segments verify` says why in full.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -35,7 +37,8 @@ use super::error::{FsError, FsResult};
 use super::handles::Handle;
 use super::namespace::{Ino, Kind, ROOT_INO};
 use super::readdir::{DirEntry, DirStream};
-use super::{Fs, LayoutKind, lock};
+use super::view::{View, ViewFuture};
+use super::{Fs, lock};
 use crate::cache::BlockId;
 use crate::segment::entries::{jsonl_file_name, parse_jsonl_file_name, render_jsonl};
 use crate::segment::{self, SegmentFile};
@@ -50,15 +53,22 @@ const ENTRIES_DIR_INO: Ino = VIEW_INO_BASE;
 /// Whole objects are read in pieces of this size (the reader prefetches ahead of them).
 const READ_PIECE: u32 = 8 << 20;
 
+/// The segments layout's `entries/` view.
+pub(super) struct EntriesView {
+    /// Whether the root's listing shows `entries` (`--list-entries`).
+    listed_in_root: bool,
+    state: Mutex<ViewState>,
+}
+
 /// The view's inodes and open handles.
 #[derive(Default)]
-pub(super) struct EntriesView {
+struct ViewState {
     ino_of: HashMap<u64, Ino>,
     segment_of: HashMap<Ino, u64>,
     open: HashMap<u64, Bytes>,
 }
 
-impl EntriesView {
+impl ViewState {
     fn ino(&mut self, segment_id: u64) -> Ino {
         let next = ENTRIES_DIR_INO + 1 + self.ino_of.len() as u64;
         let ino = *self.ino_of.entry(segment_id).or_insert(next);
@@ -73,104 +83,111 @@ struct Rendered {
     bin: Ino,
 }
 
-impl Fs {
-    /// Whether the view exists on this mount.
-    fn has_entries_view(&self) -> bool {
-        self.config.layout.kind == LayoutKind::Segments
+impl EntriesView {
+    pub(super) fn new(listed_in_root: bool) -> EntriesView {
+        EntriesView {
+            listed_in_root,
+            state: Mutex::new(ViewState::default()),
+        }
     }
 
-    /// Whether `ino` belongs to the view (the directory or one of its files).
-    pub(super) fn in_view(&self, ino: Ino) -> bool {
-        ino >= VIEW_INO_BASE && self.has_entries_view()
+    fn segment_of(&self, ino: Ino) -> FsResult<u64> {
+        lock(&self.state)
+            .segment_of
+            .get(&ino)
+            .copied()
+            .ok_or(FsError::NotFound)
     }
 
-    /// Whether `parent/name` is the view or inside it: changes there are refused (EROFS).
-    pub(super) fn refuse_in_view(&self, parent: Ino, name: &str) -> FsResult<()> {
-        let is_view_dir = parent == ROOT_INO && name == ENTRIES_DIR && self.has_entries_view();
-        if self.in_view(parent) || is_view_dir {
-            return Err(FsError::ReadOnly);
-        }
-        Ok(())
+    async fn file_attr_of(&self, fs: &Fs, id: u64) -> FsResult<Attr> {
+        let rendered = fs.render(id).await?;
+        let bin = attr_of(fs.ns().node(rendered.bin)?, &fs.config);
+        let ino = lock(&self.state).ino(id);
+        Ok(file_attr(ino, &bin, Some(rendered.jsonl.len() as u64)))
+    }
+}
+
+impl View for EntriesView {
+    fn owns(&self, ino: Ino) -> bool {
+        ino >= VIEW_INO_BASE
     }
 
-    /// `lookup` for the view; `None` when `parent/name` is not the view's business.
-    pub(super) async fn view_lookup(&self, parent: Ino, name: &str) -> Option<FsResult<Attr>> {
-        if parent == ROOT_INO && name == ENTRIES_DIR && self.has_entries_view() {
-            return Some(Ok(self.view_dir_attr()));
-        }
-        if !self.in_view(parent) {
-            return None;
-        }
-        if parent != ENTRIES_DIR_INO {
-            return Some(Err(FsError::NotDirectory));
-        }
-        let id = match parse_jsonl_file_name(name) {
-            Some(id) if jsonl_file_name(id) == name => id,
-            _ => return Some(Err(FsError::NotFound)),
-        };
-        Some(self.view_file_attr(id).await)
+    fn names(&self, parent: Ino, name: &str) -> bool {
+        parent == ROOT_INO && name == ENTRIES_DIR
     }
 
-    /// `getattr` of a view inode.
-    pub(super) async fn view_getattr(&self, ino: Ino) -> FsResult<Attr> {
-        if ino == ENTRIES_DIR_INO {
-            return Ok(self.view_dir_attr());
-        }
-        self.view_file_attr(self.view_segment(ino)?).await
+    fn lookup<'a>(&'a self, fs: &'a Fs, parent: Ino, name: &'a str) -> ViewFuture<'a, Attr> {
+        Box::pin(async move {
+            // A name no directory can hold is ENAMETOOLONG, as in the namespace's directories.
+            if let Err(FsError::NameTooLong) = fs.config.layout.check_new_name(name, false) {
+                return Err(FsError::NameTooLong);
+            }
+            if self.names(parent, name) {
+                return Ok(dir_attr(fs));
+            }
+            if parent != ENTRIES_DIR_INO {
+                return Err(FsError::NotDirectory);
+            }
+            match parse_jsonl_file_name(name) {
+                Some(id) if jsonl_file_name(id) == name => self.file_attr_of(fs, id).await,
+                _ => Err(FsError::NotFound),
+            }
+        })
     }
 
-    /// Opens a view file for reading: the rendering is taken once, here.
-    pub(super) async fn view_open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
-        if ino == ENTRIES_DIR_INO {
-            return Err(FsError::IsDirectory);
-        }
-        if flags & libc::O_ACCMODE != libc::O_RDONLY {
-            return Err(FsError::ReadOnly);
-        }
-        let rendered = self.render(self.view_segment(ino)?).await?;
-        let handle = self.new_handle();
-        lock(&self.view).open.insert(handle, rendered.jsonl);
-        Ok(handle)
+    fn getattr<'a>(&'a self, fs: &'a Fs, ino: Ino) -> ViewFuture<'a, Attr> {
+        Box::pin(async move {
+            if ino == ENTRIES_DIR_INO {
+                return Ok(dir_attr(fs));
+            }
+            self.file_attr_of(fs, self.segment_of(ino)?).await
+        })
     }
 
-    /// Bytes of an open view file; `None` when the handle is not the view's.
-    pub(super) fn view_read(&self, handle: u64, offset: u64, size: u32) -> Option<Bytes> {
-        let view = lock(&self.view);
-        let jsonl = view.open.get(&handle)?;
+    /// The rendering is taken once, here.
+    fn open<'a>(&'a self, fs: &'a Fs, ino: Ino, flags: i32) -> ViewFuture<'a, u64> {
+        Box::pin(async move {
+            if ino == ENTRIES_DIR_INO {
+                return Err(FsError::IsDirectory);
+            }
+            if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                return Err(FsError::ReadOnly);
+            }
+            let rendered = fs.render(self.segment_of(ino)?).await?;
+            let handle = fs.new_handle();
+            lock(&self.state).open.insert(handle, rendered.jsonl);
+            Ok(handle)
+        })
+    }
+
+    fn read(&self, handle: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let state = lock(&self.state);
+        let jsonl = state.open.get(&handle).ok_or(FsError::BadHandle)?;
         let start = (offset.min(jsonl.len() as u64)) as usize;
         let end = start.saturating_add(size as usize).min(jsonl.len());
-        Some(jsonl.slice(start..end))
+        Ok(jsonl.slice(start..end))
     }
 
-    pub(super) fn view_release(&self, handle: u64) {
-        lock(&self.view).open.remove(&handle);
+    fn release(&self, handle: u64) {
+        lock(&self.state).open.remove(&handle);
     }
 
-    /// The directory's stream: the root's, its segments handed out as the view's files as
-    /// its pages come (see `readdir.rs`).
-    pub(super) fn view_dir_stream(&self, ino: Ino) -> FsResult<DirStream> {
+    /// The root's stream, its segments handed out as the view's files as its pages come (see
+    /// `readdir.rs`).
+    fn opendir(&self, fs: &Fs, ino: Ino) -> FsResult<DirStream> {
         if ino != ENTRIES_DIR_INO {
             return Err(FsError::NotDirectory);
         }
-        Ok(DirStream::over_view(ino, self.dir_stream(ROOT_INO)))
-    }
-
-    /// `.` and `..` of the view.
-    pub(super) fn view_dots(&self) -> FsResult<Vec<DirEntry>> {
-        let root = attr_of(self.ns().node(ROOT_INO)?, &self.config);
-        Ok(vec![
-            dot_entry(".", self.view_dir_attr(), 1),
-            dot_entry("..", root, 2),
-        ])
+        Ok(DirStream::mapped(ino, fs.dir_stream(ROOT_INO)))
     }
 
     /// The view's files for the segments among a batch of the root's entries, in its order.
     /// A size is known only when the rendering is cached (see the module's comment).
-    pub(super) fn view_files_of(&self, root_entries: &[DirEntry]) -> Vec<DirEntry> {
-        let mut view = lock(&self.view);
+    fn map_batch(&self, fs: &Fs, batch: &[DirEntry]) -> Vec<DirEntry> {
         let mut files: Vec<DirEntry> = Vec::new();
+        let mut state = lock(&self.state);
         let mut last_id = None;
-        for entry in root_entries.iter().filter(|entry| entry.kind == Kind::File) {
+        for entry in batch.iter().filter(|entry| entry.kind == Kind::File) {
             let Some((id, SegmentFile::Data)) = segment::parse_file_name(&entry.name) else {
                 continue;
             };
@@ -178,8 +195,8 @@ impl Fs {
             if last_id.replace(id) == Some(id) {
                 continue;
             }
-            let ino = view.ino(id);
-            let cached = self.cached_rendering(id);
+            let ino = state.ino(id);
+            let cached = fs.cached_rendering(id);
             files.push(DirEntry {
                 ino,
                 kind: Kind::File,
@@ -192,50 +209,63 @@ impl Fs {
         files
     }
 
-    /// The view's entry in the root's listing, when `dir` is the root of a segments mount that
-    /// lists it (`--list-entries`).
-    pub(super) fn view_entry_in(&self, dir: Ino) -> Option<DirEntry> {
-        (dir == ROOT_INO && self.has_entries_view() && self.config.list_entries).then(|| DirEntry {
+    fn leading_entries(&self, fs: &Fs) -> FsResult<Vec<DirEntry>> {
+        let root = attr_of(fs.ns().node(ROOT_INO)?, &fs.config);
+        Ok(vec![
+            dot_entry(".", dir_attr(fs), 1),
+            dot_entry("..", root, 2),
+        ])
+    }
+
+    /// The view's entry in the root's listing, with `--list-entries`.
+    fn entry_in(&self, fs: &Fs, dir: Ino) -> Option<DirEntry> {
+        (dir == ROOT_INO && self.listed_in_root).then(|| DirEntry {
             ino: ENTRIES_DIR_INO,
             kind: Kind::Directory,
             name: ENTRIES_DIR.into(),
             next_offset: 0,
             attr_known: true,
-            attr: self.view_dir_attr(),
+            attr: dir_attr(fs),
         })
     }
 
-    /// The segment id xattr, which the view's files carry like the segments they decode.
-    pub(super) fn view_segment_id(&self, ino: Ino) -> Option<u64> {
-        lock(&self.view).segment_of.get(&ino).copied()
-    }
-
-    fn view_segment(&self, ino: Ino) -> FsResult<u64> {
-        self.view_segment_id(ino).ok_or(FsError::NotFound)
-    }
-
-    fn view_dir_attr(&self) -> Attr {
-        Attr {
-            ino: ENTRIES_DIR_INO,
-            kind: Kind::Directory,
-            file_type: FileType::Directory,
-            size: 0,
-            mtime: SystemTime::UNIX_EPOCH,
-            ctime: SystemTime::UNIX_EPOCH,
-            perm: 0o555,
-            uid: self.config.uid,
-            gid: self.config.gid,
-            rdev: 0,
+    /// The view's files carry the segment id xattr, like the segments they decode.
+    fn getxattr(&self, ino: Ino, name: &str) -> FsResult<Vec<u8>> {
+        if !name.starts_with(super::file::USER_XATTR_PREFIX) {
+            return Err(FsError::XattrNamespaceUnsupported);
+        }
+        match self.segment_of(ino) {
+            Ok(id) if name == super::file::SEGMENT_ID_XATTR => Ok(id.to_string().into_bytes()),
+            _ => Err(FsError::NoAttribute),
         }
     }
 
-    async fn view_file_attr(&self, id: u64) -> FsResult<Attr> {
-        let rendered = self.render(id).await?;
-        let bin = attr_of(self.ns().node(rendered.bin)?, &self.config);
-        let ino = lock(&self.view).ino(id);
-        Ok(file_attr(ino, &bin, Some(rendered.jsonl.len() as u64)))
+    fn listxattr(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        Ok(match self.segment_of(ino) {
+            Ok(_) => [super::file::SEGMENT_ID_XATTR.as_bytes(), &[0]].concat(),
+            Err(_) => Vec::new(),
+        })
     }
+}
 
+fn dir_attr(fs: &Fs) -> Attr {
+    Attr {
+        ino: ENTRIES_DIR_INO,
+        kind: Kind::Directory,
+        file_type: FileType::Directory,
+        size: 0,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        perm: 0o555,
+        uid: fs.config.uid,
+        gid: fs.config.gid,
+        rdev: 0,
+    }
+}
+
+/// What the view needs of the mount: segments rendered from the namespace's files through the
+/// block cache.
+impl Fs {
     /// The segment's JSON Lines: from the cache when both objects are unchanged, else read,
     /// decoded, checked and cached.
     async fn render(&self, id: u64) -> FsResult<Rendered> {

@@ -51,7 +51,7 @@ async fn fill_zeros(upload: &mut StreamingUpload, end: u64) -> FsResult<()> {
 /// The segment id xattr the segments layout puts on every file.
 pub const SEGMENT_ID_XATTR: &str = "user.scribe.segment_id";
 /// The only xattr namespace the mount has names in.
-const USER_XATTR_PREFIX: &str = "user.";
+pub(super) const USER_XATTR_PREFIX: &str = "user.";
 /// How long an open, rename or chmod waits for a release that has not started when every
 /// descriptor of the file saw a close: the kernel sends it within a millisecond or so, but a
 /// FLUSH is also what closing a duplicate (`exec 3>log; echo >&3`) sends, and that file stays
@@ -98,13 +98,6 @@ impl Fs {
     /// Opens `ino`; `pid` is the calling thread (FUSE names threads), whose process decides
     /// which closes upload.
     pub async fn open(&self, ino: Ino, flags: i32, caller: Caller) -> FsResult<Opened> {
-        if self.in_view(ino) {
-            let handle = self.view_open(ino, flags).await?;
-            return Ok(Opened {
-                handle,
-                keep_cache: false,
-            });
-        }
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let kind = self.ns().node(ino)?.kind();
         if kind == Kind::Directory {
@@ -281,7 +274,6 @@ impl Fs {
     ) -> FsResult<(Attr, Opened)> {
         let exclusive = flags & libc::O_EXCL != 0
             || (self.config.layout.kind == LayoutKind::Segments && !self.config.allow_overwrite);
-        self.refuse_in_view(parent, name)?;
         self.check_writable()?;
         self.config.layout.check_new_name(name, false)?;
         match self.resolve(parent, name).await {
@@ -356,9 +348,6 @@ impl Fs {
     /// Reads through a handle. A reader whose file was replaced (a rename onto its name, or
     /// another client's write or delete) gets ESTALE, never ENOENT: the descriptor is open.
     pub async fn read(&self, handle: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        if let Some(data) = self.view_read(handle, offset, size) {
-            return Ok(data);
-        }
         let reader = self.handles().reader(handle);
         if let Some((ino, reader)) = reader {
             if self.ns().get(ino).is_some_and(|node| node.replaced()) {
@@ -517,7 +506,6 @@ impl Fs {
     /// The last close of a handle: a writer's last upload, then the deletes that waited for
     /// the file's last close here.
     pub async fn release(&self, handle: u64) -> FsResult<()> {
-        self.view_release(handle);
         let Some(open) = self.handles().get(handle).cloned() else {
             return Ok(());
         };
@@ -732,9 +720,6 @@ impl Fs {
     }
 
     pub async fn setattr(&self, ino: Ino, handle: Option<u64>, change: SetAttr) -> FsResult<Attr> {
-        if self.in_view(ino) {
-            return Err(FsError::ReadOnly);
-        }
         if change.size.is_some() || change.changes_metadata() {
             self.check_writable()?;
         }
@@ -876,12 +861,6 @@ impl Fs {
         if !name.starts_with(USER_XATTR_PREFIX) {
             return Err(FsError::XattrNamespaceUnsupported);
         }
-        if self.in_view(ino) {
-            return match self.view_segment_id(ino) {
-                Some(id) if name == SEGMENT_ID_XATTR => Ok(id.to_string().into_bytes()),
-                _ => Err(FsError::NoAttribute),
-            };
-        }
         let ns = self.ns();
         let node = ns.node(ino)?;
         match self.config.layout.segment_id(node.name()) {
@@ -895,12 +874,6 @@ impl Fs {
     pub fn listxattr(&self, ino: Ino) -> FsResult<Vec<u8>> {
         if self.config.layout.kind == LayoutKind::Keys {
             return Err(FsError::NoXattrs);
-        }
-        if self.in_view(ino) {
-            return Ok(match self.view_segment_id(ino) {
-                Some(_) => [SEGMENT_ID_XATTR.as_bytes(), &[0]].concat(),
-                None => Vec::new(),
-            });
         }
         let ns = self.ns();
         let node = ns.node(ino)?;

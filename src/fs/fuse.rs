@@ -1,6 +1,9 @@
 //! The thin adapter between the kernel (fuser) and the async core [`Fs`]. Each request is
 //! spawned onto the tokio runtime and answered from its task, so no request waits behind
 //! another's S3 latency and the FUSE thread never blocks on the network.
+//!
+//! It is also where a view plugs in (`view.rs`): each operation asks once whether its inode (or
+//! the name it changes) is a view's, and hands it to that view; changes there are EROFS.
 
 use std::cell::Cell;
 use std::ffi::OsStr;
@@ -21,6 +24,7 @@ use tracing::Instrument;
 use super::Fs;
 use super::attr::{Attr, FileType as NodeType, SetAttr};
 use super::error::FsError;
+use super::file::Opened;
 use super::namespace::Kind;
 
 /// The largest read the kernel sends ahead of a sequential reader, and the largest write.
@@ -180,7 +184,11 @@ impl Filesystem for FuseAdapter {
         };
         let ttl = self.ttl;
         self.spawn("lookup", parent.0, req, move |fs| async move {
-            match fs.lookup(parent.0, &name).await {
+            let found = match fs.view_at(parent.0, &name) {
+                Some(view) => view.lookup(&fs, parent.0, &name).await,
+                None => fs.lookup(parent.0, &name).await,
+            };
+            match found {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -188,13 +196,20 @@ impl Filesystem for FuseAdapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        // A view's inodes hold no references.
+        if self.fs.view_of(ino.0).is_none() {
+            self.fs.forget(ino.0, nlookup);
+        }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.ttl;
         self.spawn("getattr", ino.0, req, move |fs| async move {
-            match fs.getattr(ino.0).await {
+            let attr = match fs.view_of(ino.0) {
+                Some(view) => view.getattr(&fs, ino.0).await,
+                None => fs.getattr(ino.0).await,
+            };
+            match attr {
                 Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -229,7 +244,11 @@ impl Filesystem for FuseAdapter {
         };
         let ttl = self.ttl;
         self.spawn("setattr", ino.0, req, move |fs| async move {
-            match fs.setattr(ino.0, fh.map(|h| h.0), change).await {
+            let set = match fs.view_of(ino.0) {
+                Some(_) => Err(FsError::ReadOnly),
+                None => fs.setattr(ino.0, fh.map(|h| h.0), change).await,
+            };
+            match set {
                 Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -251,7 +270,11 @@ impl Filesystem for FuseAdapter {
         };
         let (ttl, caller) = (self.ttl, caller(req));
         self.spawn("mkdir", parent.0, req, move |fs| async move {
-            match fs.mkdir(parent.0, &name, mode & !umask, caller).await {
+            let made = match fs.refuse_in_views(parent.0, &name) {
+                Ok(()) => fs.mkdir(parent.0, &name, mode & !umask, caller).await,
+                Err(e) => Err(e),
+            };
+            match made {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -264,7 +287,11 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         self.spawn("unlink", parent.0, req, move |fs| async move {
-            match fs.unlink(parent.0, &name).await {
+            let unlinked = match fs.refuse_in_views(parent.0, &name) {
+                Ok(()) => fs.unlink(parent.0, &name).await,
+                Err(e) => Err(e),
+            };
+            match unlinked {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -277,7 +304,11 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         self.spawn("rmdir", parent.0, req, move |fs| async move {
-            match fs.rmdir(parent.0, &name).await {
+            let removed = match fs.refuse_in_views(parent.0, &name) {
+                Ok(()) => fs.rmdir(parent.0, &name).await,
+                Err(e) => Err(e),
+            };
+            match removed {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -299,10 +330,17 @@ impl Filesystem for FuseAdapter {
             _ => return reply.error(Errno::EINVAL),
         };
         self.spawn("rename", parent.0, req, move |fs| async move {
-            match fs
-                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
-                .await
-            {
+            let refused = fs
+                .refuse_in_views(parent.0, &name)
+                .and_then(|()| fs.refuse_in_views(newparent.0, &newname));
+            let renamed = match refused {
+                Ok(()) => {
+                    fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match renamed {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -312,7 +350,14 @@ impl Filesystem for FuseAdapter {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let caller = caller(req);
         self.spawn("open", ino.0, req, move |fs| async move {
-            match fs.open(ino.0, flags.0, caller).await {
+            let opened = match fs.view_of(ino.0) {
+                Some(view) => view.open(&fs, ino.0, flags.0).await.map(|handle| Opened {
+                    handle,
+                    keep_cache: false,
+                }),
+                None => fs.open(ino.0, flags.0, caller).await,
+            };
+            match opened {
                 Ok(opened) => {
                     reply.opened(FileHandle(opened.handle), open_flags(opened.keep_cache))
                 }
@@ -337,10 +382,14 @@ impl Filesystem for FuseAdapter {
         };
         let caller = caller(req);
         self.spawn("create", parent.0, req, move |fs| async move {
-            match fs
-                .create(parent.0, &name, mode & !umask, flags, caller)
-                .await
-            {
+            let created = match fs.refuse_in_views(parent.0, &name) {
+                Ok(()) => {
+                    fs.create(parent.0, &name, mode & !umask, flags, caller)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match created {
                 // A new file exists only if its upload succeeds at close: a zero TTL makes the
                 // kernel ask again (a local answer, no S3 request) instead of caching a name
                 // that may vanish.
@@ -368,7 +417,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         self.spawn("read", ino.0, req, move |fs| async move {
-            match fs.read(fh.0, offset, size).await {
+            let data = match fs.view_of(ino.0) {
+                Some(view) => view.read(fh.0, offset, size),
+                None => fs.read(fh.0, offset, size).await,
+            };
+            match data {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -389,7 +442,12 @@ impl Filesystem for FuseAdapter {
     ) {
         let data = data.to_vec();
         self.spawn("write", ino.0, req, move |fs| async move {
-            match fs.write(fh.0, offset, &data).await {
+            let written = match fs.view_of(ino.0) {
+                // A view's files open read-only: there is no write handle.
+                Some(_) => Err(FsError::BadHandle),
+                None => fs.write(fh.0, offset, &data).await,
+            };
+            match written {
                 Ok(written) => reply.written(written),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -406,7 +464,11 @@ impl Filesystem for FuseAdapter {
     ) {
         let caller = caller(req);
         self.spawn("flush", ino.0, req, move |fs| async move {
-            match fs.flush(fh.0, caller).await {
+            let flushed = match fs.view_of(ino.0) {
+                Some(_) => Ok(()),
+                None => fs.flush(fh.0, caller).await,
+            };
+            match flushed {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -424,7 +486,14 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn("release", ino.0, req, move |fs| async move {
-            match fs.release(fh.0).await {
+            let released = match fs.view_of(ino.0) {
+                Some(view) => {
+                    view.release(fh.0);
+                    Ok(())
+                }
+                None => fs.release(fh.0).await,
+            };
+            match released {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -440,7 +509,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn("fsync", ino.0, req, move |fs| async move {
-            match fs.fsync(fh.0).await {
+            let synced = match fs.view_of(ino.0) {
+                Some(_) => Ok(()),
+                None => fs.fsync(fh.0).await,
+            };
+            match synced {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -449,7 +522,14 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn("opendir", ino.0, req, move |fs| async move {
-            match fs.opendir(ino.0).await {
+            let opened = match fs.view_of(ino.0) {
+                Some(view) => match view.opendir(&fs, ino.0) {
+                    Ok(stream) => fs.open_stream(stream).await,
+                    Err(e) => Err(e),
+                },
+                None => fs.opendir(ino.0).await,
+            };
+            match opened {
                 Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -550,16 +630,22 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let result = name
-            .to_str()
-            .ok_or(FsError::NoAttribute)
-            .and_then(|n| self.fs.getxattr(ino.0, n));
+        let result =
+            name.to_str()
+                .ok_or(FsError::NoAttribute)
+                .and_then(|n| match self.fs.view_of(ino.0) {
+                    Some(view) => view.getxattr(ino.0, n),
+                    None => self.fs.getxattr(ino.0, n),
+                });
         count("getxattr", &result);
         reply_xattr(result, size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let result = self.fs.listxattr(ino.0);
+        let result = match self.fs.view_of(ino.0) {
+            Some(view) => view.listxattr(ino.0),
+            None => self.fs.listxattr(ino.0),
+        };
         count("listxattr", &result);
         reply_xattr(result, size, reply);
     }
@@ -578,7 +664,11 @@ impl Filesystem for FuseAdapter {
         };
         let (ttl, caller) = (self.ttl, caller(req));
         self.spawn("symlink", parent.0, req, move |fs| async move {
-            match fs.symlink(parent.0, &name, &target, caller).await {
+            let made = match fs.refuse_in_views(parent.0, &name) {
+                Ok(()) => fs.symlink(parent.0, &name, &target, caller).await,
+                Err(e) => Err(e),
+            };
+            match made {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -587,7 +677,11 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         self.spawn("readlink", ino.0, req, move |fs| async move {
-            match fs.readlink(ino.0).await {
+            let target = match fs.view_of(ino.0) {
+                Some(_) => Err(FsError::InvalidArgument("not a symlink".into())),
+                None => fs.readlink(ino.0).await,
+            };
+            match target {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -610,7 +704,11 @@ impl Filesystem for FuseAdapter {
         };
         let (ttl, caller) = (self.ttl, caller(req));
         self.spawn("mknod", parent.0, req, move |fs| async move {
-            match fs.mknod(parent.0, &name, mode & !umask, rdev, caller).await {
+            let made = match fs.refuse_in_views(parent.0, &name) {
+                Ok(()) => fs.mknod(parent.0, &name, mode & !umask, rdev, caller).await,
+                Err(e) => Err(e),
+            };
+            match made {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
             }

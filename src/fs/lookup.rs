@@ -71,9 +71,6 @@ impl Fs {
         if let Err(FsError::NameTooLong) = self.config.layout.check_new_name(name, false) {
             return Err(FsError::NameTooLong);
         }
-        if let Some(found) = self.view_lookup(parent, name).await {
-            return found;
-        }
         let ino = self.resolve_with_metadata(parent, name).await?;
         let mut ns = self.ns();
         ns.remembered(ino);
@@ -87,9 +84,6 @@ impl Fs {
     /// Attributes of `ino`: from the namespace while fresh, else revalidated through its
     /// directory like a lookup (a directory's own attributes never need a request).
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
-        if self.in_view(ino) {
-            return self.view_getattr(ino).await;
-        }
         let (parent, name) = {
             let ns = self.ns();
             let node = ns.node(ino)?;

@@ -45,6 +45,7 @@ mod process;
 mod readahead;
 mod readdir;
 mod special;
+mod view;
 mod write_handle;
 
 use std::path::PathBuf;
@@ -164,13 +165,14 @@ pub struct Fs {
     /// One metadata persist or rename of a node at a time.
     metadata_gates: Gates,
     reads: ReadPath,
-    /// Open file and directory handles, by number and by inode.
+    /// What each open handle number holds.
     handles: Mutex<Handles>,
-    /// Signalled whenever a handle's release finishes: what waits for a file's last close
-    /// (an open, rename or chmod arriving right after close(2) returned) waits for this.
+    /// Signalled whenever a write handle's release starts: what waits for the release of a
+    /// file every descriptor of which saw a close waits for this, then for its upload.
     released: tokio::sync::Notify,
-    /// The segments layout's decoded `entries/` directory.
-    view: Mutex<entries::EntriesView>,
+    /// The read-only trees beside the namespace (the segments layout's `entries/`), which
+    /// `fuse.rs` hands their operations to (`view.rs`).
+    views: Vec<Box<dyn view::View>>,
     /// Per directory, the order its files are being opened in, for cross-file prefetch.
     streams: Mutex<readahead::Streams>,
     /// The memory the mount's uploads share for parts in flight.
@@ -209,11 +211,11 @@ impl Fs {
             listing_gates: Gates::default(),
             metadata_gates: Gates::default(),
             store,
+            views: views(&config),
             config,
             reads,
             handles: Mutex::new(Handles::default()),
             released: tokio::sync::Notify::new(),
-            view: Mutex::new(entries::EntriesView::default()),
             streams: Mutex::new(readahead::Streams::default()),
             this: this.clone(),
         })
@@ -262,6 +264,14 @@ impl Fs {
         self.persist_all_metadata().await;
         let deletes = self.ns().take_all_deferred_deletes();
         self.run_deferred_deletes(deletes).await;
+    }
+}
+
+/// The views the mount's layout has.
+fn views(config: &FsConfig) -> Vec<Box<dyn view::View>> {
+    match config.layout.kind {
+        LayoutKind::Segments => vec![Box::new(entries::EntriesView::new(config.list_entries))],
+        LayoutKind::Keys => Vec::new(),
     }
 }
 

@@ -37,7 +37,7 @@ use super::Fs;
 use super::attr::{Attr, attr_of};
 use super::error::{FsError, FsResult};
 use super::lookup::ListedEntries;
-use super::namespace::{Ino, Kind, ListedPage, ROOT_INO};
+use super::namespace::{Ino, Kind, ListedPage};
 use crate::store::ListRequest;
 
 /// LIST pages prepared (listed, installed, their metadata fetched) ahead of the kernel's reads:
@@ -73,8 +73,8 @@ pub(super) struct DirStream {
 }
 
 enum Source {
-    /// The root's stream, mapped to the `entries/` view's files.
-    View(Box<DirStream>),
+    /// Another directory's stream, each batch mapped by the view `dir` belongs to.
+    Mapped(Box<DirStream>),
     /// A fresh complete listing in the namespace: names after this one.
     Memory { after: Option<String>, done: bool },
     /// LIST pages from the producer task; closed after the last one.
@@ -115,14 +115,14 @@ impl Drop for Pins {
 }
 
 impl DirStream {
-    /// The stream of the `entries/` view `dir`, over the root's stream.
-    pub(super) fn over_view(dir: Ino, root: DirStream) -> DirStream {
+    /// The stream of a view's directory `dir`, mapping `inner`'s batches (see `view.rs`).
+    pub(super) fn mapped(dir: Ino, inner: DirStream) -> DirStream {
         DirStream {
             dir,
             start: 0,
             batch: Arc::new(Vec::new()),
             pins: Pins::none(),
-            source: Source::View(Box::new(root)),
+            source: Source::Mapped(Box::new(inner)),
         }
     }
 }
@@ -161,8 +161,8 @@ impl Fs {
     ) -> FsResult<(Arc<Vec<DirEntry>>, usize)> {
         if offset < stream.start {
             // rewinddir or seekdir to an earlier position: list again from the start.
-            *stream = match stream.source {
-                Source::View(_) => DirStream::over_view(stream.dir, self.dir_stream(ROOT_INO)),
+            *stream = match &stream.source {
+                Source::Mapped(inner) => DirStream::mapped(stream.dir, self.dir_stream(inner.dir)),
                 _ => self.dir_stream(stream.dir),
             };
         }
@@ -182,14 +182,20 @@ impl Fs {
         let first = stream.start == 0 && stream.batch.is_empty();
         let position = stream.start + stream.batch.len() as u64;
         let (inos, pins) = match &mut stream.source {
-            Source::View(root) => {
-                let mut entries = if first { self.view_dots()? } else { Vec::new() };
-                // A root batch may hold no segment (sidecars only): take the next one.
-                while entries.is_empty() || first && entries.len() <= 2 {
-                    if !Box::pin(self.next_batch(root)).await? {
+            Source::Mapped(inner) => {
+                let view = self.view_of(stream.dir).ok_or(FsError::BadHandle)?;
+                let mut entries = if first {
+                    view.leading_entries(self)?
+                } else {
+                    Vec::new()
+                };
+                let leading = entries.len();
+                // An inner batch may map to nothing (sidecars only): take the next one.
+                while entries.len() <= leading {
+                    if !Box::pin(self.next_batch(inner)).await? {
                         break;
                     }
-                    entries.extend(self.view_files_of(&root.batch));
+                    entries.extend(view.map_batch(self, &inner.batch));
                 }
                 if entries.is_empty() {
                     return Ok(false);
@@ -282,8 +288,8 @@ impl Fs {
             })
             .collect();
         drop(ns);
-        if first && let Some(view) = self.view_entry_in(dir) {
-            children.push(view);
+        if first {
+            children.extend(self.view_entries_in(dir));
         }
         let layout = &self.config.layout;
         children.sort_by_cached_key(|entry| layout.sort_key(&entry.name));
