@@ -19,6 +19,15 @@
 //! or one hour, run out by the expire steps) and `posix_metadata` on or off. Nothing depends on
 //! timing, so a seed replays exactly.
 //!
+//! A close is also split now and then (CloseThen): the handle's FLUSH (by the opener, or by a
+//! child that inherited the descriptor, so that the release is what uploads), then the
+//! release runs concurrently with another operation on the same file - an open from a second
+//! handle (any access, O_TRUNC, O_APPEND), a rename, an unlink, a chmod, a truncate or a stat -
+//! while the store holds the release's upload back for a while. The other operation must see
+//! the file as the close leaves it: this drives the open-file record through its states
+//! (every handle flushed, a release in flight with its pending upload) from two handles. A run
+//! of at least 100 cases must contain such steps (one for every four cases).
+//!
 //! The `Fs` is driven as the kernel drives it: paths are resolved by `lookup` from
 //! [`ROOT_INO`] (a component that is not a directory is `ENOTDIR`, as in the kernel's path
 //! walk; symlinks are never followed, so the generator neither opens, truncates nor chmods
@@ -83,12 +92,21 @@ use scribefs::fs::{
     Attr, Caller, FileType, Fs, FsConfig, FsResult, Ino, Kind, Layout, LayoutKind, ROOT_INO,
     SetAttr,
 };
+use scribefs::store::faulty::{FaultyStore, Op as StoreOp};
 use scribefs::store::memory::MemoryStore;
 
 const DEFAULT_CASES: u64 = 1500;
 /// The metadata TTL of cases that let it run out now and then (an Expire step).
 const TTL: Duration = Duration::from_secs(3600);
 const SLOTS: usize = 4;
+/// The store calls that put an object (a release's upload) and are held back while a CloseThen
+/// step's other operation runs.
+const HELD_UPLOADS: [StoreOp; 3] = [StoreOp::Put, StoreOp::CompleteMultipart, StoreOp::Copy];
+/// How many times the step yields before the held uploads go through: plenty for the other
+/// operation to reach whatever it waits for.
+const HOLD_ROUNDS: usize = 50;
+/// Permits that let every later call through until the next CloseThen holds them again.
+const HELD_FOR_GOOD: usize = 1 << 24;
 const DIR_NAMES: [&str; 2] = ["a", "b"];
 const FILE_NAMES: [&str; 3] = ["f", "g", "h"];
 const PERMS: [u16; 7] = [0o600, 0o640, 0o644, 0o700, 0o750, 0o755, 0o444];
@@ -368,6 +386,15 @@ enum Op {
     Close {
         slot: usize,
     },
+    /// close(2) of the handle (by the opener, or by a child that inherited the descriptor, so
+    /// that the release is what uploads), then `then` (an operation on the same file) runs
+    /// while the kernel's release is in flight, its upload held back by the store for a while:
+    /// `then` must see the file closed, as its release leaves it.
+    CloseThen {
+        slot: usize,
+        by_child: bool,
+        then: Box<Op>,
+    },
     Stat {
         path: String,
     },
@@ -571,7 +598,7 @@ struct Options {
 
 struct Case {
     rng: fastrand::Rng,
-    store: Arc<MemoryStore>,
+    store: Arc<FaultyStore<MemoryStore>>,
     config: FsConfig,
     fs: Arc<Fs>,
     caller: Caller,
@@ -583,7 +610,7 @@ struct Case {
 impl Case {
     fn new(seed: u64, options: &Options) -> Case {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let store = Arc::new(MemoryStore::new());
+        let store = Arc::new(FaultyStore::new(MemoryStore::new()));
         let mut config = FsConfig::new(Layout::new(LayoutKind::Keys, None).unwrap());
         config.staging_dir = std::env::temp_dir();
         config.metadata_ttl = match rng.u8(..3) {
@@ -623,12 +650,31 @@ impl Case {
     // ----- generating -----
 
     fn handles_on(&self, node: usize) -> impl Iterator<Item = &Handle> {
-        self.slots.iter().flatten().filter(move |h| h.node == node)
+        self.handles_on_except(node, None)
     }
 
-    fn subtree_open(&self, node: usize) -> bool {
+    /// The handles on `node` but the one in slot `closing`.
+    fn handles_on_except(
+        &self,
+        node: usize,
+        closing: Option<usize>,
+    ) -> impl Iterator<Item = &Handle> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| Some(*i) != closing)
+            .filter_map(|(_, h)| h.as_ref())
+            .filter(move |h| h.node == node)
+    }
+
+    fn subtree_open(&self, node: usize, closing: Option<usize>) -> bool {
         let below = self.model.subtree(node);
-        self.slots.iter().flatten().any(|h| below.contains(&h.node))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != closing)
+            .filter_map(|(_, h)| h.as_ref())
+            .any(|h| below.contains(&h.node))
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
@@ -741,9 +787,10 @@ impl Case {
                 };
                 Op::Read { slot, offset, len }
             }
-            41..48 => Op::Close {
+            41..45 => Op::Close {
                 slot: self.slot(|_| true)?,
             },
+            45..48 => self.close_then()?,
             48..55 => Op::Stat {
                 path: self.path(false),
             },
@@ -803,8 +850,60 @@ impl Case {
         Some(op)
     }
 
+    /// A close of an open handle, then an operation on its file while the release is in
+    /// flight: an open (from any slot free once the handle is closed), a rename, an unlink, a
+    /// chmod, a truncate or a stat of its path.
+    fn close_then(&mut self) -> Option<Op> {
+        let slot = self.slot(|_| true)?;
+        let path = self.model.path_of(self.slots[slot].as_ref()?.node)?;
+        let then = match self.rng.u8(..8) {
+            0..3 => {
+                let free: Vec<usize> = (0..SLOTS)
+                    .filter(|&i| i == slot || self.slots[i].is_none())
+                    .collect();
+                let access = self.pick(&[Access::R, Access::W, Access::RW]);
+                let writing = access != Access::R;
+                Op::Open {
+                    slot: free[self.rng.usize(..free.len())],
+                    path,
+                    access,
+                    creat: self.rng.bool(),
+                    excl: false,
+                    trunc: writing && self.rng.u8(..3) == 0,
+                    append: writing && self.rng.u8(..3) == 0,
+                    perm: self.pick(&PERMS),
+                }
+            }
+            3 => Op::Rename {
+                from: path,
+                to: self.path(false),
+            },
+            4 => Op::Unlink { path },
+            5 => Op::Chmod {
+                path,
+                perm: self.pick(&PERMS),
+            },
+            6 => Op::Truncate {
+                path,
+                size: self.rng.u64(..40),
+            },
+            _ => Op::Stat { path },
+        };
+        Some(Op::CloseThen {
+            slot,
+            by_child: self.rng.bool(),
+            then: Box::new(then),
+        })
+    }
+
     /// Whether `op` stays clear of the documented exceptions.
     fn admissible(&self, op: &Op) -> bool {
+        self.admissible_closing(op, None)
+    }
+
+    /// Whether `op` stays clear of the documented exceptions once the handle in slot `closing`
+    /// is closed.
+    fn admissible_closing(&self, op: &Op, closing: Option<usize>) -> bool {
         let target = |path: &str| self.model.resolve(path).ok();
         let ty = |path: &str| target(path).map(|n| self.model.nodes[n].ty);
         // Exception 7: a read-only handle of a superseded file is only closed.
@@ -814,6 +913,7 @@ impl Case {
                 .is_some_and(|h| !h.write && !h.created && self.model.nodes[h.node].superseded)
         };
         match op {
+            Op::CloseThen { slot, then, .. } => self.admissible_closing(then, Some(*slot)),
             Op::Read { slot, .. } => !superseded_reader(*slot),
             Op::Open {
                 path,
@@ -830,7 +930,7 @@ impl Case {
                     // A read-only open of a directory is opendir's.
                     Type::Dir => *access != Access::R,
                     Type::File => {
-                        let mut open = self.handles_on(n);
+                        let mut open = self.handles_on_except(n, closing);
                         if *access != Access::R || *trunc {
                             open.next().is_none()
                         } else {
@@ -843,17 +943,19 @@ impl Case {
                 Some(n) => match self.model.nodes[n].ty {
                     Type::Symlink => false,
                     Type::Dir => true,
-                    Type::File => self.handles_on(n).all(|h| h.write || h.created),
+                    Type::File => self
+                        .handles_on_except(n, closing)
+                        .all(|h| h.write || h.created),
                 },
                 None => true,
             },
             Op::Chmod { path, .. } | Op::Utimens { path, .. } => ty(path) != Some(Type::Symlink),
             Op::Unlink { path } | Op::Rmdir { path } if self.no_open_rename => {
-                target(path).is_none_or(|n| !self.subtree_open(n))
+                target(path).is_none_or(|n| !self.subtree_open(n, closing))
             }
             Op::Rename { from, to } if self.no_open_rename => [from, to]
                 .iter()
-                .all(|p| target(p).is_none_or(|n| !self.subtree_open(n))),
+                .all(|p| target(p).is_none_or(|n| !self.subtree_open(n, closing))),
             _ => true,
         }
     }
@@ -867,6 +969,13 @@ impl Case {
             Op::Write { slot: i, .. } | Op::Ftruncate { slot: i, .. } => slot(*i, |h| h.write),
             Op::Read { slot: i, .. } => slot(*i, |h| h.read),
             Op::Close { slot: i } | Op::Fsync { slot: i } => slot(*i, |_| true),
+            Op::CloseThen { slot: i, then, .. } => {
+                let then_slot = match **then {
+                    Op::Open { slot: j, .. } => j == *i || self.slots[j].is_none(),
+                    _ => true,
+                };
+                slot(*i, |_| true) && then_slot
+            }
             _ => true,
         };
         slot_ok && self.admissible(op)
@@ -1164,6 +1273,47 @@ impl Case {
                     .take()
                     .expect("generated for an open slot");
                 self.close(&h).await
+            }
+            Op::CloseThen {
+                slot,
+                by_child,
+                then,
+            } => {
+                let h = self.slots[*slot]
+                    .take()
+                    .expect("generated for an open slot");
+                // A child's close uploads nothing: the release does (pid 1 is not ours).
+                let closer = match by_child {
+                    true => Caller { pid: 1, ..caller },
+                    false => caller,
+                };
+                let flushed = en(fs.flush(h.fh, closer).await);
+                let store = self.store.clone();
+                for op in HELD_UPLOADS {
+                    store.hold(op);
+                }
+                // `then` is polled first: it finds every handle closed and the release not
+                // begun; then the release begins and its upload waits at the store, while
+                // `then` runs on; only then does the store let uploads through.
+                let release = async { en(fs.release(h.fh).await) };
+                let let_through = async move {
+                    for _ in 0..HOLD_ROUNDS {
+                        tokio::task::yield_now().await;
+                    }
+                    for op in HELD_UPLOADS {
+                        store.release(op, HELD_FOR_GOOD);
+                    }
+                };
+                let (then_result, released, ()) =
+                    tokio::join!(Box::pin(self.step(then)), release, let_through);
+                match (flushed, released) {
+                    (Ok(()), Ok(())) => then_result.map_err(|e| format!("{e} (release in flight)")),
+                    (f, r) => Err(format!(
+                        "close with a release in flight: flush {}, release {}",
+                        show(&f),
+                        show(&r)
+                    )),
+                }
             }
             Op::Stat { path } => {
                 let expected = self.model.resolve(path);
@@ -1501,10 +1651,16 @@ fn same_kind(message: &str) -> String {
     out
 }
 
-async fn run_case(seed: u64, options: &Options) -> Result<usize, Failure> {
+/// A passing case's operations: how many, and how many closed a file whose release was then
+/// in flight under another operation.
+async fn run_case(seed: u64, options: &Options) -> Result<(usize, usize), Failure> {
     let (ops, failure, setup) = run(seed, options, None).await;
     let Some((index, message)) = failure else {
-        return Ok(ops.len());
+        let in_flight = ops
+            .iter()
+            .filter(|op| matches!(op, Op::CloseThen { .. }))
+            .count();
+        return Ok((ops.len(), in_flight));
     };
     let minimal = if options.shrink {
         shrink(seed, options, ops.clone(), &same_kind(&message)).await
@@ -1547,10 +1703,13 @@ async fn fs_agrees_with_the_posix_model() {
     let keep_going = env_flag("MODEL_KEEP_GOING");
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
-    let mut total_ops = 0;
+    let (mut total_ops, mut releases_in_flight) = (0, 0);
     for &seed in &seeds {
         match run_case(seed, &options).await {
-            Ok(ops) => total_ops += ops,
+            Ok((ops, in_flight)) => {
+                total_ops += ops;
+                releases_in_flight += in_flight;
+            }
             Err(failure) if keep_going => {
                 eprintln!("{failure}\n");
                 failures.push(failure);
@@ -1559,10 +1718,18 @@ async fn fs_agrees_with_the_posix_model() {
         }
     }
     eprintln!(
-        "{} cases, {total_ops} operations in passing cases, {:?}",
+        "{} cases, {total_ops} operations in passing cases ({releases_in_flight} with a release \
+         in flight), {:?}",
         seeds.len(),
         started.elapsed()
     );
+    // A full run must reach the open-file record's release states, not only plain closes.
+    if seeds.len() >= 100 && failures.is_empty() {
+        assert!(
+            releases_in_flight >= seeds.len() / 4,
+            "only {releases_in_flight} closes with a release in flight"
+        );
+    }
     if !failures.is_empty() {
         let mut summary = String::new();
         for failure in &failures {
