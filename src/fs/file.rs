@@ -523,9 +523,13 @@ impl Fs {
                 // From here on the record says the release runs: an open, rename, chmod or
                 // truncate of the file awaits its upload.
                 let mut writer = writer.lock().await;
-                let in_flight = self.ns().release_started(ino, handle);
+                let (in_flight, earlier) = self.ns().release_started(ino, handle).unzip();
                 self.handles().remove(handle);
                 self.released.notify_waiters();
+                // Two writers closed one after the other land in that order.
+                for upload in earlier.into_iter().flatten() {
+                    upload.finished().await;
+                }
                 let result = self.finish_write(&mut writer, true).await;
                 let deletes = self.ns().handle_released(ino, handle);
                 drop(in_flight);

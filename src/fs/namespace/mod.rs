@@ -578,8 +578,13 @@ impl Namespace {
     }
 
     /// A write handle's release began: its last upload is in flight, and operations that must
-    /// act on the closed file await it, until the returned value is dropped.
-    pub fn release_started(&mut self, ino: Ino, handle: u64) -> Option<UploadInFlight> {
+    /// act on the closed file await it, until the returned value is dropped. Also returns the
+    /// uploads of the file's releases that began earlier, for this one to await first.
+    pub fn release_started(
+        &mut self,
+        ino: Ino,
+        handle: u64,
+    ) -> Option<(UploadInFlight, Vec<PendingUpload>)> {
         self.nodes
             .get_mut(&ino)
             .filter(|node| node.local.is_some())

@@ -128,11 +128,27 @@ impl OpenFile {
     }
 
     /// A writer's release began: its last upload is in flight until the returned value drops.
-    pub(super) fn releasing(&mut self, handle: u64) -> Option<UploadInFlight> {
+    /// Also returns the uploads of the releases that began before it, which it awaits before it
+    /// uploads, so that the file's last close is also the last upload to land.
+    pub(super) fn releasing(
+        &mut self,
+        handle: u64,
+    ) -> Option<(UploadInFlight, Vec<PendingUpload>)> {
+        let earlier = self.pending_uploads();
         let (_, state) = self.handles.get_mut(&handle)?;
         let (in_flight, pending) = PendingUpload::new();
         *state = HandleState::Releasing(pending);
-        Some(in_flight)
+        Some((in_flight, earlier))
+    }
+
+    fn pending_uploads(&self) -> Vec<PendingUpload> {
+        self.handles
+            .values()
+            .filter_map(|(_, state)| match state {
+                HandleState::Releasing(pending) => Some(pending.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A handle's release is done. The write status is `Closed` once no writer is left, except
@@ -197,14 +213,7 @@ impl OpenFile {
     }
 
     pub fn release_wait(&self) -> ReleaseWait {
-        let uploads: Vec<PendingUpload> = self
-            .handles
-            .values()
-            .filter_map(|(_, state)| match state {
-                HandleState::Releasing(pending) => Some(pending.clone()),
-                _ => None,
-            })
-            .collect();
+        let uploads = self.pending_uploads();
         if !uploads.is_empty() {
             return ReleaseWait::Uploads(uploads);
         }
@@ -249,7 +258,8 @@ mod tests {
         assert!(matches!(file.release_wait(), ReleaseWait::Nothing));
         file.flushed(7);
         assert!(matches!(file.release_wait(), ReleaseWait::Closing));
-        let in_flight = file.releasing(7).expect("the handle is open");
+        let (in_flight, earlier) = file.releasing(7).expect("the handle is open");
+        assert!(earlier.is_empty());
         assert!(matches!(file.release_wait(), ReleaseWait::Uploads(ref u) if u.len() == 1));
         assert!(
             file.live_writers().is_empty(),
@@ -260,6 +270,27 @@ mod tests {
         drop(in_flight);
         assert_eq!(file.status(), WriteStatus::Closed);
         assert!(!file.is_open());
+    }
+
+    #[test]
+    fn a_second_release_awaits_the_first_ones_upload_and_not_the_reverse() {
+        let mut file = OpenFile::CLOSED;
+        file.opened(1, Access::Write);
+        file.opened(2, Access::Write);
+        let (first, before_first) = file.releasing(1).expect("open");
+        let (_second, before_second) = file.releasing(2).expect("open");
+        assert!(
+            before_first.is_empty(),
+            "the first release waits for no one"
+        );
+        assert_eq!(
+            before_second.len(),
+            1,
+            "the second awaits the first's upload"
+        );
+        file.released(1);
+        drop(first);
+        assert!(matches!(file.release_wait(), ReleaseWait::Uploads(ref u) if u.len() == 1));
     }
 
     #[test]
@@ -297,7 +328,7 @@ mod tests {
         use std::task::{Context, Waker};
         let mut file = OpenFile::CLOSED;
         file.opened(9, Access::Write);
-        let in_flight = file.releasing(9).expect("the handle is open");
+        let (in_flight, _) = file.releasing(9).expect("the handle is open");
         let ReleaseWait::Uploads(mut pending) = file.release_wait() else {
             panic!("the release is in flight");
         };
