@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::mount::{Mount, free_local_addr, fuse_ops};
+use common::mount::{Mount, free_local_addr, fuse_ops, metadata_copies_done};
 use scribefs::devserver::RequestStats;
 use scribefs::store::PutOptions;
 use scribefs::store::memory::StoredObject;
@@ -245,9 +245,14 @@ fn rename_of_a_file_is_one_copy_and_one_delete() {
     assert_eq!(ls(&mount, "d"), vec!["b"]);
 }
 
-/// Sleeps past the delay within which a closed file's metadata change reaches S3.
-fn past_metadata_delay() {
-    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(700));
+/// A mount with `args` that serves its metrics, and their address: tests of the delayed
+/// metadata copy wait for `scribefs_metadata_copies_pending` to come back to 0.
+fn mounted_with_metrics(args: &[&str]) -> (Mount, String) {
+    let metrics = free_local_addr();
+    (
+        Mount::new(&[args, &["--metrics-addr", &metrics]].concat()),
+        metrics,
+    )
 }
 
 /// POSIX: rename sets the moved file's ctime and keeps its mtime. Its COPY carries both, so
@@ -259,8 +264,8 @@ fn rename_of_a_file_written_here_carries_its_times_in_the_copy() {
     ls(&mount, "");
     std::fs::write(mount.path("f"), b"data").unwrap();
     let before = std::fs::metadata(mount.path("f")).unwrap();
-    // Times are kept to the second: let one pass.
-    std::thread::sleep(Duration::from_millis(1100));
+    // Times are kept to the second: wait for the next one.
+    common::wait::past_second(before.ctime() as u64);
     let stats = measure(&mount, || {
         std::fs::rename(mount.path("f"), mount.path("g")).unwrap()
     });
@@ -277,7 +282,7 @@ fn rename_of_a_file_written_here_carries_its_times_in_the_copy() {
 #[test]
 fn chmod_of_a_listed_file_is_one_copy_within_the_delay() {
     use std::os::unix::fs::PermissionsExt;
-    let mount = mounted();
+    let (mount, metrics) = mounted_with_metrics(TTL);
     seed(&mount, ["d/a".to_string()]);
     let stats = measure(&mount, || {
         ls(&mount, "d");
@@ -288,21 +293,21 @@ fn chmod_of_a_listed_file_is_one_copy_within_the_delay() {
         std::fs::set_permissions(mount.path("d/a"), std::fs::Permissions::from_mode(0o600)).unwrap()
     });
     assert_eq!(stats, RequestStats::default(), "nothing at once");
-    let stats = measure(&mount, past_metadata_delay);
+    let stats = measure(&mount, || metadata_copies_done(&metrics));
     assert_eq!(stats, only(|s| s.copy = 1));
 }
 
 #[test]
 fn chmod_of_a_listed_file_is_one_head_and_one_copy_within_the_delay() {
     use std::os::unix::fs::PermissionsExt;
-    let mount = Mount::new(&["--metadata-ttl", "60", "--posix-metadata", "off"]);
+    let (mount, metrics) = mounted_with_metrics(&[TTL, &["--posix-metadata", "off"]].concat());
     seed(&mount, ["d/a".to_string()]);
     ls(&mount, "d");
     let stats = measure(&mount, || {
         std::fs::set_permissions(mount.path("d/a"), std::fs::Permissions::from_mode(0o600)).unwrap()
     });
     assert_eq!(stats, RequestStats::default(), "nothing at once");
-    let stats = measure(&mount, past_metadata_delay);
+    let stats = measure(&mount, || metadata_copies_done(&metrics));
     // Its Content-Type is unknown (only listed): one HEAD carries it over.
     assert_eq!(stats, only(|s| (s.head, s.copy) = (1, 1)));
     let object = mount.server.bucket("test").object("d/a").unwrap();
@@ -317,13 +322,13 @@ fn chmod_of_a_listed_file_is_one_head_and_one_copy_within_the_delay() {
 #[test]
 fn chmod_and_utimens_of_a_file_uploaded_here_are_one_copy() {
     use std::os::unix::fs::PermissionsExt;
-    let mount = mounted();
+    let (mount, metrics) = mounted_with_metrics(TTL);
     ls(&mount, "");
     std::fs::write(mount.path("f"), b"data").unwrap();
     let stats = measure(&mount, || {
         std::fs::set_permissions(mount.path("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
         mount.sh_ok("touch -m -d @1700000000 f");
-        past_metadata_delay();
+        metadata_copies_done(&metrics);
     });
     assert_eq!(stats, only(|s| s.copy = 1), "merged into one COPY, no HEAD");
     let object = mount.server.bucket("test").object("f").unwrap();

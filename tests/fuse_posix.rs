@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::devserver::{ACCESS_KEY, SECRET_KEY, Server};
-use common::mount::{BUCKET, Mount, assert_fails_with, is_mounted};
+use common::mount::{
+    BUCKET, Mount, assert_fails_with, free_local_addr, is_mounted, metadata_copies_done,
+};
 
 #[test]
 fn symlinks_are_objects_whose_body_is_the_target() {
@@ -91,7 +93,7 @@ fn ctime_follows_chmod_and_utimens_honours_omit() {
     let mount = Mount::new(&["--metadata-ttl", "60"]);
     mount.sh_ok("echo x > f && touch -m -d @1000000000 f");
     let before: u64 = mount.sh_ok("stat -c %Z f").trim().parse().unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
+    common::wait::past_second(before);
     mount.sh_ok("chmod 600 f");
     let after: u64 = mount.sh_ok("stat -c %Z f").trim().parse().unwrap();
     assert!(after > before, "chmod moves ctime: {before} -> {after}");
@@ -133,11 +135,9 @@ impl S3fs {
             .status()
             .expect("s3fs runs (apt install s3fs)");
         assert!(status.success(), "s3fs failed to mount");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(is_mounted(dir.path()) && std::fs::read_dir(dir.path()).is_ok()) {
-            assert!(Instant::now() < deadline, "s3fs did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait::until("s3fs came up", || {
+            is_mounted(dir.path()) && std::fs::read_dir(dir.path()).is_ok()
+        });
         S3fs { dir }
     }
 
@@ -201,10 +201,11 @@ fn a_tree_written_by_s3fs_shows_the_same_stat_in_scribefs_and_back() {
     drop(scribefs);
 
     // scribefs writes, s3fs reads.
-    let mut scribefs = Mount::new(&[]);
+    let metrics = free_local_addr();
+    let mut scribefs = Mount::new(&["--metrics-addr", &metrics]);
     scribefs.sh_ok(MAKE_TREE);
     let by_scribefs = scribefs.sh_ok(STAT_TREE);
-    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(600));
+    metadata_copies_done(&metrics);
     scribefs.unmount();
     let s3fs = S3fs::mount(&scribefs.server, work.path());
     assert_eq!(s3fs.sh(STAT_TREE), by_scribefs);
@@ -228,7 +229,8 @@ fn as_nobody(mount: &Mount, script: &str) -> std::process::Output {
 
 #[test]
 fn with_allow_other_the_stored_modes_are_enforced_also_after_a_fresh_mount() {
-    let mut mount = Mount::new(&["--allow-other"]);
+    let metrics = free_local_addr();
+    let mut mount = Mount::new(&["--allow-other", "--metrics-addr", &metrics]);
     mount.sh_ok("echo secret > private && chmod 600 private && echo open > public");
     let denied = as_nobody(&mount, "cat private");
     assert!(!denied.status.success());
@@ -240,7 +242,7 @@ fn with_allow_other_the_stored_modes_are_enforced_also_after_a_fresh_mount() {
     // Only root changes an owner.
     let chown = as_nobody(&mount, "chown 65534 public");
     assert!(!chown.status.success(), "a non-owner changed the owner");
-    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(600));
+    metadata_copies_done(&metrics);
     mount.unmount();
 
     let server = std::mem::replace(&mut mount.server, Server::start(&[BUCKET]));

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::devserver::Server;
 use common::mount::{
-    BUCKET, Mount, assert_fails_with, delete_directly, is_mounted, mount_pid, put_directly,
-    scribefs,
+    BUCKET, Mount, assert_fails_with, delete_directly, free_local_addr, is_mounted,
+    metadata_copies_done, mount_pid, put_directly, scribefs,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -566,7 +566,8 @@ fn unmount(dir: &Path) {
 
 #[test]
 fn chmod_chown_touch_persist_as_s3fs_metadata_across_a_remount() {
-    let mut mount = Mount::new(&[]);
+    let metrics = free_local_addr();
+    let mut mount = Mount::new(&["--metrics-addr", &metrics]);
     mount.sh_ok("echo data > f.txt && mkdir d");
     mount.sh_ok(
         "chmod 600 f.txt && chown 1234:99 f.txt && touch -d '2001-02-03 04:05:06 UTC' f.txt",
@@ -577,8 +578,8 @@ fn chmod_chown_touch_persist_as_s3fs_metadata_across_a_remount() {
         "600 1234 99 981173106\n"
     );
 
-    // A closed file's metadata reaches S3 within scribefs::fs::METADATA_DELAY.
-    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(600));
+    // A closed file's metadata reaches S3 by the delayed copy (within METADATA_DELAY).
+    metadata_copies_done(&metrics);
     let object = mount.server.bucket(BUCKET).object("f.txt").unwrap();
     assert_eq!(
         object.data.as_ref(),
@@ -788,19 +789,18 @@ fn chmod_right_after_close_is_never_lost() {
     // The kernel sends release after close returns, so a chmod can race the handle's release.
     let mount = Mount::new(&[]);
     mount.sh_ok("umask 077; for i in $(seq 1 40); do : > f$i; chmod 644 f$i; echo x > g$i; chmod 640 g$i; done");
-    // A closed file's metadata reaches S3 within scribefs::fs::METADATA_DELAY.
-    std::thread::sleep(scribefs::fs::METADATA_DELAY + Duration::from_millis(600));
+    // A closed file's mode reaches S3 by the delayed copy; an empty new file's, when the chmod
+    // came before its release, with the upload its last close makes.
     let store = mount.server.bucket(BUCKET);
-    for i in 1..=40 {
-        for (name, mode) in [(format!("f{i}"), 0o644), (format!("g{i}"), 0o640)] {
-            let object = store.object(&name).unwrap();
-            assert_eq!(
-                object.metadata.get("mode"),
-                Some(&(libc::S_IFREG | mode).to_string()),
-                "{name}"
-            );
-        }
-    }
+    let stored = |name: String, mode: u32| {
+        store
+            .object(&name)
+            .and_then(|o| o.metadata.get("mode").cloned())
+            == Some((libc::S_IFREG | mode).to_string())
+    };
+    common::wait::until("every chmod reached S3", || {
+        (1..=40).all(|i| stored(format!("f{i}"), 0o644) && stored(format!("g{i}"), 0o640))
+    });
     let modes = mount.sh_ok("stat -c %a f1 g1 f40 g40");
     assert_eq!(modes, "644\n640\n644\n640\n");
 }
@@ -843,9 +843,7 @@ fn an_early_close_of_an_empty_new_file_leaves_no_object_the_last_close_decides()
     // `touch` of a new file still makes an (empty) object, at its last close.
     mount.sh_ok("touch empty && dd if=/dev/zero of=dd.out bs=64k count=4 conv=fsync 2>/dev/null");
     assert_eq!(bucket.object("dd.out").unwrap().data.len(), 256 * 1024);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while bucket.object("empty").is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Its last close is the release the kernel sends after `touch` exits.
+    common::wait::until("`empty` was uploaded", || bucket.object("empty").is_some());
     assert_eq!(bucket.object("empty").unwrap().data.len(), 0);
 }

@@ -67,12 +67,15 @@ fn server_killed_during_a_write_gives_eio_leaves_nothing_and_the_same_cp_then_su
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Kill once the multipart upload exists and has parts on the server.
+    // Kill once the multipart upload exists and a part is on its way to the server (the
+    // server counts a request when it arrives: CreateMultipartUpload, then UploadPart).
     assert!(eventually(Duration::from_secs(30), || {
         rt.block_on(store.list_uploads(""))
             .is_ok_and(|u| !u.is_empty())
     }));
-    std::thread::sleep(Duration::from_millis(1000));
+    common::wait::until("an UploadPart reached the server", || {
+        server.stats().multipart >= 2
+    });
     assert!(
         cp.try_wait().unwrap().is_none(),
         "cp finished before the kill"
@@ -372,7 +375,13 @@ fn uploads_ls_and_abort_by_prefix_and_age() {
     let left = rt.block_on(store.list_uploads("")).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].key, "other/w");
-    std::thread::sleep(Duration::from_millis(1100));
+    // `--older-than 1s` selects it once it is more than a second old, by the same clock.
+    let initiated = left[0].initiated;
+    common::wait::until("the upload is more than a second old", || {
+        std::time::SystemTime::now()
+            .duration_since(initiated)
+            .is_ok_and(|age| age > Duration::from_secs(1))
+    });
     assert_eq!(uploads(&["abort", "--older-than", "1s"]).lines().count(), 1);
     assert!(rt.block_on(store.list_uploads("")).unwrap().is_empty());
 

@@ -42,11 +42,7 @@ fn kill_9_of_the_mount_mid_write_leaves_old_objects_and_a_new_mount_recovers_the
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !is_mounted(dir.path()) {
-        assert!(Instant::now() < deadline, "mount never came up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait::until("the mount came up", || is_mounted(dir.path()));
 
     // One writer streams a replacement (O_TRUNC), one edits in place (staged), both unfinished.
     let mut streamed = std::fs::OpenOptions::new()
@@ -60,7 +56,10 @@ fn kill_9_of_the_mount_mid_write_leaves_old_objects_and_a_new_mount_recovers_the
         .open(dir.path().join("staged"))
         .unwrap();
     staged.write_all(b"edited in place").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Kill mid-upload: once the streamed file's multipart upload exists (its first part is full).
+    common::wait::until("the streamed write began its multipart upload", || {
+        server.bucket(BUCKET).pending_uploads() >= 1
+    });
     let uploads_before = server.bucket(BUCKET).pending_uploads();
 
     child.kill().unwrap();
@@ -165,7 +164,6 @@ fn hostile_keys_never_escape_crash_or_hang_find_and_ls() {
             "`{script}`: {code:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(took < Duration::from_secs(120));
         eprintln!("hostile keys: `{script}` took {:.1}s", took.as_secs_f64());
         if script.contains("find") {
             let paths: Vec<String> = output

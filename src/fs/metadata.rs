@@ -33,7 +33,9 @@ impl Fs {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let pending = PendingCopy::scheduled();
         runtime.spawn(async move {
+            let _pending = pending;
             tokio::time::sleep(METADATA_DELAY).await;
             if let Some(fs) = this.upgrade()
                 && let Err(e) = fs.persist_metadata(ino).await
@@ -279,6 +281,23 @@ impl Fs {
             }]);
         }
         Ok((output, ContentType::Known(content_type.map(MimeType::from))))
+    }
+}
+
+/// One delayed copy in the `scribefs_metadata_copies_pending` gauge until its task ends (run,
+/// or dropped with the runtime), so tests can wait for the copies instead of sleeping.
+struct PendingCopy;
+
+impl PendingCopy {
+    fn scheduled() -> PendingCopy {
+        crate::metrics::registry().metadata_copy_pending(true);
+        PendingCopy
+    }
+}
+
+impl Drop for PendingCopy {
+    fn drop(&mut self) {
+        crate::metrics::registry().metadata_copy_pending(false);
     }
 }
 

@@ -178,7 +178,9 @@ async fn unlink_rename_mkdir_rmdir() {
     );
 }
 
-#[tokio::test]
+/// Paused tokio time: the delayed metadata copy waits on tokio's clock, which the test moves
+/// instead of sleeping through the delay.
+#[tokio::test(start_paused = true)]
 async fn chmod_persists_as_s3fs_metadata() {
     let store = Arc::new(MemoryStore::new());
     put(&store, "f", "x").await;
@@ -200,14 +202,26 @@ async fn chmod_persists_as_s3fs_metadata() {
         store.head("f").await.unwrap().metadata.is_empty(),
         "a closed file's metadata waits for a rename to carry it"
     );
-    tokio::time::sleep(super::METADATA_DELAY + std::time::Duration::from_millis(300)).await;
+    let tick = std::time::Duration::from_millis(1);
+    advance_clock(super::METADATA_DELAY - tick).await;
+    assert!(
+        store.head("f").await.unwrap().metadata.is_empty(),
+        "copied before the delay ran out"
+    );
+    advance_clock(2 * tick).await;
     let meta = store.head("f").await.unwrap();
     assert_eq!(
         meta.metadata["mode"],
         (libc::S_IFREG | 0o600).to_string(),
-        "persisted within the delay"
+        "persisted when the delay ran out"
     );
     assert_eq!(fs.getattr(f.ino).await.unwrap().perm, 0o600);
+}
+
+/// Moves paused tokio time forward by `by` and returns once every task due by then has run
+/// (paused time moves only while no task can make progress): no wall-clock time passes.
+async fn advance_clock(by: std::time::Duration) {
+    tokio::time::sleep(by).await;
 }
 
 #[tokio::test]

@@ -40,6 +40,7 @@ pub struct Registry {
     uploads_in_flight: AtomicI64,
     uploads_waiting_for_memory: AtomicI64,
     metadata_heads_window: AtomicU64,
+    metadata_copies_pending: AtomicI64,
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::default);
@@ -168,6 +169,14 @@ impl Registry {
             .store(heads as u64, Ordering::Relaxed);
     }
 
+    /// A delayed metadata copy (chmod, chown, utimens of a closed file) was scheduled
+    /// (`true`) or has run (`false`): tests wait for none pending instead of sleeping.
+    pub fn metadata_copy_pending(&self, pending: bool) {
+        let change = if pending { 1 } else { -1 };
+        self.metadata_copies_pending
+            .fetch_add(change, Ordering::Relaxed);
+    }
+
     /// Requests of `operation` with `outcome` so far.
     pub fn s3_requests(&self, operation: &str, outcome: &str) -> u64 {
         self.s3.lock().map_or(0, |map| {
@@ -261,6 +270,12 @@ impl Registry {
             "scribefs_metadata_heads_window",
             "Metadata HEADs a listing may keep in flight now: grows while S3 keeps up, halves at SlowDown",
             self.metadata_heads_window.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "scribefs_metadata_copies_pending",
+            "Delayed metadata copies (chmod, chown, utimens of a closed file) not yet run",
+            self.metadata_copies_pending.load(Ordering::Relaxed).max(0) as u64,
         );
         let fuse = self.fuse.lock().map(|m| m.clone()).unwrap_or_default();
         header(
@@ -452,6 +467,9 @@ mod tests {
         registry.s3_request("HeadObject", "not_found", Duration::from_millis(1));
         registry.fuse_op("lookup", libc::ENOENT);
         registry.add_bytes_read(42);
+        registry.metadata_copy_pending(true);
+        registry.metadata_copy_pending(true);
+        registry.metadata_copy_pending(false);
         let text = registry.render();
         for line in [
             "scribefs_s3_requests_total{operation=\"GetObject\",outcome=\"ok\"} 2",
@@ -461,6 +479,7 @@ mod tests {
             "scribefs_s3_request_duration_seconds_count{operation=\"GetObject\",outcome=\"ok\"} 2",
             "scribefs_fuse_operations_total{operation=\"lookup\",errno=\"2\"} 1",
             "scribefs_s3_bytes_read_total 42",
+            "scribefs_metadata_copies_pending 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -1,25 +1,22 @@
-//! The emulated link of the bench's S3-like profile (20 ms, `--bandwidth-mbps 800`) and the
-//! timed GETs that check a server, or the proxy in front of one, against it: a transfer of a
-//! known size takes the latency plus size / bandwidth on its connection, no more and no less.
-//!
-//! The bounds: the lower one is exact (an emulated link must never be faster than the link it
-//! claims); the upper one allows 25% + 15 ms for a busy machine, and takes the best of a few
-//! tries so one descheduled run does not fail it. Behind the proxy, a server may be slower than
-//! the link on its own (s3s-fs in a debug build reads its files 4 KiB at a time): the same GETs
-//! are then timed straight from the server too, and the upper bound is the latency on top of the
-//! server's own best time when that is longer. The proxy cannot make its server faster; what it
-//! must not do is add more than the link. The timed GETs skip the object's first byte:
-//! S3Store checks a whole object against its MD5 ETag, and a debug build's MD5 would be timed.
+//! The emulated link of the bench's S3-like profile (20 ms, `--bandwidth-mbps 800`), the objects
+//! sent over it, and the set-ups that put it in front of a server: the dev server's own
+//! emulation, or `scribefs-devserver proxy` in front of an un-emulated dev server or of s3s-fs.
+//! Shared by `tests/emulation_proxy.rs` (bytes and counts) and `benches/emulation.rs` (times),
+//! which includes this file by path.
 
+use std::net::SocketAddr;
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use futures::future::{BoxFuture, join_all};
+use futures::future::BoxFuture;
+use scribefs::devserver::proxy::{Proxy, ProxyConfig};
+use scribefs::devserver::{DevServer, DevServerConfig};
 use scribefs::store::config::S3Config;
-use scribefs::store::get_bytes;
 use scribefs::store::s3::S3Store;
+use scribefs::store::{ObjectStore, PutOptions, get_bytes};
+use tokio::net::TcpListener;
 
 use super::devserver::{ACCESS_KEY, SECRET_KEY};
 
@@ -28,7 +25,6 @@ pub const MIB: usize = 1024 * 1024;
 pub const LATENCY: Duration = Duration::from_millis(20);
 /// `--bandwidth-mbps 800`, the bench's S3-like profile.
 pub const BYTES_PER_SEC: u64 = 100_000_000;
-pub const TRIES: usize = 3;
 /// How many readers the parallel check runs, each on its own connection.
 pub const READERS: usize = 4;
 
@@ -46,31 +42,6 @@ pub async fn store_at(endpoint: String) -> S3Store {
     .unwrap()
 }
 
-/// What one request of `bytes` body bytes takes on the emulated link.
-pub fn expected(bytes: usize) -> Duration {
-    LATENCY + Duration::from_secs_f64(bytes as f64 / BYTES_PER_SEC as f64)
-}
-
-/// Checks the times a transfer of `bytes` took against the link; `server_alone` is the best time
-/// the server took for it with no link in between (zero for a server emulating the link itself).
-pub fn assert_within(took: &[Duration], bytes: usize, server_alone: Duration, what: &str) {
-    let expected = expected(bytes);
-    let fastest = *took.iter().min().unwrap();
-    eprintln!("{what}: took {took:?}, expected {expected:?} (server alone {server_alone:?})");
-    let slowest_allowed =
-        expected.max(LATENCY + server_alone).mul_f64(1.25) + Duration::from_millis(15);
-    for t in took {
-        assert!(
-            *t >= expected.mul_f64(0.98),
-            "{what}: took {t:?}, faster than the emulated link allows ({expected:?})"
-        );
-    }
-    assert!(
-        fastest <= slowest_allowed,
-        "{what}: best of {took:?} is slower than latency + size/bandwidth ({expected:?})"
-    );
-}
-
 pub fn body(size: usize, seed: u8) -> Bytes {
     Bytes::from(
         (0..size)
@@ -79,46 +50,25 @@ pub fn body(size: usize, seed: u8) -> Bytes {
     )
 }
 
-/// The object [`check_single_gets`] reads: 8 MiB.
+/// The object the single-GET checks read: 8 MiB.
 pub fn big_object() -> (&'static str, Bytes) {
     ("big", body(8 * MIB, 1))
 }
 
-/// The objects [`check_parallel_gets`] reads: 4 MiB each.
+/// The objects the parallel checks read: 4 MiB each.
 pub fn parallel_objects() -> Vec<(String, Bytes)> {
     (0..READERS)
         .map(|i| (format!("part-{i}"), body(4 * MIB, i as u8)))
         .collect()
 }
 
-/// Times TRIES rounds of `round` on `store` and, interleaved with them, on `server_alone` if
-/// given, so that both see the same load on the machine. Returns the times through `store` and
-/// the best time of the server alone (zero without it).
-async fn time_rounds<R>(
-    store: &S3Store,
-    server_alone: Option<&S3Store>,
-    round: R,
-) -> (Vec<Duration>, Duration)
-where
-    R: for<'s> Fn(&'s S3Store) -> BoxFuture<'s, ()>,
-{
-    let mut took = Vec::new();
-    let mut alone = Vec::new();
-    for _ in 0..TRIES {
-        if let Some(server) = server_alone {
-            let start = Instant::now();
-            round(server).await;
-            alone.push(start.elapsed());
-        }
-        let start = Instant::now();
-        round(store).await;
-        took.push(start.elapsed());
-    }
-    (took, alone.into_iter().min().unwrap_or_default())
-}
-
 /// One GET of `range` of `key`, checking the bytes against `data`.
-fn get_range(store: &S3Store, key: String, range: Range<u64>, data: Bytes) -> BoxFuture<'_, ()> {
+pub fn get_range(
+    store: &S3Store,
+    key: String,
+    range: Range<u64>,
+    data: Bytes,
+) -> BoxFuture<'_, ()> {
     async move {
         let got = get_bytes(store, &key, Some(range.clone())).await.unwrap();
         assert_eq!(got, data.slice(range.start as usize..range.end as usize));
@@ -126,52 +76,120 @@ fn get_range(store: &S3Store, key: String, range: Range<u64>, data: Bytes) -> Bo
     .boxed()
 }
 
-/// A GET of the big object takes latency + 8 MiB / bandwidth, and a 4 KiB ranged GET one
-/// round trip: the latency, not a chunk or a timer tick more. The object must be stored.
-/// `server_alone` reaches the same server with no link in between, when the link is a proxy.
-pub async fn check_single_gets(store: &S3Store, server_alone: Option<&S3Store>, what: &str) {
-    let (key, data) = big_object();
-    // The first request also opens the connection; time only warm ones.
-    for store in std::iter::once(store).chain(server_alone) {
-        assert_eq!(get_bytes(store, key, Some(0..1)).await.unwrap().len(), 1);
-    }
-    let (took, alone) = time_rounds(store, server_alone, |store| {
-        get_range(store, key.into(), 1..data.len() as u64, data.clone())
-    })
-    .await;
-    assert_within(&took, data.len() - 1, alone, &format!("{what}: 8 MiB GET"));
-    let (took, alone) = time_rounds(store, server_alone, |store| {
-        get_range(store, key.into(), 4096..8192, data.clone())
-    })
-    .await;
-    assert_within(&took, 4096, alone, &format!("{what}: 4 KiB ranged GET"));
+/// A dev server emulating the link itself, and a store on it.
+pub async fn emulating_dev_server() -> (DevServer, S3Store) {
+    let config = DevServerConfig {
+        latency: LATENCY,
+        bandwidth_bytes_per_sec: Some(BYTES_PER_SEC),
+        ..DevServerConfig::for_tests(&[BUCKET])
+    };
+    let server = DevServer::start(config).await.unwrap();
+    let store = store_at(server.endpoint()).await;
+    (server, store)
 }
 
-/// READERS GETs at once, on READERS connections, take as long as one alone: the bandwidth is
-/// per connection, as behind a network link to S3, not a shared pipe. The objects must be stored.
-/// `server_alone` reaches the same server with no link in between, when the link is a proxy.
-pub async fn check_parallel_gets(store: &S3Store, server_alone: Option<&S3Store>, what: &str) {
-    let objects = parallel_objects();
-    // Open READERS connections first, so each timed GET has its own warm one.
-    for store in std::iter::once(store).chain(server_alone) {
-        let warm = objects
-            .iter()
-            .map(|(key, _)| get_bytes(store, key, Some(0..1)));
-        for got in join_all(warm).await {
-            assert_eq!(got.unwrap().len(), 1);
+/// The proxy emulating the link in front of `upstream`.
+pub async fn start_proxy(upstream: SocketAddr) -> Proxy {
+    Proxy::start(ProxyConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        upstream,
+        latency: LATENCY,
+        bandwidth_bytes_per_sec: Some(BYTES_PER_SEC),
+    })
+    .await
+    .unwrap()
+}
+
+fn endpoint(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+/// The server behind the proxy, kept alive for the set-up (never read, only held).
+pub enum Upstream {
+    DevServer {
+        _server: DevServer,
+    },
+    /// s3s-fs serves from this directory for as long as the runtime runs.
+    S3sFs {
+        _root: tempfile::TempDir,
+    },
+}
+
+pub struct Setup {
+    _upstream: Upstream,
+    /// Straight to the upstream: for putting the objects, and the server's own time.
+    pub direct: S3Store,
+    pub proxy: Proxy,
+    /// Through the proxy.
+    pub proxied: S3Store,
+}
+
+/// A dev server with no emulation of its own, behind the proxy.
+pub async fn dev_server_behind_proxy() -> Setup {
+    let server = DevServer::start(DevServerConfig::for_tests(&[BUCKET]))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    behind_proxy(Upstream::DevServer { _server: server }, addr).await
+}
+
+/// s3s-fs over a fresh root, behind the proxy.
+pub async fn s3s_fs_behind_proxy() -> Setup {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+    let service = super::s3s_fs::service(root.path(), ACCESS_KEY, SECRET_KEY).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(super::s3s_fs::serve(listener, service));
+    behind_proxy(Upstream::S3sFs { _root: root }, addr).await
+}
+
+async fn behind_proxy(upstream: Upstream, addr: SocketAddr) -> Setup {
+    let proxy = start_proxy(addr).await;
+    Setup {
+        _upstream: upstream,
+        direct: store_at(endpoint(addr)).await,
+        proxied: store_at(endpoint(proxy.local_addr())).await,
+        proxy,
+    }
+}
+
+impl Setup {
+    /// Puts an object straight into the upstream, past the proxy.
+    pub async fn put(&self, key: &str, data: Bytes) {
+        self.direct
+            .put(key, data, PutOptions::default())
+            .await
+            .unwrap();
+    }
+}
+
+/// The answer of [`instant_sink`].
+pub const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+/// An upstream that reads requests of `request_len` bytes on one connection and answers each at
+/// once, so that nothing but the proxy's forwarding is at work.
+pub async fn instant_sink(listener: TcpListener, request_len: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok((mut socket, _)) = listener.accept().await else {
+        return;
+    };
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let mut received = 0;
+        while received < request_len {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => received += read,
+            }
+        }
+        if socket.write_all(ANSWER).await.is_err() {
+            return;
         }
     }
-    let (took, alone) = time_rounds(store, server_alone, |store| {
-        let gets = objects
-            .iter()
-            .map(|(key, data)| get_range(store, key.clone(), 1..4 * MIB as u64, data.clone()));
-        join_all(gets).map(|_| ()).boxed()
-    })
-    .await;
-    assert_within(
-        &took,
-        4 * MIB - 1,
-        alone,
-        &format!("{what}: {READERS} parallel 4 MiB GETs"),
-    );
+}
+
+/// The head of an HTTP PUT of `len` body bytes, as the PUT checks send it by hand.
+pub fn put_head(len: usize) -> String {
+    format!("PUT /{BUCKET}/big HTTP/1.1\r\nHost: s3\r\nContent-Length: {len}\r\n\r\n")
 }

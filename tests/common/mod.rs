@@ -11,3 +11,4 @@ pub mod proc_server;
 pub mod s3s_fs;
 pub mod tiny_server;
 pub mod tls;
+pub mod wait;

@@ -232,6 +232,14 @@ pub fn fuse_ops(addr: &str, op: &str) -> f64 {
         .sum()
 }
 
+/// Waits until the mount serving metrics at `addr` has run every delayed metadata copy
+/// (chmod, chown, utimens of a closed file, `scribefs_metadata_copies_pending` back at 0).
+pub fn metadata_copies_done(addr: &str) {
+    super::wait::until("the delayed metadata copies ran", || {
+        scrape(addr).get("scribefs_metadata_copies_pending") == Some(&0.0)
+    });
+}
+
 /// A loopback address with a port nothing listens on now, for a mount's `--metrics-addr`.
 pub fn free_local_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -95,6 +95,12 @@ impl ProcServer {
         }
     }
 
+    /// The requests this server has answered so far, by operation (its control path).
+    pub fn stats(&self) -> scribefs::devserver::RequestStats {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        scribefs::devserver::control::request_stats(addr, false).expect("the server's counts")
+    }
+
     /// A store on this server, as `scribefs` builds it, on `runtime`.
     pub fn store(
         &self,

@@ -114,7 +114,7 @@ mod tests {
         let (pump_out, mut receiver) = tokio::io::duplex(1024 * 1024);
         let data: Vec<u8> = (0..size as u32).map(|i| (i % 251) as u8).collect();
         let sent = data.clone();
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         let send = async move {
             sender.write_all(&sent).await.unwrap();
             drop(sender);
@@ -138,7 +138,7 @@ mod tests {
 
     /// A request body (a PUT's) is paced like a response body, and waits no latency: the
     /// latency is the server's answer's, not the client's send.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_request_is_paced_and_not_delayed() {
         let size = 4 * 1024 * 1024;
         let (took, _) = through_pump(Direction::ToUpstream, None, size).await;
@@ -146,7 +146,7 @@ mod tests {
     }
 
     /// A response waits the latency, then its body is paced.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_response_waits_the_latency_then_is_paced() {
         let size = 2 * 1024 * 1024;
         let (took, _) = through_pump(Direction::ToClient, Some(Direction::ToUpstream), size).await;
@@ -154,9 +154,12 @@ mod tests {
     }
 
     /// Bytes from the server that answer nothing are not delayed.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn unprompted_server_bytes_wait_no_latency() {
         let (took, _) = through_pump(Direction::ToClient, None, 4096).await;
-        assert!(took < LATENCY / 2, "{took:?}: delayed like a response");
+        assert!(
+            took < Duration::from_millis(1),
+            "{took:?}: delayed like a response"
+        );
     }
 }
