@@ -2,7 +2,8 @@
 # Many writers at once into one mount: N programs each `dd bs=1M conv=fsync` a file of M MiB at
 # the same time, on the S3-like link (dev server --latency-ms 20 --bandwidth-mbps 200), each
 # client on a fresh server and mount with its default options. Prints, per client, the time
-# until every dd returned, the peak RSS (VmHWM) of the mount process, and the errors: writers
+# until every dd returned, the peak RSS (VmHWM) and the user and system CPU of the mount
+# process during the writes, and the errors: writers
 # that failed plus files a fresh scribefs mount does not show whole afterwards. Backup tools
 # with parallel transfers and log daemons write like this; scripts/bench.sh has it as the
 # "32 writers" row.
@@ -69,6 +70,12 @@ serve() {
     echo "bench-writers: the dev server did not start" >&2; cat "$WORK/server.log" >&2; exit 1
 }
 
+# cpu_seconds PID: the process's user and system CPU so far, in seconds.
+cpu_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f %.2f\n", $12 / hz, $13 / hz }' \
+        "/proc/$1/stat"
+}
+
 # mount_tool TOOL DIR [ARGS...]: mounts in the foreground, as a child, so its pid is known.
 mount_tool() {
     local tool=$1 dir=$2
@@ -96,7 +103,7 @@ unmount_tool() {
     MOUNT_PID=''
 }
 
-printf '| client | writers x MiB | time (s) | peak RSS of the mount (MiB) | errors |\n|---|---|---|---|---|\n'
+printf '| client | writers x MiB | time (s) | peak RSS of the mount (MiB) | mount CPU user / sys (s) | errors |\n|---|---|---|---|---|---|\n'
 for tool in "${TOOL_LIST[@]}"; do
     serve
     mnt=$WORK/mnt-$tool
@@ -105,6 +112,7 @@ for tool in "${TOOL_LIST[@]}"; do
     mount_tool "$tool" "$mnt" "${args[@]+"${args[@]}"}"
     cat "$WORK/source.bin" >/dev/null # every writer reads the source from the page cache
     pids=() errors=0
+    cpu_before=$(cpu_seconds "$MOUNT_PID")
     start=$(date +%s.%N)
     for i in $(seq 1 "$WRITERS"); do
         dd if="$WORK/source.bin" of="$mnt/w-$i.bin" bs=1M conv=fsync status=none 2>>"$WORK/dd.log" &
@@ -112,6 +120,7 @@ for tool in "${TOOL_LIST[@]}"; do
     done
     for pid in "${pids[@]}"; do wait "$pid" || errors=$((errors + 1)); done
     end=$(date +%s.%N)
+    cpu_after=$(cpu_seconds "$MOUNT_PID")
     rss=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MOUNT_PID/status")
     unmount_tool "$mnt"
     # What S3 holds, seen by a fresh scribefs mount: every file there, whole.
@@ -125,7 +134,10 @@ for tool in "${TOOL_LIST[@]}"; do
     SERVER=''
     label=$tool
     [ "${#args[@]}" -eq 0 ] || label="$tool ${args[*]}"
-    printf '| %s | %s x %s | %.1f | %s | %s |\n' "$label" "$WRITERS" "$SIZE_MIB" \
-        "$(echo "$end - $start" | bc)" "$rss" "$errors"
+    read -r user_before sys_before <<<"$cpu_before"
+    read -r user_after sys_after <<<"$cpu_after"
+    printf '| %s | %s x %s | %.1f | %s | %.1f / %.1f | %s |\n' "$label" "$WRITERS" "$SIZE_MIB" \
+        "$(echo "$end - $start" | bc)" "$rss" "$(echo "$user_after - $user_before" | bc)" \
+        "$(echo "$sys_after - $sys_before" | bc)" "$errors"
 done
 [ ! -s "$WORK/dd.log" ] || { echo "dd errors:" >&2; sort -u "$WORK/dd.log" | head -5 >&2; }
