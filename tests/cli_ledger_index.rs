@@ -2,8 +2,8 @@
 //! metadata database), on the dev server and on moto: an entry answers only for the segment
 //! version it was read at, new segments are indexed on the way, and a deleted or damaged
 //! index file never changes the answer. On the dev server, request counts are exact, and
-//! segments over 100 MB show that `--max-in-flight-mib` bounds what find, verify and push
-//! hold, and that pull streams.
+//! segments over 100 MB show that `--max-in-flight-mib` bounds what find, verify, pull and
+//! push hold, and that pull streams large files.
 
 mod common;
 
@@ -358,6 +358,17 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// `segments pull` into a new directory with `args`; it must succeed.
+    fn pull(&self, args: &[&str]) -> (tempfile::TempDir, Measured) {
+        let copy = tempfile::tempdir().unwrap();
+        let dir = copy.path().to_str().unwrap();
+        let run = self.measured(&[&["segments", "pull", dir], args].concat());
+        assert!(run.success, "{}", run.stderr);
+        (copy, run)
+    }
+}
+
 /// A plain segment of `entries` values of 1 MiB each (101: more than 100 MB stored).
 fn large_segment(id: u64, entries: usize) -> scribefs::segment::codec::ArchivedSegment {
     let mut segment = demo_segment(id, 0, id);
@@ -485,15 +496,7 @@ fn pull_and_push_of_segments_larger_than_100_mb_stay_bounded() {
         run.peak_rss()
     };
     let narrow = push("32");
-    let copy = tempfile::tempdir().unwrap();
-    let pull = ledger.measured(&[
-        "segments",
-        "pull",
-        copy.path().to_str().unwrap(),
-        "--jobs",
-        "8",
-    ]);
-    assert!(pull.success, "{}", pull.stderr);
+    let (copy, pull) = ledger.pull(&["--jobs", "8"]);
     for id in 1..=3u64 {
         let name = scribefs::segment::file_name(id, scribefs::segment::SegmentFile::Data);
         let pulled = std::fs::read(copy.path().join(&name)).unwrap();
@@ -523,5 +526,40 @@ fn pull_and_push_of_segments_larger_than_100_mb_stay_bounded() {
         "push peak RSS {} MiB with a 1024 MiB budget, {} MiB with 32",
         wide / MIB,
         narrow / MIB
+    );
+}
+
+/// pull holds no more than `--max-in-flight-mib` of files at once, whatever `--jobs`: files
+/// of up to 16 MiB are read whole (their MD5 is checked before a byte is written) and count
+/// in it; a segment over 100 MB streams beside them. Checked on the command's own count and
+/// on its peak RSS (24 files of 4 MiB would be 96 MiB at once with 64 jobs).
+#[test]
+fn pull_holds_no_more_than_its_in_flight_budget() {
+    const MIB: u64 = 1 << 20;
+    let ledger = Ledger::new(CliTarget::devserver(&["ledger"]));
+    let mut rng = fastrand::Rng::with_seed(25);
+    let mut files = Vec::new();
+    for id in 1..=24u64 {
+        let mut body = vec![0u8; 4 << 20];
+        rng.fill(&mut body);
+        ledger.put(&segment_key(id), &body);
+        files.push((id, body));
+    }
+    let big = large_segment(100, 101);
+    assert!(big.body.len() > 100_000_000);
+    ledger.put(&segment_key(100), &big.body);
+    files.push((100, big.body));
+    let (copy, pull) = ledger.pull(&["--jobs", "64", "--max-in-flight-mib", "8"]);
+    for (id, body) in &files {
+        let name = scribefs::segment::file_name(*id, scribefs::segment::SegmentFile::Data);
+        let pulled = std::fs::read(copy.path().join(&name)).unwrap();
+        assert!(pulled == *body, "{name}");
+    }
+    let peak = pull.peak_in_flight();
+    assert!((4 * MIB..=8 * MIB).contains(&peak), "peak {peak} bytes");
+    assert!(
+        pull.peak_rss() < 8 * MIB + 64 * MIB,
+        "pull peak RSS {} MiB",
+        pull.peak_rss() / MIB
     );
 }

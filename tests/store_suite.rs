@@ -49,6 +49,7 @@ for_each_backend!(
     exclusive_creates_refuse_an_existing_key,
     every_upload_checksum_mode_stores_whole_objects,
     lean_head_answers_as_the_sdk_does,
+    lean_get_answers_as_the_sdk_does,
 );
 
 /// Bytes where a read from the wrong offset shows: a ramp of prime period.
@@ -493,6 +494,52 @@ mod cases {
         }
     }
 
+    /// The fields of an object as an SDK HeadObject or GetObject output gives them.
+    struct SdkMeta<'a> {
+        size: Option<i64>,
+        etag: Option<&'a str>,
+        last_modified: Option<&'a aws_sdk_s3::primitives::DateTime>,
+        metadata: Option<&'a std::collections::HashMap<String, String>>,
+        content_type: Option<&'a str>,
+    }
+
+    /// An SDK output's [`SdkMeta`] (HeadObject's and GetObject's share no trait).
+    macro_rules! sdk_meta {
+        ($output:expr) => {
+            SdkMeta {
+                size: $output.content_length(),
+                etag: $output.e_tag(),
+                last_modified: $output.last_modified(),
+                metadata: $output.metadata(),
+                content_type: $output.content_type(),
+            }
+        };
+    }
+
+    impl SdkMeta<'_> {
+        /// `lean` says what the SDK said, field by field.
+        fn assert_equals(&self, key: &str, lean: &scribefs::store::ObjectMeta) {
+            assert_eq!(lean.key, key);
+            assert_eq!(Some(lean.size as i64), self.size, "{key}");
+            assert_eq!(Some(lean.etag.as_str()), self.etag, "{key}");
+            let modified = self.last_modified.map(|t| t.secs()).unwrap_or(0);
+            let lean_secs = lean
+                .last_modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            assert_eq!(lean_secs, modified, "{key}");
+            let expected: BTreeMap<String, String> = self
+                .metadata
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect();
+            assert_eq!(lean.metadata, expected, "{key}");
+            assert_eq!(lean.content_type.as_deref(), self.content_type, "{key}");
+        }
+    }
+
     /// HEADs take a lean path outside the SDK's orchestrator (store/s3/lean_head.rs). For keys
     /// that need encoding, user metadata (one value with a comma and spaces), content types
     /// and a missing key, its answer is the SDK's HeadObject's, field by field.
@@ -522,41 +569,61 @@ mod cases {
                 .await
                 .unwrap();
         }
-        let sdk = backend.sdk().await;
+        let (sdk, bucket) = (backend.sdk().await, &backend.config.bucket);
         for key in keys {
             let lean = store.head(key).await.unwrap();
-            let reference = sdk
-                .client()
-                .head_object()
-                .bucket(&backend.config.bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(lean.key, key);
-            assert_eq!(Some(lean.size as i64), reference.content_length(), "{key}");
-            assert_eq!(Some(lean.etag.as_str()), reference.e_tag(), "{key}");
-            let modified = reference.last_modified().map(|t| t.secs()).unwrap_or(0);
-            let lean_secs = lean
-                .last_modified
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs() as i64;
-            assert_eq!(lean_secs, modified, "{key}");
-            let expected: BTreeMap<String, String> = reference
-                .metadata()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                .collect();
-            assert_eq!(lean.metadata, expected, "{key}");
-            assert_eq!(
-                lean.content_type.as_deref(),
-                reference.content_type(),
-                "{key}"
-            );
+            let request = sdk.client().head_object().bucket(bucket).key(key);
+            let reference = request.send().await.unwrap();
+            sdk_meta!(reference).assert_equals(key, &lean);
         }
         assert!(store.head("no/such/key").await.unwrap_err().is_not_found());
+    }
+
+    /// Whole GETs take the lean path too (store/s3/lean_get.rs). For keys that need encoding,
+    /// user metadata, content types, an empty object and one above the checked size (streamed,
+    /// not MD5-checked), its answer is the SDK's GetObject's: bytes, ETag, size, date, metadata;
+    /// and a missing key is not found.
+    pub async fn lean_get_answers_as_the_sdk_does(backend: &Backend) {
+        let store = backend.store.as_ref();
+        let keys = [
+            ("plain", 1),
+            ("with space/and+plus", 0),
+            ("unicode/\u{e9}t\u{e9} \u{43a}\u{43b}\u{44e}\u{447}", 4097),
+            ("query?x=1&y=2#frag", 100),
+            ("quote'star*paren(1)", 3 * MIB + 5),
+            (
+                "big/above-the-checked-size",
+                scribefs::store::s3::MAX_VERIFIED_BODY as usize + 1,
+            ),
+        ];
+        for (i, (key, len)) in keys.iter().enumerate() {
+            let options = PutOptions {
+                metadata: metadata(&[("mode", "100644"), ("list", " a, \"b\" ")]),
+                content_type: (i % 2 == 0).then(|| "application/x-test".to_string()),
+                ..PutOptions::default()
+            };
+            store
+                .put(key, random_bytes(*len, i as u64), options)
+                .await
+                .unwrap();
+        }
+        let (sdk, bucket) = (backend.sdk().await, &backend.config.bucket);
+        for (i, (key, len)) in keys.into_iter().enumerate() {
+            let lean = store.get(GetRequest::whole(key)).await.unwrap();
+            let request = sdk.client().get_object().bucket(bucket).key(key);
+            let reference = request.send().await.unwrap();
+            assert_eq!(lean.range, 0..len as u64, "{key}");
+            sdk_meta!(reference).assert_equals(key, &lean.meta);
+            let sdk_bytes = reference.body.collect().await.unwrap().into_bytes();
+            let lean_bytes = lean.collect().await.unwrap();
+            assert!(lean_bytes == sdk_bytes, "{key}: the bytes differ");
+            assert!(
+                lean_bytes == random_bytes(len, i as u64),
+                "{key}: not what was put"
+            );
+        }
+        let missing = get_error(store, GetRequest::whole("no/such/key")).await;
+        assert!(missing.is_not_found(), "{missing:?}");
     }
 
     pub async fn exclusive_creates_refuse_an_existing_key(backend: &Backend) {
@@ -1001,6 +1068,56 @@ mod devserver_only {
             let agent = request.header("user-agent").unwrap_or_default();
             assert!(agent.starts_with("scribefs/"), "{request:?}");
         }
+    }
+
+    /// A whole GET is one request on the wire, sent the lean way (scribefs's own User-Agent): a
+    /// found key, a missing one, an empty object; a ranged or conditional GET stays with the
+    /// SDK (its User-Agent is the SDK's), one request each too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_whole_get_is_one_lean_request() {
+        let backend = devserver().await;
+        let store = &backend.store;
+        let etag = store
+            .put("found", Bytes::from_static(b"xyz"), PutOptions::default())
+            .await
+            .unwrap()
+            .etag;
+        store
+            .put("empty", Bytes::new(), PutOptions::default())
+            .await
+            .unwrap();
+        let server = backend.server().unwrap();
+        backend.reset_stats();
+        let before = server.recorded_requests().len();
+        let found = store.get(GetRequest::whole("found")).await.unwrap();
+        assert_eq!(found.collect().await.unwrap(), "xyz");
+        let missing = store.get(GetRequest::whole("missing")).await;
+        assert!(missing.err().is_some_and(|e| e.is_not_found()));
+        let empty = store.get(GetRequest::whole("empty")).await.unwrap();
+        assert_eq!(empty.collect().await.unwrap(), "");
+        assert_eq!(backend.stats().unwrap().get, 3);
+        let ranged = get_bytes(store.as_ref(), "found", Some(1..3))
+            .await
+            .unwrap();
+        assert_eq!(ranged, "yz");
+        let conditional = GetRequest {
+            if_match: Some(etag),
+            ..GetRequest::whole("found")
+        };
+        let conditional = store.get(conditional).await.unwrap();
+        assert_eq!(conditional.collect().await.unwrap(), "xyz");
+        assert_eq!(backend.stats().unwrap().get, 5);
+        let recorded = server.recorded_requests();
+        let agents: Vec<bool> = recorded[before..]
+            .iter()
+            .filter(|r| r.method == "GET")
+            .map(|r| {
+                r.header("user-agent")
+                    .unwrap_or_default()
+                    .starts_with("scribefs/")
+            })
+            .collect();
+        assert_eq!(agents, [true, true, true, false, false], "{recorded:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -246,6 +246,10 @@ pub enum SegmentsCommand {
         /// Files copied at once (1 to 4096) [default: --pool-size]
         #[arg(long, value_name = "N", value_parser = bounds::JOBS.parser::<usize>(), allow_hyphen_values = true)]
         jobs: Option<usize>,
+        /// Most MiB of files held at once, whatever --jobs (a file of up to 16 MiB is read
+        /// whole to check its MD5 before it is written; larger ones stream); 1 to 1048576
+        #[arg(long, value_name = "MIB", default_value_t = super::in_flight::DEFAULT_MIB, value_parser = bounds::IN_FLIGHT_MIB.parser::<u64>(), allow_hyphen_values = true)]
+        max_in_flight_mib: u64,
     },
     /// Copy every segment file of DIR to the bucket, skipping objects already identical
     Push {

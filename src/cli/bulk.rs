@@ -10,10 +10,12 @@
 //!   differs (a file torn by a crash fails the hash check and is fetched again).
 //! - **Progress**: a bar on a terminal, one plain line per file otherwise.
 //! - **Streaming**: files are copied as the listing finds them, a page ahead at most (push
-//!   walks the listing alongside DIR's sorted names for the ETags): memory grows with `--jobs`
-//!   (pull: a network chunk each; push: a 1 MiB read buffer each, while the uploads' buffers
-//!   and parts share one `--max-in-flight-mib` budget) and, for push, with DIR's file count,
-//!   never with the bucket.
+//!   walks the listing alongside DIR's sorted names for the ETags). Memory is bounded in bytes
+//!   by `--max-in-flight-mib`, whatever `--jobs`: pull's files of up to
+//!   [`MAX_VERIFIED_BODY`] are read whole to check their MD5 before a byte is written, so their
+//!   listed sizes count in it (larger files stream, a network chunk each); push's uploads'
+//!   buffers and parts share it (beside a 1 MiB read buffer per job). For push memory also
+//!   grows with DIR's file count, never with the bucket.
 
 use std::io::{Read, Write};
 
@@ -27,7 +29,9 @@ use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
 use super::CliError;
+use super::in_flight::InFlight;
 use crate::segment::{ListedFile, SEGMENTS_PREFIX, SegmentStore, parse_file_name};
+use crate::store::s3::MAX_VERIFIED_BODY;
 use crate::store::{GetRequest, ObjectStore, PutOptions, StoreError, StoreResult};
 use crate::upload::{StreamingUpload, UploadConfig, WriteBudget, part_size_for};
 
@@ -46,10 +50,10 @@ struct Totals {
     failed: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Which way files go, with what bounds the memory of the copies under way.
 pub enum Direction {
-    Pull,
-    Push,
+    Pull(InFlight),
+    Push(Arc<WriteBudget>),
 }
 
 pub async fn run(
@@ -57,18 +61,17 @@ pub async fn run(
     direction: Direction,
     dir: &Path,
     jobs: usize,
-    upload_budget: Option<Arc<WriteBudget>>,
 ) -> Result<(), CliError> {
     let started = Instant::now();
     let progress = Progress::new();
     let remote = SegmentStore::new(store.clone()).file_pages();
     let items: BoxStream<'_, StoreResult<Item>> = match direction {
-        Direction::Pull => {
+        Direction::Pull(_) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| CliError::Io(format!("cannot create {}: {e}", dir.display())))?;
             remote_items(remote, &progress)
         }
-        Direction::Push => {
+        Direction::Push(_) => {
             let local = local_items(dir)?;
             progress.grow(local.iter().map(|item| item.size).sum());
             with_remote_etags(local, remote)
@@ -78,10 +81,10 @@ pub async fn run(
         .map(|item| {
             let store = store.clone();
             let progress = &progress;
-            let budget = upload_budget.clone();
+            let direction = &direction;
             async move {
                 let item = item?;
-                let outcome = transfer(store, direction, dir, &item, budget).await;
+                let outcome = transfer(store, direction, dir, &item).await;
                 progress.file_done(&item, &outcome);
                 Ok::<_, StoreError>((item, outcome))
             }
@@ -102,18 +105,19 @@ pub async fn run(
         }
     }
     progress.finish();
-    // What --jobs and the upload budget let the copies hold, for tuning them.
+    // What --jobs and --max-in-flight-mib let the copies hold, for tuning them.
+    let (verb, peak_bytes) = match &direction {
+        Direction::Pull(in_flight) => ("pulled", Some(in_flight.peak_bytes())),
+        Direction::Push(_) => ("pushed", None),
+    };
     tracing::debug!(
+        peak_bytes,
         peak_rss_bytes = super::in_flight::peak_rss_bytes(),
         "copies done"
     );
-    if direction == Direction::Pull {
+    if let Direction::Pull(_) = direction {
         sync_filesystem(dir);
     }
-    let verb = match direction {
-        Direction::Pull => "pulled",
-        Direction::Push => "pushed",
-    };
     // Printed before the verdict, which a closed output must not hide.
     let printed = super::output::unless_closed(super::output::line(format_args!(
         "{verb} {} files ({} bytes), {} identical skipped, {} failed, in {:.2}s",
@@ -243,10 +247,9 @@ impl RemoteCursor {
 /// Copies one file unless both sides already hold the same bytes; `Ok(true)` when it copied.
 async fn transfer(
     store: Arc<dyn ObjectStore>,
-    direction: Direction,
+    direction: &Direction,
     dir: &Path,
     item: &Item,
-    upload_budget: Option<Arc<WriteBudget>>,
 ) -> Result<bool, CliError> {
     let local = dir.join(&item.name);
     let key = format!("{SEGMENTS_PREFIX}{}", item.name);
@@ -256,8 +259,16 @@ async fn transfer(
         return Ok(false);
     }
     match direction {
-        Direction::Pull => download(store.as_ref(), &key, &local).await?,
-        Direction::Push => upload(store, key, &local, upload_budget).await?,
+        Direction::Pull(in_flight) => {
+            let whole = if item.size <= MAX_VERIFIED_BODY {
+                item.size
+            } else {
+                0
+            };
+            let _held = in_flight.reserve(whole).await;
+            download(store.as_ref(), &key, &local).await?
+        }
+        Direction::Push(budget) => upload(store, key, &local, Some(Arc::clone(budget))).await?,
     }
     Ok(true)
 }

@@ -27,9 +27,14 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
         SegmentsCommand::Put { id, file } => {
             super::bulk::upload(store, segment_key(id_arg(&id)?), &file, None).await
         }
-        SegmentsCommand::Pull { dir, jobs } => {
+        SegmentsCommand::Pull {
+            dir,
+            jobs,
+            max_in_flight_mib,
+        } => {
             let jobs = jobs.unwrap_or(config.pool_size);
-            super::bulk::run(store, super::bulk::Direction::Pull, &dir, jobs, None).await
+            let pull = super::bulk::Direction::Pull(InFlight::new(max_in_flight_mib << 20));
+            super::bulk::run(store, pull, &dir, jobs).await
         }
         SegmentsCommand::Push {
             dir,
@@ -37,9 +42,8 @@ pub async fn run(command: SegmentsCommand, config: &S3Config) -> Result<(), CliE
             max_in_flight_mib,
         } => {
             let jobs = jobs.unwrap_or(config.pool_size);
-            let budget = WriteBudget::new(max_in_flight_mib << 20);
-            let push = super::bulk::Direction::Push;
-            super::bulk::run(store, push, &dir, jobs, Some(budget)).await
+            let push = super::bulk::Direction::Push(WriteBudget::new(max_in_flight_mib << 20));
+            super::bulk::run(store, push, &dir, jobs).await
         }
         SegmentsCommand::Rm { id } => Ok(segments.delete_segment(id_arg(&id)?).await?),
         SegmentsCommand::Health => {

@@ -23,6 +23,8 @@ mod body;
 mod encoding;
 mod errors;
 mod headers;
+mod lean;
+mod lean_get;
 mod lean_head;
 mod region;
 mod sigv4;
@@ -48,10 +50,12 @@ use aws_sdk_s3::types::{
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use self::body::{Mismatch, collect_checked, etag_is_content_md5, permit_holding_body};
+use self::body::{
+    Fetched, Mismatch, collect_checked, etag_is_content_md5, permit_holding_body, sdk_body,
+};
 use self::encoding::{decode_listing_value, encode_copy_source};
 use self::errors::{CallContext, HasStatus, from_sdk_error, is_bare_server_error};
-use self::lean_head::{Answer, LeanHead, LeanShared};
+use self::lean::{Lean, LeanShared};
 use self::region::{Target, endpoint_name, profile_region};
 use super::checksum::{content_md5, crc32c, crc32c_combine, crc32c_header, etag_md5};
 use super::config::{DEFAULT_REGION, RequestOptions, S3Config, UploadChecksums};
@@ -68,6 +72,24 @@ pub const MAX_VERIFIED_BODY: u64 = 16 << 20;
 
 /// At most this many parents of a key are checked when a write may have hit a key conflict.
 const MAX_CONFLICT_PROBES: usize = 16;
+
+/// The [`ObjectMeta`] of an SDK HeadObject or GetObject output (the two share no trait), of
+/// `size` bytes; a missing ETag fails the calling function.
+macro_rules! sdk_object_meta {
+    ($store:expr, $op:literal, $key:expr, $output:expr, $size:expr) => {
+        ObjectMeta {
+            key: $key.to_string(),
+            size: $size,
+            etag: $output
+                .e_tag()
+                .ok_or_else(|| $store.missing($op, $key, "ETag"))?
+                .to_string(),
+            last_modified: system_time($output.last_modified()),
+            metadata: user_metadata($output.metadata()),
+            content_type: $output.content_type().map(str::to_string),
+        }
+    };
+}
 
 pub struct S3Store {
     /// The client and the region it signs for. Replaced once when a bucket whose region was
@@ -161,14 +183,14 @@ impl S3Store {
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint.clone());
         }
-        let lean = lean_head_enabled().then(|| {
+        let lean = lean_requests_enabled().then(|| {
             let shared = LeanShared::new(
                 tls::connector(bundle, None, None),
                 shared.credentials_provider(),
                 headers::signed_headers(&config.requests),
                 config.requests.user_agent_prefix.as_deref(),
             );
-            LeanHead::new(Arc::new(shared))
+            Lean::new(Arc::new(shared))
         });
         let target = Target {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
@@ -232,16 +254,50 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.error("HEAD", key, e))?;
-        Ok(ObjectMeta {
-            key: key.to_string(),
-            size: length(output.content_length()),
-            etag: output
-                .e_tag()
-                .ok_or_else(|| self.missing("HEAD", key, "ETag"))?
-                .to_string(),
-            last_modified: system_time(output.last_modified()),
-            metadata: user_metadata(output.metadata()),
-            content_type: output.content_type().map(str::to_string),
+        Ok(sdk_object_meta!(
+            self,
+            "HEAD",
+            key,
+            output,
+            length(output.content_length())
+        ))
+    }
+
+    /// GetObject through the SDK: ranged and conditional GETs, and every whole GET the lean
+    /// path does not decide.
+    async fn sdk_get(
+        &self,
+        target: &Target,
+        key: &str,
+        range: Option<String>,
+        if_match: Option<String>,
+    ) -> StoreResult<Fetched> {
+        let output = target
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .set_if_match(if_match)
+            .send()
+            .await
+            .map_err(|e| self.error("GET", key, e))?;
+        let body_length = length(output.content_length());
+        let (range, size) = match output.content_range() {
+            Some(value) => parse_content_range(value)
+                .ok_or_else(|| self.missing("GET", key, "valid Content-Range"))?,
+            None => (0..body_length, body_length),
+        };
+        let meta = sdk_object_meta!(self, "GET", key, output, size);
+        let md5_etag = etag_is_content_md5(
+            output.server_side_encryption().map(|e| e.as_str()),
+            output.sse_customer_algorithm().is_some(),
+        );
+        Ok(Fetched {
+            meta,
+            range,
+            md5_etag,
+            body: sdk_body(output.body),
         })
     }
 
@@ -399,13 +455,14 @@ impl S3Store {
     }
 }
 
-/// `Range: bytes=a-b` with an inclusive end, from a half-open range.
-/// HEADs go the lean way (`lean_head`) unless `SCRIBEFS_LEAN_HEAD=0`: a switch to compare the
-/// two paths in a benchmark, or to rule the lean one out when chasing a problem.
-fn lean_head_enabled() -> bool {
+/// HEADs and whole GETs go the lean way (`lean`) unless `SCRIBEFS_LEAN_HEAD=0` (the name it
+/// had when only HEADs went so): a switch to compare the two paths in a benchmark, or to rule
+/// the lean one out when chasing a problem.
+fn lean_requests_enabled() -> bool {
     std::env::var("SCRIBEFS_LEAN_HEAD").map_or(true, |v| v != "0")
 }
 
+/// `Range: bytes=a-b` with an inclusive end, from a half-open range.
 fn range_header(key: &str, range: &Range<u64>) -> StoreResult<String> {
     if range.start >= range.end {
         return Err(StoreError::InvalidRequest(format!(
@@ -451,24 +508,13 @@ impl ObjectStore for S3Store {
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
         let _permit = self.permit().await?;
         let target = self.target();
-        if let Some(lean) = &target.lean {
-            let context = self.context("HEAD", key, &target);
-            match lean
-                .head(&target.client, &self.bucket, key, self.timeout, &context)
-                .await
-            {
-                Answer::Decided(answer) => return answer,
-                Answer::Undecided => {}
-                Answer::Refused => {
-                    let answer = self.sdk_head(&target, key).await;
-                    if answer.is_ok() {
-                        lean.distrust();
-                    }
-                    return answer;
-                }
-            }
-        }
-        self.sdk_head(&target, key).await
+        let Some(lean) = &target.lean else {
+            return self.sdk_head(&target, key).await;
+        };
+        let context = self.context("HEAD", key, &target);
+        let answer = lean.head(&target.client, &context).await;
+        lean.settle(answer, async || self.sdk_head(&target, key).await)
+            .await
     }
 
     async fn get(&self, request: GetRequest) -> StoreResult<GetObjectOutput> {
@@ -479,44 +525,36 @@ impl ObjectStore for S3Store {
             .map(|r| range_header(key, r))
             .transpose()?;
         let permit = self.permit().await?;
-        let output = self
-            .client()
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_range(range)
-            .set_if_match(request.if_match.clone())
-            .send()
-            .await
-            .map_err(|e| self.error("GET", key, e))?;
-        let body_length = length(output.content_length());
-        let (range, size) = match output.content_range() {
-            Some(value) => parse_content_range(value)
-                .ok_or_else(|| self.missing("GET", key, "valid Content-Range"))?,
-            None => (0..body_length, body_length),
+        let target = self.target();
+        let sdk = async || {
+            self.sdk_get(&target, key, range.clone(), request.if_match.clone())
+                .await
         };
-        let meta = ObjectMeta {
-            key: key.to_string(),
-            size,
-            etag: output
-                .e_tag()
-                .ok_or_else(|| self.missing("GET", key, "ETag"))?
-                .to_string(),
-            last_modified: system_time(output.last_modified()),
-            metadata: user_metadata(output.metadata()),
-            content_type: output.content_type().map(str::to_string),
+        let fetched = match &target.lean {
+            // The lean GET reads whole objects only: ranges and conditions stay with the SDK.
+            Some(lean) if request.range.is_none() && request.if_match.is_none() => {
+                let context = self.context("GET", key, &target);
+                let answer = lean.get(&target.client, &context).await;
+                lean.settle(answer, sdk).await?
+            }
+            _ => sdk().await?,
         };
-        let what = format!("GET {key:?} from {}", self.target().endpoint);
-        let whole = range == (0..size) && size <= MAX_VERIFIED_BODY;
-        let digest = (self.check_etag_md5 && whole)
+        let Fetched {
+            meta,
+            range,
+            md5_etag,
+            body,
+        } = fetched;
+        let what = format!("GET {key:?} from {}", target.endpoint);
+        let whole = range == (0..meta.size) && meta.size <= MAX_VERIFIED_BODY;
+        let digest = (self.check_etag_md5 && whole && md5_etag)
             .then(|| etag_md5(&meta.etag))
-            .flatten()
-            .filter(|_| etag_is_content_md5(&output));
+            .flatten();
         let Some(expected) = digest else {
-            let body = permit_holding_body(output.body, permit, what);
+            let body = permit_holding_body(body, permit, what);
             return Ok(GetObjectOutput { meta, range, body });
         };
-        let body = collect_checked(output.body, size, &expected, &what).await;
+        let body = collect_checked(body, meta.size, &expected, &what).await;
         drop(permit);
         let body = body.map_err(|mismatch| match mismatch {
             Mismatch::Body(error) => error,

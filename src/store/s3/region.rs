@@ -5,15 +5,15 @@
 
 use aws_sdk_s3::config::Region;
 
-use super::lean_head::LeanHead;
+use super::lean::Lean;
 
 /// Where requests go: the client, its region, and the server as the user knows it.
 pub(super) struct Target {
     pub client: aws_sdk_s3::Client,
     pub region: String,
     pub endpoint: String,
-    /// HeadObject outside the SDK's orchestrator; `None` when switched off.
-    pub lean: Option<LeanHead>,
+    /// HeadObject and whole GetObject outside the SDK's orchestrator; `None` when switched off.
+    pub lean: Option<Lean>,
 }
 
 impl Target {
@@ -35,7 +35,7 @@ impl Target {
             client: aws_sdk_s3::Client::from_conf(config),
             region: region.to_string(),
             endpoint,
-            lean: self.lean.as_ref().map(LeanHead::for_new_region),
+            lean: self.lean.as_ref().map(Lean::for_new_region),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! SigV4 of the lean HEAD: the canonical request of one bodiless request without a query,
+//! SigV4 of the lean HEAD and GET: the canonical request of a bodiless request without a query,
 //! written out directly, and the signing key kept for its day.
 //!
 //! aws-sigv4's general signer canonicalizes any request: it copies, lowercases and sorts every
@@ -145,6 +145,7 @@ mod tests {
     /// What aws-sigv4's general signer gives for the same request, S3's settings.
     fn reference(
         credentials: &Credentials,
+        method: &str,
         uri: &str,
         extra: &[(&'static str, String)],
         region: &str,
@@ -166,7 +167,7 @@ mod tests {
             .into();
         let headers = extra.iter().map(|(n, v)| (*n, v.as_str()));
         let signable =
-            SignableRequest::new("HEAD", uri, headers, SignableBody::Bytes(&[])).unwrap();
+            SignableRequest::new(method, uri, headers, SignableBody::Bytes(&[])).unwrap();
         let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
             .unwrap()
             .into_parts();
@@ -180,6 +181,7 @@ mod tests {
 
     fn ours(
         credentials: &Credentials,
+        method: &str,
         host: &str,
         path: &str,
         extra: &[(&'static str, String)],
@@ -187,7 +189,7 @@ mod tests {
         now: SystemTime,
     ) -> Vec<(String, String)> {
         let keys = Keys::new(credentials);
-        let mut out: Vec<(String, String)> = sign(&keys, "HEAD", host, path, extra, region, now)
+        let mut out: Vec<(String, String)> = sign(&keys, method, host, path, extra, region, now)
             .into_iter()
             .map(|(n, v)| (n.to_string(), v))
             .collect();
@@ -235,11 +237,13 @@ mod tests {
                 for now in times {
                     for (uri, host, path) in requests {
                         for region in ["us-east-1", "eu-west-1"] {
-                            assert_eq!(
-                                ours(credentials, host, path, extra, region, now),
-                                reference(credentials, uri, extra, region, now),
-                                "{uri} {region} {extra:?}"
-                            );
+                            for method in ["HEAD", "GET"] {
+                                assert_eq!(
+                                    ours(credentials, method, host, path, extra, region, now),
+                                    reference(credentials, method, uri, extra, region, now),
+                                    "{method} {uri} {region} {extra:?}"
+                                );
+                            }
                         }
                     }
                 }

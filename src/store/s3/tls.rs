@@ -54,7 +54,7 @@ pub(super) fn sdk_client(bundle: TlsContext) -> SharedHttpClient {
 
 /// A connector with the trust of `bundle` (the system roots when `None`). The SDK's default
 /// client uses no proxy; the client of a bundle takes it from the environment, as the AWS CLI
-/// does. The requests sent outside the SDK (`lean_head`) use one built the same way, so both
+/// does. The requests sent outside the SDK (`lean`) use one built the same way, so both
 /// reach the server alike; their timeouts are the caller's.
 pub(super) fn connector(
     bundle: Option<TlsContext>,
