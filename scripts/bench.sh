@@ -9,7 +9,8 @@
 # With --runs N (3 where the VM is noisy) every figure is the median of N runs, shown with its
 # min-max spread. It changes no setting of the machine: no /sys or /proc/sys write (dropping the
 # page cache changes no setting), and /dev/fuse keeps its mode: when the plain user cannot open
-# it, the plain-user columns are left out and the report says why.
+# it, the plain-user columns are left out and the report says why. With --out FILE.md, each
+# run's raw figures are written to FILE.runN.tsv as soon as that run ends.
 #
 #   scripts/bench.sh [--quick] [--profiles raw,s3,proxy] [--tools scribefs,mount-s3,s3fs,rclone]
 #                    [--plain-tools LIST|none] [--plain-user NAME]
@@ -868,6 +869,13 @@ for P in "${PROFILE_LIST[@]}"; do
     rm -rf --one-file-system "$ROOT"
 done
 for key in "${!R[@]}"; do R_RUNS[$key]+="${R[$key]} "; done
+# Each run's raw figures go to a file as soon as the run ends, so a long run that is stopped
+# (or a machine that goes away) still leaves the runs it finished.
+if [ -n "$OUT" ]; then
+    for key in "${!R[@]}"; do printf '%s\t%s\n' "$key" "${R[$key]}"; done | sort \
+        >"${OUT%.md}.run$RUN.tsv"
+    log "run $RUN's figures: ${OUT%.md}.run$RUN.tsv"
+fi
 done
 TOTAL_SECONDS=$((SECONDS - START))
 
