@@ -3,7 +3,7 @@
 # the same time, on the S3-like link (dev server --latency-ms 20 --bandwidth-mbps 200), each
 # client on a fresh server and mount with its default options. Prints, per client, the time
 # until every dd returned, the peak RSS (VmHWM) and the user and system CPU of the mount
-# process during the writes, and the errors: writers
+# process and of the dev server during the writes, and the errors: writers
 # that failed plus files a fresh scribefs mount does not show whole afterwards. Backup tools
 # with parallel transfers and log daemons write like this; scripts/bench.sh has it as the
 # "32 writers" row.
@@ -103,7 +103,7 @@ unmount_tool() {
     MOUNT_PID=''
 }
 
-printf '| client | writers x MiB | time (s) | peak RSS of the mount (MiB) | mount CPU user / sys (s) | errors |\n|---|---|---|---|---|---|\n'
+printf '| client | writers x MiB | time (s) | peak RSS of the mount (MiB) | mount CPU user / sys (s) | dev server CPU user / sys (s) | errors |\n|---|---|---|---|---|---|---|\n'
 for tool in "${TOOL_LIST[@]}"; do
     serve
     mnt=$WORK/mnt-$tool
@@ -112,7 +112,7 @@ for tool in "${TOOL_LIST[@]}"; do
     mount_tool "$tool" "$mnt" "${args[@]+"${args[@]}"}"
     cat "$WORK/source.bin" >/dev/null # every writer reads the source from the page cache
     pids=() errors=0
-    cpu_before=$(cpu_seconds "$MOUNT_PID")
+    cpu_before=$(cpu_seconds "$MOUNT_PID") server_before=$(cpu_seconds "$SERVER")
     start=$(date +%s.%N)
     for i in $(seq 1 "$WRITERS"); do
         dd if="$WORK/source.bin" of="$mnt/w-$i.bin" bs=1M conv=fsync status=none 2>>"$WORK/dd.log" &
@@ -120,7 +120,7 @@ for tool in "${TOOL_LIST[@]}"; do
     done
     for pid in "${pids[@]}"; do wait "$pid" || errors=$((errors + 1)); done
     end=$(date +%s.%N)
-    cpu_after=$(cpu_seconds "$MOUNT_PID")
+    cpu_after=$(cpu_seconds "$MOUNT_PID") server_after=$(cpu_seconds "$SERVER")
     rss=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MOUNT_PID/status")
     unmount_tool "$mnt"
     # What S3 holds, seen by a fresh scribefs mount: every file there, whole.
@@ -136,8 +136,12 @@ for tool in "${TOOL_LIST[@]}"; do
     [ "${#args[@]}" -eq 0 ] || label="$tool ${args[*]}"
     read -r user_before sys_before <<<"$cpu_before"
     read -r user_after sys_after <<<"$cpu_after"
-    printf '| %s | %s x %s | %.1f | %s | %.1f / %.1f | %s |\n' "$label" "$WRITERS" "$SIZE_MIB" \
-        "$(echo "$end - $start" | bc)" "$rss" "$(echo "$user_after - $user_before" | bc)" \
-        "$(echo "$sys_after - $sys_before" | bc)" "$errors"
+    read -r server_user_before server_sys_before <<<"$server_before"
+    read -r server_user_after server_sys_after <<<"$server_after"
+    printf '| %s | %s x %s | %.1f | %s | %.1f / %.1f | %.1f / %.1f | %s |\n' "$label" "$WRITERS" \
+        "$SIZE_MIB" "$(echo "$end - $start" | bc)" "$rss" "$(echo "$user_after - $user_before" | bc)" \
+        "$(echo "$sys_after - $sys_before" | bc)" \
+        "$(echo "$server_user_after - $server_user_before" | bc)" \
+        "$(echo "$server_sys_after - $server_sys_before" | bc)" "$errors"
 done
 [ ! -s "$WORK/dd.log" ] || { echo "dd errors:" >&2; sort -u "$WORK/dd.log" | head -5 >&2; }
