@@ -392,8 +392,10 @@ impl ObjectStore for MemoryStore {
         };
         let total = bodies.iter().map(Bytes::len).sum();
         let mut data = Vec::with_capacity(total);
-        for body in &bodies {
-            data.extend_from_slice(body);
+        // Each part is freed as soon as it is copied: the upload holds the object once, not twice,
+        // and the object's pages can be the parts' just freed ones.
+        for body in bodies {
+            data.extend_from_slice(&body);
         }
         // S3's multipart ETag: the MD5 of the parts' MD5s, then the part count.
         let etag = format!("\"{}-{}\"", hex(&Md5::digest(&digests)), parts.len());
