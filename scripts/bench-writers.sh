@@ -3,7 +3,7 @@
 # the same time, on the S3-like link (dev server --latency-ms 20 --bandwidth-mbps 200), each
 # client on a fresh server and mount with its default options. Prints, per client, the time
 # until every dd returned, the peak RSS (VmHWM) and the user and system CPU of the mount
-# process and of the dev server during the writes, and the errors: writers
+# process and of the dev server during the writes, the dev server's peak RSS, and the errors: writers
 # that failed plus files a fresh scribefs mount does not show whole afterwards. Backup tools
 # with parallel transfers and log daemons write like this; scripts/bench.sh has it as the
 # "32 writers" row.
@@ -103,7 +103,7 @@ unmount_tool() {
     MOUNT_PID=''
 }
 
-printf '| client | writers x MiB | time (s) | peak RSS of the mount (MiB) | mount CPU user / sys (s) | dev server CPU user / sys (s) | errors |\n|---|---|---|---|---|---|---|\n'
+printf '| client | writers x MiB | time (s) | peak RSS of the mount (MiB) | mount CPU user / sys (s) | dev server CPU user / sys (s) | dev server peak RSS (MiB) | errors |\n|---|---|---|---|---|---|---|---|\n'
 for tool in "${TOOL_LIST[@]}"; do
     serve
     mnt=$WORK/mnt-$tool
@@ -122,6 +122,7 @@ for tool in "${TOOL_LIST[@]}"; do
     end=$(date +%s.%N)
     cpu_after=$(cpu_seconds "$MOUNT_PID") server_after=$(cpu_seconds "$SERVER")
     rss=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MOUNT_PID/status")
+    server_rss=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVER/status")
     unmount_tool "$mnt"
     # What S3 holds, seen by a fresh scribefs mount: every file there, whole.
     mount_tool scribefs "$WORK/mnt-check"
@@ -138,10 +139,10 @@ for tool in "${TOOL_LIST[@]}"; do
     read -r user_after sys_after <<<"$cpu_after"
     read -r server_user_before server_sys_before <<<"$server_before"
     read -r server_user_after server_sys_after <<<"$server_after"
-    printf '| %s | %s x %s | %.1f | %s | %.1f / %.1f | %.1f / %.1f | %s |\n' "$label" "$WRITERS" \
+    printf '| %s | %s x %s | %.1f | %s | %.1f / %.1f | %.1f / %.1f | %s | %s |\n' "$label" "$WRITERS" \
         "$SIZE_MIB" "$(echo "$end - $start" | bc)" "$rss" "$(echo "$user_after - $user_before" | bc)" \
         "$(echo "$sys_after - $sys_before" | bc)" \
         "$(echo "$server_user_after - $server_user_before" | bc)" \
-        "$(echo "$server_sys_after - $server_sys_before" | bc)" "$errors"
+        "$(echo "$server_sys_after - $server_sys_before" | bc)" "$server_rss" "$errors"
 done
 [ ! -s "$WORK/dd.log" ] || { echo "dd errors:" >&2; sort -u "$WORK/dd.log" | head -5 >&2; }

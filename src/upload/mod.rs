@@ -31,8 +31,10 @@
 //!   read the staging file one part at a time under the same bound. All uploads of a mount
 //!   together hold at most its [`WriteBudget`] (by default a share of the machine's memory, or
 //!   `--max-memory-target` less the block cache): the buffers being filled and the parts in
-//!   flight, so many writers at once wait for memory, first come first served, instead of
+//!   flight, so many writers at once wait for memory, the oldest upload first, instead of
 //!   adding up. No one waits while holding memory, so a close never waits behind them.
+//!   Buffers whose part was sent are kept for the next of the same size ([`PartBuffers`]),
+//!   within the budget's size, instead of being freed and faulted in again.
 //!
 //! Further choices:
 //!
@@ -52,6 +54,7 @@
 
 mod abort_retry;
 mod budget;
+mod buffers;
 mod config;
 mod error;
 pub mod part_size;
@@ -61,6 +64,7 @@ mod streaming;
 
 pub use abort_retry::{pending_aborts, settle_pending_aborts};
 pub use budget::{Reservation, WriteBudget};
+pub use buffers::{PartBuffer, PartBuffers, PoolCounts};
 pub use config::UploadConfig;
 pub use error::{StoreFailure, StoreOperation, UploadError};
 pub use part_size::part_size_for;

@@ -13,7 +13,8 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::{self, JoinError, JoinSet};
 
-use super::budget::{self, Reservation};
+use super::budget::{self, Reservation, UploadSlot};
+use super::buffers::PartBuffers;
 use super::part_size::{S3_MAX_OBJECT_SIZE, S3_MAX_PARTS};
 use super::{StoreOperation, UploadConfig, UploadError, WriteBudget};
 use crate::store::{CompletedPart, ObjectStore, PutOptions, PutOutput, StoreResult};
@@ -130,14 +131,20 @@ impl MultipartSession {
         self.failure.clone().map_or(Ok(()), Err)
     }
 
+    /// The pool of part buffers of the mount's budget, if the upload has one.
+    pub(super) fn buffers(&self) -> Option<&Arc<PartBuffers>> {
+        self.budget.as_ref().map(|budget| budget.buffers())
+    }
+
     /// Memory for a buffer of `bytes` from the mount's budget (see [`budget`]).
     pub(super) async fn reserve(&self, bytes: u64) -> Reservation {
         budget::reserve(self.budget.as_ref(), bytes).await
     }
 
-    /// Grows `held` to `bytes` from the mount's budget (see [`WriteBudget::grow`]).
-    pub(super) async fn grow(&self, held: &mut Reservation, bytes: u64) {
-        budget::grow(self.budget.as_ref(), held, bytes).await;
+    /// Grows `held` to `bytes` from the mount's budget, in line at the place of `slot`'s
+    /// upload (see [`WriteBudget::grow`]).
+    pub(super) async fn grow(&self, held: &mut Reservation, bytes: u64, slot: Option<&UploadSlot>) {
+        budget::grow(self.budget.as_ref(), held, bytes, slot).await;
     }
 
     /// Sends the next part, which holds `memory` of the budget until its request ends. Waits

@@ -13,9 +13,8 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::budget::{Reservation, UploadSlot};
+use super::buffers::PartBuffer;
 use super::part_size::{S3_MAX_OBJECT_SIZE, part_size_for};
 use super::session::{MultipartSession, put_object};
 use super::{UploadConfig, UploadError};
@@ -28,8 +27,9 @@ pub struct StreamingUpload {
     /// Boxed: the handle moves around (into fs state, back out of `into_unsent`) and stays small.
     session: Box<MultipartSession>,
     base_part_size: u64,
-    /// The part being filled; never longer than the current part size.
-    buffer: Vec<u8>,
+    /// The part being filled; never longer than the current part size. A whole part's buffer
+    /// comes from the budget's pool and goes back there once its request ends.
+    buffer: PartBuffer,
     /// The buffer's share of the mount's write budget: its capacity.
     buffer_memory: Reservation,
     written: u64,
@@ -49,7 +49,7 @@ impl StreamingUpload {
         StreamingUpload {
             session: Box::new(MultipartSession::new(store, key, options, &config)),
             base_part_size: config.part_size(),
-            buffer: Vec::new(),
+            buffer: PartBuffer::default(),
             buffer_memory: Reservation::default(),
             written: 0,
             slot: config.budget().map(|budget| budget.enter_upload()),
@@ -130,7 +130,7 @@ impl StreamingUpload {
         if self.session.has_parts() || !all_buffered {
             return Err(self);
         }
-        Ok(self.buffer)
+        Ok(self.buffer.into_vec())
     }
 
     /// Drops the data and aborts the multipart upload, waiting for the abort.
@@ -141,7 +141,7 @@ impl StreamingUpload {
     async fn finish_or_fail(&mut self) -> Result<PutOutput, UploadError> {
         self.session.check()?;
         if !self.session.has_parts() {
-            let body = Bytes::from(std::mem::take(&mut self.buffer));
+            let body = std::mem::take(&mut self.buffer).into_bytes();
             let options = self.session.options().clone();
             return put_object(self.session.store(), self.session.key(), body, options).await;
         }
@@ -152,7 +152,7 @@ impl StreamingUpload {
     }
 
     async fn send_buffer(&mut self) -> Result<(), UploadError> {
-        let body = Bytes::from(std::mem::take(&mut self.buffer));
+        let body = std::mem::take(&mut self.buffer).into_bytes();
         let memory = std::mem::take(&mut self.buffer_memory);
         self.session.send_part(body, memory).await
     }
@@ -184,9 +184,16 @@ impl StreamingUpload {
             needed.max(self.buffer.capacity() * 2).min(small)
         };
         self.session
-            .grow(&mut self.buffer_memory, target as u64)
+            .grow(&mut self.buffer_memory, target as u64, self.slot.as_ref())
             .await;
-        self.buffer.reserve_exact(target - self.buffer.len());
+        if let (true, Some(buffers)) = (target == part_size, self.session.buffers()) {
+            let mut whole = buffers.take(part_size);
+            whole.extend_from_slice(&self.buffer);
+            self.buffer = whole;
+            return;
+        }
+        let filled = self.buffer.len();
+        self.buffer.reserve_exact(target - filled);
     }
 }
 
@@ -621,6 +628,24 @@ mod tests {
             );
             assert_eq!(budget.available_bytes(), budget.total_bytes());
         }
+    }
+
+    /// A whole part's buffer comes from the budget's pool and goes back there once the store
+    /// is done with its body, so a second upload fills the first's buffers, not new ones.
+    #[tokio::test]
+    async fn part_buffers_are_reused_across_uploads() {
+        let store = store(PART);
+        let budget = crate::upload::WriteBudget::new(8 * PART);
+        for key in ["first", "second"] {
+            let mut upload = budgeted(&store, key, PART, &budget);
+            let data = pattern(4 * PART as usize + 10);
+            write_all(&mut upload, &data, 100).await.unwrap();
+            upload.finish().await.unwrap();
+            assert_eq!(store.inner().object(key).unwrap().data, data);
+        }
+        let counts = budget.buffers().counts();
+        assert_eq!((counts.taken, counts.reused), (10, 5), "{counts:?}");
+        assert_eq!(counts.idle_bytes, 5 * PART);
     }
 
     /// The fairness the shared budget needs: a writer waiting on a full budget does not hold
