@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use super::attr::{Attr, attr_of, owned_metadata, renamed_metadata};
 use super::error::{FsError, FsResult};
-use super::handles::Handle;
 use super::namespace::{ContentType, DeferredDelete, Ino, Kind, Origin, WriteStatus};
 use super::readdir::DirEntry;
 use super::{Caller, Fs};
@@ -37,7 +36,7 @@ impl Fs {
     pub(super) async fn open_stream(&self, mut stream: super::readdir::DirStream) -> FsResult<u64> {
         self.read_stream(&mut stream, 0).await?;
         let stream = Arc::new(tokio::sync::Mutex::new(stream));
-        Ok(self.handles().insert(Handle::Directory(stream)))
+        Ok(self.handles().insert_directory(stream))
     }
 
     /// The kernel took a reference to an entry readdirplus returned.

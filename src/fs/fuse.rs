@@ -88,6 +88,16 @@ fn count<T>(op: &'static str, result: &Result<T, FsError>) {
 }
 
 /// S3 keys are UTF-8; a name that is not cannot name an object.
+/// Runs `change` unless a view refused it (`refused`, from `refuse_in_views`): the future is
+/// only built before the check, nothing of it runs.
+async fn unless_refused<T>(
+    refused: Result<(), FsError>,
+    change: impl std::future::Future<Output = Result<T, FsError>>,
+) -> Result<T, FsError> {
+    refused?;
+    change.await
+}
+
 fn utf8(name: &OsStr) -> Result<String, Errno> {
     name.to_str().map(str::to_string).ok_or(Errno::EINVAL)
 }
@@ -270,10 +280,11 @@ impl Filesystem for FuseAdapter {
         };
         let (ttl, caller) = (self.ttl, caller(req));
         self.spawn("mkdir", parent.0, req, move |fs| async move {
-            let made = match fs.refuse_in_views(parent.0, &name) {
-                Ok(()) => fs.mkdir(parent.0, &name, mode & !umask, caller).await,
-                Err(e) => Err(e),
-            };
+            let made = unless_refused(
+                fs.refuse_in_views(parent.0, &name),
+                fs.mkdir(parent.0, &name, mode & !umask, caller),
+            )
+            .await;
             match made {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -287,10 +298,11 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         self.spawn("unlink", parent.0, req, move |fs| async move {
-            let unlinked = match fs.refuse_in_views(parent.0, &name) {
-                Ok(()) => fs.unlink(parent.0, &name).await,
-                Err(e) => Err(e),
-            };
+            let unlinked = unless_refused(
+                fs.refuse_in_views(parent.0, &name),
+                fs.unlink(parent.0, &name),
+            )
+            .await;
             match unlinked {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -304,10 +316,11 @@ impl Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         self.spawn("rmdir", parent.0, req, move |fs| async move {
-            let removed = match fs.refuse_in_views(parent.0, &name) {
-                Ok(()) => fs.rmdir(parent.0, &name).await,
-                Err(e) => Err(e),
-            };
+            let removed = unless_refused(
+                fs.refuse_in_views(parent.0, &name),
+                fs.rmdir(parent.0, &name),
+            )
+            .await;
             match removed {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -333,13 +346,11 @@ impl Filesystem for FuseAdapter {
             let refused = fs
                 .refuse_in_views(parent.0, &name)
                 .and_then(|()| fs.refuse_in_views(newparent.0, &newname));
-            let renamed = match refused {
-                Ok(()) => {
-                    fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            let renamed = unless_refused(
+                refused,
+                fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()),
+            )
+            .await;
             match renamed {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -382,13 +393,12 @@ impl Filesystem for FuseAdapter {
         };
         let caller = caller(req);
         self.spawn("create", parent.0, req, move |fs| async move {
-            let created = match fs.refuse_in_views(parent.0, &name) {
-                Ok(()) => {
-                    fs.create(parent.0, &name, mode & !umask, flags, caller)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            let refused = fs.refuse_in_views(parent.0, &name);
+            let created = unless_refused(
+                refused,
+                fs.create(parent.0, &name, mode & !umask, flags, caller),
+            )
+            .await;
             match created {
                 // A new file exists only if its upload succeeds at close: a zero TTL makes the
                 // kernel ask again (a local answer, no S3 request) instead of caching a name
@@ -664,10 +674,11 @@ impl Filesystem for FuseAdapter {
         };
         let (ttl, caller) = (self.ttl, caller(req));
         self.spawn("symlink", parent.0, req, move |fs| async move {
-            let made = match fs.refuse_in_views(parent.0, &name) {
-                Ok(()) => fs.symlink(parent.0, &name, &target, caller).await,
-                Err(e) => Err(e),
-            };
+            let made = unless_refused(
+                fs.refuse_in_views(parent.0, &name),
+                fs.symlink(parent.0, &name, &target, caller),
+            )
+            .await;
             match made {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),
@@ -704,10 +715,11 @@ impl Filesystem for FuseAdapter {
         };
         let (ttl, caller) = (self.ttl, caller(req));
         self.spawn("mknod", parent.0, req, move |fs| async move {
-            let made = match fs.refuse_in_views(parent.0, &name) {
-                Ok(()) => fs.mknod(parent.0, &name, mode & !umask, rdev, caller).await,
-                Err(e) => Err(e),
-            };
+            let made = unless_refused(
+                fs.refuse_in_views(parent.0, &name),
+                fs.mknod(parent.0, &name, mode & !umask, rdev, caller),
+            )
+            .await;
             match made {
                 Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
                 Err(e) => reply.error(errno(&e)),

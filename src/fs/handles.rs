@@ -42,9 +42,11 @@ impl Handles {
         self.open.insert(number, handle);
     }
 
-    pub fn insert(&mut self, handle: Handle) -> u64 {
+    /// A directory handle: files reserve their number first (see `reserve`), so that the
+    /// open-file record and this table agree on it.
+    pub fn insert_directory(&mut self, stream: SharedDirStream) -> u64 {
         let number = self.reserve();
-        self.put(number, handle);
+        self.put(number, Handle::Directory(stream));
         number
     }
 

@@ -162,17 +162,17 @@ impl OpenFile {
 
     /// The file's first upload landed: S3 has it now.
     pub(super) fn uploaded(&mut self) {
-        if self.status == WriteStatus::Created {
-            self.status = if self.writers().next().is_some() {
-                WriteStatus::Open
-            } else {
-                WriteStatus::Closed
-            };
-        }
+        self.created_file_settled();
     }
 
     /// The upload of a file made here failed: no object, and no file.
     pub(super) fn upload_failed(&mut self) -> bool {
+        self.created_file_settled()
+    }
+
+    /// A file made here is no longer only being written: its upload ended either way. It is
+    /// open for writing if a writer is left, else closed. Returns whether it was such a file.
+    fn created_file_settled(&mut self) -> bool {
         let was_created = self.status == WriteStatus::Created;
         if was_created {
             self.status = if self.writers().next().is_some() {
