@@ -4,7 +4,9 @@
 //! Write-through works per key: after a change, [`Bucket::persist`] writes whatever the store
 //! holds for that key *now* (or removes the file if nothing). Writes for the same key are
 //! serialized by a striped lock, so with concurrent puts the last write to disk is always the
-//! store's latest state, whatever order the requests finished in.
+//! store's latest state, whatever order the requests finished in. A change the disk refuses
+//! (ENOSPC, say) is undone in memory too ([`Bucket::persist_or_undo`]), so a request answered
+//! with an error has changed nothing, as on S3.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -14,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use super::persist::BucketDir;
-use crate::store::memory::MemoryStore;
+use crate::store::memory::{MemoryStore, StoredObject};
 
 /// Independent write-through locks per bucket; keys hash onto them.
 const PERSIST_STRIPES: usize = 64;
@@ -40,16 +42,40 @@ impl Bucket {
 
     /// Mirrors the current state of `key` to disk (nothing to do without `--root`).
     pub async fn persist(&self, key: &str) -> io::Result<()> {
-        let Some(dir) = &self.dir else { return Ok(()) };
+        self.write_through(key).await.1
+    }
+
+    /// Mirrors `key` to disk; when that fails the change is undone in memory as well (back to
+    /// `previous`), so a request answered with an error has not changed the bucket.
+    pub async fn persist_or_undo(
+        &self,
+        key: &str,
+        previous: Option<StoredObject>,
+    ) -> io::Result<()> {
+        let (written, result) = self.write_through(key).await;
+        if result.is_err() {
+            self.store
+                .restore_unless_changed(key, written.as_ref(), previous);
+        }
+        result
+    }
+
+    /// Writes what the store holds for `key` now; returns that state with the outcome.
+    async fn write_through(&self, key: &str) -> (Option<StoredObject>, io::Result<()>) {
+        let Some(dir) = &self.dir else {
+            return (None, Ok(()));
+        };
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
         let _guard = self.persist_locks[hasher.finish() as usize % PERSIST_STRIPES]
             .lock()
             .await;
-        match self.store.object(key) {
-            Some(object) => dir.write(key, &object).await,
+        let written = self.store.object(key);
+        let result = match &written {
+            Some(object) => dir.write(key, object).await,
             None => dir.remove(key).await,
-        }
+        };
+        (written, result)
     }
 
     /// Mirrors a newly created multipart upload to disk.
@@ -271,5 +297,57 @@ mod tests {
         assert_eq!(reopened.remove("beta").unwrap(), Removal::Removed);
         assert_eq!(reopened.remove("beta").unwrap(), Removal::Missing);
         assert!(!root.path().join("beta").exists());
+    }
+
+    /// A change the disk refused is undone in memory: a put back to the old bytes, a new key
+    /// away again, a delete back to the object.
+    #[tokio::test]
+    async fn a_change_that_cannot_be_persisted_is_undone() {
+        let root = tempfile::tempdir().unwrap();
+        let buckets = Buckets::open(Some(root.path().to_path_buf()), &["alpha".into()]).unwrap();
+        let alpha = buckets.get("alpha").unwrap();
+        let put = |key: &'static str, body: &'static str| {
+            let store = alpha.store.clone();
+            async move {
+                let previous = store.object(key);
+                store
+                    .put(key, Bytes::from(body), PutOptions::default())
+                    .await
+                    .unwrap();
+                previous
+            }
+        };
+        let previous = put("kept", "old").await;
+        alpha.persist_or_undo("kept", previous).await.unwrap();
+
+        // The bucket's directory turns into a file: every write and removal under it fails.
+        let dir = root.path().join("alpha");
+        std::fs::rename(&dir, root.path().join("alpha.moved")).unwrap();
+        std::fs::write(&dir, b"not a directory").unwrap();
+
+        let previous = put("kept", "new").await;
+        assert!(alpha.persist_or_undo("kept", previous).await.is_err());
+        assert_eq!(alpha.store.object("kept").unwrap().data, "old");
+
+        let previous = put("fresh", "new").await;
+        assert!(alpha.persist_or_undo("fresh", previous).await.is_err());
+        assert!(alpha.store.object("fresh").is_none());
+
+        let previous = alpha.store.object("kept");
+        alpha.store.delete("kept").await.unwrap();
+        assert!(alpha.persist_or_undo("kept", previous).await.is_err());
+        assert_eq!(alpha.store.object("kept").unwrap().data, "old");
+    }
+
+    /// A later change of the same key is not clobbered by undoing an earlier one.
+    #[test]
+    fn undo_leaves_a_later_change_alone() {
+        let store = MemoryStore::new();
+        let old = StoredObject::new(Bytes::from("old"), PutOptions::default());
+        let mine = StoredObject::new(Bytes::from("mine"), PutOptions::default());
+        let later = StoredObject::new(Bytes::from("later"), PutOptions::default());
+        store.insert("k", later);
+        store.restore_unless_changed("k", Some(&mine), Some(old));
+        assert_eq!(store.object("k").unwrap().data, "later");
     }
 }

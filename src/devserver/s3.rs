@@ -307,7 +307,10 @@ impl S3 for DevS3 {
         let put = bucket
             .store
             .put_with_digest(&input.key, data, digest, options);
-        bucket.persist(&input.key).await.map_err(persist_error)?;
+        bucket
+            .persist_or_undo(&input.key, current)
+            .await
+            .map_err(persist_error)?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag_dto(&put.etag)),
             size: Some(size),
@@ -410,9 +413,10 @@ impl S3 for DevS3 {
             last_modified: Some(Timestamp::from(object.last_modified)),
             ..Default::default()
         };
+        let previous = destination.store.object(&input.key);
         destination.store.insert(&input.key, object);
         destination
-            .persist(&input.key)
+            .persist_or_undo(&input.key, previous)
             .await
             .map_err(persist_error)?;
         Ok(S3Response::new(CopyObjectOutput {
@@ -555,14 +559,18 @@ impl S3 for DevS3 {
         if let Some(object) = bucket.store.object(&input.key)
             && let Err(mismatch) = check_crc32c(&object.data, input.checksum_crc32c.as_deref())
         {
-            delete_key(&bucket, &input.key).await?;
+            bucket
+                .store
+                .restore_unless_changed(&input.key, Some(&object), current);
             return Err(mismatch);
         }
-        bucket.persist(&input.key).await.map_err(persist_error)?;
+        let persisted = bucket.persist_or_undo(&input.key, current).await;
+        // The upload is used up in memory either way; its parts on disk go with it.
         bucket
             .forget_upload(&input.upload_id)
             .await
             .map_err(persist_error)?;
+        persisted.map_err(persist_error)?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             bucket: Some(input.bucket),
@@ -623,10 +631,14 @@ fn content_type_of(object: &StoredObject) -> String {
 }
 
 async fn delete_key(bucket: &Bucket, key: &str) -> S3Result<()> {
+    let previous = bucket.store.object(key);
     bucket
         .store
         .delete(key)
         .await
         .map_err(|e| S3Error::with_source(S3ErrorCode::InternalError, Box::new(e)))?;
-    bucket.persist(key).await.map_err(persist_error)
+    bucket
+        .persist_or_undo(key, previous)
+        .await
+        .map_err(persist_error)
 }

@@ -129,6 +129,31 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// Sets `key` back to `previous` unless it changed since `written` was read: undoes a
+    /// change that could not be made durable without clobbering a later one.
+    pub fn restore_unless_changed(
+        &self,
+        key: &str,
+        written: Option<&StoredObject>,
+        previous: Option<StoredObject>,
+    ) {
+        let mut objects = self.objects();
+        let unchanged = match (objects.get(key), written) {
+            (None, None) => true,
+            (Some(now), Some(written)) => {
+                now.etag == written.etag && now.last_modified == written.last_modified
+            }
+            _ => false,
+        };
+        if !unchanged {
+            return;
+        }
+        match previous {
+            Some(previous) => objects.insert(key.to_string(), previous),
+            None => objects.remove(key),
+        };
+    }
+
     /// The stored object, for callers that need more than HEAD returns.
     pub fn object(&self, key: &str) -> Option<StoredObject> {
         self.objects().get(key).cloned()
