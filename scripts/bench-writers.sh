@@ -9,26 +9,31 @@
 # "32 writers" row.
 #
 #   scripts/bench-writers.sh [--writers N] [--size-mib M] [--tools scribefs,mount-s3]
-#                            [--latency-ms MS] [--bandwidth-mbps MBPS] [-- SCRIBEFS MOUNT ARGS...]
+#                            [--rounds R] [--latency-ms MS] [--bandwidth-mbps MBPS]
+#                            [-- SCRIBEFS MOUNT ARGS...]
 #
 # Defaults: 32 writers of 64 MiB, scribefs, and mount-s3 when MOUNT_S3=/path/to/mount-s3 is
-# set. Arguments after `--` go to scribefs's mount (e.g. --max-memory-target 768). The scribefs
-# binaries are SCRIBEFS_BIN_DIR's, else a release build made now. Talks to 127.0.0.1 only and
-# stops on its own.
+# set, one round. With --rounds R every client runs R times, the order reversed every other
+# round (whichever runs first on a fresh machine pays for it), and a last line gives each
+# client's median time and, for two clients, the median of the per-round time ratios with its
+# range. Arguments after `--` go to scribefs's mount (e.g. --max-memory-target 768). The
+# scribefs binaries are SCRIBEFS_BIN_DIR's, else a release build made now. Talks to 127.0.0.1
+# only and stops on its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-WRITERS=32 SIZE_MIB=64 TOOLS='' LATENCY_MS=20 BANDWIDTH_MBPS=200 EXTRA=()
+WRITERS=32 SIZE_MIB=64 TOOLS='' ROUNDS=1 LATENCY_MS=20 BANDWIDTH_MBPS=200 EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --writers) WRITERS=$2; shift 2 ;;
     --size-mib) SIZE_MIB=$2; shift 2 ;;
     --tools) TOOLS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --latency-ms) LATENCY_MS=$2; shift 2 ;;
     --bandwidth-mbps) BANDWIDTH_MBPS=$2; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-writers: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -37,6 +42,7 @@ if [ -z "$TOOLS" ]; then
     [ -z "${MOUNT_S3:-}" ] || TOOLS=scribefs,mount-s3
 fi
 IFS=, read -r -a TOOL_LIST <<<"$TOOLS"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "bench-writers: --rounds takes a whole number >= 1" >&2; exit 2; }
 for tool in "${TOOL_LIST[@]}"; do
     case "$tool" in
     scribefs) ;;
@@ -104,7 +110,13 @@ unmount_tool() {
 }
 
 printf '| client | writers x MiB | time (s) | peak RSS of the mount (MiB) | mount CPU user / sys (s) | dev server CPU user / sys (s) | dev server peak RSS (MiB) | errors |\n|---|---|---|---|---|---|---|---|\n'
-for tool in "${TOOL_LIST[@]}"; do
+declare -A SECONDS_OF # SECONDS_OF[tool,round] = that run's time
+# measure TOOL ROUND: one client on a fresh server and mount; prints its row.
+measure() {
+    local tool=$1 round=$2 mnt args pids errors cpu_before server_before start end cpu_after
+    local server_after rss server_rss size label elapsed i pid
+    local user_before sys_before user_after sys_after
+    local server_user_before server_sys_before server_user_after server_sys_after
     serve
     mnt=$WORK/mnt-$tool
     args=()
@@ -139,10 +151,45 @@ for tool in "${TOOL_LIST[@]}"; do
     read -r user_after sys_after <<<"$cpu_after"
     read -r server_user_before server_sys_before <<<"$server_before"
     read -r server_user_after server_sys_after <<<"$server_after"
+    elapsed=$(echo "$end - $start" | bc)
+    SECONDS_OF[$tool,$round]=$elapsed
     printf '| %s | %s x %s | %.1f | %s | %.1f / %.1f | %.1f / %.1f | %s | %s |\n' "$label" "$WRITERS" \
-        "$SIZE_MIB" "$(echo "$end - $start" | bc)" "$rss" "$(echo "$user_after - $user_before" | bc)" \
+        "$SIZE_MIB" "$elapsed" "$rss" "$(echo "$user_after - $user_before" | bc)" \
         "$(echo "$sys_after - $sys_before" | bc)" \
         "$(echo "$server_user_after - $server_user_before" | bc)" \
         "$(echo "$server_sys_after - $server_sys_before" | bc)" "$server_rss" "$errors"
+}
+
+# median_and_range: the median of the numbers on stdin, then min-max.
+median_and_range() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%.2f (%.2f-%.2f)", m, v[1], v[NR] }'
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    order=("${TOOL_LIST[@]}")
+    if [ $((round % 2)) -eq 0 ]; then
+        order=()
+        for ((i = ${#TOOL_LIST[@]} - 1; i >= 0; i--)); do order+=("${TOOL_LIST[$i]}"); done
+    fi
+    for tool in "${order[@]}"; do measure "$tool" "$round"; done
 done
+if [ "$ROUNDS" -gt 1 ]; then
+    summary=''
+    for tool in "${TOOL_LIST[@]}"; do
+        median=$(for round in $(seq 1 "$ROUNDS"); do echo "${SECONDS_OF[$tool,$round]}"; done |
+            median_and_range)
+        summary+="$tool $median s; "
+    done
+    if [ "${#TOOL_LIST[@]}" -eq 2 ]; then
+        first=${TOOL_LIST[0]} second=${TOOL_LIST[1]}
+        ratio=$(for round in $(seq 1 "$ROUNDS"); do
+            echo "${SECONDS_OF[$first,$round]} ${SECONDS_OF[$second,$round]}"
+        done | awk '{ printf "%.4f\n", $1 / $2 }' | median_and_range)
+        summary+="time $first / $second per round: $ratio"
+    fi
+    echo
+    echo "Over $ROUNDS rounds, median (min-max): ${summary%; }"
+fi
 [ ! -s "$WORK/dd.log" ] || { echo "dd errors:" >&2; sort -u "$WORK/dd.log" | head -5 >&2; }
