@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! bench_limit get KEY [--parallel N] [--range-mib M] > out
-//! bench_limit put KEY FILE [--parallel N] [--part-mib M]
+//! bench_limit put KEY FILE [--parallel N] [--part-mib M]   (N: the mount's parts in flight)
 //! bench_limit ls PREFIX [--parallel N]
 //! bench_limit rm KEY...
 //! ```
@@ -29,14 +29,15 @@ use tokio::io::AsyncReadExt;
 const MIB: u64 = 1024 * 1024;
 
 struct Options {
-    parallel: usize,
+    /// Unset: 8 at once for `get` and `ls`, the mount's parts in flight for `put`.
+    parallel: Option<usize>,
     chunk_mib: u64,
     positional: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut options = Options {
-        parallel: 8,
+        parallel: None,
         chunk_mib: 8,
         positional: Vec::new(),
     };
@@ -50,7 +51,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
         };
         match arg.as_str() {
-            "--parallel" => options.parallel = number(arg)? as usize,
+            "--parallel" => options.parallel = Some(number(arg)? as usize),
             "--range-mib" | "--part-mib" => options.chunk_mib = number(arg)?,
             _ => options.positional.push(arg.clone()),
         }
@@ -66,7 +67,7 @@ fn config(options: &Options) -> Result<S3Config, String> {
         access_key_id: Some(var("S3_ACCESS_KEY_ID")?),
         secret_access_key: Some(var("S3_SECRET_ACCESS_KEY")?),
         path_style: true,
-        pool_size: options.parallel.max(64),
+        pool_size: options.parallel.unwrap_or(0).max(64),
         ..S3Config::default()
     })
 }
@@ -93,7 +94,7 @@ async fn get(store: Arc<S3Store>, key: &str, options: &Options) -> Result<(), St
             let store = store.clone();
             async move { get_bytes(store.as_ref(), key, Some(range)).await }
         })
-        .buffered(options.parallel);
+        .buffered(options.parallel.unwrap_or(8));
     // Blocking writes are fine here: the runtime has other threads for the GETs in flight.
     let mut stdout = std::io::stdout().lock();
     while let Some(part) = parts.try_next().await.map_err(|e| e.to_string())? {
@@ -106,8 +107,13 @@ async fn get(store: Arc<S3Store>, key: &str, options: &Options) -> Result<(), St
 
 async fn put(store: Arc<S3Store>, key: &str, file: &str, options: &Options) -> Result<(), String> {
     let start = Instant::now();
-    let config =
-        UploadConfig::new(options.chunk_mib * MIB, options.parallel).map_err(|e| e.to_string())?;
+    let config = UploadConfig::new(
+        options.chunk_mib * MIB,
+        options
+            .parallel
+            .unwrap_or(UploadConfig::DEFAULT_MAX_PARTS_IN_FLIGHT),
+    )
+    .map_err(|e| e.to_string())?;
     let mut upload = StreamingUpload::new(store, key.to_string(), PutOptions::default(), config);
     let mut input = tokio::fs::File::open(file)
         .await
@@ -150,7 +156,7 @@ async fn list_long(store: Arc<S3Store>, prefix: &str, options: &Options) -> Resu
             let store = store.clone();
             async move { store.head(&object.key).await }
         })
-        .buffer_unordered(options.parallel)
+        .buffer_unordered(options.parallel.unwrap_or(8))
         .try_for_each(|_| async { Ok(()) })
         .await
         .map_err(|e| e.to_string())?;

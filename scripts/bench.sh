@@ -1053,8 +1053,8 @@ report() {
     echo "\"vs X\" is how many times better scribefs does than X (its rate / X's rate; for seconds" \
         "and MiB of memory, X's figure / scribefs's): above 1 means scribefs is ahead. \"limit\" is" \
         "scribefs's own S3 path with no FUSE (examples/bench_limit.rs: 8 MiB ranged GETs, 8 in" \
-        "flight, written out in order; the mount's streaming multipart upload, 8 MiB parts, 8 in" \
-        "flight; for ls -l, every listing page, then a HEAD per object, 128 at once). scribefs --cache-size-mib $CACHE_MIB; peers with their defaults." \
+        "flight, written out in order; the mount's streaming multipart upload, 8 MiB parts, 15 in" \
+        "flight (8 before 2026-12-07 15:30); for ls -l, every listing page, then a HEAD per object, 128 at once). scribefs --cache-size-mib $CACHE_MIB; peers with their defaults." \
         "\"as $PLAIN_USER\": the mount and the reads run as that plain user (fusermount3; the" \
         "kernel's FUSE readahead stays 128 KiB), the data written by root."
     echo

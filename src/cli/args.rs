@@ -367,8 +367,8 @@ pub struct MountArgs {
     /// Memory the mount may use for its block cache and upload buffers together, in MiB: the
     /// cache keeps --cache-size-mib, all uploads share the rest for the buffers they fill and
     /// the parts being sent (writers wait for memory instead of adding up); at least the cache
-    /// plus one upload's (parts in flight + 1) x part size [default: uploads share (memory -
-    /// cache) / 8, at least one upload's and at most 32 parts]
+    /// plus 9 x part size (one upload at full speed) [default: uploads share (memory - cache)
+    /// / 8, at least 9 and at most 16 parts]
     #[arg(
         long,
         value_name = "MIB",

@@ -400,7 +400,6 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
             machine_memory(),
             config.cache_bytes,
             config.part_size,
-            config.max_parts_in_flight,
         ),
     });
     config.allow_overwrite = args.allow_overwrite;
@@ -425,7 +424,7 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, CliError> {
 /// when that cannot hold one upload's parts, which would make every large write crawl.
 fn write_budget(target_mib: u64, config: &FsConfig) -> Result<u64, CliError> {
     let target = mib_bytes("--max-memory-target", target_mib)?;
-    let one_upload = (config.max_parts_in_flight as u64 + 1) * config.part_size;
+    let one_upload = crate::upload::WriteBudget::least_bytes(config.part_size);
     let needed = config.cache_bytes + one_upload;
     if target < needed {
         return Err(CliError::Usage(format!(

@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::buffers::PartBuffers;
+use super::config::UploadConfig;
 use super::part_size::S3_MIN_PART_SIZE;
 
 const KIB: u64 = 1 << 10;
@@ -250,19 +251,19 @@ impl WriteBudget {
 
     /// The default budget of a mount on a machine with `machine_memory` bytes (or its cgroup's
     /// limit) whose block cache keeps `cache_bytes`: an eighth of what the cache leaves, at
-    /// least one upload at full speed ((parts in flight + 1) × part size, so a single writer
-    /// is never slowed) and at most 16 parts (at 8 MiB, 128 MiB: about 25 parts of S3's
+    /// least [`WriteBudget::least_bytes`] and at most 16 parts (at 8 MiB, 128 MiB: about 25 parts of S3's
     /// minimum in flight, as many as mountpoint-s3 keeps; with more, 32 writers of 64 MiB were
     /// slower, 8.6-9.7 s against 8.4 s, the memory only faulted in and freed).
-    pub fn default_bytes(
-        machine_memory: u64,
-        cache_bytes: u64,
-        part_size: u64,
-        max_parts_in_flight: usize,
-    ) -> u64 {
-        let one_upload = (max_parts_in_flight as u64 + 1).saturating_mul(part_size);
-        let most = part_size.saturating_mul(16).max(one_upload);
-        (machine_memory.saturating_sub(cache_bytes) / 8).clamp(one_upload, most)
+    pub fn default_bytes(machine_memory: u64, cache_bytes: u64, part_size: u64) -> u64 {
+        let least = Self::least_bytes(part_size);
+        let most = part_size.saturating_mul(16).max(least);
+        (machine_memory.saturating_sub(cache_bytes) / 8).clamp(least, most)
+    }
+
+    /// The smallest budget a mount may have: one upload at full speed, a part being filled
+    /// and [`UploadConfig::FULL_SPEED_PARTS_IN_FLIGHT`] sent, so a lone writer never crawls.
+    pub fn least_bytes(part_size: u64) -> u64 {
+        (UploadConfig::FULL_SPEED_PARTS_IN_FLIGHT as u64 + 1).saturating_mul(part_size)
     }
 
     /// Counts a streaming upload among those sharing the budget for as long as the slot lives.
@@ -621,20 +622,22 @@ mod tests {
     fn the_default_is_an_eighth_of_what_the_cache_leaves_within_one_upload_and_16_parts() {
         const GIB: u64 = 1 << 30;
         let part = 8 * MIB;
-        let default = |memory, cache| WriteBudget::default_bytes(memory, cache, part, 8);
+        let default = |memory, cache| WriteBudget::default_bytes(memory, cache, part);
         assert_eq!(default(24 * GIB, 256 * MIB), 128 * MIB);
+        // On a large machine the default holds one lone upload at its full width.
+        assert_eq!(
+            default(24 * GIB, 256 * MIB),
+            (UploadConfig::DEFAULT_MAX_PARTS_IN_FLIGHT as u64 + 1) * part
+        );
         assert_eq!(default(2 * GIB, 256 * MIB), 128 * MIB);
         assert_eq!(default(GIB, 256 * MIB), 96 * MIB);
         assert_eq!(default(512 * MIB, 256 * MIB), 72 * MIB);
         assert_eq!(default(0, 256 * MIB), 72 * MIB);
         // Larger parts: still one upload at full speed, and 16 of them at most.
         assert_eq!(
-            WriteBudget::default_bytes(24 * GIB, 256 * MIB, 64 * MIB, 8),
+            WriteBudget::default_bytes(24 * GIB, 256 * MIB, 64 * MIB),
             GIB
         );
-        assert_eq!(
-            WriteBudget::default_bytes(GIB, 0, 64 * MIB, 8),
-            9 * 64 * MIB
-        );
+        assert_eq!(WriteBudget::default_bytes(GIB, 0, 64 * MIB), 9 * 64 * MIB);
     }
 }

@@ -25,8 +25,8 @@
 //!   created the upload, because `drop` cannot await.
 //! - **Memory is bounded.** An upload holds the part being filled plus at most
 //!   `max_parts_in_flight` parts being sent: (max_parts_in_flight + 1) × part size, where the part
-//!   size is that of the current part ([`UploadConfig::memory_bound`]): 72 MiB with the defaults
-//!   (8 MiB parts, 8 in flight) for files up to 7 GiB. A semaphore permit travels with each part's
+//!   size is that of the current part ([`UploadConfig::memory_bound`]): 128 MiB with the defaults
+//!   (8 MiB parts, 15 in flight) for files up to 7 GiB. A semaphore permit travels with each part's
 //!   task, so the writer waits for a free slot before it can fill another buffer. Staged uploads
 //!   read the staging file one part at a time under the same bound. All uploads of a mount
 //!   together hold at most its [`WriteBudget`] (by default a share of the machine's memory, or

@@ -590,6 +590,25 @@ mod tests {
         }
     }
 
+    /// A lone upload on a budget the size of the default (16 parts) sends all of it but the
+    /// part it fills: 15 at once, the default cap, and never more.
+    #[tokio::test]
+    async fn a_lone_upload_uses_the_whole_default_budget() {
+        let store = store(PART);
+        store.delay(Op::UploadPart, std::time::Duration::from_millis(50));
+        let lone = UploadConfig::DEFAULT_MAX_PARTS_IN_FLIGHT;
+        let budget = crate::upload::WriteBudget::new((lone as u64 + 1) * PART);
+        let config = UploadConfig::with_small_parts(PART, lone).with_budget(Some(budget.clone()));
+        let mut upload =
+            StreamingUpload::new(store.clone(), "lone".into(), PutOptions::default(), config);
+        let data = pattern(40 * PART as usize);
+        write_all(&mut upload, &data, 4096).await.unwrap();
+        upload.finish().await.unwrap();
+        assert_eq!(store.inner().object("lone").unwrap().data, data);
+        assert_eq!(store.max_in_flight(Op::UploadPart) as usize, lone);
+        assert_eq!(budget.available_bytes(), budget.total_bytes());
+    }
+
     fn budgeted(
         store: &Arc<Store>,
         key: &str,
