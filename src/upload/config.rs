@@ -22,10 +22,6 @@ impl UploadConfig {
     /// At 20 ms and 25 MB/s per connection a lone 1 GiB write took 9.8-11.0 s with 8 in flight
     /// (mountpoint-s3: 5.9-6.4 s), 6.5-8.0 s with 15. Many writers are bounded by the budget.
     pub const DEFAULT_MAX_PARTS_IN_FLIGHT: usize = 15;
-    /// The fewest parts in flight a memory budget must leave one upload: every budget (the
-    /// default or `--max-memory-target`) holds at least this + 1 parts. At 20 ms and 100 MB/s
-    /// per connection a 512 MiB write ran at 99 MiB/s with 4 in flight, 138 with 8.
-    pub const FULL_SPEED_PARTS_IN_FLIGHT: usize = 8;
 
     /// `part_size` is the size of the first parts (later ones grow, see `part_size_for`); it must
     /// lie within S3's 5 MiB..=5 GiB, and at least one part must be allowed in flight.
@@ -107,6 +103,9 @@ mod tests {
             (default.part_size(), default.max_parts_in_flight())
         );
         assert_eq!(default.memory_bound(1), 16 * 8 * 1024 * 1024);
+        // On a large machine the default budget holds one lone upload at its full width.
+        let budget = WriteBudget::default_bytes(24 << 30, 256 << 20, default.part_size());
+        assert_eq!(budget, default.memory_bound(1));
     }
 
     #[test]
