@@ -161,6 +161,15 @@ impl Ledger {
 }
 
 impl LedgerState {
+    /// Takes `kib` at once if they are free and nobody waits before this request.
+    fn try_take(&mut self, kib: u32) -> bool {
+        let free = self.waiters.is_empty() && self.available >= kib;
+        if free {
+            self.available -= kib;
+        }
+        free
+    }
+
     /// Hands free memory to waiting requests: first any that waited [`AGING`], earliest
     /// first, then by priority; stops at the first that does not fit.
     fn grant_waiters(&mut self) {
@@ -325,18 +334,12 @@ impl WriteBudget {
         if wanted <= have {
             return;
         }
-        {
-            let mut state = self.ledger.lock();
-            let more = wanted - have;
-            if state.waiters.is_empty() && state.available >= more {
-                state.available -= more;
-                drop(state);
-                if held.ledger.is_none() {
-                    held.ledger = Some(Arc::clone(&self.ledger));
-                }
-                held.kib = wanted;
-                return;
+        if self.ledger.lock().try_take(wanted - have) {
+            if held.ledger.is_none() {
+                held.ledger = Some(Arc::clone(&self.ledger));
             }
+            held.kib = wanted;
+            return;
         }
         *held = Reservation::default();
         let priority = match slot {
@@ -353,8 +356,7 @@ impl WriteBudget {
     async fn reserve_kib(&self, priority: u64, kib: u32) -> Reservation {
         let queued = {
             let mut state = self.ledger.lock();
-            if state.waiters.is_empty() && state.available >= kib {
-                state.available -= kib;
+            if state.try_take(kib) {
                 return Reservation {
                     kib,
                     ledger: Some(Arc::clone(&self.ledger)),
